@@ -1,0 +1,65 @@
+"""The app factory: Starlette, the store in its lifespan, GraphQL at /graphql."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+
+from gateway import db
+from gateway.http import health
+from gateway.http.graphql import GatewayGraphQL
+from gateway.http.middleware import GatewayMiddleware
+from gateway.logging import configure_logging
+from gateway.ratelimit import RateLimiter
+from gateway.settings import Environment, Settings, get_settings
+from resolvers.context import Services
+from schema.build import build_schema
+
+log = logging.getLogger("switchboard")
+
+
+def build_services(settings: Settings) -> Services:
+    return Services(settings=settings, limiter=RateLimiter(settings.redis_url))
+
+
+def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> Starlette:
+    settings = settings or get_settings()
+    if configure_logs:
+        configure_logging(settings.log_level, settings.log_json)
+    services = build_services(settings)
+    graphql = GatewayGraphQL(build_schema(settings), services)
+
+    routes: list[BaseRoute] = [
+        *health.routes(services),
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        auto_migrate = settings.switchboard_env is Environment.DEVELOPMENT
+        await db.open_store(settings, apply_migrations=auto_migrate)
+        if settings.gc_freeze:
+            # Objects alive after start-up (schema, modules) move to the permanent
+            # generation, so collections stop re-scanning them on every request.
+            gc.collect()
+            gc.freeze()
+        log.info("switchboard ready", extra={"env": settings.switchboard_env.value})
+        try:
+            yield
+        finally:
+            await db.close_store()
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(GatewayMiddleware, services=services)],
+    )
+    app.state.services = services
+    return app

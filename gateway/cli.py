@@ -1,0 +1,167 @@
+"""The `switchboard` command: serve, migrate, export-schema, create-owner."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from pathlib import Path
+
+from gateway.settings import SettingsError, get_settings
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+
+    settings = _settings()
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_config=None,
+        ws_per_message_deflate=False,
+        proxy_headers=False,
+    )
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from gateway import db
+
+    settings = _settings()
+
+    async def run() -> None:
+        try:
+            await db.migrate(settings)
+        finally:
+            await db.close_store()
+
+    asyncio.run(run())
+    print("migrations applied")
+    return 0
+
+
+def cmd_makemigrations(args: argparse.Namespace) -> int:
+    """Developer command: write a migration for model changes (Tortoise's own autodetector)."""
+    from tortoise.cli.cli import main as tortoise_main
+
+    _settings()
+    sys.argv = ["tortoise", "-c", "gateway.tortoise_config.TORTOISE_ORM", "makemigrations"]
+    if args.name:
+        sys.argv += ["--name", args.name]
+    tortoise_main()
+    return 0
+
+
+def cmd_export_schema(args: argparse.Namespace) -> int:
+    from schema.build import export_sdl
+
+    sdl = export_sdl(_settings())
+    target = Path(args.output)
+    if args.check:
+        current = target.read_text() if target.exists() else ""
+        if current != sdl:
+            print(f"{target} is out of date; run `switchboard export-schema`", file=sys.stderr)
+            return 1
+        print(f"{target} is up to date")
+        return 0
+    if args.output == "-":
+        sys.stdout.write(sdl)
+    else:
+        target.write_text(sdl)
+        print(f"wrote {target}")
+    return 0
+
+
+def cmd_create_owner(args: argparse.Namespace) -> int:
+    from gateway import db
+    from gateway.app import build_services
+    from gateway.errors import GatewayError
+    from resolvers import accounts
+    from resolvers.context import Context
+
+    settings = _settings()
+    password = args.password or os.environ.get("SWITCHBOARD_OWNER_PASSWORD")
+    if not password:
+        password = getpass.getpass("Password for the owner: ")
+
+    async def run() -> int:
+        await db.open_store(settings, apply_migrations=True)
+        try:
+            ctx = Context(services=build_services(settings), request_id="cli", client_ip="cli")
+            result = await accounts.register_organization(
+                ctx,
+                organization_name=args.organization,
+                email=args.email,
+                password=password,
+                name=args.name or "",
+            )
+        except GatewayError as exc:
+            details = getattr(exc, "details", None) or exc.extensions.get("details") or {}
+            extra = "; ".join(f"{k} {v}" for k, v in details.items())
+            print(
+                f"switchboard: {exc.message}{' (' + extra + ')' if extra else ''}", file=sys.stderr
+            )
+            return 1
+        finally:
+            await db.close_store()
+        print(
+            f"created organization {result.tenant.name!r} (slug {result.tenant.slug}) "
+            f"with owner {result.user.email}"
+        )
+        return 0
+
+    return asyncio.run(run())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="switchboard",
+        description="Switchboard GraphQL gateway (settings come from the environment).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gateway (GraphiQL at /graphql in development)")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.set_defaults(func=cmd_serve)
+    sub.add_parser("migrate", help="apply pending database migrations").set_defaults(
+        func=cmd_migrate
+    )
+    mk = sub.add_parser("makemigrations", help="(developers) write a migration for model changes")
+    mk.add_argument("--name", default=None)
+    mk.set_defaults(func=cmd_makemigrations)
+    exp = sub.add_parser("export-schema", help="write the GraphQL SDL (schema.graphql)")
+    exp.add_argument("--output", "-o", default="schema.graphql")
+    exp.add_argument("--check", action="store_true", help="fail if the file is out of date")
+    exp.set_defaults(func=cmd_export_schema)
+    owner = sub.add_parser("create-owner", help="bootstrap an organization and its owner")
+    owner.add_argument("--organization", required=True)
+    owner.add_argument("--email", required=True)
+    owner.add_argument("--name", default="")
+    owner.add_argument(
+        "--password", default=None, help="default: $SWITCHBOARD_OWNER_PASSWORD or a prompt"
+    )
+    owner.set_defaults(func=cmd_create_owner)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    raise SystemExit(args.func(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Store lifecycle: open Tortoise, apply migrations, close.
+
+Tortoise 1.x keeps its state in a `TortoiseContext` held in a contextvar. The
+store is opened in the lifespan task but used from request tasks, so the
+context is registered as the process-wide fallback.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tortoise import Tortoise
+from tortoise.backends.base.executor import EXECUTOR_CACHE
+from tortoise.context import TortoiseContext
+from tortoise.migrations.api.migrate import migrate as migrate_api
+
+from gateway.settings import Settings
+
+log = logging.getLogger("switchboard.db")
+_context: TortoiseContext | None = None
+
+
+async def migrate(settings: Settings) -> None:
+    """Apply pending migrations (idempotent), in a context of its own."""
+    async with TortoiseContext():
+        await migrate_api(config=settings.tortoise_config())
+
+
+async def open_store(settings: Settings, *, apply_migrations: bool = False) -> None:
+    global _context
+    if apply_migrations:
+        await migrate(settings)
+    if _context is not None:
+        return
+    ctx = TortoiseContext()
+    # Entered only while initialising (init needs a current context); afterwards every
+    # task, whatever context it copied, reaches the store through the global fallback.
+    with ctx:
+        await ctx.init(config=settings.tortoise_config(), _enable_global_fallback=True)
+    _context = ctx
+
+
+async def close_store() -> None:
+    global _context
+    if _context is not None:
+        ctx, _context = _context, None
+        await ctx.close_connections()
+    # Tortoise caches INSERT statements per connection *name*, not per dialect; a store
+    # reopened on another backend (the test suite does SQLite, then PostgreSQL) would
+    # reuse SQLite's placeholders.
+    EXECUTOR_CACHE.clear()
+
+
+async def store_ready() -> bool:
+    try:
+        conn = Tortoise.get_connection("default")
+        await conn.execute_query("SELECT 1")
+        return True
+    except Exception:
+        log.warning("store not reachable", exc_info=True)
+        return False

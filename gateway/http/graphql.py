@@ -1,0 +1,129 @@
+"""Strawberry's ASGI view, configured for the gateway.
+
+- builds the resolvers' Context from what the middleware found (principal, ids);
+- authenticates WebSocket connections from the `connection_init` payload;
+- answers malformed requests with coded JSON errors instead of plain text;
+- speaks `application/graphql-response+json` with the spec's status codes when the
+  client accepts it (GraphQL over HTTP), plain `application/json` otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from cross_web import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+
+from gateway.errors import GatewayError
+from gateway.http.responses import error_body
+from resolvers.auth import authenticate, bearer_token
+from resolvers.context import Context, Services
+
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+
+
+def _wants_graphql_response(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    if GRAPHQL_RESPONSE not in accept:
+        return False
+    # Prefer the new media type unless application/json is listed before it.
+    json_pos = accept.find("application/json")
+    return json_pos == -1 or accept.find(GRAPHQL_RESPONSE) < json_pos
+
+
+def _is_request_error(data: Any) -> bool:
+    if not isinstance(data, dict) or data.get("data") is not None or not data.get("errors"):
+        return False
+    return all("path" not in error for error in data["errors"])
+
+
+class GatewayGraphQL(GraphQL):
+    def __init__(self, schema: Any, services: Services) -> None:
+        settings = services.settings
+        super().__init__(
+            schema,
+            graphql_ide="graphiql" if settings.graphiql_enabled else None,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            multipart_uploads_enabled=False,
+            allowed_origins=settings.allowed_origins,
+            keep_alive=False,
+        )
+        self.services = services
+
+    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:  # type: ignore[override]
+        state = request.scope.get("state", {})
+        return Context(
+            services=self.services,
+            request_id=state.get("request_id") or uuid.uuid4().hex,
+            principal=state.get("principal"),
+            client_ip=state.get("client_ip", "unknown"),
+            user_agent=request.headers.get("user-agent", "")[:300],
+            request=request,
+            response=response,
+            connection_params=None,
+        )
+
+    async def on_ws_connect(self, context: Context) -> Any:  # type: ignore[override]
+        params = context.connection_params or {}
+        raw = params.get("Authorization") or params.get("authorization")
+        token = params.get("token") or params.get("accessToken")
+        try:
+            if raw:
+                context.principal = await authenticate(
+                    self.services.settings, bearer_token(str(raw))
+                )
+            elif token:
+                context.principal = await authenticate(self.services.settings, str(token))
+        except GatewayError as exc:
+            raise ConnectionRejectionError({"code": exc.code, "message": exc.message}) from None
+        return None
+
+    async def get_sub_response(self, request: Request | WebSocket) -> Response:
+        response = await super().get_sub_response(request)
+        wants = isinstance(request, Request) and _wants_graphql_response(request)
+        setattr(response, "_graphql_response", wants)  # noqa: B010 - read in create_response
+        return response
+
+    def create_response(self, response_data: Any, sub_response: Response) -> Response:
+        wants = getattr(sub_response, "_graphql_response", False)
+        request_error = wants and _is_request_error(response_data)
+        if request_error:
+            # Parse, validation or variable errors: nothing executed, so no `data` entry.
+            response_data = {k: v for k, v in response_data.items() if k != "data"}
+        response = super().create_response(response_data, sub_response)
+        if wants:
+            response.headers["content-type"] = GRAPHQL_RESPONSE
+            if request_error:
+                response.status_code = 400
+        return response
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        request = Request(scope=scope, receive=receive)
+        try:
+            response = await self.run(request)
+        except HTTPException as exc:
+            state = scope.get("state", {})
+            code = (
+                "BAD_REQUEST"
+                if exc.status_code == 400
+                else "METHOD_NOT_ALLOWED"
+                if exc.status_code == 405
+                else "NOT_FOUND"
+            )
+            body = error_body("/graphql", code, exc.reason, state.get("request_id"))
+            media = GRAPHQL_RESPONSE if _wants_graphql_response(request) else "application/json"
+            response = Response(body, status_code=exc.status_code, media_type=media)
+        await response(scope, receive, send)
+
+    def encode_json(self, data: object) -> str:
+        return json.dumps(data, separators=(",", ":"), default=str)

@@ -1,0 +1,30 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from gateway.db import store_ready
+from resolvers.context import Services
+
+
+def routes(services: Services) -> list[BaseRoute]:
+    async def health(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def ready(_: Request) -> JSONResponse:
+        checks = {"store": await store_ready()}
+        if services.settings.redis_url:
+            try:
+                checks["redis"] = await services.limiter.check_storage()
+            except Exception:
+                checks["redis"] = False
+        ok = all(checks.values())
+        return JSONResponse(
+            {"status": "ready" if ok else "unavailable", "checks": checks},
+            status_code=200 if ok else 503,
+        )
+
+    return [Route("/health", health), Route("/health/ready", ready)]

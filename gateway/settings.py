@@ -1,0 +1,209 @@
+"""Settings from the environment (and an optional `.env`), validated at start-up.
+
+A bad value stops the process with a message that names the setting.
+"""
+
+from __future__ import annotations
+
+import secrets
+from decimal import Decimal
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEV_SIGNING_KEY = "dev:insecure-development-signing-key-change-me"
+DEV_VAULT_KEY = "ZGV2LWluc2VjdXJlLXZhdWx0LWtleS0zMi1ieXRlcyE="  # base64 of a 32-byte dev key
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class SettingsError(RuntimeError):
+    """Raised at start-up when a setting is invalid; the message names it."""
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every setting the gateway reads. Env names are the upper-case field names."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    switchboard_env: Environment = Environment.DEVELOPMENT
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    public_url: str = ""  # how the outside world reaches us; defaults to http://host:port
+
+    database_url: str = "sqlite://data/switchboard.sqlite3"
+    redis_url: str = ""
+    storage_url: str = "file://data/storage"
+
+    # Signing keys as "kid:secret" pairs; the first signs, all verify (rotation).
+    jwt_signing_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [DEV_SIGNING_KEY]
+    )
+    jwt_issuer: str = "switchboard"
+    access_token_ttl_seconds: int = Field(900, ge=30)
+    refresh_token_ttl_seconds: int = Field(30 * 24 * 3600, ge=60)
+    email_token_ttl_seconds: int = Field(24 * 3600, ge=60)
+    password_reset_ttl_seconds: int = Field(3600, ge=60)
+    invitation_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
+
+    # Secret vault keys (Fernet, url-safe base64 of 32 bytes); the first encrypts.
+    vault_keys: Annotated[list[str], NoDecode] = Field(default_factory=lambda: [DEV_VAULT_KEY])
+
+    # Rate limits in the `limits` library's notation.
+    rate_limit_authenticated: str = "1000/hour"
+    rate_limit_anonymous: str = "100/hour"
+    rate_limit_webhooks: str = "10000/hour"
+    login_attempts_per_account: str = "10/15minutes"
+    login_attempts_per_address: str = "50/15minutes"
+    rate_limit_enabled: bool = True
+
+    # GraphQL limits
+    max_query_depth: int = Field(12, ge=2)
+    max_query_tokens: int = Field(4000, ge=100)
+    max_aliases: int = Field(30, ge=1)
+    max_page_size: int = Field(100, ge=1)
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    graphiql: bool | None = None  # default: on outside production
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    log_level: str = "INFO"
+    log_json: bool = True
+    gc_freeze: bool = True
+
+    sandbox_enabled: bool | None = None  # default: on outside production
+    run_worker: bool = True
+    ai_monthly_token_quota: int = Field(2_000_000, ge=0)
+    ai_prices_per_million: dict[str, Decimal] = Field(default_factory=dict)
+
+    _split = field_validator(
+        "jwt_signing_keys", "vault_keys", "allowed_origins", "trusted_proxies", mode="before"
+    )(_split_csv)
+
+    @field_validator("jwt_signing_keys")
+    @classmethod
+    def _check_signing_keys(cls, keys: list[str]) -> list[str]:
+        if not keys:
+            raise ValueError("at least one signing key is required")
+        seen: set[str] = set()
+        for key in keys:
+            kid, sep, secret = key.partition(":")
+            if not sep or not kid or not secret:
+                raise ValueError("each key must look like 'kid:secret'")
+            if kid in seen:
+                raise ValueError(f"key id {kid!r} appears twice")
+            seen.add(kid)
+        return keys
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0]
+        if scheme not in {"sqlite", "postgres", "postgresql", "asyncpg", "psycopg"}:
+            raise ValueError("must start with sqlite:// or postgres://")
+        return value
+
+    @model_validator(mode="after")
+    def _production_rules(self) -> Settings:
+        if self.switchboard_env is Environment.PRODUCTION:
+            for key in self.jwt_signing_keys:
+                secret = key.partition(":")[2]
+                if key == DEV_SIGNING_KEY or len(secret) < 32:
+                    raise ValueError(
+                        "JWT_SIGNING_KEYS: production needs its own signing key "
+                        "(kid:secret, secret of 32+ characters), not the development default"
+                    )
+            if DEV_VAULT_KEY in self.vault_keys:
+                raise ValueError("VAULT_KEYS: production needs its own vault key, not the default")
+        return self
+
+    # Derived values -------------------------------------------------------
+
+    @property
+    def is_production(self) -> bool:
+        return self.switchboard_env is Environment.PRODUCTION
+
+    @property
+    def graphiql_enabled(self) -> bool:
+        return (not self.is_production) if self.graphiql is None else self.graphiql
+
+    @property
+    def sandboxes_enabled(self) -> bool:
+        return (not self.is_production) if self.sandbox_enabled is None else self.sandbox_enabled
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"
+
+    @property
+    def signing_keys(self) -> list[tuple[str, str]]:
+        """(kid, secret) pairs; the first one signs new tokens."""
+        return [tuple(k.split(":", 1)) for k in self.jwt_signing_keys]  # type: ignore[misc]
+
+    def tortoise_config(self) -> dict[str, Any]:
+        from models import MODEL_MODULES
+
+        url = self.database_url
+        if url.startswith("sqlite://"):
+            path = url.removeprefix("sqlite://")
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+        elif url.startswith("postgresql://"):
+            url = "postgres://" + url.removeprefix("postgresql://")
+        return {
+            "connections": {"default": url},
+            "apps": {
+                "switchboard": {
+                    "models": MODEL_MODULES,
+                    "default_connection": "default",
+                    "migrations": "models.migrations",
+                }
+            },
+            "use_tz": True,
+            "timezone": "UTC",
+        }
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment, turning validation errors into one clear message."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]).upper() or "SETTINGS"
+            lines.append(f"{name}: {err['msg']}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()
+
+
+def generate_signing_key() -> str:
+    return f"k{secrets.token_hex(3)}:{secrets.token_urlsafe(48)}"

@@ -1,0 +1,13 @@
+"""Tortoise models, one module per area, and the tenant-scoping helpers.
+
+`MODEL_MODULES` is the one list Tortoise is initialised with; add a new area's
+module here.
+"""
+
+MODEL_MODULES: list[str] = [
+    "models.tenants",
+    "models.accounts",
+    "models.members",
+    "models.apikeys",
+    "models.mail",
+]

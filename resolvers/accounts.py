@@ -1,0 +1,379 @@
+"""Accounts: registration, login, sessions (rotating refresh tokens), email tokens, tenants."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from gateway.errors import BadUserInput, Conflict, NotFound, Unauthenticated, require
+from gateway.roles import Role
+from gateway.security import (
+    REFRESH_PREFIX,
+    Principal,
+    check_password_strength,
+    hash_password,
+    hash_token,
+    issue_access_token,
+    new_token,
+    password_needs_rehash,
+    verify_password,
+)
+from models.accounts import EmailToken, RefreshToken, User
+from models.members import Membership
+from models.tenants import Tenant
+from resolvers.context import Context
+from resolvers.mailer import RecordingMailer
+
+EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+VERIFY_EMAIL = "verify_email"
+RESET_PASSWORD = "reset_password"
+
+mailer = RecordingMailer()
+
+
+@dataclass
+class AuthResult:
+    access_token: str
+    expires_at: int
+    refresh_token: str
+    user: User
+    tenant: Tenant
+    role: Role
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def normalize_email(email: str, field: str = "email") -> str:
+    email = (email or "").strip().lower()
+    require(
+        len(email) <= 320 and bool(EMAIL_RE.match(email)), field, "is not a valid email address"
+    )
+    return email
+
+
+def _slugify(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:60]
+    return slug or "org"
+
+
+# Sessions --------------------------------------------------------------------
+
+
+async def start_session(ctx: Context, user: User, tenant: Tenant, role: Role) -> AuthResult:
+    """A new refresh-token family and its first access token."""
+    return await _issue(ctx, user, tenant, role, family=uuid.uuid4().hex)
+
+
+async def _issue(ctx: Context, user: User, tenant: Tenant, role: Role, family: str) -> AuthResult:
+    settings = ctx.settings
+    refresh = new_token(REFRESH_PREFIX)
+    await RefreshToken.create(
+        user_id=user.id,
+        tenant_id=tenant.id,
+        family=family,
+        token_hash=hash_token(refresh),
+        expires_at=now() + dt.timedelta(seconds=settings.refresh_token_ttl_seconds),
+    )
+    principal = Principal(user_id=user.id, tenant_id=tenant.id, role=role, session_family=family)
+    access, exp = issue_access_token(settings, principal)
+    return AuthResult(access, exp, refresh, user, tenant, role)
+
+
+async def revoke_family(family: str) -> None:
+    await RefreshToken.filter(family=family, revoked_at=None).update(revoked_at=now())
+
+
+async def revoke_user_sessions(user_id: int, tenant_id: int | None = None) -> None:
+    qs = RefreshToken.filter(user_id=user_id, revoked_at=None)
+    if tenant_id is not None:
+        qs = qs.filter(tenant_id=tenant_id)
+    await qs.update(revoked_at=now())
+
+
+async def refresh_session(ctx: Context, refresh_token: str) -> AuthResult:
+    """Rotate: the presented token is spent; presenting a spent one revokes its family."""
+    row = await RefreshToken.filter(token_hash=hash_token(refresh_token or "")).first()
+    if row is None or row.revoked_at is not None:
+        raise Unauthenticated("Invalid refresh token.")
+    if row.rotated_at is not None:
+        await revoke_family(row.family)
+        raise Unauthenticated(
+            "Refresh token was already used; the session has been revoked.",
+            reason="REFRESH_TOKEN_REUSED",
+        )
+    if row.expires_at <= now():
+        raise Unauthenticated("Refresh token expired.", reason="TOKEN_EXPIRED")
+    # Conditional update: of two concurrent refreshes with one token, only one wins.
+    claimed = await RefreshToken.filter(id=row.id, rotated_at=None, revoked_at=None).update(
+        rotated_at=now()
+    )
+    if not claimed:
+        await revoke_family(row.family)
+        raise Unauthenticated(
+            "Refresh token was already used; the session has been revoked.",
+            reason="REFRESH_TOKEN_REUSED",
+        )
+    membership = await Membership.filter(user_id=row.user_id, tenant_id=row.tenant_id).first()
+    user = await User.filter(id=row.user_id, is_active=True).first()
+    if membership is None or user is None:
+        await revoke_family(row.family)
+        raise Unauthenticated("The session's membership no longer exists.")
+    tenant = await Tenant.get(id=row.tenant_id)
+    return await _issue(ctx, user, tenant, Role(membership.role), family=row.family)
+
+
+async def logout(ctx: Context, refresh_token: str | None, everywhere: bool) -> bool:
+    principal = ctx.require_principal()
+    if everywhere and principal.user_id is not None:
+        await revoke_user_sessions(principal.user_id)
+        return True
+    if refresh_token:
+        row = await RefreshToken.filter(token_hash=hash_token(refresh_token)).first()
+        if row is not None and row.user_id == principal.user_id:
+            await revoke_family(row.family)
+            return True
+    if principal.session_family:
+        await revoke_family(principal.session_family)
+    return True
+
+
+# Registration and login --------------------------------------------------------
+
+
+async def register_organization(
+    ctx: Context, *, organization_name: str, email: str, password: str, name: str
+) -> AuthResult:
+    organization_name = (organization_name or "").strip()
+    require(0 < len(organization_name) <= 200, "organizationName", "must be 1 to 200 characters")
+    require(len(name or "") <= 200, "name", "must be at most 200 characters")
+    email = normalize_email(email)
+    check_password_strength(password, email=email)
+    await _throttle(ctx, "register", ctx.client_ip, ctx.settings.login_attempts_per_address)
+    if await User.filter(email=email).exists():
+        raise Conflict(
+            "An account with this email already exists; log in instead.",
+            details={"email": "is already registered"},
+        )
+    password_hash = hash_password(password)
+    try:
+        async with in_transaction():
+            tenant = await Tenant.create(
+                name=organization_name, slug=f"{_slugify(organization_name)}-{secrets.token_hex(3)}"
+            )
+            user = await User.create(
+                email=email, name=(name or "").strip(), password_hash=password_hash
+            )
+            await Membership.create(user_id=user.id, tenant_id=tenant.id, role=Role.OWNER.value)
+    except IntegrityError:
+        raise Conflict(
+            "An account with this email already exists; log in instead.",
+            details={"email": "is already registered"},
+        ) from None
+    await send_email_token(user, VERIFY_EMAIL, ctx)
+    return await start_session(ctx, user, tenant, Role.OWNER)
+
+
+async def _throttle(ctx: Context, bucket: str, identity: str, spec: str) -> None:
+    if ctx.settings.rate_limit_enabled:
+        await ctx.services.limiter.enforce(
+            spec, bucket, identity, message="Too many attempts; try again later."
+        )
+
+
+async def login(ctx: Context, *, email: str, password: str, tenant_id: int | None) -> AuthResult:
+    email = (email or "").strip().lower()
+    settings = ctx.settings
+    await _throttle(ctx, "login-addr", ctx.client_ip, settings.login_attempts_per_address)
+    await _throttle(ctx, "login-account", email, settings.login_attempts_per_account)
+    user = await User.filter(email=email, is_active=True).first()
+    if not verify_password(user.password_hash if user else None, password or "") or user is None:
+        raise Unauthenticated("Wrong email or password.")
+    if password_needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+        await user.save(update_fields=["password_hash"])
+    memberships = Membership.filter(user_id=user.id)
+    if tenant_id is not None:
+        memberships = memberships.filter(tenant_id=tenant_id)
+    membership = await memberships.order_by("created_at", "id").first()
+    if membership is None:
+        if tenant_id is not None:
+            raise NotFound("Organization not found.")
+        raise Unauthenticated("This account belongs to no organization.")
+    tenant = await Tenant.get(id=membership.tenant_id)
+    return await start_session(ctx, user, tenant, Role(membership.role))
+
+
+async def switch_tenant(ctx: Context, tenant_id: int) -> AuthResult:
+    principal = ctx.require_principal()
+    if principal.api_key_id is not None:
+        raise BadUserInput(
+            "API keys belong to one organization.",
+            details={"tenantId": "API keys cannot switch organization"},
+        )
+    membership = await Membership.filter(user_id=principal.user_id, tenant_id=tenant_id).first()
+    if membership is None:
+        raise NotFound("Organization not found.")
+    user = await User.get(id=principal.user_id)
+    tenant = await Tenant.get(id=tenant_id)
+    return await start_session(ctx, user, tenant, Role(membership.role))
+
+
+# Viewer ---------------------------------------------------------------------------
+
+
+async def current_user(ctx: Context) -> User:
+    principal = ctx.require_principal()
+    if principal.user_id is None:
+        raise NotFound("This API key has no user.")
+    user = await ctx.loader("users", _load_users).load(principal.user_id)
+    if user is None:
+        raise Unauthenticated("The account no longer exists.")
+    return user
+
+
+async def _load_users(ids: list[int]) -> list[User | None]:
+    rows = {u.id: u for u in await User.filter(id__in=ids, is_active=True)}
+    return [rows.get(i) for i in ids]
+
+
+async def load_tenant(ctx: Context, tenant_id: int) -> Tenant | None:
+    return await ctx.loader("tenants", _load_tenants).load(tenant_id)
+
+
+async def _load_tenants(ids: list[int]) -> list[Tenant | None]:
+    rows = {t.id: t for t in await Tenant.filter(id__in=ids)}
+    return [rows.get(i) for i in ids]
+
+
+async def load_user(ctx: Context, user_id: int) -> User | None:
+    """Users are global rows; callers only reach ids that came from their own tenant."""
+    return await ctx.loader("users", _load_users).load(user_id)
+
+
+async def my_memberships(ctx: Context) -> list[Membership]:
+    principal = ctx.require_principal()
+    if principal.user_id is None:
+        return []
+    return list(await Membership.filter(user_id=principal.user_id).order_by("created_at", "id"))
+
+
+async def update_profile(ctx: Context, *, name: str | None) -> User:
+    user = await current_user(ctx)
+    if name is not None:
+        require(len(name) <= 200, "name", "must be at most 200 characters")
+        user.name = name.strip()
+        await user.save(update_fields=["name", "updated_at"])
+    return user
+
+
+async def change_password(ctx: Context, *, current_password: str, new_password: str) -> bool:
+    user = await current_user(ctx)
+    await _throttle(ctx, "login-account", user.email, ctx.settings.login_attempts_per_account)
+    if not verify_password(user.password_hash, current_password):
+        raise BadUserInput("Current password is wrong.", details={"currentPassword": "is wrong"})
+    check_password_strength(new_password, email=user.email)
+    user.password_hash = hash_password(new_password)
+    await user.save(update_fields=["password_hash", "updated_at"])
+    family = ctx.require_principal().session_family
+    # Other sessions end; this one stays.
+    others = RefreshToken.filter(user_id=user.id, revoked_at=None)
+    if family:
+        others = others.exclude(family=family)
+    await others.update(revoked_at=now())
+    return True
+
+
+# Email tokens ------------------------------------------------------------------------
+
+
+async def send_email_token(user: User, purpose: str, ctx: Context) -> None:
+    token = new_token()
+    ttl = (
+        ctx.settings.email_token_ttl_seconds
+        if purpose == VERIFY_EMAIL
+        else ctx.settings.password_reset_ttl_seconds
+    )
+    await EmailToken.create(
+        user_id=user.id,
+        purpose=purpose,
+        token_hash=hash_token(token),
+        expires_at=now() + dt.timedelta(seconds=ttl),
+    )
+    if purpose == VERIFY_EMAIL:
+        subject = "Confirm your email address"
+        body = (
+            f"Confirm your email for Switchboard with this token:\n\n{token}\n\n"
+            f"It expires in {ttl // 3600} hours."
+        )
+    else:
+        subject = "Reset your password"
+        body = (
+            f"Someone asked to reset your Switchboard password. If it was you, use this "
+            f"token:\n\n{token}\n\nIt expires in {ttl // 60} minutes. If not, ignore this."
+        )
+    await mailer.send(to=user.email, subject=subject, body=body, kind=purpose)
+
+
+async def _consume_email_token(token: str, purpose: str) -> EmailToken:
+    row = await EmailToken.filter(token_hash=hash_token(token or ""), purpose=purpose).first()
+    if row is None or row.used_at is not None or row.expires_at <= now():
+        raise BadUserInput(
+            "This link is invalid or has expired.", details={"token": "is invalid, used or expired"}
+        )
+    used = await EmailToken.filter(id=row.id, used_at=None).update(used_at=now())
+    if not used:
+        raise BadUserInput(
+            "This link is invalid or has expired.", details={"token": "is invalid, used or expired"}
+        )
+    return row
+
+
+async def request_email_verification(ctx: Context) -> bool:
+    user = await current_user(ctx)
+    if user.email_verified_at is None:
+        await _throttle(ctx, "verify-mail", str(user.id), "5/hour")
+        await send_email_token(user, VERIFY_EMAIL, ctx)
+    return True
+
+
+async def verify_email(ctx: Context, token: str) -> User:
+    row = await _consume_email_token(token, VERIFY_EMAIL)
+    user = await User.get(id=row.user_id)
+    if user.email_verified_at is None:
+        user.email_verified_at = now()
+        await user.save(update_fields=["email_verified_at", "updated_at"])
+    return user
+
+
+async def request_password_reset(ctx: Context, email: str) -> bool:
+    """Always true: the answer must not tell whether an account exists."""
+    email = (email or "").strip().lower()
+    await _throttle(ctx, "reset-addr", ctx.client_ip, ctx.settings.login_attempts_per_address)
+    await _throttle(ctx, "reset-account", email, "5/hour")
+    user = await User.filter(email=email, is_active=True).first()
+    if user is not None:
+        await send_email_token(user, RESET_PASSWORD, ctx)
+    return True
+
+
+async def reset_password(ctx: Context, token: str, new_password: str) -> bool:
+    row = await EmailToken.filter(
+        token_hash=hash_token(token or ""), purpose=RESET_PASSWORD
+    ).first()
+    if row is not None:
+        user = await User.get(id=row.user_id)
+        check_password_strength(new_password, email=user.email)  # before spending the token
+    row = await _consume_email_token(token, RESET_PASSWORD)
+    user = await User.get(id=row.user_id)
+    user.password_hash = hash_password(new_password)
+    await user.save(update_fields=["password_hash", "updated_at"])
+    await revoke_user_sessions(user.id)
+    return True

@@ -1,0 +1,121 @@
+"""Keyset pagination for connections: stable under inserts, one query per page."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Generic, TypeVar
+
+from tortoise.expressions import Q
+from tortoise.models import Model
+from tortoise.queryset import QuerySet
+
+from gateway.errors import BadUserInput
+
+T = TypeVar("T", bound=Model)
+
+
+@dataclass(frozen=True)
+class Order:
+    field: str = "id"
+    descending: bool = False
+
+
+@dataclass
+class Page(Generic[T]):
+    items: list[T]
+    cursors: list[str]
+    has_next: bool
+    has_previous: bool
+    query: QuerySet[Any] | None = None  # unpaged, for totalCount on demand
+
+    async def total_count(self) -> int:
+        return 0 if self.query is None else await self.query.count()
+
+
+def _encode_value(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return {"t": "dt", "v": value.isoformat()}
+    if isinstance(value, dt.date):
+        return {"t": "d", "v": value.isoformat()}
+    if isinstance(value, Decimal):
+        return {"t": "dec", "v": str(value)}
+    if hasattr(value, "value"):  # enums
+        return value.value
+    return value
+
+
+def _decode_value(raw: Any) -> Any:
+    if isinstance(raw, dict):
+        kind, value = raw.get("t"), raw.get("v")
+        if kind == "dt":
+            return dt.datetime.fromisoformat(str(value))
+        if kind == "d":
+            return dt.date.fromisoformat(str(value))
+        if kind == "dec":
+            return Decimal(str(value))
+    return raw
+
+
+def encode_cursor(row: Any, order: Order) -> str:
+    payload = [_encode_value(getattr(row, order.field)), row.id]
+    return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[Any, int]:
+    try:
+        value, row_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return _decode_value(value), int(row_id)
+    except (ValueError, TypeError):
+        raise BadUserInput(
+            "Invalid cursor.", details={"after": "is not a cursor from this API"}
+        ) from None
+
+
+def check_page_size(first: int | None, maximum: int, default: int = 20) -> int:
+    if first is None:
+        return min(default, maximum)
+    if first < 0 or first > maximum:
+        raise BadUserInput(
+            f"first must be between 0 and {maximum}.",
+            details={"first": f"must be between 0 and {maximum}"},
+        )
+    return first
+
+
+async def paginate(
+    query: QuerySet[T],
+    *,
+    first: int | None,
+    after: str | None,
+    max_page: int,
+    order: Order = Order(),
+) -> Page[T]:
+    """One page of `query` ordered by (order.field, id), starting after the cursor."""
+    limit = check_page_size(first, max_page)
+    paged = query
+    if after:
+        value, last_id = decode_cursor(after)
+        op = "lt" if order.descending else "gt"
+        if order.field == "id":
+            paged = paged.filter(**{f"id__{op}": last_id})
+        else:
+            paged = paged.filter(
+                Q(**{f"{order.field}__{op}": value})
+                | Q(**{order.field: value, f"id__{op}": last_id})
+            )
+    prefix = "-" if order.descending else ""
+    ordering = [f"{prefix}{order.field}"] + ([f"{prefix}id"] if order.field != "id" else [])
+    rows = list(await paged.order_by(*ordering).limit(limit + 1)) if limit else []
+    has_next = len(rows) > limit
+    rows = rows[:limit]
+    return Page(
+        items=rows,
+        cursors=[encode_cursor(r, order) for r in rows],
+        has_next=has_next,
+        has_previous=after is not None,
+        query=query,
+    )

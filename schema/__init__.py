@@ -1,0 +1,1 @@
+"""The GraphQL surface: strawberry types per area, merged into one schema by `build.py`."""

@@ -1,0 +1,76 @@
+"""Assemble the one schema from every area's Query, Mutation and Subscription."""
+
+from __future__ import annotations
+
+import functools
+from types import ModuleType
+
+import strawberry
+from strawberry import relay
+from strawberry.extensions import (
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
+from strawberry.schema.config import StrawberryConfig
+
+from gateway.settings import Settings
+from schema import accounts
+from schema.errors import GatewayErrors
+
+# Every area module that contributes root fields. Add a new area here.
+AREAS: list[ModuleType] = [accounts]
+
+
+@strawberry.type
+class NodeQuery:
+    node: relay.Node | None = relay.node(
+        description="Fetch any object by its global id. Requires authentication; "
+        "an id from another organization is not found."
+    )
+
+
+ROOT_DESCRIPTIONS = {
+    "Query": "Everything a caller can read.",
+    "Mutation": "Everything a caller can change; each mutation takes one `input`.",
+    "Subscription": "Live streams over graphql-transport-ws.",
+}
+
+
+def _root(name: str, kind: str, extra: tuple[type, ...] = ()) -> type | None:
+    parts = tuple(getattr(m, kind) for m in AREAS if hasattr(m, kind)) + extra
+    if not parts:
+        return None
+    return strawberry.type(type(name, parts, {}), description=ROOT_DESCRIPTIONS[name])
+
+
+def build_schema(settings: Settings) -> strawberry.Schema:
+    return _build(settings.max_query_depth, settings.max_query_tokens, settings.max_aliases)
+
+
+@functools.cache
+def _build(max_depth: int, max_tokens: int, max_aliases: int) -> strawberry.Schema:
+    """Strawberry converts field objects in place, so one schema per set of limits."""
+    query = _root("Query", "Query", (NodeQuery,))
+    mutation = _root("Mutation", "Mutation")
+    subscription = _root("Subscription", "Subscription")
+    return strawberry.Schema(
+        query=query,  # type: ignore[arg-type]
+        mutation=mutation,
+        subscription=subscription,
+        config=StrawberryConfig(auto_camel_case=True),
+        extensions=[
+            lambda: QueryDepthLimiter(max_depth=max_depth),
+            lambda: MaxTokensLimiter(max_token_count=max_tokens),
+            lambda: MaxAliasesLimiter(max_alias_count=max_aliases),
+            lambda: ParserCache(maxsize=512),
+            lambda: ValidationCache(maxsize=512),
+            GatewayErrors,
+        ],
+    )
+
+
+def export_sdl(settings: Settings) -> str:
+    return build_schema(settings).as_str() + "\n"

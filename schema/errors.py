@@ -1,0 +1,79 @@
+"""Every GraphQL error leaves with `extensions.code` and `requestId`.
+
+Expected errors (`GatewayError`) keep their message and extensions. Anything else
+is masked as INTERNAL_SERVER_ERROR; its traceback goes to the log under the same
+request id.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from graphql import GraphQLError
+from strawberry.extensions import MaskErrors
+
+from gateway.errors import GatewayError
+
+log = logging.getLogger("switchboard.graphql")
+
+
+def is_unexpected(error: GraphQLError) -> bool:
+    original = error.original_error
+    if original is None:  # parse, validation and variable errors: the caller's mistake
+        return False
+    if isinstance(original, GatewayError):
+        return False
+    return not isinstance(original, GraphQLError) or is_unexpected(original)
+
+
+def code_for(error: GraphQLError) -> tuple[str, dict[str, Any]]:
+    original = error.original_error
+    while isinstance(original, GraphQLError) and original.original_error is not None:
+        original = original.original_error
+    if isinstance(original, GatewayError):
+        return original.code, original.extensions
+    message = error.message or ""
+    if message.startswith("Syntax Error"):
+        return "GRAPHQL_PARSE_FAILED", {}
+    if message.startswith("Variable ") or "got invalid value" in message:
+        return "BAD_USER_INPUT", {}
+    if error.path is None:
+        return "GRAPHQL_VALIDATION_FAILED", {}
+    return "BAD_USER_INPUT", {}
+
+
+class GatewayErrors(MaskErrors):
+    """MaskErrors with a predicate (only unexpected errors are masked), plus codes."""
+
+    def __init__(self) -> None:
+        super().__init__(should_mask_error=is_unexpected, error_message="Unexpected error.")
+
+    def _request_id(self) -> str | None:
+        context = self.execution_context.context
+        return getattr(context, "request_id", None)
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        log.error(
+            "unexpected error in %s",
+            ".".join(str(p) for p in error.path or []) or "operation",
+            exc_info=error.original_error,
+            extra={"request_id": self._request_id()},
+        )
+        masked = super().anonymise_error(error)
+        masked.extensions = {"code": "INTERNAL_SERVER_ERROR"}
+        return masked
+
+    def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
+        request_id = self._request_id()
+        processed = super()._process_errors(errors)
+        for error in processed:
+            if error.extensions and error.extensions.get("code") == "INTERNAL_SERVER_ERROR":
+                extensions: dict[str, Any] = dict(error.extensions)
+            else:
+                code, extra = code_for(error)
+                extensions = {**(error.extensions or {}), **extra, "code": code}
+            if request_id:
+                extensions["requestId"] = request_id
+            error.extensions = extensions
+        return processed

@@ -1,0 +1,72 @@
+"""Field declarations with their permission: the roles come from `gateway.roles.MATRIX`.
+
+`query`, `mutation` and `subscription` wrap strawberry's decorators so every root
+field states its permission once, gets the permission class, and prints the roles
+that hold it into its description (and so into `schema.graphql`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from strawberry.permission import BasePermission, PermissionExtension
+from strawberry.types import Info
+
+from gateway.errors import Forbidden, Unauthenticated
+from gateway.roles import allowed, describe
+
+
+class Authenticated(BasePermission):
+    """Any signed-in caller (user or API key), whatever the role."""
+
+    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+        if info.context.principal is None:
+            raise Unauthenticated()
+        return True
+
+
+class HasPermission(BasePermission):
+    def __init__(self, permission: str) -> None:
+        describe(permission)  # fail at import time on a permission missing from the matrix
+        self.permission = permission
+
+    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+        principal = info.context.principal
+        if principal is None:
+            raise Unauthenticated()
+        if not allowed(principal.role, self.permission):
+            raise Forbidden()
+        return True
+
+
+PUBLIC = "public"
+SIGNED_IN = "signed-in"
+
+
+def _decorate(kind: Any, permission: str, description: str, kwargs: dict[str, Any]) -> Any:
+    if permission == PUBLIC:
+        checks: list[BasePermission] = []
+        note = "Public: no authentication needed."
+    elif permission == SIGNED_IN:
+        checks = [Authenticated()]
+        note = "Requires authentication, any role."
+    else:
+        checks = [HasPermission(permission)]
+        note = describe(permission)
+    extensions = list(kwargs.pop("extensions", []))
+    if checks:
+        extensions.insert(0, PermissionExtension(checks, use_directives=False))
+    return kind(description=f"{description.rstrip()} {note}", extensions=extensions, **kwargs)
+
+
+def query(*, permission: str, description: str, **kwargs: Any) -> Any:
+    return _decorate(strawberry.field, permission, description, kwargs)
+
+
+def mutation(*, permission: str, description: str, **kwargs: Any) -> Any:
+    return _decorate(strawberry.mutation, permission, description, kwargs)
+
+
+def subscription(*, permission: str, description: str, **kwargs: Any) -> Any:
+    return _decorate(strawberry.subscription, permission, description, kwargs)
