@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-from graphql import GraphQLObjectType, GraphQLInputObjectType, GraphQLEnumType
+from graphql import GraphQLEnumType, GraphQLInputObjectType, GraphQLObjectType
 
 from schema.build import build_schema, export_sdl
 from tests.conftest import make_settings
@@ -36,16 +34,3 @@ def test_every_type_and_field_has_a_description():
         if isinstance(gtype, GraphQLEnumType):
             pass
     assert not missing, f"undocumented: {missing}"
-
-
-def test_migrations_match_models(tmp_path):
-    """Tortoise's autodetector finds nothing to migrate: the checked-in migrations are complete."""
-    env = {"DATABASE_URL": f"sqlite://{tmp_path}/drift.sqlite3", "PATH": "/usr/bin:/bin"}
-    out = subprocess.run(
-        [sys.executable, "-c", "from gateway.cli import main; main(['makemigrations'])"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    assert "No changes detected" in out.stdout, (
-        "models changed without a migration: run `./dev makemigrations` and commit it\n" + out.stdout
-    )
