@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from types import ModuleType
+from typing import Any
 
 import strawberry
 from strawberry import relay
@@ -17,11 +18,17 @@ from strawberry.extensions import (
 from strawberry.schema.config import StrawberryConfig
 
 from gateway.settings import Settings
-from schema import accounts
+from schema import accounts, apikeys, members
 from schema.errors import GatewayErrors
 
 # Every area module that contributes root fields. Add a new area here.
-AREAS: list[ModuleType] = [accounts]
+AREAS: list[ModuleType] = [accounts, members, apikeys]
+
+
+class GatewaySchema(strawberry.Schema):  # noqa: D101
+    def process_errors(self, errors: list[Any], execution_context: Any = None) -> None:
+        """Strawberry logs every error with a traceback; expected errors are answers, not
+        incidents. Unexpected ones are logged once, with the request id, by GatewayErrors."""
 
 
 @strawberry.type
@@ -46,17 +53,17 @@ def _root(name: str, kind: str, extra: tuple[type, ...] = ()) -> type | None:
     return strawberry.type(type(name, parts, {}), description=ROOT_DESCRIPTIONS[name])
 
 
-def build_schema(settings: Settings) -> strawberry.Schema:
+def build_schema(settings: Settings) -> GatewaySchema:
     return _build(settings.max_query_depth, settings.max_query_tokens, settings.max_aliases)
 
 
 @functools.cache
-def _build(max_depth: int, max_tokens: int, max_aliases: int) -> strawberry.Schema:
+def _build(max_depth: int, max_tokens: int, max_aliases: int) -> GatewaySchema:
     """Strawberry converts field objects in place, so one schema per set of limits."""
     query = _root("Query", "Query", (NodeQuery,))
     mutation = _root("Mutation", "Mutation")
     subscription = _root("Subscription", "Subscription")
-    return strawberry.Schema(
+    return GatewaySchema(
         query=query,  # type: ignore[arg-type]
         mutation=mutation,
         subscription=subscription,
