@@ -25,7 +25,7 @@ from schema.errors import GatewayErrors
 AREAS: list[ModuleType] = [accounts, members, apikeys]
 
 
-class GatewaySchema(strawberry.Schema):  # noqa: D101
+class GatewaySchema(strawberry.Schema):
     def process_errors(self, errors: list[Any], execution_context: Any = None) -> None:
         """Strawberry logs every error with a traceback; expected errors are answers, not
         incidents. Unexpected ones are logged once, with the request id, by GatewayErrors."""
