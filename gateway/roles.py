@@ -52,6 +52,24 @@ MATRIX: dict[str, frozenset[Role]] = {
 }
 
 
+# Who may hand out which role (inviting, changing roles, creating API keys): a role
+# can grant itself or any role ranked strictly below it. SUPPORT and ACCOUNTING share
+# a rank but hold different permissions, so neither can grant the other.
+RANK: dict[Role, int] = {
+    Role.OWNER: 3,
+    Role.MANAGER: 2,
+    Role.SUPPORT: 1,
+    Role.ACCOUNTING: 1,
+    Role.READ_ONLY: 0,
+}
+
+
+def can_grant(granter: Role | str, role: Role | str) -> bool:
+    """True when a caller with role `granter` may give someone (or a key) `role`."""
+    granter, role = Role(granter), Role(role)
+    return role == granter or RANK[role] < RANK[granter]
+
+
 def roles_for(permission: str) -> frozenset[Role]:
     try:
         return MATRIX[permission]

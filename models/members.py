@@ -1,24 +1,18 @@
 """Memberships (a user's role in a tenant) and invitations to join one."""
 
 from tortoise import fields
-from tortoise.models import Model
 
 from models.base import TenantModel
 
 
-class Membership(Model):
-    id = fields.BigIntField(primary_key=True)
+class Membership(TenantModel):
+    """A user's role in one tenant. Tenant-owned, so it is read through `models.tenancy`."""
+
     user: fields.ForeignKeyRelation = fields.ForeignKeyField(
         "switchboard.User", related_name=False, on_delete=fields.CASCADE
     )
     user_id: int
-    tenant: fields.ForeignKeyRelation = fields.ForeignKeyField(
-        "switchboard.Tenant", related_name=False, on_delete=fields.CASCADE
-    )
-    tenant_id: int
     role = fields.CharField(max_length=16)
-    created_at = fields.DatetimeField(auto_now_add=True)
-    updated_at = fields.DatetimeField(auto_now=True)
 
     class Meta:
         table = "memberships"
@@ -26,7 +20,9 @@ class Membership(Model):
 
 
 class Invitation(TenantModel):
-    email = fields.CharField(max_length=320)
+    """Single-use, expiring invitation to join a tenant; the token is stored hashed."""
+
+    email = fields.CharField(max_length=320, db_index=True)  # lower-cased
     role = fields.CharField(max_length=16)
     token_hash = fields.CharField(max_length=64, unique=True)
     invited_by: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(

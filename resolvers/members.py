@@ -1,10 +1,48 @@
-"""Members of a tenant: who they are, their roles, invitations to join."""
+"""Members of a tenant: who they are, their roles, invitations to join.
+
+Rules kept here, for GraphQL and any HTTP caller alike:
+- a caller hands out only roles it could hold itself (`gateway.roles.can_grant`);
+- an organization always keeps at least one OWNER (removal, demotion, leaving);
+- changes to one tenant's memberships are serialised by locking the tenant row, so two
+  owners demoting each other at once cannot leave the organization without an owner;
+- a role is carried in the access token, so a change shows at the member's next
+  `refreshToken` (at most `ACCESS_TOKEN_TTL_SECONDS` later); removal revokes the
+  member's sessions in the tenant and the API keys they created there at once.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from tortoise.exceptions import IntegrityError
+from tortoise.queryset import QuerySet
+from tortoise.transactions import in_transaction
+
+from gateway.errors import BadUserInput, Conflict, Forbidden, Unauthenticated, require
+from gateway.roles import Role, can_grant
+from gateway.security import (
+    Principal,
+    check_password_strength,
+    hash_password,
+    hash_token,
+    new_token,
+    verify_password,
+)
 from models.accounts import User
-from models.members import Membership
+from models.apikeys import ApiKey
+from models.members import Invitation, Membership
+from models.tenancy import get_scoped, scoped
+from models.tenants import Tenant
+from resolvers import accounts
+from resolvers.accounts import AuthResult, normalize_email, now
 from resolvers.context import Context
+from resolvers.pagination import Order, Page, paginate
+
+INVITATION_MAIL = "invitation"
+INVITES_PER_TENANT = "200/hour"
 
 
 async def users_by_ids(ctx: Context, raw_ids: list[str]) -> list[User | None]:
@@ -12,9 +50,300 @@ async def users_by_ids(ctx: Context, raw_ids: list[str]) -> list[User | None]:
     principal = ctx.require("members:read")
     ids = [int(i) for i in raw_ids if i.isdigit()]
     member_ids = set(
-        await Membership.filter(tenant_id=principal.tenant_id, user_id__in=ids).values_list(
-            "user_id", flat=True
-        )
+        await scoped(Membership, principal.tenant_id)
+        .filter(user_id__in=ids)
+        .values_list("user_id", flat=True)
     )
     users = {u.id: u for u in await User.filter(id__in=member_ids)}
     return [users.get(int(i)) if i.isdigit() else None for i in raw_ids]
+
+
+def parse_role(value: str, field: str = "role") -> Role:
+    try:
+        return Role(value)
+    except ValueError:
+        raise BadUserInput(
+            f"{field}: unknown role", details={field: f"must be one of {', '.join(Role)}"}
+        ) from None
+
+
+def require_grantable(principal: Principal, role: Role, what: str) -> None:
+    if not can_grant(principal.role, role):
+        raise Forbidden(
+            f"A {principal.role.value} cannot {what} with role {role.value}.",
+            details={"role": f"is above what a {principal.role.value} can grant"},
+        )
+
+
+@asynccontextmanager
+async def tenant_lock(tenant_id: int) -> AsyncIterator[None]:
+    """A transaction holding the tenant row's lock (PostgreSQL; SQLite serialises writes)."""
+    async with in_transaction():
+        await Tenant.filter(id=tenant_id).select_for_update().first()
+        yield
+
+
+async def _owner_count(tenant_id: int) -> int:
+    return await scoped(Membership, tenant_id).filter(role=Role.OWNER.value).count()
+
+
+async def _revoke_access(user_id: int, tenant_id: int) -> None:
+    """End a former member's sessions in the tenant and the API keys they created there."""
+    await accounts.revoke_user_sessions(user_id, tenant_id)
+    await (
+        scoped(ApiKey, tenant_id)
+        .filter(created_by_id=user_id, revoked_at=None)
+        .update(revoked_at=now())
+    )
+
+
+# Members -----------------------------------------------------------------------------
+
+
+async def list_members(ctx: Context, *, first: int | None, after: str | None) -> Page[Membership]:
+    principal = ctx.require("members:read")
+    return await paginate(
+        scoped(Membership, principal.tenant_id),
+        first=first,
+        after=after,
+        max_page=ctx.settings.max_page_size,
+        order=Order("id"),
+    )
+
+
+async def change_member_role(ctx: Context, *, member_id: int, role: str) -> Membership:
+    principal = ctx.require("members:manage")
+    new_role = parse_role(role)
+    require_grantable(principal, new_role, "give a member")
+    async with tenant_lock(principal.tenant_id):
+        member = await get_scoped(Membership, principal.tenant_id, member_id)
+        old_role = Role(member.role)
+        require_grantable(principal, old_role, "change the role of a member")
+        if old_role == new_role:
+            return member
+        if old_role is Role.OWNER and await _owner_count(principal.tenant_id) <= 1:
+            raise Conflict(
+                "This is the organization's last owner; make another member an owner first.",
+                details={"memberId": "is the last owner"},
+            )
+        member.role = new_role.value
+        await member.save(update_fields=["role", "updated_at"])
+        # Keys this member created may not outrank what the member can now grant.
+        keys = scoped(ApiKey, principal.tenant_id).filter(
+            created_by_id=member.user_id, revoked_at=None
+        )
+        stale = [k.id for k in await keys if not can_grant(new_role, k.role)]
+        if stale:
+            await ApiKey.filter(id__in=stale).update(revoked_at=now())
+    return member
+
+
+async def remove_member(ctx: Context, *, member_id: int) -> Membership:
+    principal = ctx.require("members:manage")
+    async with tenant_lock(principal.tenant_id):
+        member = await get_scoped(Membership, principal.tenant_id, member_id)
+        require_grantable(principal, Role(member.role), "remove a member")
+        await _delete_membership(member)
+    return member
+
+
+async def leave_organization(ctx: Context) -> bool:
+    principal = ctx.require_principal()
+    if principal.api_key_id is not None or principal.user_id is None:
+        raise Forbidden("An API key cannot leave an organization; revoke it instead.")
+    async with tenant_lock(principal.tenant_id):
+        member = (
+            await scoped(Membership, principal.tenant_id).filter(user_id=principal.user_id).first()
+        )
+        if member is None:
+            raise Unauthenticated("You are no longer a member of this organization.")
+        await _delete_membership(member)
+    return True
+
+
+async def _delete_membership(member: Membership) -> None:
+    """Inside `tenant_lock`: the last-owner rule, then the deletion and revocations."""
+    if member.role == Role.OWNER.value and await _owner_count(member.tenant_id) <= 1:
+        raise Conflict(
+            "This is the organization's last owner; make another member an owner first.",
+            details={"memberId": "is the last owner"},
+        )
+    await Membership.filter(id=member.id).delete()
+    await _revoke_access(member.user_id, member.tenant_id)
+
+
+# Invitations -------------------------------------------------------------------------
+
+
+def pending(qs: QuerySet[Invitation]) -> QuerySet[Invitation]:
+    return qs.filter(accepted_at=None, revoked_at=None, expires_at__gt=now())
+
+
+async def list_invitations(
+    ctx: Context, *, first: int | None, after: str | None
+) -> Page[Invitation]:
+    principal = ctx.require("members:invite")
+    return await paginate(
+        pending(scoped(Invitation, principal.tenant_id)),
+        first=first,
+        after=after,
+        max_page=ctx.settings.max_page_size,
+        order=Order("id", descending=True),
+    )
+
+
+async def invite_member(ctx: Context, *, email: str, role: str) -> Invitation:
+    principal = ctx.require("members:invite")
+    email = normalize_email(email)
+    new_role = parse_role(role)
+    require_grantable(principal, new_role, "invite a member")
+    tenant = await Tenant.get(id=principal.tenant_id)
+    existing = await User.filter(email=email).first()
+    if (
+        existing is not None
+        and await scoped(Membership, tenant.id).filter(user_id=existing.id).exists()
+    ):
+        raise Conflict("This person is already a member.", details={"email": "is already a member"})
+    if ctx.settings.rate_limit_enabled:
+        await ctx.services.limiter.enforce(
+            INVITES_PER_TENANT, "invite", str(tenant.id), message="Too many invitations."
+        )
+    token = new_token()
+    ttl = ctx.settings.invitation_ttl_seconds
+    async with in_transaction():
+        # A new invitation replaces any pending one for the same address.
+        await pending(scoped(Invitation, tenant.id)).filter(email=email).update(revoked_at=now())
+        invitation = await Invitation.create(
+            tenant_id=tenant.id,
+            email=email,
+            role=new_role.value,
+            token_hash=hash_token(token),
+            invited_by_id=principal.user_id,
+            expires_at=now() + dt.timedelta(seconds=ttl),
+        )
+    inviter = await User.filter(id=principal.user_id).first() if principal.user_id else None
+    who = (inviter.name or inviter.email) if inviter else "Someone"
+    await accounts.mailer.send(
+        to=email,
+        subject=f"You are invited to join {tenant.name} on Switchboard",
+        body=(
+            f"{who} invited you to join {tenant.name} on Switchboard as "
+            f"{new_role.value}.\n\nAccept with this token:\n\n{token}\n\n"
+            f"It can be used once and expires in {max(1, ttl // 3600)} hours."
+        ),
+        kind=INVITATION_MAIL,
+    )
+    return invitation
+
+
+async def revoke_invitation(ctx: Context, *, invitation_id: int) -> Invitation:
+    principal = ctx.require("members:invite")
+    invitation = await get_scoped(Invitation, principal.tenant_id, invitation_id)
+    require_grantable(principal, Role(invitation.role), "revoke an invitation")
+    if invitation.accepted_at is not None:
+        raise Conflict(
+            "This invitation was already accepted; remove the member instead.",
+            details={"id": "was already accepted"},
+        )
+    if invitation.revoked_at is None:
+        invitation.revoked_at = now()
+        await invitation.save(update_fields=["revoked_at", "updated_at"])
+    return invitation
+
+
+def _bad_token(problem: str) -> BadUserInput:
+    return BadUserInput(f"This invitation {problem}.", details={"token": problem})
+
+
+@dataclass
+class _Joiner:
+    user: User | None  # None: a new account is created on acceptance
+    password_hash: str | None = None
+
+
+async def _who_accepts(ctx: Context, email: str, name: str | None, password: str | None) -> _Joiner:
+    user = await User.filter(email=email).first()
+    if user is None:
+        if not password:
+            raise BadUserInput(
+                "Choose a password for your new account.",
+                details={"password": "is required to create your account"},
+            )
+        require(len(name or "") <= 200, "name", "must be at most 200 characters")
+        check_password_strength(password, email=email)
+        return _Joiner(None, hash_password(password))
+    if not user.is_active:
+        raise Unauthenticated("This account is disabled.")
+    principal = ctx.principal
+    if principal is not None and principal.api_key_id is None and principal.user_id == user.id:
+        return _Joiner(user)
+    if not password:
+        raise BadUserInput(
+            "An account exists for this email: sign in as it, or give its password.",
+            details={"password": "is required: an account exists for this email"},
+        )
+    # The same budget as login, so invitations are no side door for guessing passwords.
+    await accounts._throttle(
+        ctx, "login-addr", ctx.client_ip, ctx.settings.login_attempts_per_address
+    )
+    await accounts._throttle(ctx, "login-account", email, ctx.settings.login_attempts_per_account)
+    if not verify_password(user.password_hash, password):
+        raise Unauthenticated("Wrong password for the invited account.")
+    return _Joiner(user)
+
+
+async def accept_invitation(
+    ctx: Context, *, token: str, name: str | None, password: str | None
+) -> AuthResult:
+    row = await Invitation.filter(token_hash=hash_token(token or "")).first()
+    if row is None:
+        raise _bad_token("is unknown")
+    if row.accepted_at is not None:
+        raise _bad_token("was already used")
+    if row.revoked_at is not None:
+        raise _bad_token("was revoked")
+    if row.expires_at <= now():
+        raise _bad_token("has expired")
+    joiner = await _who_accepts(ctx, row.email, name, password)
+    user = joiner.user
+    if (
+        user is not None
+        and await scoped(Membership, row.tenant_id).filter(user_id=user.id).exists()
+    ):
+        raise Conflict(
+            "You are already a member of this organization.",
+            details={"token": "is for an organization you already belong to"},
+        )
+    try:
+        async with in_transaction():
+            claimed = await Invitation.filter(id=row.id, accepted_at=None, revoked_at=None).update(
+                accepted_at=now()
+            )
+            if not claimed:
+                raise _bad_token("was already used")
+            if user is None:
+                user = await User.create(
+                    email=row.email,
+                    name=(name or "").strip(),
+                    password_hash=joiner.password_hash,
+                    email_verified_at=now(),  # the token arrived at this address
+                )
+            await Membership.create(user_id=user.id, tenant_id=row.tenant_id, role=row.role)
+    except IntegrityError:
+        # A concurrent acceptance created the account or the membership first.
+        raise Conflict(
+            "You are already a member of this organization.",
+            details={"token": "is for an organization you already belong to"},
+        ) from None
+    tenant = await Tenant.get(id=row.tenant_id)
+    return await accounts.start_session(ctx, user, tenant, Role(row.role))
+
+
+async def load_member_user(ctx: Context, user_id: int) -> User | None:
+    """The account behind a membership row the caller already read through its tenant."""
+    return await ctx.loader("member-users", _load_users).load(user_id)
+
+
+async def _load_users(ids: list[int]) -> list[User | None]:
+    rows = {u.id: u for u in await User.filter(id__in=ids)}
+    return [rows.get(i) for i in ids]
