@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 import uuid
@@ -393,3 +394,17 @@ async def test_member_leaves_organization(client, owner):
     assert error_codes(refresh) == ["UNAUTHENTICATED"]
     listing = await gql(client, MEMBERS, token=owner.token)
     assert listing["data"]["members"]["totalCount"] == 1
+
+
+async def test_two_owners_demoting_each_other_at_once_keep_one_owner(client, owner):
+    second, _ = await join(client, owner, "OWNER")
+    first_id = await member_id(client, owner, owner.email)
+    second_id = await member_id(client, owner, second.email)
+    results = await asyncio.gather(
+        gql(client, CHANGE_ROLE, {"i": {"memberId": second_id, "role": "MANAGER"}}, owner.token),
+        gql(client, CHANGE_ROLE, {"i": {"memberId": first_id, "role": "MANAGER"}}, second.token),
+    )
+    assert sorted(tuple(error_codes(r)) for r in results) == [(), ("CONFLICT",)]
+    listing = await gql(client, MEMBERS, token=owner.token)
+    roles = [e["node"]["role"] for e in listing["data"]["members"]["edges"]]
+    assert roles.count("OWNER") == 1
