@@ -229,8 +229,8 @@ class Mutation:
 
     @mutation(
         permission=SIGNED_IN,
-        description="Leave the current organization; your sessions there end. The last "
-        "owner cannot leave.",
+        description="Leave the current organization; your sessions there and the API keys "
+        "you created there end. The last owner cannot leave.",
     )
     async def leave_organization(self, info: Info) -> OkPayload:
         return OkPayload(ok=await members.leave_organization(info.context))
