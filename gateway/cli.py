@@ -127,6 +127,42 @@ def cmd_create_owner(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def cmd_rotate_vault_key(args: argparse.Namespace) -> int:
+    """Re-encrypt every stored secret under the first VAULT_KEYS key (batched transactions)."""
+    from gateway import db
+    from resolvers.credentials import rotate_vault
+
+    settings = _settings()
+
+    async def run() -> int:
+        await db.open_store(settings)
+        try:
+            report = await rotate_vault(settings.vault_keys, batch_size=args.batch_size)
+        finally:
+            await db.close_store()
+        print(
+            f"re-encrypted {report.rotated} secret(s) under the newest vault key; "
+            f"{report.current} already current"
+        )
+        if report.unreadable:
+            print(
+                f"switchboard: {len(report.unreadable)} secret(s) cannot be decrypted with any "
+                f"key in VAULT_KEYS and were left as they are: {', '.join(report.unreadable)}",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+
+    return asyncio.run(run())
+
+
+def cmd_generate_vault_key(args: argparse.Namespace) -> int:
+    from gateway.vault import generate_key
+
+    print(generate_key())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="switchboard",
@@ -155,6 +191,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--password", default=None, help="default: $SWITCHBOARD_OWNER_PASSWORD or a prompt"
     )
     owner.set_defaults(func=cmd_create_owner)
+    rot = sub.add_parser(
+        "rotate-vault-key",
+        help="re-encrypt stored secrets under the first VAULT_KEYS key (then drop old keys)",
+    )
+    rot.add_argument("--batch-size", type=int, default=200)
+    rot.set_defaults(func=cmd_rotate_vault_key)
+    sub.add_parser(
+        "generate-vault-key", help="print a new Fernet key for VAULT_KEYS"
+    ).set_defaults(func=cmd_generate_vault_key)
     return parser
 
 

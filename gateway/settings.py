@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_SIGNING_KEY = "dev:insecure-development-signing-key-change-me"
@@ -88,6 +88,36 @@ class Settings(BaseSettings):
     gc_freeze: bool = True
 
     sandbox_enabled: bool | None = None  # default: on outside production
+    metrics_token: SecretStr | None = None  # bearer token for /metrics off loopback
+
+    # System credentials per provider: used when neither the user nor the tenant set
+    # one (the chain is user -> tenant -> system -> sandbox). See `system_credentials`.
+    openai_api_key: SecretStr | None = None
+    openai_organization: str = ""
+    openai_base_url: str = ""
+    resend_api_key: SecretStr | None = None
+    sendgrid_api_key: SecretStr | None = None
+    smtp_host: str = ""
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_username: str = ""
+    smtp_password: SecretStr | None = None
+    s3_access_key_id: str = ""
+    s3_secret_access_key: SecretStr | None = None
+    s3_region: str = ""
+    s3_endpoint_url: str = ""
+    rossum_api_token: SecretStr | None = None
+    rossum_base_url: str = ""
+    stripe_secret_key: SecretStr | None = None
+    paypal_client_id: str = ""
+    paypal_client_secret: SecretStr | None = None
+    twilio_account_sid: str = ""
+    twilio_auth_token: SecretStr | None = None
+    zoom_account_id: str = ""
+    zoom_client_id: str = ""
+    zoom_client_secret: SecretStr | None = None
+    google_client_id: str = ""
+    google_client_secret: SecretStr | None = None
+    notion_api_key: SecretStr | None = None
     run_worker: bool = True
     ai_monthly_token_quota: int = Field(2_000_000, ge=0)
     ai_prices_per_million: dict[str, Decimal] = Field(default_factory=dict)
@@ -109,6 +139,17 @@ class Settings(BaseSettings):
             if kid in seen:
                 raise ValueError(f"key id {kid!r} appears twice")
             seen.add(kid)
+        return keys
+
+    @field_validator("vault_keys")
+    @classmethod
+    def _check_vault_keys(cls, keys: list[str]) -> list[str]:
+        from gateway.vault import check_key
+
+        if not keys:
+            raise ValueError("at least one vault key is required")
+        for key in keys:
+            check_key(key)
         return keys
 
     @field_validator("log_level")
@@ -159,6 +200,21 @@ class Settings(BaseSettings):
     def base_url(self) -> str:
         return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"
 
+    def system_credentials(self, provider: str) -> dict[str, str] | None:
+        """The operator's credential for `provider` from settings; None when not configured.
+
+        Keys are the provider's credential field names (as in setTenantCredential).
+        """
+        fields = _SYSTEM_CREDENTIALS.get(provider, {})
+        values: dict[str, str] = {}
+        for name, attr in fields.items():
+            raw = getattr(self, attr)
+            value = raw.get_secret_value() if isinstance(raw, SecretStr) else str(raw or "")
+            if value:
+                values[name] = value
+        primary = next(iter(fields), None)
+        return values if primary is not None and primary in values else None
+
     @property
     def signing_keys(self) -> list[tuple[str, str]]:
         """(kid, secret) pairs; the first one signs new tokens."""
@@ -186,6 +242,45 @@ class Settings(BaseSettings):
             "use_tz": True,
             "timezone": "UTC",
         }
+
+
+# provider -> {credential field -> settings attribute}; the first field is the one
+# that must be set for the system credential to count as configured.
+_SYSTEM_CREDENTIALS: dict[str, dict[str, str]] = {
+    "openai": {
+        "api_key": "openai_api_key",
+        "organization": "openai_organization",
+        "base_url": "openai_base_url",
+    },
+    "resend": {"api_key": "resend_api_key"},
+    "sendgrid": {"api_key": "sendgrid_api_key"},
+    "smtp": {
+        "host": "smtp_host",
+        "port": "smtp_port",
+        "username": "smtp_username",
+        "password": "smtp_password",
+    },
+    "s3": {
+        "access_key_id": "s3_access_key_id",
+        "secret_access_key": "s3_secret_access_key",
+        "region": "s3_region",
+        "endpoint_url": "s3_endpoint_url",
+    },
+    "rossum": {"api_token": "rossum_api_token", "base_url": "rossum_base_url"},
+    "stripe": {"secret_key": "stripe_secret_key"},
+    "paypal": {"client_id": "paypal_client_id", "client_secret": "paypal_client_secret"},
+    "twilio": {"account_sid": "twilio_account_sid", "auth_token": "twilio_auth_token"},
+    "zoom": {
+        "account_id": "zoom_account_id",
+        "client_id": "zoom_client_id",
+        "client_secret": "zoom_client_secret",
+    },
+    "google_calendar": {
+        "client_id": "google_client_id",
+        "client_secret": "google_client_secret",
+    },
+    "notion": {"api_key": "notion_api_key"},
+}
 
 
 def load_settings(**overrides: Any) -> Settings:

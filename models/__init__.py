@@ -10,4 +10,6 @@ MODEL_MODULES: list[str] = [
     "models.members",
     "models.apikeys",
     "models.mail",
+    "models.credentials",
+    "models.integrations",
 ]

@@ -19,10 +19,11 @@ from strawberry.schema.config import StrawberryConfig
 
 from gateway.settings import Settings
 from schema import accounts, apikeys, members
+from schema import credentials
 from schema.errors import GatewayErrors
 
 # Every area module that contributes root fields. Add a new area here.
-AREAS: list[ModuleType] = [accounts, members, apikeys]
+AREAS: list[ModuleType] = [accounts, members, apikeys, credentials]
 
 
 class GatewaySchema(strawberry.Schema):

@@ -1,0 +1,543 @@
+"""Provider credentials: storing them encrypted, and the one resolution chain.
+
+Every caller of a third party asks `resolve_credential(ctx, provider)`, which walks
+the chain user's own key → tenant's key → system key from settings → the sandbox
+and says which link answered. Decrypted values live in a per-request DataLoader
+cache only. Nothing here ever returns a stored secret to an API caller: lists show
+the provider, scope, the names of the fields set, the last four characters of the
+main secret, when and by whom.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from gateway.errors import BadUserInput, NotFound, UpstreamUnavailable
+from gateway.roles import allowed
+from gateway.vault import VaultError, vault_for
+from models.credentials import TENANT_SLOT, Credential, user_slot
+from models.tenancy import scoped
+from resolvers.context import Context
+from resolvers.pagination import Order, Page, paginate
+
+log = logging.getLogger("switchboard.credentials")
+
+
+class IntegrationProvider(StrEnum):
+    OPENAI = "openai"
+    RESEND = "resend"
+    SENDGRID = "sendgrid"
+    SMTP = "smtp"
+    S3 = "s3"
+    ROSSUM = "rossum"
+    STRIPE = "stripe"
+    PAYPAL = "paypal"
+    TWILIO = "twilio"
+    ZOOM = "zoom"
+    GOOGLE_CALENDAR = "google_calendar"
+    NOTION = "notion"
+
+
+class CredentialSource(StrEnum):
+    USER = "USER"
+    TENANT = "TENANT"
+    SYSTEM = "SYSTEM"
+    SANDBOX = "SANDBOX"
+
+
+class CredentialScope(StrEnum):
+    TENANT = "TENANT"
+    USER = "USER"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    name: str  # snake_case; the API spells it camelCase
+    required: bool = True
+    secret: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSpec:
+    fields: tuple[FieldSpec, ...]
+    primary: str  # the secret whose last four characters are shown
+
+    def field(self, name: str) -> FieldSpec | None:
+        return next((f for f in self.fields if f.name == name), None)
+
+
+def _opt(name: str) -> FieldSpec:
+    return FieldSpec(name, required=False, secret=False)
+
+
+def _plain(name: str) -> FieldSpec:
+    return FieldSpec(name, required=True, secret=False)
+
+
+_KEY = FieldSpec("api_key")
+PROVIDERS: dict[IntegrationProvider, ProviderSpec] = {
+    IntegrationProvider.OPENAI: ProviderSpec(
+        (_KEY, _opt("organization"), _opt("base_url")), "api_key"
+    ),
+    IntegrationProvider.RESEND: ProviderSpec((_KEY, _opt("base_url")), "api_key"),
+    IntegrationProvider.SENDGRID: ProviderSpec((_KEY, _opt("base_url")), "api_key"),
+    IntegrationProvider.SMTP: ProviderSpec(
+        (_plain("host"), _opt("port"), _opt("username"), FieldSpec("password", required=False)),
+        "password",
+    ),
+    IntegrationProvider.S3: ProviderSpec(
+        (
+            _plain("access_key_id"),
+            FieldSpec("secret_access_key"),
+            _opt("bucket"),
+            _opt("region"),
+            _opt("endpoint_url"),
+        ),
+        "secret_access_key",
+    ),
+    IntegrationProvider.ROSSUM: ProviderSpec(
+        (FieldSpec("api_token"), _opt("base_url")), "api_token"
+    ),
+    IntegrationProvider.STRIPE: ProviderSpec(
+        (FieldSpec("secret_key"), FieldSpec("webhook_secret", required=False), _opt("base_url")),
+        "secret_key",
+    ),
+    IntegrationProvider.PAYPAL: ProviderSpec(
+        (
+            _plain("client_id"),
+            FieldSpec("client_secret"),
+            _opt("webhook_id"),
+            _opt("base_url"),
+        ),
+        "client_secret",
+    ),
+    IntegrationProvider.TWILIO: ProviderSpec(
+        (_plain("account_sid"), FieldSpec("auth_token"), _opt("base_url")), "auth_token"
+    ),
+    IntegrationProvider.ZOOM: ProviderSpec(
+        (_plain("account_id"), _plain("client_id"), FieldSpec("client_secret"), _opt("base_url")),
+        "client_secret",
+    ),
+    IntegrationProvider.GOOGLE_CALENDAR: ProviderSpec(
+        (
+            _plain("client_id"),
+            FieldSpec("client_secret"),
+            FieldSpec("refresh_token", required=False),
+            _opt("base_url"),
+        ),
+        "client_secret",
+    ),
+    IntegrationProvider.NOTION: ProviderSpec((_KEY, _opt("base_url")), "api_key"),
+}
+
+MAX_FIELD_LENGTH = 4096
+_URL_FIELDS = {"base_url", "endpoint_url"}
+
+
+@dataclass(frozen=True)
+class ResolvedCredential:
+    """The credential a call to `provider` uses, and where it came from.
+
+    `repr` never shows the secrets, so a stray log line cannot leak them.
+    """
+
+    provider: str
+    source: CredentialSource
+    secrets: dict[str, str] = field(repr=False)
+    base_url: str | None = None
+
+    @property
+    def is_sandbox(self) -> bool:
+        return self.source is CredentialSource.SANDBOX
+
+
+# -- validation on save -----------------------------------------------------------------
+
+# provider -> async check(ctx, resolved) that raises BadUserInput when the vendor refuses
+# the credential. Providers without a cheap check are stored unverified.
+Validator = Callable[[Context, ResolvedCredential], Awaitable[None]]
+VALIDATORS: dict[IntegrationProvider, Validator] = {}
+
+
+def validator(provider: IntegrationProvider) -> Callable[[Validator], Validator]:
+    def register(fn: Validator) -> Validator:
+        VALIDATORS[provider] = fn
+        return fn
+
+    return register
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def parse_provider(value: str | IntegrationProvider) -> IntegrationProvider:
+    try:
+        return IntegrationProvider(str(value).lower())
+    except ValueError:
+        raise BadUserInput(
+            "Unknown provider.", details={"provider": "is not a supported provider"}
+        ) from None
+
+
+def clean_secrets(provider: IntegrationProvider, raw: Any, *, production: bool) -> dict[str, str]:
+    """The provider's fields from `raw` (camelCase keys), checked; errors never echo values."""
+    spec = PROVIDERS[provider]
+    if not isinstance(raw, dict):
+        raise BadUserInput(
+            "secrets must be an object.", details={"secrets": "must be an object of fields"}
+        )
+    problems: dict[str, str] = {}
+    values: dict[str, str] = {}
+    for key, value in raw.items():
+        name = _snake(str(key))
+        where = f"secrets.{camel(name)}"
+        spec_field = spec.field(name)
+        if spec_field is None:
+            known = ", ".join(camel(f.name) for f in spec.fields)
+            problems[f"secrets.{str(key)[:40]}"] = (
+                f"is not a {provider.value} field (one of {known})"
+            )
+            continue
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            problems[where] = "must be a string"
+            continue
+        text = str(value).strip()
+        if len(text) > MAX_FIELD_LENGTH:
+            problems[where] = f"is longer than {MAX_FIELD_LENGTH} characters"
+        elif any(ord(c) < 32 for c in text):
+            problems[where] = "contains control characters"
+        elif name in _URL_FIELDS and not _valid_url(text, production=production):
+            problems[where] = "must be an https:// URL" if production else "must be an http(s) URL"
+        elif name == "port" and not (text.isdigit() and 1 <= int(text) <= 65535):
+            problems[where] = "must be a port number"
+        elif text:
+            values[name] = text
+    for spec_field in spec.fields:
+        where = f"secrets.{camel(spec_field.name)}"
+        if spec_field.required and spec_field.name not in values and where not in problems:
+            problems[where] = "is required"
+    if problems:
+        raise BadUserInput("Invalid credential.", details=problems)
+    return values
+
+
+def _valid_url(text: str, *, production: bool) -> bool:
+    schemes = ("https://",) if production else ("https://", "http://")
+    return text.startswith(schemes) and len(text) > 10 and " " not in text
+
+
+def hint_for(provider: IntegrationProvider, values: dict[str, str]) -> str:
+    """The last four characters of the main secret, only when it is long enough to hide."""
+    secret = values.get(PROVIDERS[provider].primary, "")
+    return secret[-4:] if len(secret) >= 12 else ""
+
+
+# -- the resolution chain -----------------------------------------------------------------
+
+_LOADER = "credentials:resolve"
+
+
+def sandbox_base_url(ctx: Context, provider: str) -> str:
+    return f"{ctx.settings.base_url}/sandbox/{provider}"
+
+
+def _decrypt(ctx: Context, row: Credential) -> dict[str, str]:
+    try:
+        data = json.loads(vault_for(ctx.settings.vault_keys).decrypt(row.ciphertext))
+    except (VaultError, ValueError):
+        log.error(
+            "stored credential cannot be decrypted; was a VAULT_KEYS key removed too early?",
+            extra={"provider": row.provider, "credential_id": row.id},
+        )
+        raise UpstreamUnavailable(
+            f"The stored {row.provider} credential cannot be read; ask an operator.",
+            provider=row.provider,
+        ) from None
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def _resolved(
+    provider: str, source: CredentialSource, values: dict[str, str]
+) -> ResolvedCredential:
+    base_url = values.get("base_url") or None
+    return ResolvedCredential(provider, source, dict(values), base_url)
+
+
+async def _resolve_many(ctx: Context, providers: list[str]) -> list[Any]:
+    principal = ctx.principal
+    rows: dict[tuple[str, str], Credential] = {}
+    user_slot_name: str | None = None
+    if principal is not None:
+        slots = [TENANT_SLOT]
+        # A person's own key applies to their sessions, not to the tenant's API keys.
+        if principal.user_id is not None and principal.api_key_id is None:
+            user_slot_name = user_slot(principal.user_id)
+            slots.append(user_slot_name)
+        found = await scoped(Credential, principal.tenant_id).filter(
+            provider__in=providers, slot__in=slots
+        )
+        rows = {(r.provider, r.slot): r for r in found}
+    answers: list[Any] = []
+    for provider in providers:
+        try:
+            answers.append(_chain(ctx, provider, rows, user_slot_name))
+        except Exception as exc:  # handed to the waiting caller by the DataLoader
+            answers.append(exc)
+    return answers
+
+
+def _chain(
+    ctx: Context,
+    provider: str,
+    rows: dict[tuple[str, str], Credential],
+    user_slot_name: str | None,
+) -> ResolvedCredential:
+    if user_slot_name and (row := rows.get((provider, user_slot_name))) is not None:
+        return _resolved(provider, CredentialSource.USER, _decrypt(ctx, row))
+    if (row := rows.get((provider, TENANT_SLOT))) is not None:
+        return _resolved(provider, CredentialSource.TENANT, _decrypt(ctx, row))
+    system = ctx.settings.system_credentials(provider)
+    if system:
+        return _resolved(provider, CredentialSource.SYSTEM, system)
+    if ctx.settings.sandboxes_enabled:
+        return ResolvedCredential(
+            provider,
+            CredentialSource.SANDBOX,
+            {PROVIDERS[IntegrationProvider(provider)].primary: f"sandbox-{provider}-key"},
+            sandbox_base_url(ctx, provider),
+        )
+    raise UpstreamUnavailable(f"{provider} is not configured.", provider=provider)
+
+
+async def resolve_credential(
+    ctx: Context, provider: str | IntegrationProvider
+) -> ResolvedCredential:
+    """The credential for `provider`: user's → tenant's → system → sandbox, else
+    UPSTREAM_UNAVAILABLE "not configured". Cached for the rest of this request."""
+    name = parse_provider(provider).value
+    loader = ctx.loader(_LOADER, functools.partial(_resolve_many, ctx))
+    result: ResolvedCredential = await loader.load(name)
+    return result
+
+
+def _forget(ctx: Context, provider: str) -> None:
+    loader = ctx._loaders.get(_LOADER)
+    if loader is not None:
+        loader.clear(provider)
+
+
+# -- set, remove, list --------------------------------------------------------------------
+
+
+@dataclass
+class SetResult:
+    credential: Credential
+    verified: bool
+
+
+def _slot_for(ctx: Context, scope: CredentialScope) -> tuple[str, int | None]:
+    principal = ctx.require_principal()
+    if scope is CredentialScope.TENANT:
+        return TENANT_SLOT, None
+    if principal.user_id is None or principal.api_key_id is not None:
+        raise BadUserInput(
+            "API keys have no personal credentials; set a tenant credential instead.",
+            details={"scope": "personal credentials belong to signed-in users"},
+        )
+    return user_slot(principal.user_id), principal.user_id
+
+
+async def set_credential(
+    ctx: Context, scope: CredentialScope, provider: str | IntegrationProvider, secrets: Any
+) -> SetResult:
+    principal = ctx.require(
+        "credentials:tenant" if scope is CredentialScope.TENANT else "credentials:own"
+    )
+    kind = parse_provider(provider)
+    slot, user_id = _slot_for(ctx, scope)
+    values = clean_secrets(kind, secrets, production=ctx.settings.is_production)
+
+    verified = False
+    check = VALIDATORS.get(kind)
+    if check is not None:
+        source = CredentialSource.USER if scope is CredentialScope.USER else CredentialSource.TENANT
+        await check(ctx, _resolved(kind.value, source, values))
+        verified = True
+
+    token = vault_for(ctx.settings.vault_keys).encrypt(json.dumps(values, sort_keys=True))
+    hint = hint_for(kind, values)
+    names = ",".join(sorted(values))
+    row = await _upsert(
+        principal.tenant_id, kind.value, slot, user_id, token, hint, names, principal.user_id
+    )
+    _forget(ctx, kind.value)
+    log.info(
+        "credential set",
+        extra={"provider": kind.value, "scope": scope.value, "verified": verified},
+    )
+    return SetResult(row, verified)
+
+
+async def _upsert(
+    tenant_id: int,
+    provider: str,
+    slot: str,
+    user_id: int | None,
+    token: str,
+    hint: str,
+    names: str,
+    set_by_id: int | None,
+) -> Credential:
+    for attempt in range(2):
+        try:
+            async with in_transaction():
+                row = (
+                    await scoped(Credential, tenant_id)
+                    .filter(provider=provider, slot=slot)
+                    .select_for_update()
+                    .first()
+                )
+                if row is None:
+                    return await Credential.create(
+                        tenant_id=tenant_id,
+                        provider=provider,
+                        slot=slot,
+                        user_id=user_id,
+                        ciphertext=token,
+                        hint=hint,
+                        field_names=names,
+                        set_by_id=set_by_id,
+                    )
+                row.ciphertext, row.hint, row.set_by_id = token, hint, set_by_id
+                row.field_names = names
+                await row.save(
+                    update_fields=["ciphertext", "hint", "field_names", "set_by_id", "updated_at"]
+                )
+                return row
+        except IntegrityError:
+            if attempt:  # a concurrent first save won twice in a row: give up cleanly
+                raise
+    raise AssertionError("unreachable")
+
+
+async def remove_credential(
+    ctx: Context, scope: CredentialScope, provider: str | IntegrationProvider
+) -> IntegrationProvider:
+    ctx.require("credentials:tenant" if scope is CredentialScope.TENANT else "credentials:own")
+    kind = parse_provider(provider)
+    slot, _ = _slot_for(ctx, scope)
+    deleted = (
+        await scoped(Credential, ctx.tenant_id).filter(provider=kind.value, slot=slot).delete()
+    )
+    if not deleted:
+        raise NotFound(f"No {scope.value.lower()} credential for {kind.value} is set.")
+    _forget(ctx, kind.value)
+    log.info("credential removed", extra={"provider": kind.value, "scope": scope.value})
+    return kind
+
+
+async def list_credentials(
+    ctx: Context, scope: CredentialScope, *, first: int | None, after: str | None
+) -> Page[Credential]:
+    ctx.require("credentials:tenant" if scope is CredentialScope.TENANT else "credentials:own")
+    slot, _ = _slot_for(ctx, scope)
+    query = scoped(Credential, ctx.tenant_id).filter(slot=slot)
+    return await paginate(
+        query, first=first, after=after, max_page=ctx.settings.max_page_size, order=Order("id")
+    )
+
+
+async def load_nodes(ctx: Context, ids: list[str]) -> list[Credential | None]:
+    """`node(id:)` lookups: a tenant credential for credentials:tenant holders, a personal
+    one only for its owner."""
+    principal = ctx.require_principal()
+    numeric = [int(i) if str(i).isdigit() else None for i in ids]
+    wanted = [i for i in numeric if i is not None]
+    rows = {r.id: r for r in await scoped(Credential, principal.tenant_id).filter(id__in=wanted)}
+
+    def visible(row: Credential | None) -> bool:
+        if row is None:
+            return False
+        if row.slot == TENANT_SLOT:
+            return allowed(principal.role, "credentials:tenant")
+        return principal.api_key_id is None and row.slot == user_slot(principal.user_id or 0)
+
+    out: list[Credential | None] = []
+    for i in numeric:
+        row = rows.get(i) if i is not None else None
+        out.append(row if visible(row) else None)
+    return out
+
+
+def field_names(row: Credential) -> list[str]:
+    """Which fields a stored credential has (names only, camelCase), for lists."""
+    return [camel(n) for n in row.field_names.split(",") if n]
+
+
+def scope_of(row: Credential) -> CredentialScope:
+    return CredentialScope.TENANT if row.slot == TENANT_SLOT else CredentialScope.USER
+
+
+# -- vault key rotation -------------------------------------------------------------------
+
+
+@dataclass
+class RotationReport:
+    rotated: int = 0  # re-encrypted under the newest key
+    current: int = 0  # already under the newest key
+    unreadable: list[str] = field(default_factory=list)  # "Model#id" no key could decrypt
+
+
+async def rotate_vault(vault_keys: list[str], *, batch_size: int = 200) -> RotationReport:
+    """Re-encrypt every stored vault token under the newest key, one transaction per batch.
+
+    Rows no configured key can decrypt are left untouched and reported.
+    """
+    from models.credentials import VAULT_COLUMNS
+
+    vault = vault_for(vault_keys)
+    report = RotationReport()
+    for model, column in VAULT_COLUMNS:
+        last_id = 0
+        while True:
+            async with in_transaction():
+                rows = (
+                    await model.filter(id__gt=last_id)
+                    .order_by("id")
+                    .limit(batch_size)
+                    .select_for_update()
+                )
+                for row in rows:
+                    token = getattr(row, column)
+                    if not token or vault.is_current(token):
+                        report.current += 1
+                        continue
+                    try:
+                        setattr(row, column, vault.rotate(token))
+                    except VaultError:
+                        report.unreadable.append(f"{model.__name__}#{row.pk}")
+                        continue
+                    await row.save(update_fields=[column])
+                    report.rotated += 1
+            if len(rows) < batch_size:
+                break
+            last_id = rows[-1].pk
+    return report
