@@ -18,6 +18,7 @@ from gateway.http.middleware import GatewayMiddleware
 from gateway.logging import configure_logging
 from gateway.ratelimit import RateLimiter
 from gateway.settings import Environment, Settings, get_settings
+from gateway.worker import Runtime
 from resolvers.context import Services
 from schema.build import build_schema
 
@@ -50,10 +51,14 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             # generation, so collections stop re-scanning them on every request.
             gc.collect()
             gc.freeze()
+        runtime = Runtime(settings)  # event bus, outbox relay, job worker (RUN_WORKER)
+        await runtime.start()
+        app.state.runtime = runtime
         log.info("switchboard ready", extra={"env": settings.switchboard_env.value})
         try:
             yield
         finally:
+            await runtime.stop()
             await db.close_store()
 
     app = Starlette(

@@ -163,6 +163,37 @@ def cmd_generate_vault_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run only the background runtime (jobs, periodic jobs, outbox relay) until SIGTERM/SIGINT."""
+    import signal
+
+    from gateway import db
+    from gateway.logging import configure_logging
+    from gateway.worker import Runtime, load_handlers
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_json)
+    load_handlers(settings, args.imports)
+
+    async def run() -> None:
+        await db.open_store(settings)
+        runtime = Runtime(settings, run_jobs=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await runtime.start()
+            print(f"worker {runtime.worker_id} running", flush=True)
+            await stop.wait()
+        finally:
+            await runtime.stop()
+            await db.close_store()
+
+    asyncio.run(run())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="switchboard",
@@ -191,6 +222,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--password", default=None, help="default: $SWITCHBOARD_OWNER_PASSWORD or a prompt"
     )
     owner.set_defaults(func=cmd_create_owner)
+    worker = sub.add_parser("worker", help="run background jobs and the event relay only")
+    worker.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        help="also import this module (extra job handlers); repeatable",
+    )
+    worker.set_defaults(func=cmd_worker)
     rot = sub.add_parser(
         "rotate-vault-key",
         help="re-encrypt stored secrets under the first VAULT_KEYS key (then drop old keys)",

@@ -119,6 +119,14 @@ class Settings(BaseSettings):
     google_client_secret: SecretStr | None = None
     notion_api_key: SecretStr | None = None
     run_worker: bool = True
+    # Jobs and events (gateway/worker.py): a claimed job's lease (renewed while it runs;
+    # a dead worker's job is taken again after it), how often idle workers and the
+    # outbox relay look for work, jobs run at once per process, shutdown grace.
+    job_lease_seconds: float = Field(30.0, ge=0.5)
+    job_poll_seconds: float = Field(1.0, gt=0)
+    worker_concurrency: int = Field(4, ge=1)
+    worker_shutdown_grace_seconds: float = Field(10.0, ge=0)
+    outbox_poll_seconds: float = Field(1.0, gt=0)
     ai_monthly_token_quota: int = Field(2_000_000, ge=0)
     ai_prices_per_million: dict[str, Decimal] = Field(default_factory=dict)
 

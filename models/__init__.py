@@ -10,6 +10,8 @@ MODEL_MODULES: list[str] = [
     "models.members",
     "models.apikeys",
     "models.mail",
+    "models.jobs",
+    "models.events",
     "models.credentials",
     "models.integrations",
 ]

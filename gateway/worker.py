@@ -1,0 +1,197 @@
+"""The background runtime of a process: event bus, outbox relay, job worker, periodic jobs.
+
+Started by `gateway/app.py`'s lifespan (the worker part only when `RUN_WORKER` is on)
+and by `switchboard worker` alone. Shell module: may import anything.
+
+- Relay: wakes on a post-commit nudge from `emit()`, and polls every
+  `OUTBOX_POLL_SECONDS` for rows a crash left unpublished.
+- Worker: claims due jobs with a lease (`JOB_LEASE_SECONDS`), renews the lease while a
+  handler runs, runs up to `WORKER_CONCURRENCY` jobs at once. A killed worker's jobs
+  come back when their lease expires.
+- Periodic jobs: each process enqueues the current slot of every `@periodic` job under
+  a unique key, so a slot runs once whatever the number of processes.
+- Shutdown: stop claiming, let running jobs finish within
+  `WORKER_SHUTDOWN_GRACE_SECONDS`, give the rest back to the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Iterable
+
+from gateway.events import EventBus, create_bus
+from gateway.settings import Settings
+from models.jobs import Job
+from resolvers import events, jobs
+
+log = logging.getLogger("switchboard.worker")
+
+
+def load_handlers(settings: Settings, extra_modules: Iterable[str] = ()) -> None:
+    """Import every module that registers job handlers, periodic jobs and listeners."""
+    from schema.build import build_schema
+
+    build_schema(settings)  # imports every area's schema, hence its resolvers
+    for name in extra_modules:
+        importlib.import_module(name)
+
+
+class Runtime:
+    def __init__(self, settings: Settings, *, run_jobs: bool | None = None) -> None:
+        self.settings = settings
+        self.run_jobs = settings.run_worker if run_jobs is None else run_jobs
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.bus: EventBus | None = None
+        self._relay_wake = asyncio.Event()
+        self._job_wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._inflight: dict[asyncio.Task[None], Job] = {}
+
+    # lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.bus = create_bus(self.settings.redis_url)
+        events.install_bus(self.bus)
+        events.add_nudge(self._relay_wake.set)
+        self._tasks.append(asyncio.create_task(self._relay_loop(), name="outbox-relay"))
+        if self.run_jobs:
+            jobs.add_waker(self._job_wake.set)
+            self._tasks.append(asyncio.create_task(self._worker_loop(), name="job-worker"))
+            self._tasks.append(asyncio.create_task(self._periodic_loop(), name="periodic-jobs"))
+        log.info(
+            "background runtime started",
+            extra={"worker_id": self.worker_id, "jobs": self.run_jobs},
+        )
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        self._relay_wake.set()
+        self._job_wake.set()
+        events.remove_nudge(self._relay_wake.set)
+        jobs.remove_waker(self._job_wake.set)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await self._drain()
+        if self.bus is not None:
+            await self.bus.close()
+            events.install_bus(None)
+            self.bus = None
+
+    async def wait_stopped(self) -> None:
+        await self._stopping.wait()
+
+    async def _drain(self) -> None:
+        if not self._inflight:
+            return
+        grace = self.settings.worker_shutdown_grace_seconds
+        log.info("waiting up to %ss for %s running job(s)", grace, len(self._inflight))
+        _, pending = await asyncio.wait(set(self._inflight), timeout=grace)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    # relay --------------------------------------------------------------------------
+
+    async def _relay_loop(self) -> None:
+        interval = self.settings.outbox_poll_seconds
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._relay_wake.wait(), interval)
+            self._relay_wake.clear()
+            try:
+                while await events.relay_once() and not self._stopping.is_set():
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox relay pass failed")
+
+    # jobs ---------------------------------------------------------------------------
+
+    async def _worker_loop(self) -> None:
+        interval = self.settings.job_poll_seconds
+        capacity = self.settings.worker_concurrency
+        while not self._stopping.is_set():
+            free = capacity - len(self._inflight)
+            claimed: list[Job] = []
+            if free > 0:
+                try:
+                    claimed = await jobs.claim(
+                        self.worker_id, limit=free, lease_seconds=self.settings.job_lease_seconds
+                    )
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("claiming jobs failed")
+            for job in claimed:
+                task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+                self._inflight[task] = job
+                task.add_done_callback(self._job_done)
+            if claimed and len(self._inflight) < capacity:
+                continue  # more may be due right now
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._job_wake.wait(), interval)
+            self._job_wake.clear()
+
+    def _job_done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.pop(task, None)
+        self._job_wake.set()  # a slot is free
+
+    async def _run(self, job: Job) -> None:
+        handler = asyncio.create_task(jobs.run_claimed(job, self.worker_id))
+        lease = self.settings.job_lease_seconds
+        try:
+            while True:
+                done, _ = await asyncio.wait({handler}, timeout=max(0.2, lease / 3))
+                if done:
+                    handler.result()
+                    return
+                if not await jobs.extend_lease(job, lease):
+                    log.warning("lost the lease of job %s; stopping it", job.id)
+                    handler.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await handler
+                    return
+        except asyncio.CancelledError:
+            handler.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await handler
+            with contextlib.suppress(Exception):
+                await jobs.release(job)
+                log.info("job %s returned to the queue at shutdown", job.id)
+            raise
+        except Exception:
+            log.exception("job %s crashed the runner", job.id)
+
+    async def _periodic_loop(self) -> None:
+        seen: set[int] = set()
+        while not self._stopping.is_set():
+            specs = list(jobs.PERIODICS.values())
+            tick = 30.0
+            if specs:
+                shortest = min(s.every.total_seconds() for s in specs)
+                tick = max(0.5, min(30.0, shortest / 4))
+                try:
+                    ids = {job.id for job in await jobs.schedule_periodics()}
+                    if ids - seen:
+                        self._job_wake.set()
+                    seen = ids
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("scheduling periodic jobs failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), tick)

@@ -1,0 +1,314 @@
+"""Domain events: a transactional outbox, a relay to the bus, subscribers and listeners.
+
+- `await emit(tenant_id, "contact.created", {...}, connection=conn)` writes an
+  `OutboxEvent` in the caller's transaction. Nothing is emitted for a change that
+  rolls back. After commit the relay is nudged (fast path); it also polls for
+  unpublished rows (safety net), so an event survives a crash between commit and
+  publish.
+- The relay (`relay_once`, run by `gateway/worker.py` in every process) claims
+  unpublished rows (`FOR UPDATE SKIP LOCKED` on PostgreSQL), runs the in-process
+  listeners registered with `@listener("pattern")` in the same transaction as marking
+  the row published (so a listener that enqueues jobs does so exactly once), publishes
+  the event on the bus, and commits.
+- `subscribe(tenant_id, types)` is an async iterator over one tenant's live events
+  (the `activity` subscription), fed by the bus (Redis across processes).
+
+Event names are `area.verb_past`: `contact.created`, `lead.status_changed`,
+`member.joined`. `data` must be JSON-able.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import logging
+import re
+import traceback
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from tortoise import connections
+from tortoise.backends.base.client import BaseDBAsyncClient, TransactionalDBClient
+from tortoise.transactions import in_transaction
+
+from gateway.events import EventBus, InProcessBus
+from models.events import OutboxEvent
+
+log = logging.getLogger("switchboard.events")
+
+EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+MAX_LISTENER_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class Event:
+    """A published domain event, as listeners and subscribers see it."""
+
+    id: int
+    tenant_id: int
+    type: str
+    data: dict[str, Any]
+    occurred_at: dt.datetime
+
+    def to_message(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "tenant_id": self.tenant_id,
+            "type": self.type,
+            "data": self.data,
+            "occurred_at": self.occurred_at.isoformat(),
+        }
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> Event:
+        return cls(
+            id=int(message["id"]),
+            tenant_id=int(message["tenant_id"]),
+            type=str(message["type"]),
+            data=dict(message.get("data") or {}),
+            occurred_at=dt.datetime.fromisoformat(str(message["occurred_at"])),
+        )
+
+    @classmethod
+    def from_row(cls, row: OutboxEvent) -> Event:
+        return cls(row.id, row.tenant_id, row.type, dict(row.data or {}), row.created_at)
+
+
+def channel_for(tenant_id: int) -> str:
+    return f"switchboard:events:{tenant_id}"
+
+
+# Process state: the bus and the relay's wake-up, installed by gateway/worker.py ----------
+
+_bus: EventBus | None = None
+_nudges: list[Callable[[], None]] = []
+
+
+def install_bus(bus: EventBus | None) -> None:
+    global _bus
+    _bus = bus
+
+
+def get_bus() -> EventBus:
+    """The process's bus; an in-process one until the runtime installs the configured one."""
+    global _bus
+    if _bus is None:
+        _bus = InProcessBus()
+    return _bus
+
+
+def add_nudge(callback: Callable[[], None]) -> None:
+    _nudges.append(callback)
+
+
+def remove_nudge(callback: Callable[[], None]) -> None:
+    if callback in _nudges:
+        _nudges.remove(callback)
+
+
+def _nudge_relay() -> None:
+    for cb in list(_nudges):
+        cb()
+
+
+# After-commit hooks ---------------------------------------------------------------------
+
+
+def _outermost(conn: BaseDBAsyncClient) -> TransactionalDBClient | None:
+    """The transaction that really commits (a savepoint's parent chain ends at it)."""
+    found: TransactionalDBClient | None = None
+    current: Any = conn
+    while isinstance(current, TransactionalDBClient):
+        found = current
+        current = getattr(current, "_parent", None)
+    return found
+
+
+def after_commit(connection: BaseDBAsyncClient | None, callback: Callable[[], None]) -> None:
+    """Call `callback` once `connection`'s transaction commits; at once outside a transaction.
+
+    Never called for a rollback. Tortoise has no commit hooks, so the outermost
+    transaction client's `commit` is wrapped for this one transaction (clients are
+    created per transaction).
+    """
+    conn = connection if connection is not None else connections.get("default")
+    tx = _outermost(conn)
+    if tx is None or tx._finalized:
+        callback()
+        return
+    hooks: list[Callable[[], None]] | None = tx.__dict__.get("_switchboard_after_commit")
+    if hooks is None:
+        hooks = []
+        tx.__dict__["_switchboard_after_commit"] = hooks
+        original = tx.commit
+
+        async def commit() -> None:
+            await original()
+            for hook in hooks:
+                try:
+                    hook()
+                except Exception:
+                    log.exception("after-commit hook failed")
+
+        tx.commit = commit  # type: ignore[method-assign]
+    hooks.append(callback)
+
+
+# Emit -------------------------------------------------------------------------------------
+
+
+async def emit(
+    tenant_id: int,
+    type: str,
+    data: dict[str, Any] | None = None,
+    *,
+    connection: BaseDBAsyncClient | None = None,
+) -> OutboxEvent:
+    """Record a domain event of `tenant_id` in the caller's transaction (or on its own)."""
+    if not EVENT_TYPE.match(type):
+        raise ValueError(f"event type {type!r} must look like 'area.verb_past'")
+    conn = connection if connection is not None else connections.get("default")
+    row = await OutboxEvent.create(using_db=conn, tenant_id=tenant_id, type=type, data=data or {})
+    after_commit(conn, _nudge_relay)
+    return row
+
+
+# Listeners (in-process, run once per event by whichever relay publishes it) --------------
+
+Listener = Callable[[Event, BaseDBAsyncClient], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class _Registration:
+    pattern: str
+    fn: Listener
+
+
+_listeners: list[_Registration] = []
+
+
+def listener(pattern: str) -> Callable[[Listener], Listener]:
+    """Register `async def fn(event: Event, connection) -> None` for types matching `pattern`.
+
+    Patterns are glob-style (`contact.*`, `*`). The listener runs once per event, in the
+    relay's transaction: write rows or `enqueue(..., connection=connection)` there and
+    they commit together with the event being marked published. A listener that raises
+    rolls that event back; it is retried on the next relay pass, a few times at most.
+    """
+
+    def register(fn: Listener) -> Listener:
+        key = (pattern, getattr(fn, "__module__", ""), getattr(fn, "__qualname__", ""))
+        _listeners[:] = [
+            r
+            for r in _listeners
+            if (r.pattern, getattr(r.fn, "__module__", ""), getattr(r.fn, "__qualname__", ""))
+            != key
+        ]
+        _listeners.append(_Registration(pattern, fn))
+        return fn
+
+    return register
+
+
+def matches(pattern: str, type: str) -> bool:
+    return fnmatch.fnmatchcase(type, pattern)
+
+
+# Relay ------------------------------------------------------------------------------------
+
+
+async def relay_once(*, batch: int = 100) -> int:
+    """Publish up to `batch` unpublished events; returns how many were published."""
+    bus = get_bus()
+    published = 0
+    if not await OutboxEvent.filter(published_at__isnull=True).exists():
+        return 0
+    async with in_transaction() as conn:
+        if conn.capabilities.dialect == "postgres":
+            rows = await conn.execute_query_dict(
+                "SELECT id FROM outbox_events WHERE published_at IS NULL "
+                "ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                [batch],
+            )
+            ids = [r["id"] for r in rows]
+            events = (
+                list(await OutboxEvent.filter(id__in=ids).using_db(conn).order_by("id"))
+                if ids
+                else []
+            )
+        else:
+            events = list(
+                await OutboxEvent.filter(published_at__isnull=True)
+                .using_db(conn)
+                .order_by("id")
+                .limit(batch)
+            )
+        outgoing: list[Event] = []
+        for row in events:
+            event = Event.from_row(row)
+            error = await _run_listeners(event, conn)
+            if error is not None:
+                row.relay_attempts += 1
+                row.last_error = error
+                if row.relay_attempts < MAX_LISTENER_ATTEMPTS:
+                    await row.save(using_db=conn, update_fields=["relay_attempts", "last_error"])
+                    continue
+                log.error(
+                    "event %s (%s): listeners kept failing; published anyway", row.id, row.type
+                )
+            row.published_at = dt.datetime.now(dt.UTC)
+            await row.save(
+                using_db=conn, update_fields=["published_at", "relay_attempts", "last_error"]
+            )
+            outgoing.append(event)
+        # Published before commit: a crash after publishing and before commit publishes
+        # the event again (same id), never loses it. Subscribers may dedupe by id.
+        for event in outgoing:
+            try:
+                await bus.publish(channel_for(event.tenant_id), event.to_message())
+            except Exception:
+                log.exception("publishing event %s failed", event.id)
+                raise
+            published += 1
+    return published
+
+
+async def _run_listeners(event: Event, conn: BaseDBAsyncClient) -> str | None:
+    chosen = [r for r in _listeners if matches(r.pattern, event.type)]
+    if not chosen:
+        return None
+    try:
+        # A savepoint: a failing listener undoes only its own event's writes.
+        async with conn._in_transaction() as inner:
+            for reg in chosen:
+                await reg.fn(event, inner)
+    except Exception as exc:
+        log.exception("listener failed for event %s (%s)", event.id, event.type)
+        return "".join(traceback.format_exception_only(type(exc), exc)).strip()[:4000]
+    return None
+
+
+# Subscribe --------------------------------------------------------------------------------
+
+
+async def subscribe(
+    tenant_id: int, types: Iterable[str] | None = None
+) -> AsyncGenerator[Event, None]:
+    """Live events of one tenant, optionally only types matching `types` (globs allowed)."""
+    wanted = [t for t in (types or []) if t]
+    stream = get_bus().subscribe([channel_for(tenant_id)])
+    try:
+        async for message in stream:
+            try:
+                event = Event.from_message(message)
+            except (KeyError, TypeError, ValueError):
+                log.warning("ignored a malformed event message")
+                continue
+            if event.tenant_id != tenant_id:
+                continue
+            if wanted and not any(matches(p, event.type) for p in wanted):
+                continue
+            yield event
+    finally:
+        await stream.aclose()

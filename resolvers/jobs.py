@@ -1,0 +1,523 @@
+"""Durable jobs: handlers, enqueueing, claiming with a lease, retries and dead letters.
+
+- `@job_handler("kind", max_attempts=8, backoff=...)` registers
+  `async def handler(ctx: JobContext, payload: dict) -> None`.
+- `await enqueue(kind, payload, tenant_id=..., connection=conn)` writes the job row in
+  the caller's transaction (pass the connection from `in_transaction()`), so a job is
+  queued exactly when the change that caused it commits.
+- A handler raises `RetryLater(seconds)` to come back later (e.g. honouring a
+  `Retry-After`) without spending an attempt, or `PermanentFailure` to dead-letter at
+  once; any other exception spends an attempt and retries with backoff and jitter
+  until `max_attempts`, then the job is `dead` (an OWNER may re-run it: `retryJob`).
+- `@periodic("name", every=timedelta(...))` runs a handler once per period across all
+  processes: each period slot is one job with a unique key.
+
+The worker loop lives in `gateway/worker.py`; it calls `claim`, `run_claimed` and
+`release` from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import random
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tortoise import connections
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from gateway.errors import BadUserInput, NotFound
+from models.jobs import Job, JobStatus
+from resolvers.context import Context
+from resolvers.pagination import Order, Page, paginate
+
+log = logging.getLogger("switchboard.jobs")
+
+Handler = Callable[["JobContext", dict[str, Any]], Awaitable[None]]
+Backoff = Callable[[int], float] | Sequence[float]
+
+DEFAULT_MAX_ATTEMPTS = 8
+MAX_ERROR_CHARS = 4000
+
+
+class RetryLater(Exception):
+    """Raised by a handler: try again in `seconds` (does not spend an attempt)."""
+
+    def __init__(self, seconds: float, reason: str = "") -> None:
+        super().__init__(reason or f"retry in {seconds:g}s")
+        self.seconds = max(0.0, float(seconds))
+        self.reason = reason
+
+
+class PermanentFailure(Exception):
+    """Raised by a handler: retrying cannot help; dead-letter the job now."""
+
+
+def default_backoff(attempt: int) -> float:
+    """2s, 4s, 8s… capped at one hour, with ±20% jitter so retries do not stampede."""
+    base = min(3600.0, 2.0 * 2 ** max(0, attempt - 1))
+    return base * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not security
+
+
+@dataclass(frozen=True)
+class JobKind:
+    kind: str
+    handler: Handler
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    backoff: Backoff = default_backoff
+    timeout: float | None = None
+
+    def delay(self, attempt: int) -> float:
+        """Seconds before the next try after `attempt` failed tries."""
+        if callable(self.backoff):
+            return max(0.0, float(self.backoff(attempt)))
+        schedule = list(self.backoff)
+        if not schedule:
+            return 0.0
+        return float(schedule[min(attempt, len(schedule)) - 1])
+
+
+@dataclass(frozen=True)
+class Periodic:
+    name: str
+    every: dt.timedelta
+    kind: str
+
+
+HANDLERS: dict[str, JobKind] = {}
+PERIODICS: dict[str, Periodic] = {}
+
+
+def job_handler(
+    kind: str,
+    *,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    backoff: Backoff = default_backoff,
+    timeout: float | None = None,
+) -> Callable[[Handler], Handler]:
+    """Register `async def handler(ctx: JobContext, payload: dict) -> None` for `kind`.
+
+    `backoff` is a callable `attempt -> seconds` or a schedule of seconds (the last
+    entry repeats). `timeout` (seconds) fails a try that runs longer.
+    """
+    if max_attempts < 1:
+        raise ValueError("max_attempts must be at least 1")
+
+    def register(fn: Handler) -> Handler:
+        existing = HANDLERS.get(kind)
+        if existing is not None and existing.handler is not fn:
+            qualname = getattr(existing.handler, "__qualname__", existing.handler)
+            if qualname != getattr(fn, "__qualname__", fn):
+                raise ValueError(f"job kind {kind!r} is already registered")
+        HANDLERS[kind] = JobKind(kind, fn, max_attempts, backoff, timeout)
+        return fn
+
+    return register
+
+
+def periodic(
+    name: str, *, every: dt.timedelta, max_attempts: int = 1
+) -> Callable[[Handler], Handler]:
+    """Run the handler once per `every` across all processes (payload: {"slot": start iso})."""
+    if every.total_seconds() < 1:
+        raise ValueError("periodic jobs run at most once a second")
+    kind = f"periodic:{name}"
+
+    def register(fn: Handler) -> Handler:
+        job_handler(kind, max_attempts=max_attempts)(fn)
+        PERIODICS[name] = Periodic(name, every, kind)
+        return fn
+
+    return register
+
+
+@dataclass
+class JobContext:
+    """What a handler knows about the try it is running."""
+
+    job_id: int
+    kind: str
+    tenant_id: int | None
+    attempt: int  # 1 for the first try
+    max_attempts: int
+    worker_id: str
+    created_at: dt.datetime
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_last_attempt(self) -> bool:
+        return self.attempt >= self.max_attempts
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _current_connection(connection: BaseDBAsyncClient | None) -> BaseDBAsyncClient:
+    return connection if connection is not None else connections.get("default")
+
+
+# Enqueue ------------------------------------------------------------------------------
+
+
+async def enqueue(
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    tenant_id: int | None = None,
+    run_at: dt.datetime | None = None,
+    unique_key: str | None = None,
+    connection: BaseDBAsyncClient | None = None,
+    max_attempts: int | None = None,
+) -> Job:
+    """Queue a job; with `connection`, in the caller's transaction (it runs only if that commits).
+
+    With `unique_key`, a job already queued under that key is returned instead of a
+    second one (dedupe across requests and processes).
+    """
+    spec = HANDLERS.get(kind)
+    if spec is None:
+        raise ValueError(f"no handler registered for job kind {kind!r}")
+    if run_at is not None and run_at.tzinfo is None:
+        raise ValueError("run_at must be timezone-aware")
+    fields: dict[str, Any] = {
+        "kind": kind,
+        "payload": payload,
+        "tenant_id": tenant_id,
+        "run_at": run_at or now(),
+        "max_attempts": max_attempts or spec.max_attempts,
+        "unique_key": unique_key,
+        "status": JobStatus.QUEUED.value,
+    }
+    conn = _current_connection(connection)
+    if unique_key is None:
+        job = await Job.create(using_db=conn, **fields)
+    else:
+        existing = await Job.filter(unique_key=unique_key).using_db(conn).first()
+        if existing is not None:
+            return existing
+        try:
+            # A savepoint (or a short transaction of its own), so losing the race to
+            # another process does not abort the caller's transaction on PostgreSQL.
+            async with conn._in_transaction() as inner:
+                job = await Job.create(using_db=inner, **fields)
+        except IntegrityError:
+            found = await Job.filter(unique_key=unique_key).using_db(conn).first()
+            if found is None:
+                raise
+            return found
+    _wake_workers(conn)
+    return job
+
+
+# The worker registers a wake-up callback so a fresh job runs without waiting for a poll.
+_wakers: list[Callable[[], None]] = []
+
+
+def add_waker(callback: Callable[[], None]) -> None:
+    _wakers.append(callback)
+
+
+def remove_waker(callback: Callable[[], None]) -> None:
+    if callback in _wakers:
+        _wakers.remove(callback)
+
+
+def _wake_workers(conn: BaseDBAsyncClient) -> None:
+    from resolvers.events import after_commit
+
+    def wake() -> None:
+        for cb in list(_wakers):
+            cb()
+
+    after_commit(conn, wake)
+
+
+# Claim, run, finish -------------------------------------------------------------------
+
+
+def _is_postgres(conn: BaseDBAsyncClient) -> bool:
+    return conn.capabilities.dialect == "postgres"
+
+
+async def claim(worker_id: str, *, limit: int, lease_seconds: float) -> list[Job]:
+    """Take up to `limit` due jobs (queued, or running with an expired lease) for this worker.
+
+    PostgreSQL: one UPDATE over `SELECT … FOR UPDATE SKIP LOCKED`, so concurrent workers
+    never take the same row. SQLite (one process): a conditional UPDATE per candidate.
+    Each claim gets its own token in `locked_by`, which fences later writes.
+    """
+    if limit <= 0:
+        return []
+    conn = connections.get("default")
+    moment = now()
+    lease_until = moment + dt.timedelta(seconds=lease_seconds)
+    token = f"{worker_id}/{uuid.uuid4().hex[:12]}"
+    if _is_postgres(conn):
+        sql = (
+            "UPDATE jobs SET status = 'running', locked_by = $1, lease_expires_at = $2, "
+            "attempts = attempts + 1, started_at = $3 "
+            "WHERE id IN (SELECT id FROM jobs WHERE "
+            "(status IN ('queued', 'failed') AND run_at <= $3) OR "
+            "(status = 'running' AND lease_expires_at < $3) "
+            "ORDER BY run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) "
+            "RETURNING id"
+        )
+        rows = await conn.execute_query_dict(sql, [token, lease_until, moment, limit])
+        ids = [row["id"] for row in rows]
+    else:
+        candidates = (
+            await Job.filter(
+                status__in=[JobStatus.QUEUED.value, JobStatus.FAILED.value], run_at__lte=moment
+            )
+            .order_by("run_at", "id")
+            .limit(limit)
+            .values("id", "attempts")
+        )
+        expired = (
+            await Job.filter(status=JobStatus.RUNNING.value, lease_expires_at__lt=moment)
+            .order_by("run_at", "id")
+            .limit(limit)
+            .values("id", "attempts")
+        )
+        ids = []
+        for row in (candidates + expired)[:limit]:
+            updated = await Job.filter(id=row["id"], attempts=row["attempts"]).update(
+                status=JobStatus.RUNNING.value,
+                locked_by=token,
+                lease_expires_at=lease_until,
+                attempts=row["attempts"] + 1,
+                started_at=moment,
+            )
+            if updated:
+                ids.append(row["id"])
+    if not ids:
+        return []
+    return list(await Job.filter(id__in=ids, locked_by=token).order_by("run_at", "id"))
+
+
+async def extend_lease(job: Job, lease_seconds: float) -> bool:
+    """Heartbeat: keep the lease while the handler runs. False when the job was taken away."""
+    until = now() + dt.timedelta(seconds=lease_seconds)
+    updated = await Job.filter(
+        id=job.id, locked_by=job.locked_by, status=JobStatus.RUNNING.value
+    ).update(lease_expires_at=until)
+    return bool(updated)
+
+
+def _error_text(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return text[:MAX_ERROR_CHARS]
+
+
+async def _finish(job: Job, **values: Any) -> bool:
+    """Write the outcome, but only while this claim still holds the job (fencing)."""
+    updated = await Job.filter(
+        id=job.id, locked_by=job.locked_by, status=JobStatus.RUNNING.value
+    ).update(**values)
+    if not updated:
+        log.warning(
+            "job %s (%s) was taken over before it finished; outcome dropped", job.id, job.kind
+        )
+    return bool(updated)
+
+
+async def run_claimed(job: Job, worker_id: str) -> str:
+    """Run one claimed job to an outcome; returns the status written."""
+    spec = HANDLERS.get(job.kind)
+    if spec is None:
+        await _finish(
+            job,
+            status=JobStatus.DEAD.value,
+            last_error=f"no handler registered for job kind {job.kind!r}",
+            finished_at=now(),
+            locked_by=None,
+            lease_expires_at=None,
+        )
+        return JobStatus.DEAD.value
+    if job.attempts > job.max_attempts:
+        # Its last try was cut short (the worker died and the lease ran out).
+        await _finish(
+            job,
+            status=JobStatus.DEAD.value,
+            last_error=(job.last_error or "the worker stopped during the last attempt"),
+            finished_at=now(),
+            locked_by=None,
+            lease_expires_at=None,
+        )
+        return JobStatus.DEAD.value
+    ctx = JobContext(
+        job_id=job.id,
+        kind=job.kind,
+        tenant_id=job.tenant_id,
+        attempt=job.attempts,
+        max_attempts=job.max_attempts,
+        worker_id=worker_id,
+        created_at=job.created_at,
+    )
+    payload = dict(job.payload or {})
+    try:
+        if spec.timeout:
+            await asyncio.wait_for(spec.handler(ctx, payload), spec.timeout)
+        else:
+            await spec.handler(ctx, payload)
+    except RetryLater as exc:
+        await _finish(
+            job,
+            status=JobStatus.QUEUED.value,
+            attempts=max(0, job.attempts - 1),
+            run_at=now() + dt.timedelta(seconds=exc.seconds),
+            last_error=_error_text(exc),
+            locked_by=None,
+            lease_expires_at=None,
+        )
+        return JobStatus.QUEUED.value
+    except PermanentFailure as exc:
+        log.warning("job %s (%s) failed permanently: %s", job.id, job.kind, exc)
+        await _finish(
+            job,
+            status=JobStatus.DEAD.value,
+            last_error=_error_text(exc),
+            finished_at=now(),
+            locked_by=None,
+            lease_expires_at=None,
+        )
+        return JobStatus.DEAD.value
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        error = _error_text(exc if not isinstance(exc, TimeoutError) else TimeoutError("timed out"))
+        if job.attempts >= job.max_attempts:
+            log.error("job %s (%s) is dead after %s attempts", job.id, job.kind, job.attempts)
+            await _finish(
+                job,
+                status=JobStatus.DEAD.value,
+                last_error=error,
+                finished_at=now(),
+                locked_by=None,
+                lease_expires_at=None,
+            )
+            return JobStatus.DEAD.value
+        delay = spec.delay(job.attempts)
+        log.warning(
+            "job %s (%s) attempt %s failed; retry in %.1fs",
+            job.id,
+            job.kind,
+            job.attempts,
+            delay,
+            exc_info=True,
+        )
+        await _finish(
+            job,
+            status=JobStatus.FAILED.value,
+            run_at=now() + dt.timedelta(seconds=delay),
+            last_error=error,
+            locked_by=None,
+            lease_expires_at=None,
+        )
+        return JobStatus.FAILED.value
+    await _finish(
+        job,
+        status=JobStatus.SUCCEEDED.value,
+        finished_at=now(),
+        locked_by=None,
+        lease_expires_at=None,
+    )
+    return JobStatus.SUCCEEDED.value
+
+
+async def release(job: Job) -> None:
+    """Give an interrupted job back to the queue (shutdown): the try does not count."""
+    await Job.filter(id=job.id, locked_by=job.locked_by, status=JobStatus.RUNNING.value).update(
+        status=JobStatus.QUEUED.value,
+        attempts=max(0, job.attempts - 1),
+        locked_by=None,
+        lease_expires_at=None,
+    )
+
+
+def period_slot(every: dt.timedelta, at: dt.datetime) -> dt.datetime:
+    seconds = int(every.total_seconds())
+    epoch = int(at.timestamp())
+    return dt.datetime.fromtimestamp(epoch - epoch % seconds, dt.UTC)
+
+
+async def schedule_periodics(at: dt.datetime | None = None) -> list[Job]:
+    """Enqueue the current slot of every periodic job (deduped by key); returns the slot jobs."""
+    moment = at or now()
+    slot_jobs = []
+    for spec in list(PERIODICS.values()):
+        slot = period_slot(spec.every, moment)
+        key = f"periodic:{spec.name}:{slot.isoformat()}"
+        slot_jobs.append(
+            await enqueue(spec.kind, {"slot": slot.isoformat()}, run_at=slot, unique_key=key)
+        )
+    return slot_jobs
+
+
+# GraphQL-facing: the operator's view ----------------------------------------------------
+
+LISTABLE = {s.value for s in JobStatus}
+
+
+async def list_jobs(
+    ctx: Context,
+    *,
+    status: str | None,
+    kind: str | None,
+    first: int | None,
+    after: str | None,
+) -> Page[Job]:
+    """The caller's tenant's jobs, newest first; by default the ones that need attention."""
+    principal = ctx.require("jobs:manage")
+    qs = Job.filter(tenant_id=principal.tenant_id)
+    if status is None:
+        qs = qs.filter(status__in=[JobStatus.FAILED.value, JobStatus.DEAD.value])
+    elif status not in LISTABLE:
+        raise BadUserInput("Unknown job status.", details={"status": "is not a job status"})
+    else:
+        qs = qs.filter(status=status)
+    if kind:
+        qs = qs.filter(kind=kind)
+    return await paginate(
+        qs,
+        first=first,
+        after=after,
+        max_page=ctx.settings.max_page_size,
+        order=Order("id", descending=True),
+    )
+
+
+async def retry_job(ctx: Context, *, job_id: int) -> Job:
+    """Re-run a dead (or failed) job of the caller's tenant now, with a fresh set of attempts."""
+    principal = ctx.require("jobs:manage")
+    async with in_transaction() as conn:
+        job = (
+            await Job.filter(id=job_id, tenant_id=principal.tenant_id)
+            .using_db(conn)
+            .select_for_update()
+            .first()
+        )
+        if job is None:
+            raise NotFound("Job not found.")
+        if job.status not in (JobStatus.DEAD.value, JobStatus.FAILED.value):
+            raise BadUserInput(
+                "Only dead or failed jobs can be retried.",
+                details={"id": f"the job is {job.status}"},
+            )
+        job.status = JobStatus.QUEUED.value
+        job.attempts = 0
+        job.run_at = now()
+        job.finished_at = None
+        job.locked_by = None
+        job.lease_expires_at = None
+        await job.save(using_db=conn)
+        _wake_workers(conn)
+    return job
