@@ -26,7 +26,10 @@ log = logging.getLogger("switchboard")
 
 
 def build_services(settings: Settings) -> Services:
-    return Services(settings=settings, limiter=RateLimiter(settings.redis_url))
+    return Services(
+        settings=settings,
+        limiter=RateLimiter(settings.redis_url, prefix=settings.redis_key_prefix),
+    )
 
 
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> Starlette:

@@ -16,11 +16,16 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 # Anything that looks like a credential is cut out before a line is written.
 _SECRET_PATTERNS = [
+    # key=value / "key": "value" pairs whose name says secret, first: a quoted value is cut
+    # whole (a passphrase has spaces), an unquoted one (with its `Bearer `) to a separator.
+    re.compile(
+        r"""(?i)(["']?[\w-]*(?:password|passwd|secret|token|api_?key|authorization|signature)"""
+        r"""["']?\s*[:=]\s*)("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|(?:bearer\s+)?[^\s,;&}\]]+)"""
+    ),
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
     re.compile(r"\b(sbk|sbr|whsec|sk|rk|pk|key|sk-proj)_[A-Za-z0-9_-]{8,}"),
     re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"),
     re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),  # JWTs
-    re.compile(r'(?i)("?(?:password|secret|token|api_?key|authorization)"?\s*[:=]\s*"?)[^",\s}]+'),
 ]
 
 
@@ -33,6 +38,16 @@ def scrub(text: str) -> str:
     return text
 
 
+def _scrub_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {k: _scrub_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub_value(v) for v in value]
+    return value
+
+
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not getattr(record, "request_id", None):
@@ -41,6 +56,12 @@ class RequestIdFilter(logging.Filter):
 
 
 class ScrubbingJsonFormatter(JsonFormatter):
+    """Scrubs every value before JSON encoding (so quoted secrets are seen unescaped),
+    then the encoded line once more."""
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
+        return {k: _scrub_value(v) for k, v in super().process_log_record(log_data).items()}
+
     def format(self, record: logging.LogRecord) -> str:
         return scrub(super().format(record))
 
@@ -50,8 +71,9 @@ class ScrubbingTextFormatter(logging.Formatter):
         return scrub(super().format(record))
 
 
-def configure_logging(level: str = "INFO", json: bool = True) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def make_handler(stream: Any = None, json: bool = True) -> logging.Handler:
+    """The handler the gateway logs through: request ids added, secrets scrubbed."""
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.addFilter(RequestIdFilter())
     formatter: logging.Formatter
     if json:
@@ -65,6 +87,11 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
             "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
         )
     handler.setFormatter(formatter)
+    return handler
+
+
+def configure_logging(level: str = "INFO", json: bool = True) -> None:
+    handler = make_handler(json=json)
     root = logging.getLogger()
     for existing in list(root.handlers):
         if getattr(existing, "_switchboard", False):

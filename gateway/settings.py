@@ -49,6 +49,7 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite://data/switchboard.sqlite3"
     redis_url: str = ""
+    redis_key_prefix: str = Field("switchboard", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     storage_url: str = "file://data/storage"
 
     # Signing keys as "kid:secret" pairs; the first signs, all verify (rotation).

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 from types import ModuleType
 from typing import Any
 
 import strawberry
+from graphql.validation import MaxIntrospectionDepthRule
 from strawberry import relay
 from strawberry.extensions import (
+    AddValidationRules,
     MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
@@ -18,12 +21,12 @@ from strawberry.extensions import (
 from strawberry.schema.config import StrawberryConfig
 
 from gateway.settings import Settings
-from schema import accounts, apikeys, members
+from schema import accounts, apikeys, members, system
 from schema import credentials
 from schema.errors import GatewayErrors
 
 # Every area module that contributes root fields. Add a new area here.
-AREAS: list[ModuleType] = [accounts, members, apikeys, credentials]
+AREAS: list[ModuleType] = [accounts, members, apikeys, credentials, system]
 
 
 class GatewaySchema(strawberry.Schema):
@@ -59,8 +62,9 @@ def build_schema(settings: Settings) -> GatewaySchema:
 
 
 @functools.cache
-def _build(max_depth: int, max_tokens: int, max_aliases: int) -> GatewaySchema:
-    """Strawberry converts field objects in place, so one schema per set of limits."""
+def _types() -> GatewaySchema:
+    """The type system, built once per process: strawberry converts field objects in place,
+    so a second Schema over the same root types fails."""
     query = _root("Query", "Query", (NodeQuery,))
     mutation = _root("Mutation", "Mutation")
     subscription = _root("Subscription", "Subscription")
@@ -69,15 +73,27 @@ def _build(max_depth: int, max_tokens: int, max_aliases: int) -> GatewaySchema:
         mutation=mutation,
         subscription=subscription,
         config=StrawberryConfig(auto_camel_case=True),
-        extensions=[
+    )
+
+
+@functools.cache
+def _build(max_depth: int, max_tokens: int, max_aliases: int) -> GatewaySchema:
+    """One schema per set of limits, sharing the type system; only the extensions differ."""
+    schema = copy.copy(_types())
+    schema.extensions = tuple(
+        [
             lambda: QueryDepthLimiter(max_depth=max_depth),
+            # QueryDepthLimiter skips `__` fields, so introspection nests without end
+            # (`__schema { types { fields { type { fields …`): graphql-core's recommended rule.
+            lambda: AddValidationRules([MaxIntrospectionDepthRule]),
             lambda: MaxTokensLimiter(max_token_count=max_tokens),
             lambda: MaxAliasesLimiter(max_alias_count=max_aliases),
             lambda: ParserCache(maxsize=512),
             lambda: ValidationCache(maxsize=512),
             GatewayErrors,
-        ],
+        ]
     )
+    return schema
 
 
 def export_sdl(settings: Settings) -> str:

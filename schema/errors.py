@@ -43,37 +43,58 @@ def code_for(error: GraphQLError) -> tuple[str, dict[str, Any]]:
     return "BAD_USER_INPUT", {}
 
 
+MASKED_MESSAGE = "Unexpected error."
+
+
+def _mask(error: GraphQLError, request_id: str | None) -> GraphQLError:
+    log.error(
+        "unexpected error in %s",
+        ".".join(str(p) for p in error.path or []) or "operation",
+        exc_info=error.original_error,
+        extra={"request_id": request_id},
+    )
+    return GraphQLError(
+        MASKED_MESSAGE,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        extensions={"code": "INTERNAL_SERVER_ERROR"},
+    )
+
+
+def finish_errors(errors: list[GraphQLError], request_id: str | None) -> list[GraphQLError]:
+    """Mask the unexpected (logging their traceback), give every error its code and the
+    request id. Idempotent: an error that already carries a code is left alone, so the
+    HTTP view can run it again over errors that bypassed the extension (strawberry
+    answers a parse failure raised inside ParserCache outside the operation hooks)."""
+    finished = []
+    for error in errors:
+        if error.extensions and "code" in error.extensions:
+            finished.append(error)
+            continue
+        if is_unexpected(error):
+            error = _mask(error, request_id)
+            extensions: dict[str, Any] = dict(error.extensions or {})
+        else:
+            code, extra = code_for(error)
+            extensions = {**(error.extensions or {}), **extra, "code": code}
+        if request_id:
+            extensions["requestId"] = request_id
+        error.extensions = extensions
+        finished.append(error)
+    return finished
+
+
 class GatewayErrors(MaskErrors):
     """MaskErrors with a predicate (only unexpected errors are masked), plus codes."""
 
     def __init__(self) -> None:
-        super().__init__(should_mask_error=is_unexpected, error_message="Unexpected error.")
+        super().__init__(should_mask_error=is_unexpected, error_message=MASKED_MESSAGE)
 
     def _request_id(self) -> str | None:
         context = self.execution_context.context
         return getattr(context, "request_id", None)
 
-    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
-        log.error(
-            "unexpected error in %s",
-            ".".join(str(p) for p in error.path or []) or "operation",
-            exc_info=error.original_error,
-            extra={"request_id": self._request_id()},
-        )
-        masked = super().anonymise_error(error)
-        masked.extensions = {"code": "INTERNAL_SERVER_ERROR"}
-        return masked
-
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
-        request_id = self._request_id()
-        processed = super()._process_errors(errors)
-        for error in processed:
-            if error.extensions and error.extensions.get("code") == "INTERNAL_SERVER_ERROR":
-                extensions: dict[str, Any] = dict(error.extensions)
-            else:
-                code, extra = code_for(error)
-                extensions = {**(error.extensions or {}), **extra, "code": code}
-            if request_id:
-                extensions["requestId"] = request_id
-            error.extensions = extensions
-        return processed
+        return finish_errors(errors, self._request_id())

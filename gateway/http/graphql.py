@@ -19,23 +19,27 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types.unset import UNSET, UnsetType
 
 from gateway.errors import GatewayError
-from gateway.http.responses import error_body
+from gateway.http.responses import GRAPHQL_RESPONSE, error_body, prefers_graphql_response
 from resolvers.auth import authenticate, bearer_token
 from resolvers.context import Context, Services
+from schema.errors import finish_errors
 
-GRAPHQL_RESPONSE = "application/graphql-response+json"
+_HTTP_CODES = {
+    400: "BAD_REQUEST",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
 
 
 def _wants_graphql_response(request: Request) -> bool:
-    accept = request.headers.get("accept", "")
-    if GRAPHQL_RESPONSE not in accept:
-        return False
-    # Prefer the new media type unless application/json is listed before it.
-    json_pos = accept.find("application/json")
-    return json_pos == -1 or accept.find(GRAPHQL_RESPONSE) < json_pos
+    return prefers_graphql_response(request.headers.get("accept", ""))
 
 
 def _is_request_error(data: Any) -> bool:
@@ -70,7 +74,7 @@ class GatewayGraphQL(GraphQL):
             connection_params=None,
         )
 
-    async def on_ws_connect(self, context: Context) -> Any:  # type: ignore[override]
+    async def on_ws_connect(self, context: Context) -> UnsetType:  # type: ignore[override]
         params = context.connection_params or {}
         raw = params.get("Authorization") or params.get("authorization")
         token = params.get("token") or params.get("accessToken")
@@ -83,7 +87,31 @@ class GatewayGraphQL(GraphQL):
                 context.principal = await authenticate(self.services.settings, str(token))
         except GatewayError as exc:
             raise ConnectionRejectionError({"code": exc.code, "message": exc.message}) from None
-        return None
+        return UNSET  # a plain `connection_ack`, no payload
+
+    def parse_json(self, data: str | bytes) -> Any:
+        """JSON that is an object (or a list, which batching then refuses); anything else,
+        invalid UTF-8 and absurd nesting included, is a coded 400 rather than a crash."""
+        try:
+            parsed = self.decode_json(data)
+        except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError
+            raise HTTPException(400, "Unable to parse request body as JSON") from None
+        if not isinstance(parsed, dict | list):
+            raise HTTPException(400, "The request body must be a JSON object.")
+        return parsed
+
+    async def execute_single(
+        self, request: Any, request_adapter: Any, *args: Any, **kw: Any
+    ) -> Any:  # type: ignore[override]
+        try:
+            return await super().execute_single(request, request_adapter, *args, **kw)
+        except HTTPException as exc:
+            # GraphQL over HTTP: a mutation sent with GET is 405 (use POST), not 400.
+            if isinstance(exc.__cause__, InvalidOperationTypeError) and (
+                request_adapter.method == "GET"
+            ):
+                raise HTTPException(405, exc.reason) from None
+            raise
 
     async def get_sub_response(self, request: Request | WebSocket) -> Response:
         response = await super().get_sub_response(request)
@@ -113,17 +141,18 @@ class GatewayGraphQL(GraphQL):
             response = await self.run(request)
         except HTTPException as exc:
             state = scope.get("state", {})
-            code = (
-                "BAD_REQUEST"
-                if exc.status_code == 400
-                else "METHOD_NOT_ALLOWED"
-                if exc.status_code == 405
-                else "NOT_FOUND"
-            )
+            code = _HTTP_CODES.get(exc.status_code, "BAD_REQUEST")
             body = error_body("/graphql", code, exc.reason, state.get("request_id"))
             media = GRAPHQL_RESPONSE if _wants_graphql_response(request) else "application/json"
-            response = Response(body, status_code=exc.status_code, media_type=media)
+            headers = {"Allow": "GET, POST"} if exc.status_code == 405 else None
+            response = Response(body, exc.status_code, headers=headers, media_type=media)
         await response(scope, receive, send)
+
+    async def process_result(self, request: Request, result: Any) -> Any:  # type: ignore[override]
+        if result.errors:
+            state = request.scope.get("state", {})
+            result.errors = finish_errors(result.errors, state.get("request_id"))
+        return await super().process_result(request, result)
 
     def encode_json(self, data: object) -> str:
         return json.dumps(data, separators=(",", ":"), default=str)

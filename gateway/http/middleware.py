@@ -9,6 +9,7 @@ request and BaseHTTPMiddleware's task hop costs real throughput.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import time
@@ -16,7 +17,13 @@ import uuid
 from typing import Any
 
 from gateway.errors import GatewayError, RateLimited
-from gateway.http.responses import gateway_error_body, send_json
+from gateway.http.responses import (
+    GRAPHQL_PREFIX,
+    GRAPHQL_RESPONSE,
+    gateway_error_body,
+    prefers_graphql_response,
+    send_json,
+)
 from gateway.logging import request_id_var
 from gateway.ratelimit import Decision
 from resolvers.auth import authenticate, bearer_token
@@ -48,12 +55,24 @@ class GatewayMiddleware:
         self.trusted = set(self.settings.trusted_proxies)
 
     def client_ip(self, scope: dict[str, Any]) -> str:
+        """The peer, or behind trusted proxies the right-most X-Forwarded-For hop that is
+        not one of them: proxies append, so the left-most entries are whatever the client
+        chose to send and must not pick its rate-limit budget."""
         client = scope.get("client")
         peer = client[0] if client else "unknown"
-        if peer in self.trusted:
-            forwarded = _header(scope, b"x-forwarded-for")
-            if forwarded:
-                return forwarded.split(",")[0].strip() or peer
+        if peer not in self.trusted:
+            return peer
+        forwarded = _header(scope, b"x-forwarded-for")
+        if not forwarded:
+            return peer
+        for hop in reversed(forwarded.split(",")):
+            hop = hop.strip()
+            try:
+                ipaddress.ip_address(hop)
+            except ValueError:
+                return peer  # a malformed chain: believe only the proxy itself
+            if hop not in self.trusted:
+                return hop
         return peer
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -116,8 +135,13 @@ class GatewayMiddleware:
             if isinstance(exc, RateLimited):
                 headers["Retry-After"] = str(exc.retry_after)
             status_box[0] = exc.http_status
+            media = "application/json"
+            if path.startswith(GRAPHQL_PREFIX) and prefers_graphql_response(
+                _header(scope, b"accept") or ""
+            ):
+                media = GRAPHQL_RESPONSE
             await send_json(
-                send, exc.http_status, gateway_error_body(path, exc, request_id), headers
+                send, exc.http_status, gateway_error_body(path, exc, request_id), headers, media
             )
         finally:
             log.info(

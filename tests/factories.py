@@ -1,0 +1,113 @@
+"""Test data: one factory per GraphQL object type, and a snapshot of the whole store.
+
+`FACTORIES` maps a GraphQL type name to an async function that creates one object of
+that type in the tenant of `owner` and returns its global id:
+
+    async def make_contact(client: httpx.AsyncClient, owner: Account) -> str: ...
+
+`tests/test_tenancy.py` walks every Query and Mutation field that takes an ID
+(directly or inside an input object) and uses these factories to get an id that
+belongs to ANOTHER tenant; it fails, naming the type, when a field needs an id of a
+type that has no factory here. So when you add a Node type (Contact, Lead, Task…)
+that a field takes by id, add its factory with `@factory("Contact")`: create the
+object through the public API (a GraphQL mutation with `gql(..., token=owner.token)`),
+not straight in the store, and return the id the API answered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+from tortoise import Tortoise
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from tests.conftest import Account, gql, make_settings, register
+
+Factory = Callable[[httpx.AsyncClient, Account], Awaitable[str]]
+FACTORIES: dict[str, Factory] = {}
+
+
+def factory(type_name: str) -> Callable[[Factory], Factory]:
+    def add(fn: Factory) -> Factory:
+        FACTORIES[type_name] = fn
+        return fn
+
+    return add
+
+
+@factory("Organization")
+async def make_organization(client: httpx.AsyncClient, owner: Account) -> str:
+    return owner.org_id
+
+
+@factory("User")
+async def make_user(client: httpx.AsyncClient, owner: Account) -> str:
+    """A second member of the owner's organization, invited and accepted through the API."""
+    from tests.test_members import join
+
+    member, _ = await join(client, owner)
+    return member.user_id
+
+
+@factory("Member")
+async def make_member(client: httpx.AsyncClient, owner: Account) -> str:
+    from tests.test_members import MEMBERS, join
+
+    member, _ = await join(client, owner)
+    body = await gql(client, MEMBERS, {"first": 100}, token=owner.token)
+    for edge in body["data"]["members"]["edges"]:
+        if edge["node"]["user"]["email"] == member.email:
+            return str(edge["node"]["id"])
+    raise AssertionError(f"new member {member.email} not listed: {body}")
+
+
+@factory("Invitation")
+async def make_invitation(client: httpx.AsyncClient, owner: Account) -> str:
+    from tests.test_members import invite, new_email
+
+    return str((await invite(client, owner, new_email("inv")))["id"])
+
+
+@factory("ApiKey")
+async def make_api_key(client: httpx.AsyncClient, owner: Account) -> str:
+    body = await gql(
+        client,
+        """mutation($i: CreateApiKeyInput!) { createApiKey(input: $i) { apiKey { id } } }""",
+        {"i": {"name": "factory key", "role": "READ_ONLY"}},
+        token=owner.token,
+    )
+    assert "errors" not in body, body
+    return str(body["data"]["createApiKey"]["apiKey"]["id"])
+
+
+async def another_tenant(client: httpx.AsyncClient) -> Account:
+    return await register(client, org="Other Tenant")
+
+
+async def store_counts() -> dict[str, int]:
+    """Rows per table: compare before and after to prove a request changed nothing."""
+    counts = {}
+    for name, model in sorted(Tortoise.apps["switchboard"].items()):
+        counts[name] = await model.all().count()
+    return counts
+
+
+def settings_like(settings: Settings, **overrides: Any) -> Settings:
+    """Test settings on the same store as `settings`, with some values changed."""
+    return make_settings(database_url=settings.database_url, **overrides)
+
+
+@contextlib.asynccontextmanager
+async def client_for(app: Any, client_ip: str = "10.1.2.3") -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process client for another app instance (the store is already open)."""
+    transport = httpx.ASGITransport(app=app, client=(client_ip, 5555))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+def app_with(settings: Settings, **overrides: Any) -> Any:
+    return create_app(settings_like(settings, **overrides), configure_logs=False)
