@@ -17,9 +17,11 @@ import uuid
 from typing import Any
 
 from gateway.errors import GatewayError, RateLimited
+from gateway.http.metrics import observe_request
 from gateway.http.responses import (
     GRAPHQL_PREFIX,
     GRAPHQL_RESPONSE,
+    error_body,
     gateway_error_body,
     prefers_graphql_response,
     send_json,
@@ -101,10 +103,12 @@ class GatewayMiddleware:
         path: str = scope["path"]
         extra_headers: dict[str, str] = {"X-Request-ID": request_id}
         status_box = [500]
+        response_started = [False]
 
         async def send_with_headers(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status_box[0] = message["status"]
+                response_started[0] = True
                 headers = list(message.get("headers", []))
                 headers.extend((k.lower().encode(), v.encode()) for k, v in extra_headers.items())
                 message = {**message, "headers": headers}
@@ -126,11 +130,14 @@ class GatewayMiddleware:
                 state["principal"] = principal
                 if self.settings.rate_limit_enabled:
                     decision = await self._rate_limit(path, principal, state)
-                    extra_headers.update(decision.headers())
-                    if not decision.allowed:
-                        raise RateLimited(decision.retry_after, "Rate limit exceeded; slow down.")
+                    if decision is not None:
+                        extra_headers.update(decision.headers())
+                        if not decision.allowed:
+                            raise RateLimited(decision.retry_after, "Rate limit exceeded.")
             await self.app(scope, receive, send_with_headers)
         except GatewayError as exc:
+            if response_started[0]:
+                raise
             headers = dict(extra_headers)
             if isinstance(exc, RateLimited):
                 headers["Retry-After"] = str(exc.retry_after)
@@ -143,7 +150,17 @@ class GatewayMiddleware:
             await send_json(
                 send, exc.http_status, gateway_error_body(path, exc, request_id), headers, media
             )
+        except Exception:
+            # Anything unexpected: the traceback goes to the log under the request id, the
+            # caller gets a coded 500 with that id and no detail.
+            log.exception("unhandled error in %s %s", scope["method"], path)
+            if response_started[0]:
+                raise
+            status_box[0] = 500
+            body = error_body(path, "INTERNAL_SERVER_ERROR", "Unexpected error.", request_id)
+            await send_json(send, 500, body, {"X-Request-ID": request_id})
         finally:
+            observe_request(scope, status_box[0], time.perf_counter() - started)
             log.info(
                 "%s %s %s",
                 scope["method"],
@@ -156,7 +173,11 @@ class GatewayMiddleware:
                 },
             )
 
-    async def _rate_limit(self, path: str, principal: Any, state: dict[str, Any]) -> Decision:
+    async def _rate_limit(
+        self, path: str, principal: Any, state: dict[str, Any]
+    ) -> Decision | None:
+        """The caller's budget, or None when the counter store is unreachable: the request
+        then goes through (an outage of Redis must not become an outage of the API)."""
         s = self.settings
         if path.startswith(WEBHOOK_PREFIX):
             spec, identity = s.rate_limit_webhooks, ("webhooks", path.split("/")[2])
@@ -164,7 +185,11 @@ class GatewayMiddleware:
             spec, identity = s.rate_limit_authenticated, ("principal", principal.key)
         else:
             spec, identity = s.rate_limit_anonymous, ("address", state["client_ip"])
-        return await self.services.limiter.hit(spec, *identity)
+        try:
+            return await self.services.limiter.hit(spec, *identity)
+        except Exception:
+            log.error("rate limiter unavailable; request let through", exc_info=True)
+            return None
 
 
 def _capped(receive: Any, limit: int) -> Any:
