@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from gateway import db
 from gateway.http import health
+from gateway.http import webhooks as webhook_routes
 from gateway.http.graphql import GatewayGraphQL
 from gateway.http.middleware import GatewayMiddleware
 from gateway.logging import configure_logging
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
 
     routes: list[BaseRoute] = [
         *health.routes(services),
+        *webhook_routes.routes(services),
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
     ]

@@ -131,6 +131,21 @@ class Settings(BaseSettings):
     ai_monthly_token_quota: int = Field(2_000_000, ge=0)
     ai_prices_per_million: dict[str, Decimal] = Field(default_factory=dict)
 
+    # Webhooks: incoming body cap; system-level inbound secrets per provider (JSON object,
+    # used by /webhooks/{provider} without an endpoint token: sandbox and tests); hosts or
+    # CIDRs outgoing deliveries may reach despite the SSRF guard; https (default: production);
+    # how long an endpoint may fail without a success before it is disabled.
+    webhook_max_body_bytes: int = Field(256 * 1024, ge=1024)
+    webhook_system_secrets: dict[str, str] = Field(default_factory=dict, repr=False)
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_require_https: bool | None = None
+    webhook_disable_after_seconds: int = Field(5 * 24 * 3600, ge=60)
+
+    @field_validator("webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _split_webhook_hosts(cls, value: Any) -> Any:
+        return _split_csv(value)
+
     _split = field_validator(
         "jwt_signing_keys", "vault_keys", "allowed_origins", "trusted_proxies", mode="before"
     )(_split_csv)

@@ -14,4 +14,5 @@ MODEL_MODULES: list[str] = [
     "models.events",
     "models.credentials",
     "models.integrations",
+    "models.webhooks",
 ]

@@ -23,10 +23,11 @@ from strawberry.schema.config import StrawberryConfig
 from gateway.settings import Settings
 from schema import accounts, apikeys, members, system
 from schema import credentials
+from schema import webhooks
 from schema.errors import GatewayErrors
 
 # Every area module that contributes root fields. Add a new area here.
-AREAS: list[ModuleType] = [accounts, members, apikeys, credentials, system]
+AREAS: list[ModuleType] = [accounts, members, apikeys, credentials, system, webhooks]
 
 
 class GatewaySchema(strawberry.Schema):

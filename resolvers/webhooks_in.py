@@ -1,0 +1,353 @@
+"""Incoming webhooks: verify, store in the inbox before answering, process in a job.
+
+Which secret verifies a request:
+
+- `POST /webhooks/{provider}/{token}` — a tenant's inbound configuration
+  (`WebhookSource`, created with `createWebhookSource`). The token in the URL picks the
+  source (stored as its SHA-256; the URL is shown once); the source holds the secret the
+  vendor signs with, encrypted with the vault (`gateway/vault.py`, `VAULT_KEYS`) because
+  verifying needs the plaintext. Events are stored under that tenant.
+- `POST /webhooks/{provider}` — the system-level secret for that provider from the
+  `WEBHOOK_SYSTEM_SECRETS` setting (JSON object provider → secret): the sandboxes, tests,
+  and single-tenant installs. Events are stored without a tenant. A provider with no
+  system secret answers 404 here.
+
+The verifier comes from the one registry in `gateway/webhook_signing.py` (provider →
+`Verifier`); an unknown provider is 404, a bad / stale / missing signature is 401
+(`WEBHOOK_SIGNATURE_INVALID` with a `reason`) and stores nothing. An authentic event is
+written to `WebhookInbox`, unique per (provider, source, vendor event id), together with
+its processing job in one transaction, and only then answered 200. A re-delivery of a
+stored event answers 200 (`duplicate: true`) and is not processed again.
+
+The job (`webhooks.process_inbox`) runs the handler registered for the provider and
+event type (`@inbox_handler("stripe", "payment_intent.*")`, glob patterns) in a
+transaction with the inbox row locked, and marks it `processed`; with no handler the row
+is marked `ignored`. A handler that raises is retried by the job queue, then the row is
+`failed`; `replayWebhookEvent` runs it again.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import traceback
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from gateway.errors import BadUserInput, GatewayError, NotFound, require
+from gateway.security import hash_token, new_token
+from gateway.settings import Settings
+from gateway.vault import vault_for
+from gateway.webhook_signing import (
+    SECRET_PREFIX,
+    VERIFIERS,
+    generate_secret,
+    get_verifier,
+    secret_key,
+)
+from models.tenancy import get_scoped, scoped
+from models.webhooks import SYSTEM_SOURCE, InboxStatus, WebhookInbox, WebhookSource
+from resolvers.context import Context
+from resolvers.jobs import JobContext, enqueue, job_handler, now
+from resolvers.pagination import Order, Page, paginate
+
+log = logging.getLogger("switchboard.webhooks.in")
+
+PROCESS_JOB = "webhooks.process_inbox"
+TOKEN_PREFIX = "whk_"
+AUDIT_HEADERS = ("content-type", "user-agent")
+
+InboxHandler = Callable[[WebhookInbox, BaseDBAsyncClient], Awaitable[None]]
+
+
+class PayloadTooLarge(GatewayError):
+    code = "PAYLOAD_TOO_LARGE"
+    http_status = 413
+
+
+# Handler registry ------------------------------------------------------------------------
+
+_handlers: dict[tuple[str, str], InboxHandler] = {}
+
+
+def inbox_handler(provider: str, event_type: str = "*") -> Callable[[InboxHandler], InboxHandler]:
+    """Register `async def handler(event: WebhookInbox, connection) -> None`.
+
+    It runs in the transaction that marks the event processed: write with
+    `using_db=connection` (or `enqueue(..., connection=connection)`) so the effect and the
+    mark commit together. `event_type` may be a glob (`invoice.*`, `*`); the most specific
+    (longest) matching pattern wins.
+    """
+
+    def register(fn: InboxHandler) -> InboxHandler:
+        _handlers[(provider, event_type)] = fn
+        return fn
+
+    return register
+
+
+def find_handler(provider: str, event_type: str) -> InboxHandler | None:
+    exact = _handlers.get((provider, event_type))
+    if exact is not None:
+        return exact
+    matches = [
+        (len(pattern), fn)
+        for (p, pattern), fn in _handlers.items()
+        if p == provider and fnmatch.fnmatchcase(event_type, pattern)
+    ]
+    return max(matches, key=lambda m: m[0])[1] if matches else None
+
+
+# Receiving -------------------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    inbox: WebhookInbox
+    duplicate: bool
+
+
+async def _secret_for(
+    settings: Settings, provider: str, token: str | None
+) -> tuple[str, int | None, str]:
+    """(secret, tenant id, source key) for this URL, or NOT_FOUND."""
+    if token is None:
+        secret = settings.webhook_system_secrets.get(provider)
+        if not secret:
+            raise NotFound("No webhook endpoint for this provider.")
+        return secret, None, SYSTEM_SOURCE
+    source = await WebhookSource.filter(
+        token_hash=hash_token(token), provider=provider, disabled_at=None
+    ).first()
+    if source is None:
+        raise NotFound("No webhook endpoint at this address.")
+    return (
+        vault_for(settings.vault_keys).decrypt(source.secret_encrypted),
+        source.tenant_id,
+        (f"src:{source.id}"),
+    )
+
+
+async def receive(
+    settings: Settings,
+    provider: str,
+    token: str | None,
+    headers: Mapping[str, str],
+    raw_body: bytes,
+) -> Received:
+    """Verify and store one incoming webhook (the HTTP route's whole job)."""
+    verifier = get_verifier(provider)
+    if verifier is None:
+        raise NotFound("Unknown webhook provider.")
+    limit = settings.webhook_max_body_bytes
+    if len(raw_body) > limit:
+        raise PayloadTooLarge(f"Webhook body is larger than {limit} bytes.", limit=limit)
+    secret, tenant_id, source_key = await _secret_for(settings, provider, token)
+    event = verifier.verify(headers, raw_body, secret)
+    audit = {
+        name: headers[name]
+        for name in (*AUDIT_HEADERS, *verifier.audit_headers)
+        if headers.get(name) is not None
+    }
+    try:
+        async with in_transaction() as conn:
+            row = await WebhookInbox.create(
+                using_db=conn,
+                tenant_id=tenant_id,
+                provider=provider,
+                source_key=source_key,
+                event_id=event.event_id,
+                event_type=event.event_type,
+                payload=event.payload,
+                headers=audit,
+            )
+            await enqueue(PROCESS_JOB, {"inbox_id": row.id}, tenant_id=tenant_id, connection=conn)
+    except IntegrityError:
+        existing = await WebhookInbox.filter(
+            provider=provider, source_key=source_key, event_id=event.event_id
+        ).first()
+        if existing is None:
+            raise
+        return Received(existing, duplicate=True)
+    return Received(row, duplicate=False)
+
+
+# Processing ------------------------------------------------------------------------------
+
+
+def _error_text(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()[:4000]
+
+
+@job_handler(PROCESS_JOB, max_attempts=5)
+async def process_inbox(ctx: JobContext, payload: dict[str, Any]) -> None:
+    """Run the event's handler once; a re-run of a finished job does nothing."""
+    failure: Exception | None = None
+    async with in_transaction() as conn:
+        row = (
+            await WebhookInbox.filter(id=int(payload["inbox_id"]))
+            .using_db(conn)
+            .select_for_update()
+            .first()
+        )
+        if row is None or row.status != InboxStatus.RECEIVED.value:
+            return
+        row.attempts += 1
+        handler = find_handler(row.provider, row.event_type)
+        if handler is None:
+            row.status = InboxStatus.IGNORED.value
+            row.processed_at = now()
+        else:
+            try:
+                async with conn._in_transaction() as inner:  # a savepoint: undo only the handler
+                    await handler(row, inner)
+            except Exception as exc:
+                log.warning("webhook %s (%s) handler failed", row.id, row.event_type, exc_info=True)
+                row.error = _error_text(exc)
+                if ctx.is_last_attempt:
+                    row.status = InboxStatus.FAILED.value
+                else:
+                    failure = exc
+            else:
+                row.status = InboxStatus.PROCESSED.value
+                row.processed_at = now()
+                row.error = None  # type: ignore[assignment]
+        await row.save(using_db=conn, update_fields=["status", "attempts", "error", "processed_at"])
+    if failure is not None:
+        raise failure  # the queue retries with backoff; the row stays `received`
+
+
+# GraphQL-facing --------------------------------------------------------------------------
+
+INBOX_STATUSES = {s.value for s in InboxStatus}
+
+
+async def list_inbox(
+    ctx: Context,
+    *,
+    provider: str | None,
+    status: str | None,
+    first: int | None,
+    after: str | None,
+) -> Page[WebhookInbox]:
+    principal = ctx.require("webhooks:inbox")
+    qs = WebhookInbox.filter(tenant_id=principal.tenant_id)
+    if provider:
+        qs = qs.filter(provider=provider)
+    if status is not None:
+        require(status in INBOX_STATUSES, "status", "is not an inbox status")
+        qs = qs.filter(status=status)
+    return await paginate(
+        qs,
+        first=first,
+        after=after,
+        max_page=ctx.settings.max_page_size,
+        order=Order("id", descending=True),
+    )
+
+
+async def get_inbox_event(ctx: Context, inbox_id: int) -> WebhookInbox:
+    principal = ctx.require("webhooks:inbox")
+    row = await WebhookInbox.filter(id=inbox_id, tenant_id=principal.tenant_id).first()
+    if row is None:
+        raise NotFound("Webhook event not found.")
+    return row
+
+
+async def load_inbox_events(ctx: Context, ids: list[int]) -> dict[int, WebhookInbox]:
+    principal = ctx.require("webhooks:inbox")
+    rows = await WebhookInbox.filter(id__in=ids, tenant_id=principal.tenant_id)
+    return {r.id: r for r in rows}
+
+
+async def replay_event(ctx: Context, *, inbox_id: int) -> WebhookInbox:
+    """Process a stored event again (whatever its status), in a new job."""
+    principal = ctx.require("webhooks:inbox")
+    async with in_transaction() as conn:
+        row = (
+            await WebhookInbox.filter(id=inbox_id, tenant_id=principal.tenant_id)
+            .using_db(conn)
+            .select_for_update()
+            .first()
+        )
+        if row is None:
+            raise NotFound("Webhook event not found.")
+        row.status = InboxStatus.RECEIVED.value
+        row.error = None  # type: ignore[assignment]
+        row.processed_at = None
+        await row.save(using_db=conn, update_fields=["status", "error", "processed_at"])
+        await enqueue(
+            PROCESS_JOB, {"inbox_id": row.id}, tenant_id=principal.tenant_id, connection=conn
+        )
+    return row
+
+
+# Inbound configurations (sources) ---------------------------------------------------------
+
+
+@dataclass
+class CreatedSource:
+    source: WebhookSource
+    url: str  # shown once: the token in it is stored hashed
+    secret: str | None  # the generated secret, shown once; None when the caller gave one
+
+
+def source_url(settings: Settings, provider: str, token: str) -> str:
+    return f"{settings.base_url}/webhooks/{provider}/{token}"
+
+
+async def create_source(
+    ctx: Context, *, provider: str, secret: str | None, description: str | None
+) -> CreatedSource:
+    principal = ctx.require("webhooks:manage")
+    require(provider in VERIFIERS, "provider", "is not a webhook provider")
+    description = (description or "").strip()
+    require(len(description) <= 300, "description", "must be at most 300 characters")
+    generated = None
+    if secret is None or not secret.strip():
+        generated = secret = generate_secret()
+    secret = secret.strip()
+    require(8 <= len(secret) <= 1000, "secret", "must be 8 to 1000 characters")
+    if secret.startswith(SECRET_PREFIX):
+        try:
+            secret_key(secret)
+        except ValueError:
+            raise BadUserInput(
+                "Invalid secret.", details={"secret": "whsec_ must be followed by base64"}
+            ) from None
+    token = new_token(TOKEN_PREFIX, 24)
+    source = await WebhookSource.create(
+        tenant_id=principal.tenant_id,
+        provider=provider,
+        description=description,
+        token_hash=hash_token(token),
+        token_prefix=token[:12],
+        secret_encrypted=vault_for(ctx.settings.vault_keys).encrypt(secret),
+    )
+    return CreatedSource(source, source_url(ctx.settings, provider, token), generated)
+
+
+async def list_sources(
+    ctx: Context, *, first: int | None, after: str | None
+) -> Page[WebhookSource]:
+    principal = ctx.require("webhooks:manage")
+    return await paginate(
+        scoped(WebhookSource, principal.tenant_id),
+        first=first,
+        after=after,
+        max_page=ctx.settings.max_page_size,
+        order=Order("id", descending=True),
+    )
+
+
+async def delete_source(ctx: Context, *, source_id: int) -> int:
+    """Remove an inbound configuration; its URL answers 404 from now on (events stay)."""
+    principal = ctx.require("webhooks:manage")
+    source = await get_scoped(WebhookSource, principal.tenant_id, source_id)
+    await source.delete()
+    return source_id
