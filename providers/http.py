@@ -1,0 +1,572 @@
+"""The shared outbound HTTP layer every provider client calls through.
+
+One `ProviderHTTP` per provider (the registry hands them out) owns:
+
+- one pooled aiohttp session, opened on first use and closed by the app's
+  lifespan (`ProviderRegistry.aclose`); the pool is bounded (`pool_size`) and an
+  `asyncio.Semaphore` caps calls in flight (`concurrency`), so a burst queues here
+  instead of opening hundreds of sockets to the vendor;
+- connect, read and total timeouts for every attempt (per call overridable);
+- retries (tenacity) with full-jitter exponential backoff that honour
+  `Retry-After` and rate-limit reset headers, inside a total time budget. Only for
+  idempotent methods (GET/HEAD/PUT/DELETE/OPTIONS) or calls that carry an
+  idempotency key; never for a 4xx other than 408/425/429. A call whose connection
+  could not be opened is always safe to retry (nothing was sent); a connection cut
+  or a read timeout mid-call is retried only when the call is idempotent;
+- a circuit breaker per provider (opened by 5xx, 408, timeouts and connection
+  errors; caller 4xx errors count as the vendor being up) and one per credential
+  for auth failures (401/403), so one tenant's revoked key pauses only that key;
+- an outbound rate limit per provider and credential (gateway.ratelimit, shared
+  through Redis when configured): over budget it waits when the window frees soon,
+  else fails with a retryable `RateLimitedLocally`;
+- metrics (gateway.metrics), per-provider health stats, and `on_failure` hooks
+  called with a `FailureEvent` for every call that finally failed.
+
+Vendor clients build URLs and headers, call `request()`, and get a
+`ProviderResponse` for 2xx/3xx or a `ProviderError`. A vendor with its own error
+body shape passes `parse_error=` (status, headers, body) -> (vendor_code, message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import json as jsonlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+from tenacity.stop import stop_after_attempt, stop_base, stop_before_delay
+
+from gateway import metrics
+from gateway.ratelimit import RateLimiter
+from providers.breaker import (
+    STATE_GAUGE,
+    Admission,
+    BreakerPolicy,
+    BreakerState,
+    BreakerStore,
+    MemoryBreakerStore,
+)
+from providers.errors import CircuitOpen, FailureEvent, ProviderError, RateLimitedLocally
+from providers.retry import (
+    IDEMPOTENT_METHODS,
+    RETRYABLE_STATUSES,
+    RetryNow,
+    RetryPolicy,
+    parse_retry_after,
+    wait_vendor_or_jitter,
+)
+
+log = logging.getLogger("switchboard.providers")
+
+FailureHook = Callable[[FailureEvent], Awaitable[None] | None]
+ErrorParser = Callable[[int, Mapping[str, str], bytes], tuple[str | None, str]]
+
+MAX_MESSAGE = 500
+RECENT_WINDOW = 300.0  # seconds of failures the health snapshot counts
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float = 5.0  # opening the TCP/TLS connection (and waiting for a pool slot)
+    read: float = 20.0  # between two reads of the answer: a stalled vendor trips this
+    total: float = 30.0  # one attempt, end to end (retries are clamped to the call's budget)
+
+    def client_timeout(self) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(
+            total=self.total, connect=self.connect, sock_connect=self.connect, sock_read=self.read
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    name: str
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    pool_size: int = 50  # TCP connections kept to the vendor (aiohttp TCPConnector limit)
+    concurrency: int = 50  # calls in flight from this process
+    rate_limit: str | None = None  # `limits` notation, per credential, e.g. "2/second"
+    rate_limit_max_wait: float = 1.0  # wait this long for the window to free, then fail
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    idempotency_header: str = "Idempotency-Key"
+    user_agent: str = "switchboard/0.1"
+
+
+@dataclass(slots=True)
+class ProviderResponse:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return jsonlib.loads(self.body) if self.body else None
+
+
+@dataclass(slots=True)
+class ProviderStats:
+    """What the health snapshot reads; updated on every call, in this process."""
+
+    calls: int = 0
+    failures: int = 0
+    recent_failures: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
+    last_error: str | None = None
+    last_error_at: float | None = None
+    last_latency: float | None = None
+    last_success_at: float | None = None
+
+    def recent_failure_count(self, window: float = RECENT_WINDOW) -> int:
+        horizon = time.time() - window
+        while self.recent_failures and self.recent_failures[0] < horizon:
+            self.recent_failures.popleft()
+        return len(self.recent_failures)
+
+
+def fingerprint(credential: str) -> str:
+    """A stable, non-reversible name for a credential (breaker and limiter keys, logs)."""
+    return hashlib.sha256(credential.encode()).hexdigest()[:16]
+
+
+def default_error_parser(
+    status: int, headers: Mapping[str, str], body: bytes
+) -> tuple[str | None, str]:
+    """Vendor code and message from the common JSON error shapes, else the raw text."""
+    try:
+        data = jsonlib.loads(body) if body else None
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict):
+            code = err.get("code") or err.get("type")
+            message = err.get("message") or ""
+            return (str(code) if code else None), str(message)
+        code = data.get("code") or data.get("name") or data.get("type")
+        if isinstance(err, str) and not code:
+            code = err
+        message = data.get("message") or data.get("detail") or (err if isinstance(err, str) else "")
+        return (str(code) if code else None), str(message)
+    text = body.decode("utf-8", "replace").strip() if body else ""
+    return None, text
+
+
+class _stop_if_wait_exceeds(stop_base):
+    """Give up when the vendor asks for a longer wait than we are willing to make."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return retry_state.upcoming_sleep > self.limit
+
+
+class _Failure(Exception):
+    """One attempt's failure, classified, before the retry decision."""
+
+    def __init__(self, error: ProviderError, *, sent: bool, breaker_failure: bool) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.sent = sent  # the request may have reached the vendor
+        self.breaker_failure = breaker_failure
+
+
+class ProviderHTTP:
+    """The resilient HTTP door to one provider. Safe to share by every task in a process."""
+
+    def __init__(
+        self,
+        config: ProviderConfig,
+        *,
+        breakers: BreakerStore | None = None,
+        limiter: RateLimiter | None = None,
+        hooks: list[FailureHook] | None = None,
+        stats: ProviderStats | None = None,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.breakers: BreakerStore = breakers or MemoryBreakerStore()
+        self.limiter = limiter
+        self.hooks: list[FailureHook] = hooks if hooks is not None else []
+        self.stats = stats or ProviderStats()
+        self._session: aiohttp.ClientSession | None = None
+        self._semaphore = asyncio.Semaphore(config.concurrency)
+        self._client_timeout = config.timeouts.client_timeout()
+        retry = config.retry
+        self._stop = (
+            stop_after_attempt(retry.max_attempts)
+            | stop_before_delay(retry.budget)
+            | _stop_if_wait_exceeds(retry.max_retry_after)
+        )
+        self._wait = wait_vendor_or_jitter(retry)
+        self._retry_if = retry_if_exception_type(RetryNow)
+        self._metric_children: dict[tuple[str, str], Any] = {}
+        self._latency_children: dict[str, Any] = {}
+        self._gauge = metrics.breaker_state.labels(self.name)
+        self._gauge.set(0)
+
+    # Session ----------------------------------------------------------------------
+
+    def session(self) -> aiohttp.ClientSession:
+        """The provider's pooled session, opened on first use (inside the running loop)."""
+        session = self._session
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self.config.pool_size,
+                limit_per_host=self.config.pool_size,
+                ttl_dns_cache=300,
+                keepalive_timeout=30,
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._client_timeout,
+                headers={"User-Agent": self.config.user_agent},
+                raise_for_status=False,
+                auto_decompress=True,
+            )
+            self._session = session
+        return session
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
+
+    @property
+    def pool_in_use(self) -> int:
+        """Connections currently lent out by the pool (for tests and health)."""
+        session = self._session
+        if session is None or session.connector is None:
+            return 0
+        return len(getattr(session.connector, "_acquired", ()))
+
+    # Calls ------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        operation: str,
+        credential: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
+        data: bytes | str | None = None,
+        params: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+        timeouts: Timeouts | None = None,
+        parse_error: ErrorParser = default_error_parser,
+        labels: Mapping[str, str] | None = None,
+    ) -> ProviderResponse:
+        """Make one logical call (maybe several attempts). Raises ProviderError."""
+        method = method.upper()
+        idempotent = method in IDEMPOTENT_METHODS or bool(idempotency_key)
+        if idempotency_key:
+            headers = {**(headers or {}), self.config.idempotency_header: idempotency_key}
+        fp = fingerprint(credential) if credential else None
+        started = time.perf_counter()
+        attempts = 0
+        client_timeout = timeouts.client_timeout() if timeouts else self._client_timeout
+
+        budget = self.config.retry.budget
+
+        async def attempt() -> ProviderResponse:
+            nonlocal attempts, client_timeout
+            attempts += 1
+            if attempts > 1:
+                self._retried(operation)
+                # Never let a retry run past the call's total budget.
+                left = budget - (time.perf_counter() - started)
+                if client_timeout.total is None or left < client_timeout.total:
+                    client_timeout = aiohttp.ClientTimeout(
+                        total=max(0.05, left),
+                        connect=client_timeout.connect,
+                        sock_connect=client_timeout.sock_connect,
+                        sock_read=client_timeout.sock_read,
+                    )
+            try:
+                return await self._attempt(
+                    method, url, operation, fp, headers, json, data, params,
+                    client_timeout, parse_error,
+                )  # fmt: skip
+            except _Failure as failure:
+                err = failure.error
+                if err.retryable and (idempotent or not failure.sent):
+                    raise RetryNow(err, err.retry_after) from None
+                raise err from None
+
+        retrying = AsyncRetrying(
+            stop=self._stop,
+            wait=self._wait,
+            retry=self._retry_if,
+            reraise=True,
+            sleep=asyncio.sleep,
+        )
+        try:
+            response: ProviderResponse = await retrying(attempt)
+        except RetryNow as exhausted:
+            error = exhausted.error
+            assert isinstance(error, ProviderError)
+            await self._failed(error, operation, started, attempts, fp, labels)
+            raise error from None
+        except ProviderError as error:
+            await self._failed(error, operation, started, attempts, fp, labels)
+            raise
+        elapsed = time.perf_counter() - started
+        self._count(operation, "success", elapsed)
+        stats = self.stats
+        stats.calls += 1
+        stats.last_latency = elapsed
+        stats.last_success_at = time.time()
+        return response
+
+    async def _attempt(
+        self,
+        method: str,
+        url: str,
+        operation: str,
+        fp: str | None,
+        headers: Mapping[str, str] | None,
+        json: Any,
+        data: bytes | str | None,
+        params: Mapping[str, str] | None,
+        client_timeout: aiohttp.ClientTimeout,
+        parse_error: ErrorParser,
+    ) -> ProviderResponse:
+        if self.config.rate_limit and self.limiter is not None:
+            await self._take_budget(operation, fp)
+        cred_name = f"{self.name}:cred:{fp}" if fp else None
+        admission = await self._admit(operation, cred_name)
+
+        semaphore = self._semaphore
+        if semaphore.locked():  # queue for a slot, but not past the attempt's timeout
+            try:
+                await asyncio.wait_for(semaphore.acquire(), client_timeout.total)
+            except TimeoutError:
+                await self._release_probe(admission, cred_name)
+                raise _Failure(
+                    ProviderError(
+                        self.name, operation, vendor_code="local_concurrency",
+                        message="too many calls in flight to this provider",
+                        retryable=True, retry_after=1.0,
+                    ),
+                    sent=False, breaker_failure=False,
+                ) from None  # fmt: skip
+        else:
+            await semaphore.acquire()
+        try:
+            async with self.session().request(
+                method,
+                url,
+                headers=headers,
+                json=json,
+                data=data,
+                params=params,
+                timeout=client_timeout,
+                allow_redirects=False,
+            ) as resp:
+                body = await resp.read()
+                status = resp.status
+                resp_headers = resp.headers
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            await self._breaker_failure(admission, cred_name)
+            raise _Failure(
+                ProviderError(
+                    self.name, operation, vendor_code="connect_failed",
+                    message=f"could not connect: {type(exc).__name__}", retryable=True,
+                ),
+                sent=False, breaker_failure=True,
+            ) from None  # fmt: skip
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            await self._breaker_failure(admission, cred_name)
+            raise _Failure(
+                ProviderError(
+                    self.name, operation, vendor_code="timeout",
+                    message="no answer within the timeout", retryable=True,
+                ),
+                sent=True, breaker_failure=True,
+            ) from None  # fmt: skip
+        except aiohttp.ClientError as exc:
+            await self._breaker_failure(admission, cred_name)
+            raise _Failure(
+                ProviderError(
+                    self.name, operation, vendor_code="connection_lost",
+                    message=f"connection failed mid-call: {type(exc).__name__}", retryable=True,
+                ),
+                sent=True, breaker_failure=True,
+            ) from None  # fmt: skip
+        finally:
+            semaphore.release()
+
+        if status < 400:
+            await self._breaker_success(admission, cred_name, provider_ok=True)
+            return ProviderResponse(status, resp_headers, body)
+
+        vendor_code, message = parse_error(status, resp_headers, body)
+        retryable = status in RETRYABLE_STATUSES
+        error = ProviderError(
+            self.name,
+            operation,
+            status=status,
+            vendor_code=vendor_code,
+            message=(message or f"HTTP {status}")[:MAX_MESSAGE],
+            retryable=retryable,
+            retry_after=parse_retry_after(resp_headers, status) if retryable else None,
+        )
+        if status >= 500 or status == 408:
+            await self._breaker_failure(admission, cred_name)
+            raise _Failure(error, sent=True, breaker_failure=True)
+        if error.is_auth_error and cred_name is not None:
+            # The vendor is up (it answered); this key is refused.
+            await self._breaker_success(admission, None, provider_ok=True)
+            await self._credential_failure(cred_name)
+        else:
+            await self._breaker_success(admission, cred_name, provider_ok=True)
+        # 429s are not caller errors: the vendor processed nothing, so retrying is safe.
+        raise _Failure(error, sent=status != 429, breaker_failure=False)
+
+    # Rate limit -------------------------------------------------------------------
+
+    async def _take_budget(self, operation: str, fp: str | None) -> None:
+        assert self.limiter is not None and self.config.rate_limit is not None
+        spec = self.config.rate_limit
+        deadline = time.monotonic() + self.config.rate_limit_max_wait
+        while True:
+            decision = await self.limiter.hit(spec, "outbound", self.name, fp or "-")
+            if decision.allowed:
+                return
+            wait = max(0.01, decision.reset_at - time.time())
+            if time.monotonic() + wait > deadline:
+                raise _Failure(
+                    RateLimitedLocally(self.name, operation, retry_after=wait),
+                    sent=False,
+                    breaker_failure=False,
+                )
+            await asyncio.sleep(wait)
+
+    # Breaker ----------------------------------------------------------------------
+
+    async def _admit(self, operation: str, cred_name: str | None) -> tuple[bool, bool]:
+        """Ask the provider breaker (and the credential's); (provider probe, cred probe)."""
+        policy = self.config.breaker
+        provider = await self.breakers.admit(self.name, policy)
+        if not provider.allowed:
+            self._gauge.set(STATE_GAUGE[provider.state])
+            raise CircuitOpen(self.name, operation, provider.retry_after, scope="provider")
+        cred = _ADMIT_NONE
+        if cred_name is not None:
+            cred = await self.breakers.admit(cred_name, policy)
+            if not cred.allowed:
+                if provider.probe:  # give the provider probe slot back unused
+                    await self.breakers.failure(self.name, policy, probe=True)
+                raise CircuitOpen(self.name, operation, cred.retry_after, scope="credential")
+        if provider.probe:
+            self._gauge.set(STATE_GAUGE[BreakerState.HALF_OPEN])
+        return provider.probe, cred.probe
+
+    async def _release_probe(self, admission: tuple[bool, bool], cred_name: str | None) -> None:
+        if admission[0]:
+            await self.breakers.failure(self.name, self.config.breaker, probe=True)
+        if admission[1] and cred_name is not None:
+            await self.breakers.failure(cred_name, self.config.breaker, probe=True)
+
+    async def _breaker_success(
+        self, admission: tuple[bool, bool], cred_name: str | None, *, provider_ok: bool
+    ) -> None:
+        policy = self.config.breaker
+        if provider_ok:
+            state = await self.breakers.success(self.name, policy, admission[0])
+            if admission[0] or state is not BreakerState.CLOSED:
+                self._gauge.set(STATE_GAUGE[state])
+        if cred_name is not None:
+            await self.breakers.success(cred_name, policy, admission[1])
+
+    async def _breaker_failure(self, admission: tuple[bool, bool], cred_name: str | None) -> None:
+        policy = self.config.breaker
+        state = await self.breakers.failure(self.name, policy, admission[0])
+        self._gauge.set(STATE_GAUGE[state])
+        if state is BreakerState.OPEN:
+            log.warning("breaker open", extra={"provider": self.name})
+        if cred_name is not None and admission[1]:
+            # The vendor failed, which says nothing about the key: the key's probe
+            # slot is handed back (its breaker re-opens for one more cool-down).
+            await self.breakers.failure(cred_name, policy, probe=True)
+
+    async def _credential_failure(self, cred_name: str) -> None:
+        state = await self.breakers.failure(cred_name, self.config.breaker, probe=False)
+        if state is BreakerState.OPEN:
+            log.warning("credential breaker open", extra={"provider": self.name})
+
+    async def breaker_state(self) -> tuple[BreakerState, int]:
+        state, failures = await self.breakers.state(self.name)
+        self._gauge.set(STATE_GAUGE[state])
+        return state, failures
+
+    # Bookkeeping ------------------------------------------------------------------
+
+    def _count(self, operation: str, outcome: str, elapsed: float) -> None:
+        key = (operation, outcome)
+        child = self._metric_children.get(key)
+        if child is None:
+            child = self._metric_children[key] = metrics.outbound_calls.labels(
+                self.name, operation, outcome
+            )
+        child.inc()
+        hist = self._latency_children.get(operation)
+        if hist is None:
+            hist = self._latency_children[operation] = metrics.outbound_latency.labels(
+                self.name, operation
+            )
+        hist.observe(elapsed)
+
+    def _retried(self, operation: str) -> None:
+        metrics.outbound_retries.labels(self.name, operation).inc()
+
+    async def _failed(
+        self,
+        error: ProviderError,
+        operation: str,
+        started: float,
+        attempts: int,
+        fp: str | None,
+        labels: Mapping[str, str] | None,
+    ) -> None:
+        elapsed = time.perf_counter() - started
+        outcome = "circuit_open" if isinstance(error, CircuitOpen) else "failure"
+        self._count(operation, outcome, elapsed)
+        now = time.time()
+        stats = self.stats
+        stats.calls += 1
+        stats.failures += 1
+        stats.recent_failures.append(now)
+        stats.last_error = str(error)[:MAX_MESSAGE]
+        stats.last_error_at = now
+        if not isinstance(error, CircuitOpen):
+            stats.last_latency = elapsed
+        event = FailureEvent(
+            provider=self.name,
+            operation=operation,
+            status=error.status,
+            vendor_code=error.vendor_code,
+            message=error.message,
+            duration=elapsed,
+            attempts=max(1, attempts),
+            retryable=error.retryable,
+            credential_fingerprint=fp,
+            labels=dict(labels or {}),
+        )
+        for hook in list(self.hooks):
+            try:
+                result = hook(event)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("on_failure hook failed", extra={"provider": self.name})
+
+
+_ADMIT_NONE = Admission(True)

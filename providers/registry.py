@@ -1,0 +1,139 @@
+"""Every provider's HTTP door, one per process, and the health snapshot built on them.
+
+The app builds one `ProviderRegistry` (`build_registry(settings)`), keeps it in
+`services.extras["providers"]` and closes it in its lifespan. Provider clients
+get their shared layer from it:
+
+    http = registry.http("resend")            # one ProviderHTTP per provider
+    client = ResendClient(http, api_key, base_url=...)
+
+Configuration per provider comes from `DEFAULT_CONFIGS` (the vendor modules'
+`CONFIG`), overridden by `OUTBOUND_RATE_LIMITS`; unknown providers get defaults.
+
+`on_failure` hooks (`add_failure_hook`) receive a `providers.errors.FailureEvent`
+for every call that finally failed, whatever the provider — the app installs the
+one that writes the integration error log.
+
+`health()` answers, per provider: breaker state (closed / half_open / open, from
+the shared store, so every process reports the same), failures in the last five
+minutes, the last error and its time, the last call's latency and the last
+success (those four from this process).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from gateway.ratelimit import RateLimiter
+from gateway.settings import Settings
+from providers import resend
+from providers.breaker import BreakerState, BreakerStore, make_breaker_store
+from providers.http import FailureHook, ProviderConfig, ProviderHTTP, ProviderStats
+
+# Providers whose configuration differs from the defaults. Vendor modules own theirs.
+DEFAULT_CONFIGS: dict[str, ProviderConfig] = {
+    resend.CONFIG.name: resend.CONFIG,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderHealth:
+    provider: str
+    breaker_state: BreakerState
+    consecutive_failures: int  # as the breaker counts them (shared across processes)
+    recent_failures: int  # failed calls in the last five minutes, this process
+    calls: int  # calls made by this process since start
+    last_error: str | None
+    last_error_at: float | None  # epoch seconds
+    last_latency: float | None  # seconds, the last completed call
+    last_success_at: float | None  # epoch seconds
+
+
+class ProviderRegistry:
+    def __init__(
+        self,
+        *,
+        limiter: RateLimiter | None = None,
+        breakers: BreakerStore | None = None,
+        configs: dict[str, ProviderConfig] | None = None,
+        redis_url: str = "",
+        prefix: str = "switchboard",
+    ) -> None:
+        self.limiter = limiter if limiter is not None else RateLimiter(redis_url, prefix=prefix)
+        self.breakers = (
+            breakers if breakers is not None else make_breaker_store(redis_url, prefix=prefix)
+        )
+        self.configs: dict[str, ProviderConfig] = dict(DEFAULT_CONFIGS)
+        self.configs.update(configs or {})
+        self.hooks: list[FailureHook] = []
+        self._clients: dict[str, ProviderHTTP] = {}
+        self._stats: dict[str, ProviderStats] = {}
+
+    def configure(self, config: ProviderConfig) -> None:
+        """Set a provider's configuration (before its first call)."""
+        self.configs[config.name] = config
+        self._clients.pop(config.name, None)
+
+    def config(self, provider: str) -> ProviderConfig:
+        return self.configs.get(provider) or ProviderConfig(name=provider)
+
+    def http(self, provider: str) -> ProviderHTTP:
+        client = self._clients.get(provider)
+        if client is None:
+            client = ProviderHTTP(
+                self.config(provider),
+                breakers=self.breakers,
+                limiter=self.limiter,
+                hooks=self.hooks,  # shared list: hooks added later reach every provider
+                stats=self._stats.setdefault(provider, ProviderStats()),
+            )
+            self._clients[provider] = client
+        return client
+
+    def add_failure_hook(self, hook: FailureHook) -> None:
+        self.hooks.append(hook)
+
+    def remove_failure_hook(self, hook: FailureHook) -> None:
+        if hook in self.hooks:
+            self.hooks.remove(hook)
+
+    @property
+    def providers(self) -> list[str]:
+        return sorted(set(self.configs) | set(self._clients))
+
+    async def health_of(self, provider: str) -> ProviderHealth:
+        state, failures = await self.http(provider).breaker_state()
+        stats = self._stats.setdefault(provider, ProviderStats())
+        return ProviderHealth(
+            provider=provider,
+            breaker_state=state,
+            consecutive_failures=failures,
+            recent_failures=stats.recent_failure_count(),
+            calls=stats.calls,
+            last_error=stats.last_error,
+            last_error_at=stats.last_error_at,
+            last_latency=stats.last_latency,
+            last_success_at=stats.last_success_at,
+        )
+
+    async def health(self, providers: Iterable[str] | None = None) -> dict[str, ProviderHealth]:
+        names = list(providers) if providers is not None else self.providers
+        return {name: await self.health_of(name) for name in names}
+
+    async def aclose(self) -> None:
+        """Close every session and the breaker store (the app's lifespan calls this)."""
+        for client in list(self._clients.values()):
+            await client.aclose()
+        await self.breakers.aclose()
+
+
+def build_registry(settings: Settings, limiter: RateLimiter | None = None) -> ProviderRegistry:
+    """The app's registry: Redis-shared breakers and limits when REDIS_URL is set."""
+    prefix = settings.redis_key_prefix
+    registry = ProviderRegistry(limiter=limiter, redis_url=settings.redis_url, prefix=prefix)
+    for provider, spec in settings.outbound_rate_limits.items():
+        base = registry.config(provider)
+        registry.configure(dataclasses.replace(base, rate_limit=spec or None))
+    return registry

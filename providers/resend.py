@@ -1,0 +1,175 @@
+"""Resend (https://resend.com/docs/api-reference): transactional email over its HTTP API.
+
+No SDK: Resend's Python SDK is synchronous, so the client speaks the documented
+API on the shared layer (providers.http): `POST /emails` with `Authorization:
+Bearer re_…` and an `Idempotency-Key` (so a retried send never sends twice), and
+`GET /emails/{id}`. Error bodies are `{"statusCode", "message", "name"}`; a 429
+carries `retry-after` and `ratelimit-*` headers, which the layer honours.
+
+Resend's documented default limit is 2 requests per second per team (key);
+`CONFIG.rate_limit` keeps us under it (override with OUTBOUND_RATE_LIMITS).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from providers.http import ProviderConfig, ProviderHTTP, Timeouts
+from providers.retry import RetryPolicy
+
+PROVIDER = "resend"
+API_URL = "https://api.resend.com"
+
+CONFIG = ProviderConfig(
+    name=PROVIDER,
+    timeouts=Timeouts(connect=5.0, read=15.0, total=20.0),
+    pool_size=20,
+    concurrency=20,
+    rate_limit="2/second",
+    rate_limit_max_wait=2.0,
+    retry=RetryPolicy(max_attempts=4, base=0.5, cap=8.0, budget=30.0),
+)
+
+
+def parse_error(status: int, headers: Mapping[str, str], body: bytes) -> tuple[str | None, str]:
+    """Resend's error body: {"statusCode": 422, "message": "...", "name": "validation_error"}."""
+    try:
+        data = json.loads(body) if body else None
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        name = data.get("name")
+        return (str(name) if name else None), str(data.get("message") or "")
+    return None, body.decode("utf-8", "replace")[:500] if body else ""
+
+
+@dataclass(frozen=True, slots=True)
+class SentEmail:
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Email:
+    id: str
+    sender: str
+    to: list[str]
+    subject: str
+    created_at: str
+    last_event: str | None
+    html: str | None = None
+    text: str | None = None
+    cc: list[str] = field(default_factory=list)
+    bcc: list[str] = field(default_factory=list)
+    reply_to: list[str] = field(default_factory=list)
+    scheduled_at: str | None = None
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> Email:
+        def as_list(value: Any) -> list[str]:
+            if value is None:
+                return []
+            return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+        return cls(
+            id=str(data["id"]),
+            sender=str(data.get("from") or ""),
+            to=as_list(data.get("to")),
+            subject=str(data.get("subject") or ""),
+            created_at=str(data.get("created_at") or ""),
+            last_event=data.get("last_event"),
+            html=data.get("html"),
+            text=data.get("text"),
+            cc=as_list(data.get("cc")),
+            bcc=as_list(data.get("bcc")),
+            reply_to=as_list(data.get("reply_to")),
+            scheduled_at=data.get("scheduled_at"),
+        )
+
+
+class ResendClient:
+    """One credential's view of Resend. Cheap to build per call; the session is shared."""
+
+    def __init__(
+        self,
+        http: ProviderHTTP,
+        api_key: str,
+        *,
+        base_url: str = API_URL,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
+        self.http = http
+        self._api_key = api_key
+        self.base_url = base_url.rstrip("/")
+        self.labels = dict(labels or {})  # e.g. tenant id, credential source: for error logs
+
+    def __repr__(self) -> str:  # never the key
+        return f"ResendClient(base_url={self.base_url!r})"
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
+
+    async def send_email(
+        self,
+        *,
+        sender: str,
+        to: str | Sequence[str],
+        subject: str,
+        idempotency_key: str | None,
+        html: str | None = None,
+        text: str | None = None,
+        cc: Sequence[str] = (),
+        bcc: Sequence[str] = (),
+        reply_to: Sequence[str] = (),
+        headers: Mapping[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> SentEmail:
+        """Send one email. Pass an idempotency key (e.g. the outbox row id): with it a
+        retried send is answered with the first send's id instead of a second email, and
+        the layer may retry timeouts and cut connections."""
+        payload: dict[str, Any] = {
+            "from": sender,
+            "to": [to] if isinstance(to, str) else list(to),
+            "subject": subject,
+        }
+        if html is not None:
+            payload["html"] = html
+        if text is not None:
+            payload["text"] = text
+        if cc:
+            payload["cc"] = list(cc)
+        if bcc:
+            payload["bcc"] = list(bcc)
+        if reply_to:
+            payload["reply_to"] = list(reply_to)
+        if headers:
+            payload["headers"] = dict(headers)
+        if tags:
+            payload["tags"] = [{"name": k, "value": v} for k, v in tags.items()]
+        response = await self.http.request(
+            "POST",
+            f"{self.base_url}/emails",
+            operation="send_email",
+            credential=self._api_key,
+            headers=self._headers(),
+            json=payload,
+            idempotency_key=idempotency_key,
+            parse_error=parse_error,
+            labels=self.labels,
+        )
+        return SentEmail(id=str(response.json()["id"]))
+
+    async def get_email(self, email_id: str) -> Email:
+        response = await self.http.request(
+            "GET",
+            f"{self.base_url}/emails/{quote(email_id, safe='')}",
+            operation="get_email",
+            credential=self._api_key,
+            headers=self._headers(),
+            parse_error=parse_error,
+            labels=self.labels,
+        )
+        return Email.from_api(response.json())

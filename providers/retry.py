@@ -1,0 +1,128 @@
+"""Retry policy for outbound calls: which calls may be retried, and how long to wait.
+
+Waits are exponential with full jitter (`uniform(0, min(cap, base * 2**n))`, the
+AWS "full jitter" scheme: retries of many callers spread out instead of arriving
+together). When the vendor says when to come back — `Retry-After` (seconds or an
+HTTP date) or a rate-limit reset header — that wait is used instead. Every call
+has a total budget: a retry whose wait would cross it is not made.
+
+The loop itself is tenacity's (`providers.http` builds it from a `RetryPolicy`).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+from tenacity import RetryCallState
+from tenacity.wait import wait_base
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+# Statuses worth another try: the vendor timed out, was overloaded or failed inside.
+RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 4  # first try included
+    base: float = 0.2  # seconds; the n-th retry waits up to base * 2**(n-1)
+    cap: float = 5.0  # longest jittered wait
+    budget: float = 30.0  # whole call, attempts and waits, in seconds
+    max_retry_after: float = 30.0  # a vendor asking for longer than this is not waited for
+
+    def backoff(self, retry_number: int) -> float:
+        """Full jitter for the n-th retry (1-based)."""
+        ceiling = min(self.cap, self.base * (2 ** max(0, retry_number - 1)))
+        return random.uniform(0, ceiling)  # noqa: S311 - jitter, not security
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _duration(value: str) -> float | None:
+    """'1s', '6m0s', '20ms', '1.5' -> seconds (OpenAI style reset headers and plain numbers)."""
+    value = value.strip()
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    parts = _DURATION_PART.findall(value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        return None
+    return sum(float(n) * _UNIT[u] for n, u in parts)
+
+
+def _reset_value(value: str, now: float) -> float | None:
+    seconds = _duration(value)
+    if seconds is None:
+        return None
+    if seconds > 1_000_000_000:  # an epoch timestamp rather than a delta
+        seconds -= now
+    return seconds
+
+
+def parse_retry_after(
+    headers: Mapping[str, str], status: int | None = None, now: float | None = None
+) -> float | None:
+    """Seconds the vendor asks us to wait, or None when it does not say.
+
+    `Retry-After` first (delta seconds or HTTP date); on a 429 also the rate-limit
+    reset headers (`RateLimit-Reset`, `X-RateLimit-Reset`, OpenAI's
+    `x-ratelimit-reset-requests` / `-tokens`), the latest of them.
+    """
+    now = time.time() if now is None else now
+    value = headers.get("Retry-After") or headers.get("retry-after")
+    if value:
+        value = value.strip()
+        try:
+            seconds = float(value)
+        except ValueError:
+            try:
+                seconds = parsedate_to_datetime(value).timestamp() - now
+            except (TypeError, ValueError, IndexError, OverflowError):
+                seconds = math.nan
+        if not math.isnan(seconds) and not math.isinf(seconds):
+            return max(0.0, seconds)
+    if status != 429:
+        return None
+    waits = []
+    for name in (
+        "RateLimit-Reset",
+        "X-RateLimit-Reset",
+        "X-RateLimit-Reset-Requests",
+        "X-RateLimit-Reset-Tokens",
+    ):
+        raw = headers.get(name) or headers.get(name.lower())
+        if raw:
+            reset = _reset_value(raw, now)
+            if reset is not None and math.isfinite(reset):
+                waits.append(max(0.0, reset))
+    return max(waits) if waits else None
+
+
+class RetryNow(Exception):
+    """Raised inside one attempt to ask the loop for another; carries the real error."""
+
+    def __init__(self, error: Exception, retry_after: float | None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+class wait_vendor_or_jitter(wait_base):
+    """The vendor's `Retry-After` when it gave one, else full-jitter backoff."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(exc, RetryNow) and exc.retry_after is not None:
+            return exc.retry_after
+        return self.policy.backoff(retry_state.attempt_number)

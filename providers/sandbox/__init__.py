@@ -1,0 +1,26 @@
+"""Vendor emulators (see base.py for the framework and how to add one).
+
+`SANDBOXES` maps a provider to the factory of its emulator, as "module:function"
+so a broken or slow emulator module costs nothing until it is served. The gateway
+mounts every entry under `/sandbox/<provider>` when sandboxes are enabled.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+SANDBOXES: dict[str, str] = {
+    "resend": "providers.sandbox.resend:create_app",
+    "openai": "providers.sandbox.openai:create_app",
+}
+
+
+def create_sandbox(provider: str) -> Any:
+    """A fresh emulator (an ASGI app) for `provider`; KeyError when there is none."""
+    module_name, _, factory = SANDBOXES[provider].partition(":")
+    return getattr(importlib.import_module(module_name), factory)()
+
+
+def sandbox_path(provider: str) -> str:
+    return f"/sandbox/{provider}"
