@@ -317,7 +317,8 @@ async def test_no_secret_reaches_the_log(settings, logs):
         secrets.append("wrong but secret words")
         refreshed = await gql(
             c,
-            "mutation($i: RefreshTokenInput!) { refreshToken(input: $i) { accessToken refreshToken } }",
+            "mutation($i: RefreshTokenInput!) "
+            "{ refreshToken(input: $i) { accessToken refreshToken } }",
             {"i": {"refreshToken": login["data"]["login"]["refreshToken"]}},
         )
         secrets += list(refreshed["data"]["refreshToken"].values())
