@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from gateway import db
 from gateway.http import health
+from gateway.http import sandbox as sandbox_routes
 from gateway.http import webhooks as webhook_routes
 from gateway.http.graphql import GatewayGraphQL
 from gateway.http.middleware import GatewayMiddleware
@@ -20,6 +21,7 @@ from gateway.logging import configure_logging
 from gateway.ratelimit import RateLimiter
 from gateway.settings import Environment, Settings, get_settings
 from gateway.worker import Runtime
+from providers.registry import build_registry
 from resolvers.context import Services
 from schema.build import build_schema
 
@@ -27,10 +29,13 @@ log = logging.getLogger("switchboard")
 
 
 def build_services(settings: Settings) -> Services:
-    return Services(
+    services = Services(
         settings=settings,
         limiter=RateLimiter(settings.redis_url, prefix=settings.redis_key_prefix),
     )
+    # The outbound HTTP layer: one pooled session, breaker and limit per provider.
+    services.extras["providers"] = build_registry(settings, services.limiter)
+    return services
 
 
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> Starlette:
@@ -43,6 +48,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     routes: list[BaseRoute] = [
         *health.routes(services),
         *webhook_routes.routes(services),
+        *sandbox_routes.routes(services),
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
     ]
@@ -64,6 +70,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             yield
         finally:
             await runtime.stop()
+            await services.extras["providers"].aclose()  # provider sessions, breaker store
             await db.close_store()
 
     app = Starlette(

@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     gc_freeze: bool = True
 
     sandbox_enabled: bool | None = None  # default: on outside production
+    # Outbound rate limit per provider and credential, `limits` notation (JSON object),
+    # e.g. {"resend": "2/second"}; overrides the provider module's default.
+    outbound_rate_limits: dict[str, str] = Field(default_factory=dict)
     metrics_token: SecretStr | None = None  # bearer token for /metrics off loopback
 
     # System credentials per provider: used when neither the user nor the tenant set
