@@ -63,9 +63,7 @@ NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 class UnsafeDestination(BadUserInput):
-    """The URL points somewhere a webhook must not go."""
-
-    code = "UNSAFE_URL"
+    """The URL points somewhere a webhook must not go (BAD_USER_INPUT on `url`)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(f"URL refused: {reason}.", details={"url": reason})

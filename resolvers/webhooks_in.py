@@ -22,8 +22,9 @@ stored event answers 200 (`duplicate: true`) and is not processed again.
 The job (`webhooks.process_inbox`) runs the handler registered for the provider and
 event type (`@inbox_handler("stripe", "payment_intent.*")`, glob patterns) in a
 transaction with the inbox row locked, and marks it `processed`; with no handler the row
-is marked `ignored`. A handler that raises is retried by the job queue, then the row is
-`failed`; `replayWebhookEvent` runs it again.
+is marked `ignored`. A handler that raises is retried by the job queue (its writes undone
+each time), then the row is `failed`; raising `PermanentFailure` fails it at once.
+`replayWebhookEvent` runs any stored event again.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from gateway.webhook_signing import (
 from models.tenancy import get_scoped, scoped
 from models.webhooks import SYSTEM_SOURCE, InboxStatus, WebhookInbox, WebhookSource
 from resolvers.context import Context
-from resolvers.jobs import JobContext, enqueue, job_handler, now
+from resolvers.jobs import JobContext, PermanentFailure, enqueue, job_handler, now
 from resolvers.pagination import Order, Page, paginate
 
 log = logging.getLogger("switchboard.webhooks.in")
@@ -209,7 +210,7 @@ async def process_inbox(ctx: JobContext, payload: dict[str, Any]) -> None:
             except Exception as exc:
                 log.warning("webhook %s (%s) handler failed", row.id, row.event_type, exc_info=True)
                 row.error = _error_text(exc)
-                if ctx.is_last_attempt:
+                if ctx.is_last_attempt or isinstance(exc, PermanentFailure):
                     row.status = InboxStatus.FAILED.value
                 else:
                     failure = exc

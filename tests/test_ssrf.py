@@ -88,7 +88,7 @@ REFUSED_URLS = [
 def test_refused(url):
     with pytest.raises(UnsafeDestination) as info:
         check_url(url, OPEN)
-    assert info.value.code == "UNSAFE_URL"
+    assert info.value.code == "BAD_USER_INPUT"
     assert "url" in info.value.details
 
 
