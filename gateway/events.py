@@ -87,17 +87,20 @@ class InProcessBus:
 class RedisBus:
     """Redis pub/sub: every gateway process sees every message of the channels it follows."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, prefix: str = "switchboard") -> None:
         import redis.asyncio as aioredis
 
+        # Channels are namespaced, so deployments (or test runs) sharing a Redis never
+        # see each other's messages.
+        self._prefix = f"{prefix}:"
         self._redis = aioredis.from_url(url, decode_responses=True)
         self._closed = asyncio.Event()
 
     async def publish(self, channel: str, message: dict[str, Any]) -> None:
-        await self._redis.publish(channel, json.dumps(message, default=str))
+        await self._redis.publish(self._prefix + channel, json.dumps(message, default=str))
 
     async def subscribe(self, channels: Iterable[str]) -> AsyncGenerator[dict[str, Any], None]:
-        names = sorted(set(channels))
+        names = sorted({self._prefix + c for c in channels})
         if not names or self._closed.is_set():
             return
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
@@ -132,6 +135,6 @@ class RedisBus:
         await self._redis.aclose()
 
 
-def create_bus(redis_url: str = "") -> EventBus:
+def create_bus(redis_url: str = "", *, prefix: str = "switchboard") -> EventBus:
     """Redis pub/sub when a Redis URL is configured, otherwise in-process."""
-    return RedisBus(redis_url) if redis_url else InProcessBus()
+    return RedisBus(redis_url, prefix=prefix) if redis_url else InProcessBus()

@@ -47,6 +47,7 @@ MATRIX: dict[str, frozenset[Role]] = {
     "ai:usage": frozenset({O, A}),
     # operations
     "jobs:manage": frozenset({O}),
+    "activity:read": ALL,
     "webhooks:inbox": frozenset({O}),
     "webhooks:manage": frozenset({O, M}),
 }

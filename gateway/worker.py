@@ -57,7 +57,7 @@ class Runtime:
     # lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.bus = create_bus(self.settings.redis_url)
+        self.bus = create_bus(self.settings.redis_url, prefix=self.settings.redis_key_prefix)
         events.install_bus(self.bus)
         events.add_nudge(self._relay_wake.set)
         self._tasks.append(asyncio.create_task(self._relay_loop(), name="outbox-relay"))

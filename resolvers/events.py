@@ -32,8 +32,10 @@ from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient, TransactionalDBClient
 from tortoise.transactions import in_transaction
 
+from gateway.errors import BadUserInput
 from gateway.events import EventBus, InProcessBus
 from models.events import OutboxEvent
+from resolvers.context import Context
 
 log = logging.getLogger("switchboard.events")
 
@@ -76,7 +78,7 @@ class Event:
 
 
 def channel_for(tenant_id: int) -> str:
-    return f"switchboard:events:{tenant_id}"
+    return f"events:{tenant_id}"
 
 
 # Process state: the bus and the relay's wake-up, installed by gateway/worker.py ----------
@@ -309,6 +311,32 @@ async def subscribe(
                 continue
             if wanted and not any(matches(p, event.type) for p in wanted):
                 continue
+            yield event
+    finally:
+        await stream.aclose()
+
+
+MAX_TYPE_FILTERS = 50
+TYPE_FILTER = re.compile(r"^[a-z0-9_*]+(\.[a-z0-9_*]+)*$")
+
+
+async def activity(ctx: Context, types: list[str] | None) -> AsyncGenerator[Event, None]:
+    """The caller's tenant's live events (the `activity` subscription)."""
+    principal = ctx.require("activity:read")
+    wanted = list(types or [])
+    if len(wanted) > MAX_TYPE_FILTERS:
+        raise BadUserInput(
+            "Too many event types.", details={"types": f"at most {MAX_TYPE_FILTERS}"}
+        )
+    bad = [t for t in wanted if len(t) > 100 or not TYPE_FILTER.match(t)]
+    if bad:
+        raise BadUserInput(
+            "Invalid event type.",
+            details={"types": "each is like `contact.created` or `contact.*`"},
+        )
+    stream = subscribe(principal.tenant_id, wanted)
+    try:
+        async for event in stream:
             yield event
     finally:
         await stream.aclose()

@@ -39,6 +39,7 @@ from models.tenants import Tenant
 from resolvers import accounts
 from resolvers.accounts import AuthResult, normalize_email, now
 from resolvers.context import Context
+from resolvers.events import emit
 from resolvers.pagination import Order, Page, paginate
 
 INVITATION_MAIL = "invitation"
@@ -128,6 +129,11 @@ async def change_member_role(ctx: Context, *, member_id: int, role: str) -> Memb
             )
         member.role = new_role.value
         await member.save(update_fields=["role", "updated_at"])
+        await emit(
+            member.tenant_id,
+            "member.role_changed",
+            {"member_id": member.id, "role": new_role.value},
+        )
         # Keys this member created may not outrank what the member can now grant.
         keys = scoped(ApiKey, principal.tenant_id).filter(
             created_by_id=member.user_id, revoked_at=None
@@ -169,6 +175,9 @@ async def _delete_membership(member: Membership) -> None:
             details={"memberId": "is the last owner"},
         )
     await Membership.filter(id=member.id).delete()
+    await emit(
+        member.tenant_id, "member.removed", {"member_id": member.id, "user_id": member.user_id}
+    )
     await _revoke_access(member.user_id, member.tenant_id)
 
 
@@ -220,6 +229,9 @@ async def invite_member(ctx: Context, *, email: str, role: str) -> Invitation:
             token_hash=hash_token(token),
             invited_by_id=principal.user_id,
             expires_at=now() + dt.timedelta(seconds=ttl),
+        )
+        await emit(
+            tenant.id, "member.invited", {"invitation_id": invitation.id, "role": new_role.value}
         )
     inviter = await User.filter(id=principal.user_id).first() if principal.user_id else None
     who = (inviter.name or inviter.email) if inviter else "Someone"
@@ -329,6 +341,7 @@ async def accept_invitation(
                     email_verified_at=now(),  # the token arrived at this address
                 )
             await Membership.create(user_id=user.id, tenant_id=row.tenant_id, role=row.role)
+            await emit(row.tenant_id, "member.joined", {"user_id": user.id, "role": row.role})
     except IntegrityError:
         # A concurrent acceptance created the account or the membership first.
         raise Conflict(

@@ -24,10 +24,20 @@ from gateway.settings import Settings
 from schema import accounts, apikeys, members, system
 from schema import credentials
 from schema import webhooks
+from schema import activity, jobs
 from schema.errors import GatewayErrors
 
 # Every area module that contributes root fields. Add a new area here.
-AREAS: list[ModuleType] = [accounts, members, apikeys, credentials, system, webhooks]
+AREAS: list[ModuleType] = [
+    accounts,
+    members,
+    apikeys,
+    credentials,
+    system,
+    webhooks,
+    jobs,
+    activity,
+]
 
 
 class GatewaySchema(strawberry.Schema):
