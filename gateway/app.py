@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from gateway import db
 from gateway.http import health
+from gateway.http import metrics as metrics_routes
 from gateway.http import sandbox as sandbox_routes
 from gateway.http import webhooks as webhook_routes
 from gateway.http.graphql import GatewayGraphQL
@@ -23,6 +24,7 @@ from gateway.settings import Environment, Settings, get_settings
 from gateway.worker import Runtime
 from providers.registry import build_registry
 from resolvers.context import Services
+from resolvers.integrations import install_error_log
 from schema.build import build_schema
 
 log = logging.getLogger("switchboard")
@@ -35,6 +37,7 @@ def build_services(settings: Settings) -> Services:
     )
     # The outbound HTTP layer: one pooled session, breaker and limit per provider.
     services.extras["providers"] = build_registry(settings, services.limiter)
+    install_error_log(services.extras["providers"])  # failed calls -> integration error log
     return services
 
 
@@ -47,6 +50,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
 
     routes: list[BaseRoute] = [
         *health.routes(services),
+        *metrics_routes.routes(services),
         *webhook_routes.routes(services),
         *sandbox_routes.routes(services),
         Route("/graphql", graphql, methods=["GET", "POST"]),

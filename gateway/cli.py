@@ -237,9 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rot.add_argument("--batch-size", type=int, default=200)
     rot.set_defaults(func=cmd_rotate_vault_key)
-    sub.add_parser(
-        "generate-vault-key", help="print a new Fernet key for VAULT_KEYS"
-    ).set_defaults(func=cmd_generate_vault_key)
+    sub.add_parser("generate-vault-key", help="print a new Fernet key for VAULT_KEYS").set_defaults(
+        func=cmd_generate_vault_key
+    )
     return parser
 
 

@@ -10,6 +10,7 @@ main secret, when and by whom.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -142,6 +143,7 @@ PROVIDERS: dict[IntegrationProvider, ProviderSpec] = {
 
 MAX_FIELD_LENGTH = 4096
 _URL_FIELDS = {"base_url", "endpoint_url"}
+_FIELD_NAME_RE = re.compile(r"^[A-Za-z]{1,30}$")
 
 
 @dataclass(frozen=True)
@@ -163,10 +165,15 @@ class ResolvedCredential:
 
 # -- validation on save -----------------------------------------------------------------
 
-# provider -> async check(ctx, resolved) that raises BadUserInput when the vendor refuses
-# the credential. Providers without a cheap check are stored unverified.
-Validator = Callable[[Context, ResolvedCredential], Awaitable[None]]
+# provider -> async check(ctx, credential) -> verified. It raises BadUserInput naming the
+# field when the vendor refuses the credential, answers True when the vendor accepted
+# it, False when the vendor could not be asked (stored unverified). Providers without
+# a cheap check have no entry and are stored unverified.
+Validator = Callable[[Context, ResolvedCredential], Awaitable[bool]]
 VALIDATORS: dict[IntegrationProvider, Validator] = {}
+VERIFY_TIMEOUT = 8.0  # seconds a save waits for the vendor before storing unverified
+LABEL_PURPOSE = "purpose"
+PURPOSE_VERIFY = "verify_credential"
 
 
 def validator(provider: IntegrationProvider) -> Callable[[Validator], Validator]:
@@ -175,6 +182,58 @@ def validator(provider: IntegrationProvider) -> Callable[[Validator], Validator]
         return fn
 
     return register
+
+
+@validator(IntegrationProvider.RESEND)
+async def _verify_resend(ctx: Context, credential: ResolvedCredential) -> bool:
+    """Ask Resend about an email id that cannot exist: the key is checked before the
+    lookup, so 404 means accepted, 401/403 refused. A sending-only key answers
+    `restricted_api_key`, which is a valid key for everything we do with it."""
+    from providers import resend
+    from providers.errors import ProviderError
+    from providers.http import Timeouts
+    from resolvers.upstream import provider_registry
+
+    key = credential.secrets["api_key"]
+    base = (credential.base_url or resend.API_URL).rstrip("/")
+    http = provider_registry(ctx.services).http(resend.PROVIDER)
+    labels = {
+        "request_id": ctx.request_id,
+        "credential_source": credential.source.value,
+        LABEL_PURPOSE: PURPOSE_VERIFY,
+    }
+    if ctx.principal is not None:
+        labels["tenant_id"] = str(ctx.principal.tenant_id)
+    try:
+        await asyncio.wait_for(
+            http.request(
+                "GET",
+                f"{base}/emails/00000000-0000-4000-8000-000000000000",
+                operation="verify_credential",
+                credential=key,
+                headers={"Authorization": f"Bearer {key}", "Accept": "application/json"},
+                parse_error=resend.parse_error,
+                timeouts=Timeouts(connect=3.0, read=5.0, total=5.0),
+                labels=labels,
+            ),
+            VERIFY_TIMEOUT,
+        )
+    except ProviderError as err:
+        if err.vendor_code == "restricted_api_key" or err.status == 404:
+            return True
+        if err.is_auth_error or err.status in (400, 401, 403, 422):
+            raise BadUserInput(
+                "resend refused the API key.",
+                details={
+                    "secrets.apiKey": f"was refused by resend ({err.vendor_code or err.status})"
+                },
+            ) from None
+        log.warning("resend key not verified: vendor unreachable", extra={"provider": "resend"})
+        return False
+    except TimeoutError:
+        log.warning("resend key not verified: no answer in time", extra={"provider": "resend"})
+        return False
+    return True
 
 
 def camel(name: str) -> str:
@@ -210,9 +269,10 @@ def clean_secrets(provider: IntegrationProvider, raw: Any, *, production: bool) 
         spec_field = spec.field(name)
         if spec_field is None:
             known = ", ".join(camel(f.name) for f in spec.fields)
-            problems[f"secrets.{str(key)[:40]}"] = (
-                f"is not a {provider.value} field (one of {known})"
-            )
+            # Name the field only when it looks like a field name: a pasted secret used
+            # as a key (digits, symbols) must not come back in the answer.
+            shown = str(key) if _FIELD_NAME_RE.match(str(key)) else "(unknown field)"
+            problems[f"secrets.{shown}"] = f"is not a {provider.value} field (one of {known})"
             continue
         if value is None:
             continue
@@ -379,8 +439,7 @@ async def set_credential(
     check = VALIDATORS.get(kind)
     if check is not None:
         source = CredentialSource.USER if scope is CredentialScope.USER else CredentialSource.TENANT
-        await check(ctx, _resolved(kind.value, source, values))
-        verified = True
+        verified = await check(ctx, _resolved(kind.value, source, values))
 
     token = vault_for(ctx.settings.vault_keys).encrypt(json.dumps(values, sort_keys=True))
     hint = hint_for(kind, values)

@@ -22,10 +22,11 @@ from strawberry.schema.config import StrawberryConfig
 
 from gateway.settings import Settings
 from schema import accounts, apikeys, members, system
-from schema import credentials
+from schema import credentials, integrations
 from schema import webhooks
 from schema import activity, jobs
 from schema.errors import GatewayErrors
+from schema.metrics import GraphQLMetrics
 
 # Every area module that contributes root fields. Add a new area here.
 AREAS: list[ModuleType] = [
@@ -37,6 +38,7 @@ AREAS: list[ModuleType] = [
     webhooks,
     jobs,
     activity,
+    integrations,
 ]
 
 
@@ -93,6 +95,7 @@ def _build(max_depth: int, max_tokens: int, max_aliases: int) -> GatewaySchema:
     schema = copy.copy(_types())
     schema.extensions = tuple(
         [
+            GraphQLMetrics,
             lambda: QueryDepthLimiter(max_depth=max_depth),
             # QueryDepthLimiter skips `__` fields, so introspection nests without end
             # (`__schema { types { fields { type { fields …`): graphql-core's recommended rule.

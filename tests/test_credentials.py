@@ -32,7 +32,9 @@ mutation($input: SetCredentialInput!) {
   setMyCredential(input: $input) { verified credential { id provider scope lastFour } }
 }"""
 REMOVE_TENANT = """
-mutation($input: RemoveCredentialInput!) { removeTenantCredential(input: $input) { provider removed } }
+mutation($input: RemoveCredentialInput!) {
+  removeTenantCredential(input: $input) { provider removed }
+}
 """
 REMOVE_MINE = """
 mutation($input: RemoveCredentialInput!) { removeMyCredential(input: $input) { provider removed } }
@@ -156,7 +158,7 @@ async def test_permissions_by_role(client, owner, settings):
     read_only, _ = await member_token(settings, owner, "READ_ONLY")
     support, _ = await member_token(settings, owner, "SUPPORT")
     manager, _ = await member_token(settings, owner, "MANAGER")
-    payload = {"input": {"provider": "RESEND", "secrets": secrets("re_" + "a" * 30)}}
+    payload = {"input": {"provider": "SENDGRID", "secrets": secrets("SG." + "a" * 30)}}
 
     for token in (read_only, support):
         assert error_codes(await gql(client, SET_TENANT, payload, token)) == ["FORBIDDEN"]
@@ -169,7 +171,7 @@ async def test_permissions_by_role(client, owner, settings):
     assert "errors" not in mine, mine
     assert mine["data"]["setMyCredential"]["credential"]["scope"] == "USER"
     listed = await gql(client, MY_LIST, token=support)
-    assert [e["node"]["provider"] for e in listed["data"]["myCredentials"]["edges"]] == ["RESEND"]
+    assert [e["node"]["provider"] for e in listed["data"]["myCredentials"]["edges"]] == ["SENDGRID"]
 
     # A member's own key is theirs alone: not in the organization's list, not in other
     # members' lists, not reachable by node(id:) for the owner.

@@ -8,6 +8,7 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.db import store_ready
 from resolvers.context import Services
+from resolvers.integrations import provider_summary
 
 
 def routes(services: Services) -> list[BaseRoute]:
@@ -22,8 +23,11 @@ def routes(services: Services) -> list[BaseRoute]:
             except Exception:
                 checks["redis"] = False
         ok = all(checks.values())
+        # Each provider's status (live/sandbox/degraded/down/unconfigured): informative, a
+        # vendor outage does not make this process unready. No vendor is called.
+        providers = await provider_summary(services)
         return JSONResponse(
-            {"status": "ready" if ok else "unavailable", "checks": checks},
+            {"status": "ready" if ok else "unavailable", "checks": checks, "providers": providers},
             status_code=200 if ok else 503,
         )
 

@@ -1,0 +1,258 @@
+"""The integration error log and the health of each provider.
+
+- `record_failure` is the `on_failure` hook installed on the provider registry: one
+  `IntegrationError` row per failed outbound call made for a tenant (message
+  scrubbed of secrets). Counting in `gateway.metrics.outbound_calls` is the HTTP
+  layer's job; this hook does not count again.
+- `call_labels(ctx, credential)` is what a resolver passes to a provider client
+  (`labels=`) so that a failure can be attributed to its tenant and request.
+- `integration_health` / `provider_summary` read the registry's snapshot (breaker
+  state, recent failures, last error and latency) and the credential chain; they
+  never call a vendor. The snapshot is cached for a few seconds per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from gateway.errors import UpstreamUnavailable
+from gateway.logging import request_id_var, scrub
+from models.integrations import IntegrationError
+from models.tenancy import scoped
+from providers.breaker import BreakerState
+from providers.errors import FailureEvent
+from providers.registry import ProviderHealth, ProviderRegistry
+from resolvers.context import Context, Services
+from resolvers.credentials import (
+    LABEL_PURPOSE,
+    PURPOSE_VERIFY,
+    CredentialSource,
+    IntegrationProvider,
+    ResolvedCredential,
+    parse_provider,
+    resolve_credential,
+)
+from resolvers.pagination import Order, Page, paginate
+
+log = logging.getLogger("switchboard.integrations")
+
+REGISTRY_KEY = "providers"  # services.extras[REGISTRY_KEY] is the ProviderRegistry
+LABEL_TENANT = "tenant_id"
+LABEL_REQUEST = "request_id"
+LABEL_SOURCE = "credential_source"
+
+MAX_MESSAGE = 1000
+# Fast failures that repeat at the caller's rate while a vendor is out: one row per
+# tenant, provider and kind per window is enough to see it; metrics count them all.
+_REPEATING_CODES = frozenset({"circuit_open", "outbound_rate_limit", "local_concurrency"})
+REPEAT_WINDOW = 30.0
+_last_repeat: dict[tuple[int, str, str], float] = {}
+
+HEALTH_CACHE_SECONDS = 5.0
+
+
+class ProviderStatus(StrEnum):
+    LIVE = "LIVE"
+    SANDBOX = "SANDBOX"
+    DEGRADED = "DEGRADED"
+    DOWN = "DOWN"
+    UNCONFIGURED = "UNCONFIGURED"
+
+
+def registry_of(services: Services) -> ProviderRegistry | None:
+    registry = services.extras.get(REGISTRY_KEY)
+    return registry if isinstance(registry, ProviderRegistry) else None
+
+
+# -- the error log ----------------------------------------------------------------------
+
+
+def call_labels(ctx: Context, credential: ResolvedCredential | None = None) -> dict[str, str]:
+    """Labels a provider client carries so its failures land in the caller's error log."""
+    labels = {LABEL_REQUEST: ctx.request_id}
+    if ctx.principal is not None:
+        labels[LABEL_TENANT] = str(ctx.principal.tenant_id)
+    if credential is not None:
+        labels[LABEL_SOURCE] = credential.source.value
+    return labels
+
+
+async def record_failure(event: FailureEvent) -> None:
+    """The `on_failure` hook: log the failure, and keep a row when a tenant made the call."""
+    message = scrub(event.message or "")[:MAX_MESSAGE]
+    labels = event.labels or {}
+    request_id = labels.get(LABEL_REQUEST) or request_id_var.get()
+    caller_error = event.status is not None and 400 <= event.status < 500
+    caller_error = caller_error and event.status not in (401, 403, 408, 429)
+    log.log(
+        logging.INFO if caller_error else logging.WARNING,
+        "outbound call failed: %s.%s %s",
+        event.provider,
+        event.operation,
+        event.status if event.status is not None else event.vendor_code,
+        extra={
+            "provider": event.provider,
+            "operation": event.operation,
+            "status": event.status,
+            "vendor_code": event.vendor_code,
+            "attempts": event.attempts,
+            "duration_ms": round(event.duration * 1000, 1),
+        },
+    )
+    if labels.get(LABEL_PURPOSE) == PURPOSE_VERIFY and event.status == 404:
+        return  # a key check that probes an id that cannot exist: 404 means the key works
+    raw_tenant = labels.get(LABEL_TENANT)
+    if not raw_tenant or not raw_tenant.isdigit():
+        return  # a system call (no tenant): logs and metrics only
+    if event.provider not in IntegrationProvider._value2member_map_:
+        return  # not a provider tenants configure (rows name only IntegrationProvider values)
+    tenant_id = int(raw_tenant)
+    if event.vendor_code in _REPEATING_CODES:
+        key = (tenant_id, event.provider, event.vendor_code or "")
+        now = time.monotonic()
+        if now - _last_repeat.get(key, -REPEAT_WINDOW) < REPEAT_WINDOW:
+            return
+        _last_repeat[key] = now
+    source = labels.get(LABEL_SOURCE)
+    await IntegrationError.create(
+        tenant_id=tenant_id,
+        provider=event.provider[:32],
+        operation=event.operation[:120],
+        status=event.status,
+        vendor_code=(event.vendor_code or None) and str(event.vendor_code)[:120],
+        message=message,
+        credential_source=source if source in CredentialSource.__members__ else None,
+        duration_ms=round(event.duration * 1000, 3),
+        request_id=(request_id or None) and request_id[:128],
+    )
+
+
+def install_error_log(registry: ProviderRegistry) -> None:
+    """Attach `record_failure` to every provider of the registry (once)."""
+    if record_failure not in registry.hooks:
+        registry.add_failure_hook(record_failure)
+
+
+async def list_errors(
+    ctx: Context, *, first: int | None, after: str | None, provider: str | None
+) -> Page[IntegrationError]:
+    ctx.require("integrations:read")
+    query = scoped(IntegrationError, ctx.tenant_id)
+    if provider is not None:
+        query = query.filter(provider=parse_provider(provider).value)
+    return await paginate(
+        query,
+        first=first,
+        after=after,
+        max_page=ctx.settings.max_page_size,
+        order=Order("id", descending=True),
+    )
+
+
+# -- health -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProviderHealthReport:
+    provider: IntegrationProvider
+    status: ProviderStatus
+    source: CredentialSource | None
+    breaker_state: str  # closed | half_open | open
+    consecutive_failures: int
+    recent_failures: int
+    last_error: str | None
+    last_error_at: float | None
+    latency_ms: float | None
+    last_success_at: float | None
+
+
+_snapshot_cache: dict[int, tuple[float, dict[str, ProviderHealth]]] = {}
+
+
+async def _snapshot(registry: ProviderRegistry) -> dict[str, ProviderHealth]:
+    """The registry's health for every provider, at most HEALTH_CACHE_SECONDS old."""
+    now = time.monotonic()
+    cached = _snapshot_cache.get(id(registry))
+    if cached is not None and now - cached[0] < HEALTH_CACHE_SECONDS:
+        return cached[1]
+    snapshot = await registry.health([p.value for p in IntegrationProvider])
+    _snapshot_cache[id(registry)] = (now, snapshot)
+    return snapshot
+
+
+def _status(source: CredentialSource | None, health: ProviderHealth | None) -> ProviderStatus:
+    if source is None:
+        return ProviderStatus.UNCONFIGURED
+    if health is not None:
+        if health.breaker_state is BreakerState.OPEN:
+            return ProviderStatus.DOWN
+        if health.breaker_state is BreakerState.HALF_OPEN or health.consecutive_failures > 0:
+            return ProviderStatus.DEGRADED
+    return ProviderStatus.SANDBOX if source is CredentialSource.SANDBOX else ProviderStatus.LIVE
+
+
+async def _source(ctx: Context, provider: IntegrationProvider) -> CredentialSource | None:
+    try:
+        return (await resolve_credential(ctx, provider)).source
+    except UpstreamUnavailable:
+        return None
+
+
+def _report(
+    provider: IntegrationProvider, source: CredentialSource | None, health: ProviderHealth | None
+) -> ProviderHealthReport:
+    return ProviderHealthReport(
+        provider=provider,
+        status=_status(source, health),
+        source=source,
+        breaker_state=str(health.breaker_state) if health else BreakerState.CLOSED.value,
+        consecutive_failures=health.consecutive_failures if health else 0,
+        recent_failures=health.recent_failures if health else 0,
+        last_error=scrub(health.last_error) if health and health.last_error else None,
+        last_error_at=health.last_error_at if health else None,
+        latency_ms=round(health.last_latency * 1000, 2)
+        if health and health.last_latency is not None
+        else None,
+        last_success_at=health.last_success_at if health else None,
+    )
+
+
+async def integration_health(
+    ctx: Context, providers: Iterable[str] | None = None
+) -> list[ProviderHealthReport]:
+    """Each provider's status as the caller's requests would see it (their credential chain)."""
+    ctx.require("integrations:read")
+    wanted = (
+        [parse_provider(p) for p in providers]
+        if providers is not None
+        else list(IntegrationProvider)
+    )
+    registry = registry_of(ctx.services)
+    snapshot = await _snapshot(registry) if registry is not None else {}
+    # Gathered, so the per-request credential loader answers all of them in one query.
+    sources = await asyncio.gather(*(_source(ctx, p) for p in wanted))
+    return [_report(p, src, snapshot.get(p.value)) for p, src in zip(wanted, sources, strict=True)]
+
+
+async def provider_summary(services: Services) -> dict[str, dict[str, Any]]:
+    """For /health/ready: each provider's status without a tenant (system key or sandbox)."""
+    ctx = Context(services=services, request_id=request_id_var.get() or "health")
+    registry = registry_of(services)
+    snapshot = await _snapshot(registry) if registry is not None else {}
+    out: dict[str, dict[str, Any]] = {}
+    sources = await asyncio.gather(*(_source(ctx, p) for p in IntegrationProvider))
+    for provider, source in zip(IntegrationProvider, sources, strict=True):
+        report = _report(provider, source, snapshot.get(provider.value))
+        out[provider.value] = {
+            "status": report.status.value.lower(),
+            "breaker": report.breaker_state,
+            "latency_ms": report.latency_ms,
+            "last_error": report.last_error,
+        }
+    return out

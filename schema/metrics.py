@@ -1,0 +1,58 @@
+"""GraphQL operation metrics: count and time each operation by name, type and outcome.
+
+Operation names come from clients, so label values are guarded: only valid
+GraphQL names are used, at most `MAX_NAMES` distinct ones per process; the rest
+count as `other`. Anonymous operations count as `anonymous`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+
+from strawberry.extensions import SchemaExtension
+
+from gateway import metrics
+
+MAX_NAMES = 300
+_NAME_RE = re.compile(r"^[_A-Za-z][_0-9A-Za-z]{0,63}$")
+_seen: set[str] = set()
+
+
+def _label(name: str | None) -> str:
+    if not name:
+        return "anonymous"
+    if not _NAME_RE.match(name):
+        return "other"
+    if name not in _seen:
+        if len(_seen) >= MAX_NAMES:
+            return "other"
+        _seen.add(name)
+    return name
+
+
+class GraphQLMetrics(SchemaExtension):
+    """Records gateway.metrics.graphql_operations and graphql_latency per operation."""
+
+    def on_operation(self) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        ctx = self.execution_context
+        try:
+            kind = ctx.operation_type.value
+            name = _label(ctx.operation_name)
+        except Exception:  # unparsable document or unknown operation name
+            kind, name = "unknown", "invalid"
+        result = ctx.result
+        errors = getattr(result, "errors", None) if result is not None else None
+        if ctx.pre_execution_errors:
+            outcome = "rejected"
+        elif not errors:
+            outcome = "ok"
+        elif getattr(result, "data", None) is None:
+            outcome = "error"
+        else:
+            outcome = "partial"
+        metrics.graphql_operations.labels(name, kind, outcome).inc()
+        metrics.graphql_latency.labels(name, kind).observe(time.perf_counter() - started)
