@@ -92,7 +92,9 @@ async def test_validation_errors(
 
 async def test_bad_json_and_bad_id(sandbox: tuple[ResendSandbox, httpx.AsyncClient]) -> None:
     _, c = sandbox
-    r = await c.post("/emails", content=b"{nope", headers={**AUTH, "content-type": "application/json"})
+    r = await c.post(
+        "/emails", content=b"{nope", headers={**AUTH, "content-type": "application/json"}
+    )
     assert r.status_code == 400 and r.json()["name"] == "validation_error"
     r = await c.get("/emails/not-a-uuid", headers=AUTH)
     assert r.status_code == 422 and r.json()["name"] == "invalid_parameter"
@@ -249,7 +251,11 @@ async def test_gateway_mounts_sandboxes_when_enabled() -> None:
                 r = await session.post(f"{url}/sandbox/resend/emails", json=EMAIL, headers=AUTH)
                 await r.read()
         recorded = (await c.get("/sandbox/resend/_sandbox/requests")).json()["requests"]
-        assert [r["path"] for r in recorded] == ["/emails", f"/emails/{sent.json()['id']}", "/emails"]
+        assert [r["path"] for r in recorded] == [
+            "/emails",
+            f"/emails/{sent.json()['id']}",
+            "/emails",
+        ]
     sandboxes = app.state.services.extras["sandboxes"]
     assert len(sandboxes["resend"].emails) == 1
 
