@@ -46,9 +46,8 @@ class GraphQLMetrics(SchemaExtension):
             kind, name = "unknown", "invalid"
         result = ctx.result
         errors = getattr(result, "errors", None) if result is not None else None
-        if ctx.pre_execution_errors:
-            outcome = "rejected"
-        elif not errors:
+        errors = errors or ctx.pre_execution_errors  # parse and validation failures
+        if not errors:
             outcome = "ok"
         elif getattr(result, "data", None) is None:
             outcome = "error"
