@@ -19,6 +19,22 @@ DEV_SIGNING_KEY = "dev:insecure-development-signing-key-change-me"
 DEV_VAULT_KEY = "ZGV2LWluc2VjdXJlLXZhdWx0LWtleS0zMi1ieXRlcyE="  # base64 of a 32-byte dev key
 
 
+DEFAULT_AI_PRICES_PER_MILLION: dict[str, Decimal] = {
+    "gpt-4o-mini:input": Decimal("0.15"),
+    "gpt-4o-mini:output": Decimal("0.60"),
+    "gpt-4o:input": Decimal("2.50"),
+    "gpt-4o:output": Decimal("10.00"),
+    "gpt-4.1-mini:input": Decimal("0.40"),
+    "gpt-4.1-mini:output": Decimal("1.60"),
+    "gpt-4.1:input": Decimal("2.00"),
+    "gpt-4.1:output": Decimal("8.00"),
+    "gpt-3.5-turbo:input": Decimal("0.50"),
+    "gpt-3.5-turbo:output": Decimal("1.50"),
+    "default:input": Decimal("2.50"),
+    "default:output": Decimal("10.00"),
+}
+
+
 class Environment(StrEnum):
     DEVELOPMENT = "development"
     TEST = "test"
@@ -132,7 +148,18 @@ class Settings(BaseSettings):
     worker_shutdown_grace_seconds: float = Field(10.0, ge=0)
     outbox_poll_seconds: float = Field(1.0, gt=0)
     ai_monthly_token_quota: int = Field(2_000_000, ge=0)
-    ai_prices_per_million: dict[str, Decimal] = Field(default_factory=dict)
+    # USD per million tokens, "<model>:input" / "<model>:output" ("<model>" alone prices
+    # both); models without an entry use "default:input" / "default:output".
+    ai_prices_per_million: dict[str, Decimal] = Field(
+        default_factory=lambda: dict(DEFAULT_AI_PRICES_PER_MILLION)
+    )
+    ai_default_model: str = "gpt-4o-mini"
+    ai_max_output_tokens: int = Field(4096, ge=1)
+    # Outbound limits per OpenAI key (shared by every process through Redis when set).
+    openai_max_concurrent_requests: int = Field(50, ge=1)
+    openai_requests_per_minute: int = Field(100, ge=1)
+    # Streamed deltas that arrive within this window go out as one subscription event.
+    ai_stream_coalesce_ms: float = Field(0.0, ge=0, le=1000)
 
     # Webhooks: incoming body cap; system-level inbound secrets per provider (JSON object,
     # used by /webhooks/{provider} without an endpoint token: sandbox and tests); hosts or

@@ -15,4 +15,5 @@ MODEL_MODULES: list[str] = [
     "models.credentials",
     "models.integrations",
     "models.webhooks",
+    "models.ai",
 ]

@@ -25,6 +25,7 @@ from schema import accounts, apikeys, members, system
 from schema import credentials, integrations
 from schema import webhooks
 from schema import activity, jobs
+from schema import ai
 from schema.errors import GatewayErrors
 from schema.metrics import GraphQLMetrics
 
@@ -39,6 +40,7 @@ AREAS: list[ModuleType] = [
     jobs,
     activity,
     integrations,
+    ai,
 ]
 
 

@@ -156,11 +156,11 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def running_server(app: Any) -> AsyncIterator[str]:
-    """Serve `app` with uvicorn on a free loopback port in this event loop."""
+async def running_server(app: Any, port: int | None = None) -> AsyncIterator[str]:
+    """Serve `app` with uvicorn on a free loopback port (or `port`) in this event loop."""
     import uvicorn
 
-    port = free_port()
+    port = port or free_port()
     config = uvicorn.Config(
         app,
         host="127.0.0.1",

@@ -1,0 +1,471 @@
+"""OpenAI chat completions on the official `openai` SDK, behind the shared outbound layer.
+
+The SDK speaks the vendor's API (paths, SSE parsing, error bodies); the shared layer
+(`providers.http.ProviderHTTP` for this provider) supplies what every provider gets:
+the provider and per-credential circuit breakers, the outbound rate limit per
+credential, retries with jittered backoff that honour `Retry-After`, metrics, the
+health statistics and the failure hooks. So the SDK runs with `max_retries=0`.
+
+- One `AsyncOpenAI` per credential (key, organisation, base URL), cached, bounded.
+- Limits per key: `max_concurrent` requests in flight (a stream holds its slot until
+  it is closed) and the requests-per-minute budget of the shared limiter. Over them,
+  a call waits briefly and then fails with a retryable `RateLimitedLocally` /
+  `ProviderError(vendor_code="local_concurrency")`.
+- Every SDK failure becomes a `ProviderError` with the HTTP status and the vendor's
+  `error.code`; its message is scrubbed of anything shaped like a key (OpenAI echoes a
+  masked key in its 401 message; we pass none of it on).
+- `stream_chat()` is an async context manager: leaving it (completion, error, the
+  subscriber going away, cancellation) closes the HTTP response at once, so the
+  vendor sees the disconnect and stops generating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import openai
+from openai import AsyncOpenAI
+
+from providers.errors import ProviderError
+from providers.http import ProviderHTTP, fingerprint
+from providers.retry import RETRYABLE_STATUSES, parse_retry_after
+
+PROVIDER = "openai"
+_KEYISH = re.compile(r"\b(sk|sess|org|proj)-[A-Za-z0-9*_\-]{4,}")
+MAX_MESSAGE = 300
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAICredential:
+    """What the SDK needs to call as one key. `repr` never shows the key."""
+
+    api_key: str = field(repr=False)
+    organization: str | None = None
+    base_url: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.api_key)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    id: str
+    owned_by: str
+
+
+@dataclass(slots=True)
+class Completion:
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    model: str
+
+
+@dataclass(slots=True)
+class StreamChunk:
+    """One SSE chunk reduced to what the gateway uses."""
+
+    delta: str = ""
+    finish_reason: str | None = None
+    # (prompt_tokens, completion_tokens) from the vendor's final usage chunk
+    usage: tuple[int, int] | None = None
+
+
+def scrub(text: str) -> str:
+    """Remove anything that looks like a key (even a masked one) from a vendor message."""
+    return _KEYISH.sub("[redacted]", text)[:MAX_MESSAGE]
+
+
+class OpenAIProvider:
+    """Chat completions and model lists for any number of credentials, one per call."""
+
+    def __init__(
+        self,
+        http: ProviderHTTP,
+        *,
+        max_concurrent: int = 50,
+        queue_timeout: float = 5.0,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
+        max_clients: int = 256,
+    ) -> None:
+        self.http = http
+        self.name = http.name
+        self.max_concurrent = max_concurrent
+        self.queue_timeout = queue_timeout
+        self._timeout = openai.Timeout(read_timeout, connect=connect_timeout)
+        self._clients: OrderedDict[tuple[str, str | None, str | None], AsyncOpenAI] = OrderedDict()
+        self._max_clients = max_clients
+        self._slots: dict[str, asyncio.Semaphore] = {}
+
+    # Clients ----------------------------------------------------------------------
+
+    def client(self, cred: OpenAICredential) -> AsyncOpenAI:
+        """The cached SDK client for this credential (key, organisation, base URL)."""
+        key = (cred.fingerprint, cred.organization, cred.base_url)
+        client = self._clients.get(key)
+        if client is not None:
+            self._clients.move_to_end(key)
+            return client
+        client = AsyncOpenAI(
+            api_key=cred.api_key,
+            organization=cred.organization or None,
+            base_url=cred.base_url or None,
+            max_retries=0,  # retries, breaker and limits come from the shared layer
+            timeout=self._timeout,
+        )
+        self._clients[key] = client
+        while len(self._clients) > self._max_clients:
+            # The least recently used client is dropped, not closed: a stream may still
+            # be reading from it; its pool goes with the last reference.
+            self._clients.popitem(last=False)
+        return client
+
+    async def aclose(self) -> None:
+        clients = list(self._clients.values())
+        self._clients.clear()
+        for client in clients:
+            await client.close()
+
+    # Calls ------------------------------------------------------------------------
+
+    async def list_models(self, cred: OpenAICredential) -> list[ModelInfo]:
+        async def call() -> list[ModelInfo]:
+            page = await self.client(cred).models.list()
+            return [ModelInfo(m.id, m.owned_by) for m in page.data]
+
+        return await self._guarded(cred, "models.list", call, idempotent=True)
+
+    async def chat(
+        self,
+        cred: OpenAICredential,
+        *,
+        messages: Sequence[dict[str, str]],
+        model: str,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        user: str | None = None,
+    ) -> Completion:
+        async def call() -> Completion:
+            result = await self.client(cred).chat.completions.create(
+                **_chat_args(messages, model, temperature, max_tokens, user)
+            )
+            choice = result.choices[0] if result.choices else None
+            usage = result.usage
+            return Completion(
+                text=(choice.message.content or "") if choice else "",
+                finish_reason=choice.finish_reason if choice else None,
+                prompt_tokens=usage.prompt_tokens if usage else 0,
+                completion_tokens=usage.completion_tokens if usage else 0,
+                model=result.model or model,
+            )
+
+        return await self._guarded(cred, "chat.completions", call, idempotent=False)
+
+    def stream_chat(
+        self,
+        cred: OpenAICredential,
+        *,
+        messages: Sequence[dict[str, str]],
+        model: str,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        user: str | None = None,
+    ) -> ChatStream:
+        """`async with provider.stream_chat(...) as chunks: async for chunk in chunks: ...`"""
+        return ChatStream(self, cred, _chat_args(messages, model, temperature, max_tokens, user))
+
+    # The shared layer around an SDK call ----------------------------------------
+
+    def _slot(self, cred: OpenAICredential) -> asyncio.Semaphore:
+        slot = self._slots.get(cred.fingerprint)
+        if slot is None:
+            slot = self._slots[cred.fingerprint] = asyncio.Semaphore(self.max_concurrent)
+        return slot
+
+    async def _enter(self, cred: OpenAICredential, operation: str) -> _Admission:
+        """Rate budget, breakers and a concurrency slot for one attempt (in that order)."""
+        http = self.http
+        fp = cred.fingerprint
+        try:
+            if http.config.rate_limit and http.limiter is not None:
+                await http._take_budget(operation, fp)
+            cred_name = f"{self.name}:cred:{fp}"
+            breakers = await http._admit(operation, cred_name)
+        except ProviderError:
+            raise
+        except Exception as exc:  # the shared layer wraps its own failures
+            error = getattr(exc, "error", None)
+            if isinstance(error, ProviderError):
+                raise error from None
+            raise
+        slot = self._slot(cred)
+        try:
+            await asyncio.wait_for(slot.acquire(), self.queue_timeout)
+        except TimeoutError:
+            await http._release_probe(breakers, cred_name)
+            raise ProviderError(
+                self.name,
+                operation,
+                vendor_code="local_concurrency",
+                message="too many requests in flight for this key",
+                retryable=True,
+                retry_after=1.0,
+            ) from None
+        return _Admission(breakers, cred_name, slot)
+
+    async def _succeeded(self, admission: _Admission) -> None:
+        await self.http._breaker_success(admission.breakers, admission.cred_name, provider_ok=True)
+
+    async def _failed(self, admission: _Admission, error: ProviderError) -> None:
+        http = self.http
+        if error.status is None or error.status >= 500 or error.status == 408:
+            await http._breaker_failure(admission.breakers, cred_name=None)
+        elif error.is_auth_error:
+            await http._breaker_success(admission.breakers, None, provider_ok=True)
+            await http._credential_failure(admission.cred_name)
+        else:
+            await http._breaker_success(admission.breakers, admission.cred_name, provider_ok=True)
+
+    async def _report(
+        self, error: ProviderError, operation: str, started: float, attempts: int, fp: str
+    ) -> None:
+        await self.http._failed(error, operation, started, attempts, fp, None)
+
+    def _record_success(self, operation: str, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        self.http._count(operation, "success", elapsed)
+        stats = self.http.stats
+        stats.calls += 1
+        stats.last_latency = elapsed
+        stats.last_success_at = time.time()
+
+    async def _guarded(
+        self,
+        cred: OpenAICredential,
+        operation: str,
+        call: Callable[[], Awaitable[T]],
+        *,
+        idempotent: bool,
+    ) -> T:
+        started = time.perf_counter()
+        policy = self.http.config.retry
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                admission = await self._enter(cred, operation)
+            except ProviderError as refused:
+                await self._report(refused, operation, started, attempts, cred.fingerprint)
+                raise
+            try:
+                result = await call()
+            except Exception as exc:
+                error = to_provider_error(exc, operation)
+                await self._failed(admission, error)
+                admission.release()
+                wait = _retry_wait(error, idempotent, attempts, policy, started)
+                if wait is None:
+                    await self._report(error, operation, started, attempts, cred.fingerprint)
+                    raise error from None
+                await asyncio.sleep(wait)
+                continue
+            await self._succeeded(admission)
+            admission.release()
+            self._record_success(operation, started)
+            return result
+
+
+@dataclass(slots=True)
+class _Admission:
+    breakers: tuple[bool, bool]
+    cred_name: str
+    slot: asyncio.Semaphore
+    released: bool = False
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.slot.release()
+
+
+def _retry_wait(
+    error: ProviderError, idempotent: bool, attempts: int, policy: Any, started: float
+) -> float | None:
+    """Seconds before the next attempt, or None when this error is final."""
+    if not error.retryable or attempts >= policy.max_attempts:
+        return None
+    nothing_sent = error.vendor_code in {"connect_failed", "local_concurrency"}
+    if not (idempotent or nothing_sent or error.status == 429):
+        return None
+    wait = error.retry_after if error.retry_after is not None else policy.backoff(attempts)
+    if wait > policy.max_retry_after:
+        return None
+    if time.perf_counter() - started + wait > policy.budget:
+        return None
+    return float(wait)
+
+
+class ChatStream:
+    """One streamed completion. Holds its concurrency slot until closed."""
+
+    def __init__(self, provider: OpenAIProvider, cred: OpenAICredential, args: dict) -> None:
+        self.provider = provider
+        self.cred = cred
+        self.args = {**args, "stream": True, "stream_options": {"include_usage": True}}
+        self._stream: Any = None
+        self._admission: _Admission | None = None
+        self._started = 0.0
+        self._failed = False
+        self.operation = "chat.completions.stream"
+
+    async def __aenter__(self) -> AsyncIterator[StreamChunk]:
+        provider = self.provider
+        self._started = time.perf_counter()
+        policy = provider.http.config.retry
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                admission = await provider._enter(self.cred, self.operation)
+            except ProviderError as refused:
+                await provider._report(
+                    refused, self.operation, self._started, attempts, self.cred.fingerprint
+                )
+                raise
+            try:
+                self._stream = await provider.client(self.cred).chat.completions.create(**self.args)
+            except BaseException as exc:
+                admission.release()
+                if not isinstance(exc, Exception):
+                    raise
+                error = to_provider_error(exc, self.operation)
+                await provider._failed(admission, error)
+                wait = _retry_wait(error, False, attempts, policy, self._started)
+                if wait is None:
+                    await provider._report(
+                        error, self.operation, self._started, attempts, self.cred.fingerprint
+                    )
+                    raise error from None
+                await asyncio.sleep(wait)
+                continue
+            self._admission = admission
+            return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[StreamChunk]:
+        try:
+            async for chunk in self._stream:
+                usage = chunk.usage
+                if chunk.choices:
+                    choice = chunk.choices[0]
+                    yield StreamChunk(
+                        delta=choice.delta.content or "" if choice.delta else "",
+                        finish_reason=choice.finish_reason,
+                        usage=(usage.prompt_tokens, usage.completion_tokens) if usage else None,
+                    )
+                elif usage is not None:
+                    yield StreamChunk(usage=(usage.prompt_tokens, usage.completion_tokens))
+        except Exception as exc:
+            error = to_provider_error(exc, self.operation)
+            self._failed = True
+            if self._admission is not None:
+                await self.provider._failed(self._admission, error)
+            await self.provider._report(
+                error, self.operation, self._started, 1, self.cred.fingerprint
+            )
+            raise error from None
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        stream, self._stream = self._stream, None
+        admission, self._admission = self._admission, None
+        try:
+            if stream is not None:
+                # Closing mid-stream drops the connection: the vendor sees the client leave.
+                await stream.close()
+        finally:
+            if admission is not None:
+                admission.release()
+                if not self._failed and (exc_type is None or not issubclass(exc_type, Exception)):
+                    # Completed, or the consumer left (cancellation): the vendor was fine.
+                    await asyncio.shield(self.provider._succeeded(admission))
+                    self.provider._record_success(self.operation, self._started)
+
+
+def _chat_args(
+    messages: Sequence[dict[str, str]],
+    model: str,
+    temperature: float | None,
+    max_tokens: int | None,
+    user: str | None,
+) -> dict[str, Any]:
+    args: dict[str, Any] = {"model": model, "messages": list(messages)}
+    if temperature is not None:
+        args["temperature"] = temperature
+    if max_tokens is not None:
+        args["max_tokens"] = max_tokens
+    if user:
+        args["user"] = user  # an opaque id for the vendor's abuse monitoring, never an email
+    return args
+
+
+def to_provider_error(exc: BaseException, operation: str) -> ProviderError:
+    """Any SDK failure as a ProviderError with the status and the vendor's error code."""
+    if isinstance(exc, ProviderError):
+        return exc
+    if isinstance(exc, openai.APITimeoutError):
+        return ProviderError(
+            PROVIDER, operation, vendor_code="timeout", message="no answer within the timeout",
+            retryable=True,
+        )  # fmt: skip
+    if isinstance(exc, openai.APIConnectionError):
+        return ProviderError(
+            PROVIDER, operation, vendor_code="connect_failed",
+            message=f"could not reach the API: {type(exc.__cause__ or exc).__name__}",
+            retryable=True,
+        )  # fmt: skip
+    if isinstance(exc, openai.APIError):
+        body = exc.body if isinstance(exc.body, dict) else {}
+        code = body.get("code") or body.get("type") or getattr(exc, "code", None)
+        status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
+        if status is None and code == "rate_limit_exceeded":
+            status = 429  # reported inside the stream, after the 200 OK
+        if status is None and body.get("type") == "server_error":
+            status = 500
+        headers = exc.response.headers if isinstance(exc, openai.APIStatusError) else {}
+        retryable = status in RETRYABLE_STATUSES
+        retry_after = parse_retry_after(headers, status) if retryable and headers else None
+        if retryable and retry_after is None and status == 429:
+            retry_after = _seconds_in_message(str(body.get("message") or ""))
+        return ProviderError(
+            PROVIDER,
+            operation,
+            status=status,
+            vendor_code=str(code) if code else None,
+            message=scrub(str(body.get("message") or exc.message or "")),
+            retryable=retryable,
+            retry_after=retry_after,
+        )
+    return ProviderError(
+        PROVIDER, operation, vendor_code="client_error",
+        message=f"unexpected {type(exc).__name__} from the client", retryable=False,
+    )  # fmt: skip
+
+
+_TRY_AGAIN = re.compile(r"try again in (\d+(?:\.\d+)?)(ms|s)")
+
+
+def _seconds_in_message(message: str) -> float | None:
+    match = _TRY_AGAIN.search(message)
+    if not match:
+        return None
+    value = float(match.group(1))
+    return value / 1000 if match.group(2) == "ms" else value

@@ -1,0 +1,949 @@
+"""AI completions: one path for plain and streamed answers, conversations, and the bill.
+
+Every completion goes the same way:
+
+1. check the input (coded BAD_USER_INPUT, nothing stored);
+2. check the tenant's monthly token quota (QUOTA_EXCEEDED before any upstream call);
+3. resolve the credential (user → tenant → system → sandbox, `resolvers.credentials`);
+4. store the conversation and the new messages while the upstream request is on its
+   way (so the database write does not delay the first token), and undo them when
+   the vendor refuses the request before answering;
+5. stream (or wait for) the answer; save it, and one `AiUsage` row with the tokens,
+   latency and cost.
+
+Streams coalesce: a reader task drains the vendor's SSE chunks into a buffer and the
+subscription yields whatever has accumulated each time the consumer is ready (plus
+an optional `AI_STREAM_COALESCE_MS` window), so a busy process sends fewer, larger
+events instead of falling behind. When the subscriber completes, disconnects or is
+cancelled, the vendor stream is closed at once and the answer so far is saved as
+INTERRUPTED.
+
+Billing counts what was received. When the vendor's usage chunk arrives, its counts
+are used. When it does not (the client left, the vendor failed mid-way), the counts
+are estimates, flagged `estimated`: completion tokens = the number of content chunks
+received (OpenAI streams one token per chunk); prompt tokens = `estimate_tokens`
+over the prompt — one token per word or punctuation mark, and never fewer than one
+per four characters — plus 3 per message for the chat framing. No tokenizer
+download is needed (tiktoken fetches its encodings at run time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from tortoise.expressions import Subquery
+from tortoise.functions import Count, Sum
+
+from gateway.errors import (
+    BadUserInput,
+    Forbidden,
+    GatewayError,
+    NotFound,
+    QuotaExceeded,
+)
+from gateway.security import Principal
+from models.accounts import User
+from models.ai import (
+    AiUsage,
+    ChatMessage,
+    Conversation,
+    MessageRole,
+    MessageStatus,
+    UsageOutcome,
+)
+from models.tasks import Task, TaskStatus
+from models.tenancy import scoped
+from models.tenants import Tenant
+from providers.errors import ProviderError
+from providers.openai import (
+    PROVIDER,
+    ChatStream,
+    Completion,
+    ModelInfo,
+    OpenAICredential,
+    OpenAIProvider,
+    StreamChunk,
+)
+from resolvers import credentials
+from resolvers.context import Context, Services
+from resolvers.pagination import Order, Page, paginate
+from resolvers.upstream import provider_registry, to_gateway_error
+
+log = logging.getLogger("switchboard.ai")
+
+MAX_MESSAGES = 100
+MAX_MESSAGE_CHARS = 100_000
+MAX_PROMPT_CHARS = 400_000
+HISTORY_MESSAGES = 50
+MODELS_CACHE_SECONDS = 300.0
+_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-/]{0,63}$")
+_TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+MILLION = Decimal(1_000_000)
+CENTS8 = Decimal("0.00000001")
+
+
+# Inputs and answers ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MessageIn:
+    role: str  # SYSTEM, USER, ASSISTANT
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    messages: Sequence[MessageIn]
+    model: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    conversation_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    estimated: bool
+    cost: Decimal
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(slots=True)
+class CompletionResult:
+    conversation: Conversation
+    message: ChatMessage
+    usage: Usage
+
+
+@dataclass(slots=True)
+class StreamEvent:
+    delta: str
+    index: int
+    conversation_id: int
+    message_id: int
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelOption:
+    id: str
+    owned_by: str
+    input_price: Decimal
+    output_price: Decimal
+
+
+@dataclass(slots=True)
+class UsageGroup:
+    key: str  # the model, or the user id as text ("" for API keys)
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: Decimal
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(slots=True)
+class UsageReport:
+    start: dt.date
+    end: dt.date
+    total: UsageGroup
+    by_model: list[UsageGroup]
+    by_user: list[tuple[User | None, UsageGroup]]
+
+
+# Estimates and prices --------------------------------------------------------------------
+
+
+def estimate_tokens(text: str) -> int:
+    """Tokenizer-free token estimate: words and punctuation marks, at least chars/4."""
+    if not text:
+        return 0
+    return max(len(_TOKEN_RE.findall(text)), (len(text) + 3) // 4)
+
+
+def estimate_prompt_tokens(messages: Sequence[dict[str, str]]) -> int:
+    """The prompt estimate: each message's text plus 3 tokens of framing, plus 3 to prime."""
+    return sum(estimate_tokens(m["content"]) + 3 for m in messages) + 3
+
+
+def prices(services: Services, model: str) -> tuple[Decimal, Decimal]:
+    """(input, output) USD per million tokens for `model` from AI_PRICES_PER_MILLION."""
+    table = services.settings.ai_prices_per_million
+    both = table.get(model)
+    price_in = table.get(f"{model}:input", both)
+    price_out = table.get(f"{model}:output", both)
+    if price_in is None:
+        price_in = table.get("default:input", table.get("default", Decimal(0)))
+    if price_out is None:
+        price_out = table.get("default:output", table.get("default", Decimal(0)))
+    return Decimal(price_in), Decimal(price_out)
+
+
+def cost_of(services: Services, model: str, prompt_tokens: int, completion_tokens: int) -> Decimal:
+    price_in, price_out = prices(services, model)
+    cost = (prompt_tokens * price_in + completion_tokens * price_out) / MILLION
+    return cost.quantize(CENTS8, rounding=ROUND_HALF_UP)
+
+
+# Provider, credential, errors ------------------------------------------------------------
+
+
+def provider(services: Services) -> OpenAIProvider:
+    """The process's OpenAI client, built on the registry's shared layer on first use."""
+    existing = services.extras.get("openai")
+    if existing is not None:
+        return existing  # type: ignore[no-any-return]
+    settings = services.settings
+    registry = provider_registry(services)
+    config = registry.config(PROVIDER)
+    if config.rate_limit is None:
+        import dataclasses
+
+        registry.configure(
+            dataclasses.replace(config, rate_limit=f"{settings.openai_requests_per_minute}/minute")
+        )
+    client = OpenAIProvider(
+        registry.http(PROVIDER), max_concurrent=settings.openai_max_concurrent_requests
+    )
+    services.extras["openai"] = client
+    return client
+
+
+async def close_provider(services: Services) -> None:
+    client = services.extras.pop("openai", None)
+    if client is not None:
+        await client.aclose()
+
+
+async def _credential(ctx: Context) -> tuple[OpenAICredential, str]:
+    resolved = await credentials.resolve_credential(ctx, PROVIDER)
+    secrets = resolved.secrets
+    cred = OpenAICredential(
+        api_key=secrets.get("api_key", ""),
+        organization=secrets.get("organization") or None,
+        base_url=resolved.base_url or secrets.get("base_url") or None,
+    )
+    return cred, resolved.source.value
+
+
+def gateway_error(error: ProviderError) -> GatewayError:
+    """A vendor failure as the coded error the caller sees (never the key, never a trace).
+
+    The shared mapping (`resolvers.upstream`), with the input field named for the two
+    vendor refusals a caller can fix: a prompt too long for the model, an unknown model.
+    """
+    field = "model" if error.vendor_code == "model_not_found" else "messages"
+    return to_gateway_error(error, field=field)
+
+
+# Validation ------------------------------------------------------------------------------
+
+
+def _clean(ctx: Context, request: ChatRequest) -> tuple[list[dict[str, str]], str]:
+    settings = ctx.settings
+    details: dict[str, str] = {}
+    messages: list[dict[str, str]] = []
+    if not request.messages:
+        details["messages"] = "must contain at least one message"
+    elif len(request.messages) > MAX_MESSAGES:
+        details["messages"] = f"at most {MAX_MESSAGES} messages"
+    total = 0
+    for i, message in enumerate(request.messages[:MAX_MESSAGES]):
+        role = str(message.role).upper()
+        if role not in MessageRole.__members__:
+            details[f"messages.{i}.role"] = "must be SYSTEM, USER or ASSISTANT"
+        if not message.content.strip():
+            details[f"messages.{i}.content"] = "must not be empty"
+        elif len(message.content) > MAX_MESSAGE_CHARS:
+            details[f"messages.{i}.content"] = f"at most {MAX_MESSAGE_CHARS} characters"
+        total += len(message.content)
+        messages.append({"role": role.lower(), "content": message.content})
+    if total > MAX_PROMPT_CHARS:
+        details["messages"] = f"at most {MAX_PROMPT_CHARS} characters in all"
+    if messages and not details and messages[-1]["role"] == "assistant":
+        details["messages"] = "the last message must be from the user or the system"
+    model = (request.model or settings.ai_default_model).strip()
+    if not _MODEL_RE.match(model):
+        details["model"] = "is not a model name"
+    if request.temperature is not None and not 0 <= request.temperature <= 2:
+        details["temperature"] = "must be between 0 and 2"
+    if request.max_tokens is not None and not (
+        1 <= request.max_tokens <= settings.ai_max_output_tokens
+    ):
+        details["maxTokens"] = f"must be between 1 and {settings.ai_max_output_tokens}"
+    if details:
+        raise BadUserInput("Invalid completion request.", details=details)
+    return messages, model
+
+
+# Quota -----------------------------------------------------------------------------------
+
+
+def _month_start(now: dt.datetime | None = None) -> dt.datetime:
+    now = now or dt.datetime.now(dt.UTC)
+    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+async def quota_state(tenant_id: int, default_quota: int) -> tuple[int, int]:
+    """(tokens used this calendar month (UTC), monthly quota) for the tenant."""
+    tenant = await Tenant.filter(id=tenant_id).only("id", "ai_monthly_token_quota").first()
+    quota = default_quota
+    if tenant is not None and tenant.ai_monthly_token_quota is not None:
+        quota = int(tenant.ai_monthly_token_quota)
+    rows = (
+        await AiUsage.filter(tenant_id=tenant_id, created_at__gte=_month_start())
+        .annotate(used=Sum("total_tokens"))
+        .values("used")
+    )
+    used = int(rows[0]["used"] or 0) if rows else 0
+    return used, quota
+
+
+async def _check_quota(ctx: Context, principal: Principal) -> None:
+    used, quota = await quota_state(principal.tenant_id, ctx.settings.ai_monthly_token_quota)
+    if used >= quota:
+        raise QuotaExceeded(
+            "The organization's monthly AI token quota is used up.",
+            quota=quota,
+            used=used,
+            resetsAt=_next_month(_month_start()).isoformat(),
+        )
+
+
+def _next_month(start: dt.datetime) -> dt.datetime:
+    return (start + dt.timedelta(days=32)).replace(day=1)
+
+
+# Conversations ---------------------------------------------------------------------------
+
+
+def _owned(principal: Principal) -> dict[str, Any]:
+    if principal.api_key_id is not None:
+        return {"owner_id": None, "api_key_id": principal.api_key_id}
+    return {"owner_id": principal.user_id, "api_key_id": None}
+
+
+def _conversations(principal: Principal) -> Any:
+    return scoped(Conversation, principal.tenant_id).filter(**_owned(principal))
+
+
+async def _own_conversation(principal: Principal, conversation_id: int) -> Conversation:
+    conversation = await _conversations(principal).filter(id=conversation_id).first()
+    if conversation is None:
+        raise NotFound("Conversation not found.")
+    return conversation
+
+
+async def _history(principal: Principal, conversation: Conversation) -> list[dict[str, str]]:
+    rows = (
+        await scoped(ChatMessage, principal.tenant_id)
+        .filter(conversation_id=conversation.id)
+        .exclude(content="")
+        .order_by("-id")
+        .limit(HISTORY_MESSAGES)
+    )
+    return [{"role": r.role.value.lower(), "content": r.content} for r in reversed(rows)]
+
+
+@dataclass
+class _Plan:
+    """Everything a completion needs, decided before the upstream call."""
+
+    principal: Principal
+    request_messages: list[dict[str, str]]  # the caller's new messages
+    messages: list[dict[str, str]]  # history + new, as sent upstream
+    model: str
+    temperature: float | None
+    max_tokens: int | None
+    cred: OpenAICredential
+    source: str
+    operation: str
+    conversation: Conversation | None  # existing conversation, or None to create one
+    title: str = ""
+    created: list[Any] = field(default_factory=list)  # rows to undo if the vendor refuses
+
+    @property
+    def vendor_user(self) -> str:
+        """An opaque per-caller id for the vendor's abuse monitoring."""
+        return hashlib.sha256(f"switchboard:{self.principal.key}".encode()).hexdigest()[:24]
+
+
+async def _plan(
+    ctx: Context, principal: Principal, request: ChatRequest, operation: str, title: str = ""
+) -> _Plan:
+    messages, model = _clean(ctx, request)
+    conversation = None
+    history: list[dict[str, str]] = []
+    if request.conversation_id is not None:
+        conversation = await _own_conversation(principal, request.conversation_id)
+        history = await _history(principal, conversation)
+    await _check_quota(ctx, principal)
+    cred, source = await _credential(ctx)
+    if not title:
+        first_user = next((m["content"] for m in messages if m["role"] == "user"), "")
+        title = " ".join(first_user.split())[:80] or "Conversation"
+    return _Plan(
+        principal=principal,
+        request_messages=messages,
+        messages=history + messages,
+        model=model,
+        temperature=request.temperature,
+        max_tokens=request.max_tokens,
+        cred=cred,
+        source=source,
+        operation=operation,
+        conversation=conversation,
+        title=title,
+    )
+
+
+async def _store_prompt(plan: _Plan) -> tuple[Conversation, ChatMessage]:
+    """The conversation (new or touched), the caller's messages, and the answer's row."""
+    tenant_id = plan.principal.tenant_id
+    conversation = plan.conversation
+    if conversation is None:
+        conversation = await Conversation.create(
+            tenant_id=tenant_id, title=plan.title, model=plan.model, **_owned(plan.principal)
+        )
+        plan.created.append(conversation)
+    else:
+        conversation.model = plan.model
+        await conversation.save(update_fields=["model", "updated_at"])
+    for m in plan.request_messages:
+        plan.created.append(
+            await ChatMessage.create(
+                tenant_id=tenant_id,
+                conversation_id=conversation.id,
+                role=MessageRole(m["role"].upper()),
+                content=m["content"],
+                status=MessageStatus.COMPLETE,
+            )
+        )
+    answer = await ChatMessage.create(
+        tenant_id=tenant_id,
+        conversation_id=conversation.id,
+        role=MessageRole.ASSISTANT,
+        content="",
+        status=MessageStatus.STREAMING,
+        model=plan.model,
+    )
+    plan.created.append(answer)
+    return conversation, answer
+
+
+async def _undo(plan: _Plan, stored: asyncio.Task[Any]) -> None:
+    """The vendor refused before answering: remove what this call stored."""
+    with contextlib.suppress(Exception):
+        await stored
+    if plan.conversation is None:
+        for row in plan.created:
+            if isinstance(row, Conversation):
+                await row.delete()  # cascades to its messages
+                return
+    for row in plan.created:
+        if isinstance(row, ChatMessage):
+            await row.delete()
+
+
+async def _bill(
+    ctx: Context,
+    plan: _Plan,
+    *,
+    conversation_id: int | None,
+    usage: Usage,
+    outcome: UsageOutcome,
+    latency: float,
+    first_token: float | None,
+    error_code: str | None = None,
+) -> None:
+    await AiUsage.create(
+        tenant_id=plan.principal.tenant_id,
+        owner_id=plan.principal.user_id if plan.principal.api_key_id is None else None,
+        api_key_id=plan.principal.api_key_id,
+        conversation_id=conversation_id,
+        operation=plan.operation,
+        model=plan.model,
+        credential_source=plan.source,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+        estimated=usage.estimated,
+        cost=usage.cost,
+        latency_ms=int(latency * 1000),
+        first_token_ms=None if first_token is None else int(first_token * 1000),
+        outcome=outcome,
+        error_code=error_code,
+    )
+
+
+def _usage(
+    ctx: Context,
+    plan: _Plan,
+    vendor: tuple[int, int] | None,
+    received_chunks: int,
+    opened: bool,
+) -> Usage:
+    if vendor is not None:
+        prompt, completion = vendor
+        estimated = False
+    elif opened:
+        prompt, completion = estimate_prompt_tokens(plan.messages), received_chunks
+        estimated = True
+    else:
+        prompt, completion, estimated = 0, 0, False
+    return Usage(
+        prompt, completion, estimated, cost_of(ctx.services, plan.model, prompt, completion)
+    )
+
+
+# Plain completion --------------------------------------------------------------------------
+
+
+async def create_chat_completion(ctx: Context, request: ChatRequest) -> CompletionResult:
+    principal = ctx.require("ai:use")
+    plan = await _plan(ctx, principal, request, "chat")
+    return await _complete(ctx, plan)
+
+
+async def _complete(ctx: Context, plan: _Plan) -> CompletionResult:
+    client = provider(ctx.services)
+    started = time.perf_counter()
+    stored = asyncio.create_task(_store_prompt(plan))
+    try:
+        result: Completion = await client.chat(
+            plan.cred,
+            messages=plan.messages,
+            model=plan.model,
+            temperature=plan.temperature,
+            max_tokens=plan.max_tokens,
+            user=plan.vendor_user,
+        )
+    except ProviderError as error:
+        await asyncio.shield(_undo(plan, stored))
+        usage = _usage(ctx, plan, None, 0, opened=False)
+        await _bill(
+            ctx, plan, conversation_id=None, usage=usage, outcome=UsageOutcome.FAILED,
+            latency=time.perf_counter() - started, first_token=None,
+            error_code=error.vendor_code,
+        )  # fmt: skip
+        raise gateway_error(error) from None
+    except BaseException:
+        await asyncio.shield(_undo(plan, stored))
+        raise
+    conversation, answer = await stored
+    latency = time.perf_counter() - started
+    vendor = (result.prompt_tokens, result.completion_tokens) if result.prompt_tokens else None
+    usage = _usage(ctx, plan, vendor, estimate_tokens(result.text), opened=True)
+    answer.content = result.text
+    answer.status = MessageStatus.COMPLETE
+    answer.finish_reason = result.finish_reason
+    await answer.save(update_fields=["content", "status", "finish_reason", "updated_at"])
+    await _bill(
+        ctx, plan, conversation_id=conversation.id, usage=usage,
+        outcome=UsageOutcome.COMPLETE, latency=latency, first_token=latency,
+    )  # fmt: skip
+    return CompletionResult(conversation, answer, usage)
+
+
+# Streamed completion -----------------------------------------------------------------------
+
+
+class _Pump:
+    """Drains the vendor stream into a buffer; the subscription takes what has piled up."""
+
+    __slots__ = ("chunks", "done", "error", "finish", "parts", "received", "usage", "wake")
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.received = 0  # content chunks received (≈ tokens)
+        self.finish: str | None = None
+        self.usage: tuple[int, int] | None = None
+        self.error: ProviderError | None = None
+        self.done = False
+        self.wake = asyncio.Event()
+
+    async def run(self, chunks: AsyncIterator[StreamChunk]) -> None:
+        parts, wake = self.parts, self.wake
+        try:
+            async for chunk in chunks:
+                if chunk.delta:
+                    parts.append(chunk.delta)
+                    self.received += 1
+                if chunk.finish_reason:
+                    self.finish = chunk.finish_reason
+                if chunk.usage is not None:
+                    self.usage = chunk.usage
+                wake.set()
+        except ProviderError as error:
+            self.error = error
+        finally:
+            self.done = True
+            wake.set()
+
+
+async def stream_chat_completion(ctx: Context, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    """The answer as it arrives; the last event carries the finish reason and the usage."""
+    principal = ctx.require("ai:use")
+    plan = await _plan(ctx, principal, request, "chat_stream")
+    async for event in _stream(ctx, plan):
+        yield event
+
+
+async def _stream(ctx: Context, plan: _Plan) -> AsyncIterator[StreamEvent]:
+    client = provider(ctx.services)
+    coalesce = ctx.settings.ai_stream_coalesce_ms / 1000
+    started = time.perf_counter()
+    first_token: float | None = None
+    stored = asyncio.create_task(_store_prompt(plan))
+    stream: ChatStream = client.stream_chat(
+        plan.cred,
+        messages=plan.messages,
+        model=plan.model,
+        temperature=plan.temperature,
+        max_tokens=plan.max_tokens,
+        user=plan.vendor_user,
+    )
+    try:
+        chunks = await stream.__aenter__()
+    except ProviderError as error:
+        await asyncio.shield(_undo(plan, stored))
+        await _bill(
+            ctx, plan, conversation_id=None, usage=_usage(ctx, plan, None, 0, opened=False),
+            outcome=UsageOutcome.FAILED, latency=time.perf_counter() - started,
+            first_token=None, error_code=error.vendor_code,
+        )  # fmt: skip
+        raise gateway_error(error) from None
+    except BaseException:
+        await asyncio.shield(_undo(plan, stored))
+        raise
+
+    pump = _Pump()
+    reader = asyncio.create_task(pump.run(chunks))
+    received: list[str] = []
+    outcome = UsageOutcome.INTERRUPTED
+    settled = False
+    conversation: Conversation | None = None
+    answer: ChatMessage | None = None
+    try:
+        conversation, answer = await stored
+        index = 0
+        while True:
+            await pump.wake.wait()
+            pump.wake.clear()
+            if coalesce and not pump.done:
+                await asyncio.sleep(coalesce)
+            text = ""
+            if pump.parts:
+                text = "".join(pump.parts)
+                pump.parts.clear()
+                received.append(text)
+                if first_token is None:
+                    first_token = time.perf_counter() - started
+            if text and (not pump.done or pump.error is not None):
+                yield StreamEvent(text, index, conversation.id, answer.id)
+                index += 1
+                text = ""
+            if not pump.done:
+                continue
+            if pump.error is not None:
+                outcome = UsageOutcome.FAILED
+                raise gateway_error(pump.error)
+            outcome = UsageOutcome.COMPLETE
+            usage = await _settle(
+                ctx, plan, pump, received, conversation, answer, outcome, started, first_token
+            )
+            settled = True
+            # The last event: any text still buffered, the finish reason and the bill.
+            yield StreamEvent(
+                text, index, conversation.id, answer.id, finish_reason=pump.finish, usage=usage
+            )
+            return
+    finally:
+        reader.cancel()
+        with contextlib.suppress(BaseException):
+            await reader
+        # Closing the vendor stream first: the vendor stops generating at once.
+        with contextlib.suppress(BaseException):
+            await stream.__aexit__(None, None, None)
+        if not settled:
+            if answer is None:
+                with contextlib.suppress(BaseException):
+                    conversation, answer = await asyncio.shield(stored)
+            if conversation is not None and answer is not None:
+                await asyncio.shield(
+                    _settle(
+                        ctx, plan, pump, received, conversation, answer, outcome, started,
+                        first_token,
+                    )
+                )  # fmt: skip
+
+
+async def _settle(
+    ctx: Context,
+    plan: _Plan,
+    pump: _Pump,
+    received: list[str],
+    conversation: Conversation,
+    answer: ChatMessage,
+    outcome: UsageOutcome,
+    started: float,
+    first_token: float | None,
+) -> Usage:
+    """Save the answer (whole, or the part received) and bill what was received."""
+    usage = _usage(ctx, plan, pump.usage, pump.received, opened=True)
+    answer.content = "".join(received)
+    answer.status = {
+        UsageOutcome.COMPLETE: MessageStatus.COMPLETE,
+        UsageOutcome.INTERRUPTED: MessageStatus.INTERRUPTED,
+        UsageOutcome.FAILED: MessageStatus.FAILED,
+    }[outcome]
+    answer.finish_reason = pump.finish
+    try:
+        await answer.save(update_fields=["content", "status", "finish_reason", "updated_at"])
+        await _bill(
+            ctx, plan, conversation_id=conversation.id, usage=usage, outcome=outcome,
+            latency=time.perf_counter() - started, first_token=first_token,
+            error_code=pump.error.vendor_code if pump.error else None,
+        )  # fmt: skip
+    except Exception:
+        log.exception("could not save a completion", extra={"tenant": plan.principal.tenant_id})
+        raise
+    return usage
+
+
+# Models ------------------------------------------------------------------------------------
+
+
+async def ai_models(ctx: Context) -> list[ModelOption]:
+    """The models the caller's credential can use, with their prices."""
+    ctx.require("ai:use")
+    cred, _ = await _credential(ctx)
+    cache: dict[tuple[str, str | None, str | None], tuple[float, list[ModelInfo]]]
+    cache = ctx.services.extras.setdefault("openai_models", {})
+    key = (cred.fingerprint, cred.organization, cred.base_url)
+    hit = cache.get(key)
+    if hit is not None and hit[0] > time.monotonic():
+        models = hit[1]
+    else:
+        try:
+            models = await provider(ctx.services).list_models(cred)
+        except ProviderError as error:
+            raise gateway_error(error) from None
+        cache[key] = (time.monotonic() + MODELS_CACHE_SECONDS, models)
+    options = []
+    for m in sorted(models, key=lambda m: m.id):
+        price_in, price_out = prices(ctx.services, m.id)
+        options.append(ModelOption(m.id, m.owned_by, price_in, price_out))
+    return options
+
+
+@credentials.validator(credentials.IntegrationProvider.OPENAI)
+async def verify_openai_credential(ctx: Context, resolved: Any) -> bool:
+    """Saving an OpenAI key: list models with it. True when the vendor accepted it,
+    BAD_USER_INPUT when it refused it, False when it could not be asked in time."""
+    cred = OpenAICredential(
+        api_key=resolved.secrets.get("api_key", ""),
+        organization=resolved.secrets.get("organization") or None,
+        base_url=resolved.base_url or resolved.secrets.get("base_url") or None,
+    )
+    try:
+        await asyncio.wait_for(provider(ctx.services).list_models(cred), credentials.VERIFY_TIMEOUT)
+    except ProviderError as error:
+        if error.is_auth_error:
+            raise BadUserInput(
+                "openai refused the API key.",
+                details={"secrets.apiKey": f"was refused by openai ({error.vendor_code})"},
+            ) from None
+        log.warning("openai key not verified: vendor unreachable", extra={"provider": PROVIDER})
+        return False
+    except TimeoutError:
+        log.warning("openai key not verified: no answer in time", extra={"provider": PROVIDER})
+        return False
+    return True
+
+
+# Conversations (reads) ---------------------------------------------------------------------
+
+
+async def list_conversations(ctx: Context, *, first: int | None, after: str | None) -> Page:
+    principal = ctx.require("ai:use")
+    return await paginate(
+        _conversations(principal),
+        first=first,
+        after=after,
+        max_page=ctx.settings.max_page_size,
+        order=Order("id", descending=True),
+    )
+
+
+async def get_conversation(ctx: Context, conversation_id: int) -> Conversation:
+    principal = ctx.require("ai:use")
+    return await _own_conversation(principal, conversation_id)
+
+
+async def conversations_by_ids(ctx: Context, ids: list[int]) -> list[Conversation | None]:
+    """Node lookups: only the caller's own conversations are found."""
+    principal = ctx.require("ai:use")
+    rows = {c.id: c for c in await _conversations(principal).filter(id__in=ids)}
+    return [rows.get(i) for i in ids]
+
+
+async def messages_by_ids(ctx: Context, ids: list[int]) -> list[ChatMessage | None]:
+    principal = ctx.require("ai:use")
+    own = _conversations(principal).values_list("id", flat=True)
+    rows = {
+        m.id: m
+        for m in await scoped(ChatMessage, principal.tenant_id).filter(
+            id__in=ids, conversation_id__in=Subquery(own)
+        )
+    }
+    return [rows.get(i) for i in ids]
+
+
+async def list_messages(
+    ctx: Context, conversation: Conversation, *, first: int | None, after: str | None
+) -> Page:
+    principal = ctx.require("ai:use")
+    if conversation.tenant_id != principal.tenant_id:
+        raise NotFound("Conversation not found.")
+    return await paginate(
+        scoped(ChatMessage, principal.tenant_id).filter(conversation_id=conversation.id),
+        first=first,
+        after=after,
+        max_page=ctx.settings.max_page_size,
+        order=Order("id"),
+    )
+
+
+# Usage report ------------------------------------------------------------------------------
+
+MAX_REPORT_DAYS = 366
+
+
+async def ai_usage(ctx: Context, start: dt.date, end: dt.date) -> UsageReport:
+    """Tokens and cost from `start` to `end` (whole UTC days, both included)."""
+    principal = ctx.require("ai:usage")
+    if end < start:
+        raise BadUserInput("`to` is before `from`.", details={"to": "must not be before from"})
+    if (end - start).days >= MAX_REPORT_DAYS:
+        raise BadUserInput(
+            "The period is too long.", details={"to": f"at most {MAX_REPORT_DAYS} days after from"}
+        )
+    lo = dt.datetime.combine(start, dt.time.min, tzinfo=dt.UTC)
+    hi = dt.datetime.combine(end + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC)
+    base = scoped(AiUsage, principal.tenant_id).filter(created_at__gte=lo, created_at__lt=hi)
+
+    async def grouped(column: str) -> list[UsageGroup]:
+        rows = (
+            await base.annotate(
+                calls=Count("id"),
+                prompt=Sum("prompt_tokens"),
+                completion=Sum("completion_tokens"),
+                spent=Sum("cost"),
+            )
+            .group_by(column)
+            .values(column, "calls", "prompt", "completion", "spent")
+        )
+        groups = [
+            UsageGroup(
+                key="" if row[column] is None else str(row[column]),
+                calls=int(row["calls"] or 0),
+                prompt_tokens=int(row["prompt"] or 0),
+                completion_tokens=int(row["completion"] or 0),
+                cost=Decimal(str(row["spent"] or 0)).quantize(CENTS8),
+            )
+            for row in rows
+        ]
+        return sorted(groups, key=lambda g: (-g.total_tokens, g.key))
+
+    by_model = await grouped("model")
+    by_owner = await grouped("owner_id")
+    users = {
+        u.id: u for u in await User.filter(id__in=[int(g.key) for g in by_owner if g.key.isdigit()])
+    }
+    total = UsageGroup(
+        key="",
+        calls=sum(g.calls for g in by_model),
+        prompt_tokens=sum(g.prompt_tokens for g in by_model),
+        completion_tokens=sum(g.completion_tokens for g in by_model),
+        cost=sum((g.cost for g in by_model), Decimal(0)),
+    )
+    return UsageReport(
+        start=start,
+        end=end,
+        total=total,
+        by_model=by_model,
+        by_user=[(users.get(int(g.key)) if g.key.isdigit() else None, g) for g in by_owner],
+    )
+
+
+async def ai_quota(ctx: Context) -> tuple[int, int]:
+    """(tokens used this month, monthly quota) for the caller's organization."""
+    principal = ctx.require("ai:use")
+    return await quota_state(principal.tenant_id, ctx.settings.ai_monthly_token_quota)
+
+
+# Task summary ------------------------------------------------------------------------------
+
+SUMMARY_SYSTEM_PROMPT = (
+    "You are a CRM assistant. Summarise the user's tasks for the day in a few short "
+    "sentences: what is due, what is overdue or open, what is done, and what to do first."
+)
+MAX_SUMMARY_TASKS = 200
+
+
+async def generate_task_summary(
+    ctx: Context, day: dt.date, model: str | None = None
+) -> CompletionResult:
+    """A summary of the caller's CRM tasks due on `day` (a UTC day), through the AI path."""
+    principal = ctx.require("ai:use")
+    if principal.user_id is None or principal.api_key_id is not None:
+        raise Forbidden("Task summaries are for signed-in members (API keys own no tasks).")
+    lo = dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
+    hi = lo + dt.timedelta(days=1)
+    tasks = (
+        await scoped(Task, principal.tenant_id)
+        .filter(assignee_id=principal.user_id, due_at__gte=lo, due_at__lt=hi)
+        .exclude(status=TaskStatus.CANCELLED)
+        .order_by("due_at", "id")
+        .limit(MAX_SUMMARY_TASKS)
+    )
+    lines = [f"Tasks due on {day.isoformat()} ({len(tasks)}):"]
+    for task in tasks:
+        due = task.due_at.strftime("%H:%M") if task.due_at else "--:--"
+        line = f"- [{task.status.value}] {due} {task.title.strip()}"
+        if task.description.strip():
+            line += f" — {' '.join(task.description.split())[:300]}"
+        lines.append(line)
+    if not tasks:
+        lines.append("- (no tasks)")
+    request = ChatRequest(
+        messages=[
+            MessageIn("SYSTEM", SUMMARY_SYSTEM_PROMPT),
+            MessageIn("USER", "\n".join(lines)),
+        ],
+        model=model,
+        max_tokens=min(400, ctx.settings.ai_max_output_tokens),
+    )
+    plan = await _plan(
+        ctx, principal, request, "task_summary", title=f"Tasks for {day.isoformat()}"
+    )
+    return await _complete(ctx, plan)
