@@ -30,6 +30,8 @@ class EventBus(Protocol):
 
     def subscribe(self, channels: Iterable[str]) -> AsyncGenerator[dict[str, Any], None]: ...
 
+    async def subscriber_count(self, channel: str) -> int: ...
+
     async def close(self) -> None: ...
 
 
@@ -79,9 +81,9 @@ class InProcessBus:
             sub.offer(None)
         self._subs.clear()
 
-    @property
-    def subscriber_count(self) -> int:
-        return len(self._subs)
+    async def subscriber_count(self, channel: str) -> int:
+        """Subscriptions of this process listening on `channel`."""
+        return sum(1 for sub in self._subs if channel in sub.channels)
 
 
 class RedisBus:
@@ -128,6 +130,11 @@ class RedisBus:
                 await pubsub.unsubscribe()
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
+
+    async def subscriber_count(self, channel: str) -> int:
+        """Subscriptions listening on `channel` across every process (PUBSUB NUMSUB)."""
+        counts = await self._redis.pubsub_numsub(self._prefix + channel)
+        return int(counts[0][1]) if counts else 0
 
     async def close(self) -> None:
         self._closed.set()
