@@ -28,6 +28,7 @@ from schema import activity, jobs
 from schema import ai
 from schema.errors import GatewayErrors
 from schema.metrics import GraphQLMetrics
+from schema.redaction import RedactVariableValues
 
 # Every area module that contributes root fields. Add a new area here.
 AREAS: list[ModuleType] = [
@@ -98,6 +99,7 @@ def _build(max_depth: int, max_tokens: int, max_aliases: int) -> GatewaySchema:
     schema.extensions = tuple(
         [
             GraphQLMetrics,
+            RedactVariableValues,
             lambda: QueryDepthLimiter(max_depth=max_depth),
             # QueryDepthLimiter skips `__` fields, so introspection nests without end
             # (`__schema { types { fields { type { fields …`): graphql-core's recommended rule.
