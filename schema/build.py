@@ -26,6 +26,7 @@ from schema import credentials, integrations
 from schema import webhooks
 from schema import activity, jobs
 from schema import ai
+from schema import contacts, leads, tasks
 from schema.errors import GatewayErrors
 from schema.metrics import GraphQLMetrics
 from schema.redaction import RedactVariableValues
@@ -42,6 +43,9 @@ AREAS: list[ModuleType] = [
     activity,
     integrations,
     ai,
+    contacts,
+    leads,
+    tasks,
 ]
 
 

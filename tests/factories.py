@@ -111,6 +111,42 @@ async def make_api_key(client: httpx.AsyncClient, owner: Account) -> str:
     return str(body["data"]["createApiKey"]["apiKey"]["id"])
 
 
+
+@factory("Contact")
+async def make_contact(client: httpx.AsyncClient, owner: Account) -> str:
+    body = await gql(
+        client,
+        """mutation($i: CreateContactInput!) { createContact(input: $i) { contact { id } } }""",
+        {"i": {"name": "Factory Contact"}},
+        token=owner.token,
+    )
+    assert "errors" not in body, body
+    return str(body["data"]["createContact"]["contact"]["id"])
+
+
+@factory("Lead")
+async def make_lead(client: httpx.AsyncClient, owner: Account) -> str:
+    body = await gql(
+        client,
+        """mutation($i: CreateLeadInput!) { createLead(input: $i) { lead { id } } }""",
+        {"i": {"title": "Factory Lead"}},
+        token=owner.token,
+    )
+    assert "errors" not in body, body
+    return str(body["data"]["createLead"]["lead"]["id"])
+
+
+@factory("Task")
+async def make_task(client: httpx.AsyncClient, owner: Account) -> str:
+    body = await gql(
+        client,
+        """mutation($i: CreateTaskInput!) { createTask(input: $i) { task { id } } }""",
+        {"i": {"title": "Factory Task"}},
+        token=owner.token,
+    )
+    assert "errors" not in body, body
+    return str(body["data"]["createTask"]["task"]["id"])
+
 async def another_tenant(client: httpx.AsyncClient) -> Account:
     return await register(client, org="Other Tenant")
 

@@ -1,0 +1,464 @@
+"""CRM contacts, and the pieces every CRM area shares.
+
+Shared here (leads and tasks import them): input checks that collect every problem into
+one BAD_USER_INPUT, tenant-member checks for owner/assignee ids, the per-request
+DataLoaders for users and contacts, and the batch upsert engine used by CRM sync.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Q, Subquery
+from tortoise.models import Model
+from tortoise.transactions import in_transaction
+
+from gateway.errors import BadUserInput, GatewayError, NotFound
+from models.accounts import User
+from models.contacts import Contact
+from models.members import Membership
+from models.tenancy import get_scoped, scoped
+from resolvers.accounts import EMAIL_RE
+from resolvers.context import Context
+from resolvers.pagination import Order, Page, paginate
+
+MAX_UPSERT_ITEMS = 500
+ITEM_ERROR = "_error"  # an item key the schema sets when it could not decode the item
+PHONE_RE = re.compile(r"^\+?[0-9 ().\-/]{3,}((ext\.?|x) ?[0-9]{1,6})?$", re.IGNORECASE)
+CONTACT_ORDER_FIELDS = frozenset({"id", "name", "email", "created_at", "updated_at"})
+
+
+# Input checks -----------------------------------------------------------------------
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+class Problems:
+    """Collects what is wrong with an input, field by field, then raises once."""
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+        self.details: dict[str, str] = {}
+
+    def add(self, field_name: str, problem: str) -> None:
+        self.details.setdefault(self.prefix + camel(field_name), problem)
+
+    def check(self) -> None:
+        if self.details:
+            summary = "; ".join(f"{k}: {v}" for k, v in self.details.items())
+            raise BadUserInput(f"Invalid input: {summary}.", details=dict(self.details))
+
+
+def text(
+    data: dict[str, Any],
+    name: str,
+    problems: Problems,
+    *,
+    max_length: int,
+    required: bool = False,
+    creating: bool = False,
+) -> None:
+    """Strip `data[name]` in place and check its length; absent keys stay absent."""
+    if name not in data:
+        if required and creating:
+            problems.add(name, "is required")
+        return
+    value = data[name]
+    if value is None:
+        if required:
+            problems.add(name, "cannot be null")
+        else:
+            data[name] = ""
+        return
+    value = str(value).strip()
+    if required and not value:
+        problems.add(name, "cannot be empty")
+    elif len(value) > max_length:
+        problems.add(name, f"must be at most {max_length} characters")
+    data[name] = value
+
+
+def external_id(data: dict[str, Any], problems: Problems, *, required: bool = False) -> None:
+    """External ids: null clears, otherwise 1 to 200 characters after stripping."""
+    if "external_id" not in data:
+        if required:
+            problems.add("external_id", "is required")
+        return
+    value = data["external_id"]
+    if value is None:
+        if required:
+            problems.add("external_id", "cannot be null")
+        return
+    value = str(value).strip()
+    if not value:
+        problems.add("external_id", "cannot be empty")
+    elif len(value) > 200:
+        problems.add("external_id", "must be at most 200 characters")
+    data["external_id"] = value
+
+
+def clean_contact(data: dict[str, Any], *, creating: bool, problems: Problems) -> None:
+    text(data, "name", problems, max_length=200, required=True, creating=creating)
+    text(data, "email", problems, max_length=320)
+    if data.get("email"):
+        email = data["email"].lower()
+        if not EMAIL_RE.match(email):
+            problems.add("email", "is not a valid email address")
+        data["email"] = email
+    text(data, "phone", problems, max_length=50)
+    if data.get("phone") and not PHONE_RE.match(data["phone"]):
+        problems.add("phone", "is not a phone number (digits, spaces, + ( ) - . /, ext)")
+    text(data, "company", problems, max_length=200)
+    text(data, "notes", problems, max_length=10_000)
+    external_id(data, problems)
+
+
+def order_of(field_name: str, descending: bool, allowed: frozenset[str]) -> Order:
+    if field_name not in allowed:
+        raise BadUserInput(
+            f"Cannot order by {field_name}.", details={"orderBy": f"unknown field {field_name}"}
+        )
+    return Order(field=field_name, descending=descending)
+
+
+# Tenant members (owners, assignees) ---------------------------------------------------
+
+
+def _member_ids(tenant_id: int, user_ids: Iterable[int]) -> Any:
+    return Membership.filter(tenant_id=tenant_id, user_id__in=list(user_ids)).values("user_id")
+
+
+async def members_among(tenant_id: int, user_ids: Iterable[int | None]) -> set[int]:
+    """The ids in `user_ids` that belong to members of the tenant (one query)."""
+    ids = {i for i in user_ids if i is not None}
+    if not ids:
+        return set()
+    rows = await Membership.filter(tenant_id=tenant_id, user_id__in=list(ids)).values_list(
+        "user_id", flat=True
+    )
+    return {int(r) for r in rows}  # type: ignore[call-overload]
+
+
+async def require_member(tenant_id: int, user_id: int | None, field_name: str) -> None:
+    if user_id is not None and user_id not in await members_among(tenant_id, [user_id]):
+        raise NotFound("User not found.", field=field_name)
+
+
+async def require_contact(tenant_id: int, contact_id: int | None, field_name: str) -> None:
+    if (
+        contact_id is not None
+        and not await scoped(Contact, tenant_id).filter(id=contact_id).exists()
+    ):
+        raise NotFound("Contact not found.", field=field_name)
+
+
+# DataLoaders -------------------------------------------------------------------------
+
+
+def _users_loader(ctx: Context) -> Any:
+    tenant_id = ctx.tenant_id
+
+    async def batch(ids: list[int]) -> list[User | None]:
+        # One statement: users that are members of this tenant.
+        rows = await User.filter(id__in=Subquery(_member_ids(tenant_id, set(ids)))).only(
+            "id", "email", "name", "email_verified_at", "created_at"
+        )
+        found = {u.id: u for u in rows}
+        return [found.get(i) for i in ids]
+
+    return ctx.loader("crm.users", batch)
+
+
+async def load_user(ctx: Context, user_id: int | None) -> User | None:
+    """A member of the caller's tenant by id, batched per request; None when absent."""
+    if user_id is None:
+        return None
+    result: User | None = await _users_loader(ctx).load(user_id)
+    return result
+
+
+def by_id_loader(ctx: Context, name: str, model: type[Any]) -> Any:
+    tenant_id = ctx.tenant_id
+
+    async def batch(ids: list[int]) -> list[Any]:
+        found = {r.id: r for r in await scoped(model, tenant_id).filter(id__in=list(set(ids)))}
+        return [found.get(i) for i in ids]
+
+    return ctx.loader(name, batch)
+
+
+async def load_contact(ctx: Context, contact_id: int | None) -> Contact | None:
+    if contact_id is None:
+        return None
+    result: Contact | None = await by_id_loader(ctx, "crm.contacts", Contact).load(contact_id)
+    return result
+
+
+# Contacts ---------------------------------------------------------------------------
+
+
+@dataclass
+class ContactFilter:
+    search: str | None = None
+    owner_id: int | None = None
+
+
+async def list_contacts(
+    ctx: Context,
+    *,
+    first: int | None,
+    after: str | None,
+    filter: ContactFilter | None,
+    order_field: str = "created_at",
+    descending: bool = False,
+) -> Page[Contact]:
+    tenant_id = ctx.require("crm:read").tenant_id
+    order = order_of(order_field, descending, CONTACT_ORDER_FIELDS)
+    qs = scoped(Contact, tenant_id)
+    f = filter or ContactFilter()
+    if f.search is not None:
+        search = f.search.strip()
+        if len(search) > 200:
+            raise BadUserInput(
+                "Search text too long.", details={"filter.search": "must be at most 200 characters"}
+            )
+        if search:
+            qs = qs.filter(
+                Q(name__icontains=search)
+                | Q(email__icontains=search)
+                | Q(company__icontains=search)
+            )
+    if f.owner_id is not None:
+        await require_member(tenant_id, f.owner_id, "filter.ownerId")
+        qs = qs.filter(owner_id=f.owner_id)
+    return await paginate(
+        qs, first=first, after=after, max_page=ctx.settings.max_page_size, order=order
+    )
+
+
+async def get_contact(ctx: Context, contact_id: int) -> Contact:
+    return await get_scoped(Contact, ctx.require("crm:read").tenant_id, contact_id)
+
+
+async def _check_unique_external_id(
+    model: type[Any], tenant_id: int, value: str | None, exclude_id: int | None = None
+) -> None:
+    if value is None:
+        return
+    qs = scoped(model, tenant_id).filter(external_id=value)
+    if exclude_id is not None:
+        qs = qs.exclude(id=exclude_id)
+    if await qs.exists():
+        raise BadUserInput(
+            "externalId is already used.", details={"externalId": "is already used by another row"}
+        )
+
+
+async def save_unique(row: Model, **kwargs: Any) -> None:
+    """Save; a unique externalId lost to a concurrent writer is bad input, not a crash."""
+    try:
+        await row.save(**kwargs)
+    except IntegrityError:
+        raise BadUserInput(
+            "externalId is already used.", details={"externalId": "is already used by another row"}
+        ) from None
+
+
+async def create_contact(ctx: Context, data: dict[str, Any]) -> Contact:
+    tenant_id = ctx.require("crm:write").tenant_id
+    problems = Problems()
+    clean_contact(data, creating=True, problems=problems)
+    problems.check()
+    await require_member(tenant_id, data.get("owner_id"), "ownerId")
+    await _check_unique_external_id(Contact, tenant_id, data.get("external_id"))
+    row = Contact(tenant_id=tenant_id, **data)
+    await save_unique(row)
+    return row
+
+
+async def update_contact(ctx: Context, contact_id: int, changes: dict[str, Any]) -> Contact:
+    tenant_id = ctx.require("crm:write").tenant_id
+    row = await get_scoped(Contact, tenant_id, contact_id)
+    problems = Problems()
+    clean_contact(changes, creating=False, problems=problems)
+    problems.check()
+    if "owner_id" in changes:
+        await require_member(tenant_id, changes["owner_id"], "ownerId")
+    if "external_id" in changes:
+        await _check_unique_external_id(Contact, tenant_id, changes["external_id"], row.id)
+    if changes:
+        row.update_from_dict(changes)
+        await save_unique(row, update_fields=[*changes, "updated_at"])
+    return row
+
+
+async def delete_contact(ctx: Context, contact_id: int) -> int:
+    tenant_id = ctx.require("crm:delete").tenant_id
+    deleted = await scoped(Contact, tenant_id).filter(id=contact_id).delete()
+    if not deleted:
+        raise NotFound("Contact not found.")
+    return contact_id
+
+
+# Batch upserts by external id (CRM sync) -------------------------------------------
+
+
+CREATED, UPDATED, UNCHANGED, FAILED = "CREATED", "UPDATED", "UNCHANGED", "FAILED"
+
+
+@dataclass
+class UpsertResult:
+    index: int
+    external_id: str | None
+    outcome: str
+    row: Any = None
+    error: GatewayError | None = None
+
+
+# prepare(tenant_id, items) -> lookups; clean(item, existing_row, lookups) -> db values
+Prepare = Callable[[int, list[dict[str, Any]]], Awaitable[Any]]
+Clean = Callable[[dict[str, Any], Any, Any], dict[str, Any]]
+
+
+async def run_upsert(
+    ctx: Context,
+    model: type[Any],
+    items: list[dict[str, Any]],
+    *,
+    prepare: Prepare,
+    clean: Clean,
+) -> list[UpsertResult]:
+    """Create or update rows by external id: one read for all existing rows, then writes
+    in one transaction (bulk insert, bulk update). One bad item fails alone."""
+    tenant_id = ctx.require("crm:sync").tenant_id
+    if len(items) > MAX_UPSERT_ITEMS:
+        raise BadUserInput(
+            f"At most {MAX_UPSERT_ITEMS} items per call.",
+            details={"items": f"at most {MAX_UPSERT_ITEMS} items per call, got {len(items)}"},
+        )
+    try:
+        return await _upsert_once(tenant_id, model, items, prepare, clean)
+    except IntegrityError:
+        # A concurrent sync created some of these external ids first: read again, and
+        # the rows it created are now updates.
+        return await _upsert_once(tenant_id, model, items, prepare, clean)
+
+
+async def _upsert_once(
+    tenant_id: int,
+    model: type[Any],
+    raw_items: list[dict[str, Any]],
+    prepare: Prepare,
+    clean: Clean,
+) -> list[UpsertResult]:
+    items = [dict(item) for item in raw_items]  # cleaning mutates; a retry starts afresh
+    results: list[UpsertResult] = []
+    keys: list[str | None] = []
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        problems = Problems()
+        external_id(item, problems, required=True)
+        key = item.get("external_id") if not problems.details else None
+        if key is not None and key in seen:
+            problems.add("external_id", "appears more than once in this batch")
+            key = None
+        error: GatewayError | None = item.pop(ITEM_ERROR, None)
+        try:
+            problems.check()
+        except BadUserInput as exc:
+            error = exc
+        if error is not None:
+            key = None
+        if key is not None:
+            seen.add(key)
+        keys.append(key)
+        results.append(
+            UpsertResult(index, _raw_key(raw_items[index]), FAILED if error else "", error=error)
+        )
+    existing = (
+        {
+            r.external_id: r
+            for r in await scoped(model, tenant_id).filter(external_id__in=sorted(seen))
+        }
+        if seen
+        else {}
+    )
+    lookups = await prepare(tenant_id, [i for i, k in zip(items, keys, strict=True) if k])
+    to_create: list[Any] = []
+    to_update: list[Any] = []
+    changed_fields: set[str] = set()
+    for result, item, key in zip(results, items, keys, strict=True):
+        if key is None:
+            continue
+        current = existing.get(key)
+        try:
+            values = clean(item, current, lookups)
+        except GatewayError as exc:
+            result.outcome, result.error = FAILED, exc
+            continue
+        if current is None:
+            row = model(tenant_id=tenant_id, **values)
+            to_create.append(row)
+            result.outcome, result.row = CREATED, row
+            continue
+        diff = {k: v for k, v in values.items() if getattr(current, k) != v}
+        if diff:
+            current.update_from_dict(diff)
+            changed_fields.update(diff)
+            to_update.append(current)
+            result.outcome = UPDATED
+        else:
+            result.outcome = UNCHANGED
+        result.row = current
+    if to_create or to_update:
+        async with in_transaction():
+            if to_create:
+                await model.bulk_create(to_create, batch_size=MAX_UPSERT_ITEMS)
+            if to_update:
+                await model.bulk_update(
+                    to_update, [*sorted(changed_fields), "updated_at"], batch_size=100
+                )
+    if to_create:
+        # bulk inserts do not report ids on every backend: read the new rows back.
+        fresh = {
+            r.external_id: r
+            for r in await scoped(model, tenant_id).filter(
+                external_id__in=[r.external_id for r in to_create]
+            )
+        }
+        for result in results:
+            if result.outcome == CREATED:
+                result.row = fresh[result.row.external_id]
+    return results
+
+
+def _raw_key(item: dict[str, Any]) -> str | None:
+    value = item.get("external_id")
+    return None if value is None else str(value)
+
+
+async def _prepare_contacts(tenant_id: int, items: list[dict[str, Any]]) -> set[int]:
+    return await members_among(tenant_id, (i.get("owner_id") for i in items))
+
+
+def _clean_contact_item(item: dict[str, Any], current: Any, members: set[int]) -> dict[str, Any]:
+    problems = Problems()
+    clean_contact(item, creating=current is None, problems=problems)
+    problems.check()
+    owner_id = item.get("owner_id")
+    if owner_id is not None and owner_id not in members:
+        raise NotFound("User not found.", details={"ownerId": "not found"})
+    return item
+
+
+async def upsert_contacts(ctx: Context, items: list[dict[str, Any]]) -> list[UpsertResult]:
+    return await run_upsert(
+        ctx, Contact, items, prepare=_prepare_contacts, clean=_clean_contact_item
+    )

@@ -1,0 +1,172 @@
+"""CRM tasks: assigned to a member, due at a time, linked to a lead or a contact."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.errors import BadUserInput, NotFound
+from models.leads import Lead
+from models.tasks import Task, TaskStatus
+from models.tenancy import get_scoped, scoped
+from resolvers.contacts import Problems, order_of, require_contact, require_member, text
+from resolvers.context import Context
+from resolvers.pagination import Page, paginate
+
+TASK_ORDER_FIELDS = frozenset({"id", "title", "created_at", "updated_at"})
+_FAR_FUTURE = dt.datetime.max.replace(tzinfo=dt.UTC)
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _open_first(task: Task) -> tuple[dt.datetime, int]:
+    return (task.due_at or _FAR_FUTURE, task.id)
+
+
+def _open_tasks_loader(ctx: Context, link: str) -> Any:
+    """Open tasks per contact (or per lead) id, soonest due first; one query per batch."""
+    tenant_id = ctx.tenant_id
+
+    async def batch(ids: list[int]) -> list[list[Task]]:
+        rows = await scoped(Task, tenant_id).filter(
+            **{f"{link}__in": list(set(ids))}, status=TaskStatus.OPEN
+        )
+        grouped: dict[int, list[Task]] = {i: [] for i in ids}
+        for row in rows:
+            grouped[getattr(row, link)].append(row)
+        for tasks in grouped.values():
+            tasks.sort(key=_open_first)
+        return [grouped[i] for i in ids]
+
+    return ctx.loader(f"crm.open_tasks.{link}", batch)
+
+
+async def open_tasks_of_contact(ctx: Context, contact_id: int) -> list[Task]:
+    result: list[Task] = await _open_tasks_loader(ctx, "contact_id").load(contact_id)
+    return result
+
+
+async def open_tasks_of_lead(ctx: Context, lead_id: int) -> list[Task]:
+    result: list[Task] = await _open_tasks_loader(ctx, "lead_id").load(lead_id)
+    return result
+
+
+async def require_lead(tenant_id: int, lead_id: int | None, field_name: str) -> None:
+    if lead_id is not None and not await scoped(Lead, tenant_id).filter(id=lead_id).exists():
+        raise NotFound("Lead not found.", field=field_name)
+
+
+def clean_task(data: dict[str, Any], current: Task | None, problems: Problems) -> None:
+    text(data, "title", problems, max_length=200, required=True, creating=current is None)
+    text(data, "description", problems, max_length=10_000)
+    if "due_at" in data and data["due_at"] is not None and data["due_at"].tzinfo is None:
+        problems.add("due_at", "needs a time zone offset")
+    lead_id = data["lead_id"] if "lead_id" in data else (current.lead_id if current else None)
+    contact_id = (
+        data["contact_id"] if "contact_id" in data else (current.contact_id if current else None)
+    )
+    if lead_id is not None and contact_id is not None:
+        problems.add(
+            "lead_id" if "lead_id" in data else "contact_id",
+            "a task links to a lead or to a contact, not both",
+        )
+    if "status" in data:
+        status = data["status"]
+        if status is None:
+            problems.add("status", "cannot be null")
+        else:
+            status = TaskStatus(status)
+            data["status"] = status
+            if current is None or status != current.status:
+                data["completed_at"] = now() if status == TaskStatus.DONE else None
+
+
+async def _check_links(tenant_id: int, data: dict[str, Any]) -> None:
+    if "assignee_id" in data:
+        await require_member(tenant_id, data["assignee_id"], "assigneeId")
+    if "lead_id" in data:
+        await require_lead(tenant_id, data["lead_id"], "leadId")
+    if "contact_id" in data:
+        await require_contact(tenant_id, data["contact_id"], "contactId")
+
+
+@dataclass
+class TaskFilter:
+    statuses: list[str] | None = None
+    assignee_id: int | None = None
+    due_before: dt.datetime | None = None
+    due_after: dt.datetime | None = None
+    lead_id: int | None = None
+    contact_id: int | None = None
+
+
+async def list_tasks(
+    ctx: Context,
+    *,
+    first: int | None,
+    after: str | None,
+    filter: TaskFilter | None,
+    order_field: str = "created_at",
+    descending: bool = False,
+) -> Page[Task]:
+    tenant_id = ctx.require("crm:read").tenant_id
+    order = order_of(order_field, descending, TASK_ORDER_FIELDS)
+    qs = scoped(Task, tenant_id)
+    f = filter or TaskFilter()
+    if f.statuses is not None:
+        qs = qs.filter(status__in=[TaskStatus(s) for s in f.statuses])
+    if f.assignee_id is not None:
+        await require_member(tenant_id, f.assignee_id, "filter.assigneeId")
+        qs = qs.filter(assignee_id=f.assignee_id)
+    for name, value in (("dueBefore", f.due_before), ("dueAfter", f.due_after)):
+        if value is not None and value.tzinfo is None:
+            raise BadUserInput(
+                "Times need a time zone offset.", details={f"filter.{name}": "needs a time zone"}
+            )
+    if f.due_before is not None:
+        qs = qs.filter(due_at__lt=f.due_before)
+    if f.due_after is not None:
+        qs = qs.filter(due_at__gte=f.due_after)
+    if f.lead_id is not None:
+        await require_lead(tenant_id, f.lead_id, "filter.leadId")
+        qs = qs.filter(lead_id=f.lead_id)
+    if f.contact_id is not None:
+        await require_contact(tenant_id, f.contact_id, "filter.contactId")
+        qs = qs.filter(contact_id=f.contact_id)
+    return await paginate(
+        qs, first=first, after=after, max_page=ctx.settings.max_page_size, order=order
+    )
+
+
+async def create_task(ctx: Context, data: dict[str, Any]) -> Task:
+    tenant_id = ctx.require("crm:write").tenant_id
+    problems = Problems()
+    clean_task(data, None, problems)
+    problems.check()
+    await _check_links(tenant_id, data)
+    row = Task(tenant_id=tenant_id, **data)
+    await row.save()
+    return row
+
+
+async def update_task(ctx: Context, task_id: int, changes: dict[str, Any]) -> Task:
+    tenant_id = ctx.require("crm:write").tenant_id
+    row = await get_scoped(Task, tenant_id, task_id)
+    problems = Problems()
+    clean_task(changes, row, problems)
+    problems.check()
+    await _check_links(tenant_id, changes)
+    if changes:
+        row.update_from_dict(changes)
+        await row.save(update_fields=[*changes, "updated_at"])
+    return row
+
+
+async def delete_task(ctx: Context, task_id: int) -> int:
+    tenant_id = ctx.require("crm:delete").tenant_id
+    if not await scoped(Task, tenant_id).filter(id=task_id).delete():
+        raise NotFound("Task not found.")
+    return task_id
