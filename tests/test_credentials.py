@@ -190,7 +190,7 @@ async def test_permissions_by_role(client, owner, settings):
 
     ok = await gql(client, SET_TENANT, payload, manager)
     assert "errors" not in ok, ok
-    assert (await gql(client, REMOVE_MINE, {"input": {"provider": "RESEND"}}, support))["data"][
+    assert (await gql(client, REMOVE_MINE, {"input": {"provider": "SENDGRID"}}, support))["data"][
         "removeMyCredential"
     ]["removed"]
 
