@@ -147,6 +147,7 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(4, ge=1)
     worker_shutdown_grace_seconds: float = Field(10.0, ge=0)
     outbox_poll_seconds: float = Field(1.0, gt=0)
+    job_retention_days: int = Field(14, ge=1)  # succeeded jobs, published events
     ai_monthly_token_quota: int = Field(2_000_000, ge=0)
     # USD per million tokens, "<model>:input" / "<model>:output" ("<model>" alone prices
     # both); models without an entry use "default:input" / "default:output".

@@ -151,7 +151,7 @@ class Runtime:
         self._job_wake.set()  # a slot is free
 
     async def _run(self, job: Job) -> None:
-        handler = asyncio.create_task(jobs.run_claimed(job, self.worker_id))
+        handler = asyncio.create_task(jobs.run_claimed(job, self.worker_id, self.settings))
         lease = self.settings.job_lease_seconds
         try:
             while True:

@@ -34,6 +34,8 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from gateway.errors import BadUserInput, NotFound
+from gateway.settings import Settings
+from models.events import OutboxEvent
 from models.jobs import Job, JobStatus
 from resolvers.context import Context
 from resolvers.pagination import Order, Page, paginate
@@ -149,6 +151,7 @@ class JobContext:
     max_attempts: int
     worker_id: str
     created_at: dt.datetime
+    settings: Settings | None = None  # the running process's settings
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -213,7 +216,7 @@ async def enqueue(
             if found is None:
                 raise
             return found
-    _wake_workers(conn)
+    wake_workers(conn)
     return job
 
 
@@ -230,7 +233,11 @@ def remove_waker(callback: Callable[[], None]) -> None:
         _wakers.remove(callback)
 
 
-def _wake_workers(conn: BaseDBAsyncClient) -> None:
+def wake_workers(conn: BaseDBAsyncClient | None = None) -> None:
+    """Tell this process's worker a job is due, once `conn`'s transaction commits.
+
+    `enqueue` does this itself; call it after writing job rows by hand.
+    """
     from resolvers.events import after_commit
 
     def wake() -> None:
@@ -238,6 +245,9 @@ def _wake_workers(conn: BaseDBAsyncClient) -> None:
             cb()
 
     after_commit(conn, wake)
+
+
+_wake_workers = wake_workers  # the name of the first published version
 
 
 # Claim, run, finish -------------------------------------------------------------------
@@ -329,7 +339,7 @@ async def _finish(job: Job, **values: Any) -> bool:
     return bool(updated)
 
 
-async def run_claimed(job: Job, worker_id: str) -> str:
+async def run_claimed(job: Job, worker_id: str, settings: Settings | None = None) -> str:
     """Run one claimed job to an outcome; returns the status written."""
     spec = HANDLERS.get(job.kind)
     if spec is None:
@@ -361,6 +371,7 @@ async def run_claimed(job: Job, worker_id: str) -> str:
         max_attempts=job.max_attempts,
         worker_id=worker_id,
         created_at=job.created_at,
+        settings=settings,
     )
     payload = dict(job.payload or {})
     try:
@@ -462,6 +473,24 @@ async def schedule_periodics(at: dt.datetime | None = None) -> list[Job]:
     return slot_jobs
 
 
+DEFAULT_RETENTION_DAYS = 14
+
+
+@periodic("retention", every=dt.timedelta(hours=1))
+async def apply_retention(ctx: JobContext, payload: dict[str, Any]) -> None:
+    """Delete succeeded jobs and published events older than JOB_RETENTION_DAYS.
+
+    Dead jobs stay until someone retries them. A deleted job's unique key can be used
+    again, so keys that must never repeat need their own table.
+    """
+    days = ctx.settings.job_retention_days if ctx.settings else DEFAULT_RETENTION_DAYS
+    cutoff = now() - dt.timedelta(days=days)
+    jobs_gone = await Job.filter(status=JobStatus.SUCCEEDED.value, finished_at__lt=cutoff).delete()
+    events_gone = await OutboxEvent.filter(published_at__lt=cutoff).delete()
+    if jobs_gone or events_gone:
+        log.info("retention: deleted %s job(s) and %s event(s)", jobs_gone, events_gone)
+
+
 # GraphQL-facing: the operator's view ----------------------------------------------------
 
 LISTABLE = {s.value for s in JobStatus}
@@ -519,5 +548,5 @@ async def retry_job(ctx: Context, *, job_id: int) -> Job:
         job.locked_by = None
         job.lease_expires_at = None
         await job.save(using_db=conn)
-        _wake_workers(conn)
+        wake_workers(conn)
     return job

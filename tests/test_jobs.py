@@ -18,6 +18,7 @@ import pytest
 from tortoise.transactions import in_transaction
 
 from gateway.worker import Runtime
+from models.events import OutboxEvent
 from models.jobs import Job, JobStatus
 from models.tenants import Tenant
 from resolvers import jobs
@@ -332,3 +333,40 @@ async def test_two_owners_never_see_each_others_jobs(client: Any) -> None:
         token=b.token,
     )
     assert node["data"]["node"] is None
+
+
+async def test_retention_deletes_old_finished_work_and_keeps_dead_jobs(store: Store) -> None:
+    tenant = await Tenant.create(name="R", slug=f"r-{tag()[:8]}")
+    old = jobs.now() - dt.timedelta(days=30)
+    recent = jobs.now() - dt.timedelta(days=1)
+    old_done = await Job.create(
+        kind="jobs_test.ok", payload={}, status="succeeded", run_at=old, finished_at=old
+    )
+    new_done = await Job.create(
+        kind="jobs_test.ok", payload={}, status="succeeded", run_at=recent, finished_at=recent
+    )
+    old_dead = await Job.create(
+        kind="jobs_test.ok", payload={}, status="dead", run_at=old, finished_at=old
+    )
+    old_event = await OutboxEvent.create(tenant_id=tenant.id, type="a.b", data={})
+    await OutboxEvent.filter(id=old_event.id).update(created_at=old, published_at=old)
+    unpublished = await OutboxEvent.create(tenant_id=tenant.id, type="a.b", data={})
+    await OutboxEvent.filter(id=unpublished.id).update(created_at=old)
+
+    ctx = JobContext(
+        job_id=0,
+        kind="periodic:retention",
+        tenant_id=None,
+        attempt=1,
+        max_attempts=1,
+        worker_id="test",
+        created_at=jobs.now(),
+        settings=make_settings(job_retention_days=7),
+    )
+    await jobs.apply_retention(ctx, {})
+    assert not await Job.filter(id=old_done.id).exists()
+    assert await Job.filter(id=new_done.id).exists()
+    assert await Job.filter(id=old_dead.id).exists()
+    assert not await OutboxEvent.filter(id=old_event.id).exists()
+    assert await OutboxEvent.filter(id=unpublished.id).exists()  # never lose an event
+    assert "periodic:retention" in jobs.HANDLERS and "retention" in jobs.PERIODICS
