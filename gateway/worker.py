@@ -159,7 +159,14 @@ class Runtime:
                 if done:
                     handler.result()
                     return
-                if not await jobs.extend_lease(job, lease):
+                try:
+                    kept = await jobs.extend_lease(job, lease)
+                except Exception:
+                    # A store hiccup: keep running; if the lease does lapse meanwhile,
+                    # the fenced final write tells us the job was taken over.
+                    log.warning("could not renew the lease of job %s", job.id, exc_info=True)
+                    continue
+                if not kept:
                     log.warning("lost the lease of job %s; stopping it", job.id)
                     handler.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
