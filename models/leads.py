@@ -1,5 +1,6 @@
 """CRM leads: sales opportunities moving through a status pipeline."""
 
+from decimal import Decimal
 from enum import StrEnum
 
 from tortoise import fields
@@ -19,7 +20,7 @@ class Lead(TenantModel):
     title = fields.CharField(max_length=200)
     status = fields.CharEnumField(LeadStatus, max_length=16, default=LeadStatus.NEW)
     # Monetary value in `currency` (ISO 4217). Named `amount`: VALUE is an SQL keyword.
-    amount = fields.DecimalField(max_digits=18, decimal_places=4, default=0)
+    amount = fields.DecimalField(max_digits=18, decimal_places=4, default=Decimal("0"))
     currency = fields.CharField(max_length=3, default="USD")
     source = fields.CharField(max_length=100, default="")
     contact: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(

@@ -24,6 +24,7 @@ from models.members import Membership
 from models.tenancy import get_scoped, scoped
 from resolvers.accounts import EMAIL_RE
 from resolvers.context import Context
+from resolvers.events import emit
 from resolvers.pagination import Order, Page, paginate
 
 MAX_UPSERT_ITEMS = 500
@@ -280,6 +281,7 @@ async def create_contact(ctx: Context, data: dict[str, Any]) -> Contact:
     await _check_unique_external_id(Contact, tenant_id, data.get("external_id"))
     row = Contact(tenant_id=tenant_id, **data)
     await save_unique(row)
+    await emit(tenant_id, "contact.created", {"contact_id": row.id})
     return row
 
 
@@ -296,6 +298,7 @@ async def update_contact(ctx: Context, contact_id: int, changes: dict[str, Any])
     if changes:
         row.update_from_dict(changes)
         await save_unique(row, update_fields=[*changes, "updated_at"])
+        await emit(tenant_id, "contact.updated", {"contact_id": row.id, "fields": sorted(changes)})
     return row
 
 
@@ -304,6 +307,7 @@ async def delete_contact(ctx: Context, contact_id: int) -> int:
     deleted = await scoped(Contact, tenant_id).filter(id=contact_id).delete()
     if not deleted:
         raise NotFound("Contact not found.")
+    await emit(tenant_id, "contact.deleted", {"contact_id": contact_id})
     return contact_id
 
 

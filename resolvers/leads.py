@@ -26,6 +26,7 @@ from resolvers.contacts import (
     text,
 )
 from resolvers.context import Context
+from resolvers.events import emit
 from resolvers.pagination import Page, paginate
 
 LEAD_ORDER_FIELDS = frozenset({"id", "title", "amount", "created_at", "updated_at"})
@@ -66,6 +67,12 @@ CURRENCY_MINOR_UNITS: dict[str, int] = {
 
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def display_amount(amount: Decimal, currency: str) -> Decimal:
+    """The stored amount with the currency's own number of decimal places."""
+    places = CURRENCY_MINOR_UNITS.get(currency, 4)
+    return Decimal(amount).quantize(Decimal(1).scaleb(-places))
 
 
 def check_transition(current: LeadStatus, new: LeadStatus, problems: Problems) -> None:
@@ -178,6 +185,7 @@ async def create_lead(ctx: Context, data: dict[str, Any]) -> Lead:
     await _check_unique_external_id(Lead, tenant_id, data.get("external_id"))
     row = Lead(tenant_id=tenant_id, **data)
     await save_unique(row)
+    await emit(tenant_id, "lead.created", {"lead_id": row.id, "status": str(row.status)})
     return row
 
 
@@ -207,6 +215,11 @@ async def update_lead(ctx: Context, lead_id: int, changes: dict[str, Any]) -> Le
                     "The lead's status changed meanwhile; read it again.",
                     details={"status": "changed concurrently"},
                 )
+            await emit(
+                tenant_id,
+                "lead.status_changed",
+                {"lead_id": row.id, "from": str(row.status), "to": str(changes["status"])},
+            )
         row.update_from_dict(changes)
         await save_unique(row, update_fields=[*changes, "updated_at"])
     return row
@@ -216,6 +229,7 @@ async def delete_lead(ctx: Context, lead_id: int) -> int:
     tenant_id = ctx.require("crm:delete").tenant_id
     if not await scoped(Lead, tenant_id).filter(id=lead_id).delete():
         raise NotFound("Lead not found.")
+    await emit(tenant_id, "lead.deleted", {"lead_id": lead_id})
     return lead_id
 
 

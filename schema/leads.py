@@ -72,7 +72,7 @@ class Lead(ModelNode):
             id=row.id,
             title=row.title,
             status=LeadStatus(row.status),
-            value=row.amount,
+            value=crm_leads.display_amount(row.amount, row.currency),
             currency=row.currency,
             source=row.source,
             external_id=row.external_id,
