@@ -43,6 +43,7 @@ from typing import Any
 
 from tortoise.expressions import Subquery
 from tortoise.functions import Count, Sum
+from tortoise.transactions import in_transaction
 
 from gateway.errors import (
     BadUserInput,
@@ -317,8 +318,24 @@ async def quota_state(tenant_id: int, default_quota: int) -> tuple[int, int]:
     return used, quota
 
 
+QUOTA_CACHE_SECONDS = 5.0
+
+
 async def _check_quota(ctx: Context, principal: Principal) -> None:
-    used, quota = await quota_state(principal.tenant_id, ctx.settings.ai_monthly_token_quota)
+    """QUOTA_EXCEEDED when the tenant used its month's tokens.
+
+    A tenant under its quota is remembered for QUOTA_CACHE_SECONDS (with this process's
+    new usage added as it is billed), so a busy tenant does not sum its ledger on every
+    call; a tenant at or over its quota is checked against the store every time. A
+    quota lowered by an operator therefore applies within that many seconds.
+    """
+    cache: dict[int, list[Any]] = ctx.services.extras.setdefault("ai_quota", {})
+    now = time.monotonic()
+    entry = cache.get(principal.tenant_id)
+    if entry is None or entry[0] < now or entry[1] >= entry[2]:
+        used, quota = await quota_state(principal.tenant_id, ctx.settings.ai_monthly_token_quota)
+        entry = cache[principal.tenant_id] = [now + QUOTA_CACHE_SECONDS, used, quota]
+    used, quota = entry[1], entry[2]
     if used >= quota:
         raise QuotaExceeded(
             "The organization's monthly AI token quota is used up.",
@@ -326,6 +343,12 @@ async def _check_quota(ctx: Context, principal: Principal) -> None:
             used=used,
             resetsAt=_next_month(_month_start()).isoformat(),
         )
+
+
+def _count_usage(ctx: Context, tenant_id: int, tokens: int) -> None:
+    entry = ctx.services.extras.get("ai_quota", {}).get(tenant_id)
+    if entry is not None:
+        entry[1] += tokens
 
 
 def _next_month(start: dt.datetime) -> dt.datetime:
@@ -416,35 +439,43 @@ async def _plan(
 
 
 async def _store_prompt(plan: _Plan) -> tuple[Conversation, ChatMessage]:
-    """The conversation (new or touched), the caller's messages, and the answer's row."""
+    """The conversation (new or touched), the caller's messages and the answer's row,
+    in one transaction."""
     tenant_id = plan.principal.tenant_id
-    conversation = plan.conversation
-    if conversation is None:
-        conversation = await Conversation.create(
-            tenant_id=tenant_id, title=plan.title, model=plan.model, **_owned(plan.principal)
-        )
-        plan.created.append(conversation)
-    else:
-        conversation.model = plan.model
-        await conversation.save(update_fields=["model", "updated_at"])
-    for m in plan.request_messages:
-        plan.created.append(
-            await ChatMessage.create(
+    async with in_transaction() as conn:
+        conversation = plan.conversation
+        if conversation is None:
+            conversation = await Conversation.create(
                 tenant_id=tenant_id,
-                conversation_id=conversation.id,
-                role=MessageRole(m["role"].upper()),
-                content=m["content"],
-                status=MessageStatus.COMPLETE,
+                title=plan.title,
+                model=plan.model,
+                using_db=conn,
+                **_owned(plan.principal),
             )
+            plan.created.append(conversation)
+        else:
+            conversation.model = plan.model
+            await conversation.save(update_fields=["model", "updated_at"], using_db=conn)
+        for m in plan.request_messages:
+            plan.created.append(
+                await ChatMessage.create(
+                    tenant_id=tenant_id,
+                    conversation_id=conversation.id,
+                    role=MessageRole(m["role"].upper()),
+                    content=m["content"],
+                    status=MessageStatus.COMPLETE,
+                    using_db=conn,
+                )
+            )
+        answer = await ChatMessage.create(
+            tenant_id=tenant_id,
+            conversation_id=conversation.id,
+            role=MessageRole.ASSISTANT,
+            content="",
+            status=MessageStatus.STREAMING,
+            model=plan.model,
+            using_db=conn,
         )
-    answer = await ChatMessage.create(
-        tenant_id=tenant_id,
-        conversation_id=conversation.id,
-        role=MessageRole.ASSISTANT,
-        content="",
-        status=MessageStatus.STREAMING,
-        model=plan.model,
-    )
     plan.created.append(answer)
     return conversation, answer
 
@@ -473,25 +504,34 @@ async def _bill(
     latency: float,
     first_token: float | None,
     error_code: str | None = None,
+    answer: ChatMessage | None = None,
 ) -> None:
-    await AiUsage.create(
-        tenant_id=plan.principal.tenant_id,
-        owner_id=plan.principal.user_id if plan.principal.api_key_id is None else None,
-        api_key_id=plan.principal.api_key_id,
-        conversation_id=conversation_id,
-        operation=plan.operation,
-        model=plan.model,
-        credential_source=plan.source,
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        total_tokens=usage.total_tokens,
-        estimated=usage.estimated,
-        cost=usage.cost,
-        latency_ms=int(latency * 1000),
-        first_token_ms=None if first_token is None else int(first_token * 1000),
-        outcome=outcome,
-        error_code=error_code,
-    )
+    """One ledger row (and the answer's final state, in the same transaction)."""
+    async with in_transaction() as conn:
+        if answer is not None:
+            await answer.save(
+                update_fields=["content", "status", "finish_reason", "updated_at"], using_db=conn
+            )
+        await AiUsage.create(
+            tenant_id=plan.principal.tenant_id,
+            owner_id=plan.principal.user_id if plan.principal.api_key_id is None else None,
+            api_key_id=plan.principal.api_key_id,
+            conversation_id=conversation_id,
+            operation=plan.operation,
+            model=plan.model,
+            credential_source=plan.source,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens,
+            estimated=usage.estimated,
+            cost=usage.cost,
+            latency_ms=int(latency * 1000),
+            first_token_ms=None if first_token is None else int(first_token * 1000),
+            outcome=outcome,
+            error_code=error_code,
+            using_db=conn,
+        )
+    _count_usage(ctx, plan.principal.tenant_id, usage.total_tokens)
 
 
 def _usage(
@@ -555,10 +595,9 @@ async def _complete(ctx: Context, plan: _Plan) -> CompletionResult:
     answer.content = result.text
     answer.status = MessageStatus.COMPLETE
     answer.finish_reason = result.finish_reason
-    await answer.save(update_fields=["content", "status", "finish_reason", "updated_at"])
     await _bill(
         ctx, plan, conversation_id=conversation.id, usage=usage,
-        outcome=UsageOutcome.COMPLETE, latency=latency, first_token=latency,
+        outcome=UsageOutcome.COMPLETE, latency=latency, first_token=latency, answer=answer,
     )  # fmt: skip
     return CompletionResult(conversation, answer, usage)
 
@@ -717,11 +756,10 @@ async def _settle(
     }[outcome]
     answer.finish_reason = pump.finish
     try:
-        await answer.save(update_fields=["content", "status", "finish_reason", "updated_at"])
         await _bill(
             ctx, plan, conversation_id=conversation.id, usage=usage, outcome=outcome,
             latency=time.perf_counter() - started, first_token=first_token,
-            error_code=pump.error.vendor_code if pump.error else None,
+            error_code=pump.error.vendor_code if pump.error else None, answer=answer,
         )  # fmt: skip
     except Exception:
         log.exception("could not save a completion", extra={"tenant": plan.principal.tenant_id})
