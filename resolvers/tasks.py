@@ -12,6 +12,7 @@ from models.tasks import Task, TaskStatus
 from models.tenancy import get_scoped, scoped
 from resolvers.contacts import Problems, order_of, require_contact, require_member, text
 from resolvers.context import Context
+from resolvers.events import emit
 from resolvers.pagination import Page, paginate
 
 TASK_ORDER_FIELDS = frozenset({"id", "title", "created_at", "updated_at"})
@@ -149,6 +150,7 @@ async def create_task(ctx: Context, data: dict[str, Any]) -> Task:
     await _check_links(tenant_id, data)
     row = Task(tenant_id=tenant_id, **data)
     await row.save()
+    await emit(tenant_id, "task.created", {"task_id": row.id})
     return row
 
 
@@ -162,6 +164,8 @@ async def update_task(ctx: Context, task_id: int, changes: dict[str, Any]) -> Ta
     if changes:
         row.update_from_dict(changes)
         await row.save(update_fields=[*changes, "updated_at"])
+        if changes.get("completed_at") is not None:
+            await emit(tenant_id, "task.completed", {"task_id": row.id})
     return row
 
 
@@ -169,4 +173,5 @@ async def delete_task(ctx: Context, task_id: int) -> int:
     tenant_id = ctx.require("crm:delete").tenant_id
     if not await scoped(Task, tenant_id).filter(id=task_id).delete():
         raise NotFound("Task not found.")
+    await emit(tenant_id, "task.deleted", {"task_id": task_id})
     return task_id

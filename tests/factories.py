@@ -23,11 +23,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
+from strawberry import relay
 from tortoise import Tortoise
 
 from gateway.app import create_app
 from gateway.settings import Settings
 from models.mail import RecordedMail
+from resolvers.jobs import JobContext, enqueue, job_handler
 from tests.conftest import STRONG_PASSWORD, Account, gql, make_settings, register
 
 Factory = Callable[[httpx.AsyncClient, Account], Awaitable[str]]
@@ -179,3 +181,16 @@ def app_with(settings: Settings, **overrides: Any) -> Any:
 # Fields whose ID argument is not an object id (an idempotency key, an external id…):
 # "Mutation.fieldName(input.argument)". The tenancy sweep skips exactly these.
 NOT_AN_OBJECT_ID: set[str] = set()
+
+
+@job_handler("factory.noop")
+async def _noop_job(ctx: JobContext, payload: dict[str, Any]) -> None:
+    return None
+
+
+@factory("Job")
+async def make_job(client: httpx.AsyncClient, owner: Account) -> str:
+    """No public mutation creates a job (the gateway does), so enqueue one for the tenant."""
+    tenant_id = int(relay.GlobalID.from_id(owner.org_id).node_id)
+    job = await enqueue("factory.noop", {}, tenant_id=tenant_id)
+    return str(relay.GlobalID("Job", str(job.id)))
