@@ -19,6 +19,7 @@ Event names are `area.verb_past`: `contact.created`, `lead.status_changed`,
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import fnmatch
 import logging
@@ -32,9 +33,13 @@ from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient, TransactionalDBClient
 from tortoise.transactions import in_transaction
 
-from gateway.errors import BadUserInput
+from gateway.errors import BadUserInput, Unauthenticated
 from gateway.events import EventBus, InProcessBus
+from gateway.roles import allowed
+from gateway.security import Principal
+from models.apikeys import ApiKey
 from models.events import OutboxEvent
+from models.members import Membership
 from resolvers.context import Context
 
 log = logging.getLogger("switchboard.events")
@@ -320,8 +325,35 @@ MAX_TYPE_FILTERS = 50
 TYPE_FILTER = re.compile(r"^[a-z0-9_*]+(\.[a-z0-9_*]+)*$")
 
 
+# A long-lived stream re-checks that its caller still belongs to the tenant: at most this
+# often, and at once on a membership event about the caller. Only events carry data, so
+# checking before each one closes the stream before anything leaks.
+ACCESS_RECHECK_SECONDS = 10.0
+
+
+async def _still_allowed(principal: Principal) -> bool:
+    if principal.api_key_id is not None:
+        key = await ApiKey.filter(id=principal.api_key_id, tenant_id=principal.tenant_id).first()
+        return key is not None and key.revoked_at is None and allowed(key.role, "activity:read")
+    member = await Membership.filter(
+        user_id=principal.user_id, tenant_id=principal.tenant_id
+    ).first()
+    return member is not None and allowed(member.role, "activity:read")
+
+
+def _about(principal: Principal, event: Event) -> bool:
+    return event.type.startswith("member.") and (
+        event.data.get("user_id") == principal.user_id
+        or event.type == "member.role_changed"  # names the member, not the user: re-check
+    )
+
+
 async def activity(ctx: Context, types: list[str] | None) -> AsyncGenerator[Event, None]:
-    """The caller's tenant's live events (the `activity` subscription)."""
+    """The caller's tenant's live events (the `activity` subscription).
+
+    Ends with UNAUTHENTICATED once the caller no longer belongs to the tenant (removed,
+    key revoked): nothing is sent after that.
+    """
     principal = ctx.require("activity:read")
     wanted = list(types or [])
     if len(wanted) > MAX_TYPE_FILTERS:
@@ -334,9 +366,18 @@ async def activity(ctx: Context, types: list[str] | None) -> AsyncGenerator[Even
             "Invalid event type.",
             details={"types": "each is like `contact.created` or `contact.*`"},
         )
-    stream = subscribe(principal.tenant_id, wanted)
+    loop = asyncio.get_running_loop()
+    checked_at = loop.time()
+    # Unfiltered underneath, so membership events reach the access check; filtered below.
+    stream = subscribe(principal.tenant_id)
     try:
         async for event in stream:
+            if _about(principal, event) or loop.time() - checked_at > ACCESS_RECHECK_SECONDS:
+                if not await _still_allowed(principal):
+                    raise Unauthenticated("You no longer have access to this organization.")
+                checked_at = loop.time()
+            if wanted and not any(matches(p, event.type) for p in wanted):
+                continue
             yield event
     finally:
         await stream.aclose()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -450,3 +451,54 @@ async def test_crm_mutations_emit_domain_events(client: httpx.AsyncClient, owner
         ("task.created", {"task_id": task_id}),
         ("task.completed", {"task_id": task_id}),
     ]
+
+
+async def test_activity_stream_ends_when_the_caller_is_removed(
+    app: Any, client: httpx.AsyncClient, runtime: Any, owner: Account
+) -> None:
+    from models.mail import RecordedMail
+
+    await runtime()
+    tenant_id = decode_id(owner.org_id, "Organization")
+    email = f"m-{uuid.uuid4().hex[:8]}@example.com"
+    body = await gql(
+        client, INVITE, {"input": {"email": email, "role": "SUPPORT"}}, token=owner.token
+    )
+    assert "errors" not in body, body
+    mail = await RecordedMail.filter(recipient=email).order_by("-id").first()
+    assert mail is not None
+    found = re.search(r"^([A-Za-z0-9_-]{40,})$", mail.body, re.MULTILINE)
+    assert found, mail.body
+    token = found.group(1)
+    body = await gql(
+        client,
+        "mutation($i: AcceptInvitationInput!) { acceptInvitation(input: $i) { accessToken } }",
+        {"i": {"token": token, "name": "M", "password": "correct horse battery staple"}},
+    )
+    assert "errors" not in body, body
+    member_token = body["data"]["acceptInvitation"]["accessToken"]
+    members = await gql(
+        client, "query { members { edges { node { id role } } } }", token=owner.token
+    )
+    member_id = next(
+        e["node"]["id"]
+        for e in members["data"]["members"]["edges"]
+        if e["node"]["role"] == "SUPPORT"
+    )
+    async with running_server(app) as url, Subscriber.open(url, member_token) as sub:
+        await wait_subscribed(tenant_id)
+        await invite(client, owner)
+        first = await sub.next()
+        assert first["payload"]["data"]["activity"]["type"] == "member.invited"
+        body = await gql(
+            client,
+            "mutation($i: RemoveMemberInput!) { removeMember(input: $i) { removedMemberId } }",
+            {"i": {"memberId": member_id}},
+            token=owner.token,
+        )
+        assert "errors" not in body, body
+        message = await sub.next()
+        assert message["type"] == "next", message
+        assert message["payload"]["data"] is None  # not even its own removal event
+        assert message["payload"]["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+        assert (await sub.next())["type"] == "complete"
