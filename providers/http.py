@@ -34,6 +34,7 @@ import hashlib
 import inspect
 import json as jsonlib
 import logging
+import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -41,11 +42,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
+from tenacity import AsyncRetrying, DoAttempt, DoSleep, RetryCallState, retry_if_exception_type
 from tenacity.stop import stop_after_attempt, stop_base, stop_before_delay
 
 from gateway import metrics
-from gateway.ratelimit import RateLimiter
+from gateway.ratelimit import RateLimiter, parse_limit
 from providers.breaker import (
     STATE_GAUGE,
     Admission,
@@ -133,6 +135,18 @@ def fingerprint(credential: str) -> str:
     return hashlib.sha256(credential.encode()).hexdigest()[:16]
 
 
+_FINGERPRINTS: dict[str, str] = {}
+
+
+def _cached_fingerprint(credential: str) -> str:
+    fp = _FINGERPRINTS.get(credential)
+    if fp is None:
+        if len(_FINGERPRINTS) >= 4096:
+            _FINGERPRINTS.clear()
+        fp = _FINGERPRINTS[credential] = fingerprint(credential)
+    return fp
+
+
 def default_error_parser(
     status: int, headers: Mapping[str, str], body: bytes
 ) -> tuple[str | None, str]:
@@ -195,6 +209,10 @@ class ProviderHTTP:
         self.hooks: list[FailureHook] = hooks if hooks is not None else []
         self.stats = stats or ProviderStats()
         self._session: aiohttp.ClientSession | None = None
+        self._window: SlidingWindowCounterRateLimiter | MovingWindowRateLimiter | None = None
+        self._leases: dict[str, list[Any]] = {}
+        self._cred_names: dict[str, str] = {}
+        self._lease_locks: dict[str, asyncio.Lock] = {}  # credential -> [units left, valid until]
         self._semaphore = asyncio.Semaphore(config.concurrency)
         self._client_timeout = config.timeouts.client_timeout()
         retry = config.retry
@@ -268,8 +286,9 @@ class ProviderHTTP:
         idempotent = method in IDEMPOTENT_METHODS or bool(idempotency_key)
         if idempotency_key:
             headers = {**(headers or {}), self.config.idempotency_header: idempotency_key}
-        fp = fingerprint(credential) if credential else None
+        fp = _cached_fingerprint(credential) if credential else None
         started = time.perf_counter()
+        started_mono = time.monotonic()
         attempts = 0
         client_timeout = timeouts.client_timeout() if timeouts else self._client_timeout
 
@@ -300,15 +319,13 @@ class ProviderHTTP:
                     raise RetryNow(err, err.retry_after) from None
                 raise err from None
 
-        retrying = AsyncRetrying(
-            stop=self._stop,
-            wait=self._wait,
-            retry=self._retry_if,
-            reraise=True,
-            sleep=asyncio.sleep,
-        )
         try:
-            response: ProviderResponse = await retrying(attempt)
+            try:
+                # The first attempt runs outside tenacity: a call that succeeds (nearly
+                # all of them) pays nothing for the retry machinery.
+                response = await attempt()
+            except RetryNow:
+                response = await self._retry(attempt, sys.exc_info(), started_mono)
         except RetryNow as exhausted:
             error = exhausted.error
             assert isinstance(error, ProviderError)
@@ -325,6 +342,36 @@ class ProviderHTTP:
         stats.last_success_at = time.time()
         return response
 
+    async def _retry(
+        self,
+        attempt: Callable[[], Awaitable[ProviderResponse]],
+        first_failure: Any,
+        started: float,
+    ) -> ProviderResponse:
+        """Tenacity's loop (as AsyncRetrying.__call__ runs it), seeded with the failed
+        first attempt so its stop and wait rules count that attempt and its time."""
+        retrying = AsyncRetrying(
+            stop=self._stop, wait=self._wait, retry=self._retry_if, reraise=True
+        )
+        retrying.begin()
+        state = RetryCallState(retry_object=retrying, fn=None, args=(), kwargs={})
+        state.start_time = started
+        state.set_exception(first_failure)
+        while True:
+            do = await retrying.iter(retry_state=state)
+            if isinstance(do, DoAttempt):
+                try:
+                    result = await attempt()
+                except BaseException:
+                    state.set_exception(sys.exc_info())  # type: ignore[arg-type]
+                else:
+                    state.set_result(result)
+            elif isinstance(do, DoSleep):
+                state.prepare_for_next_attempt()
+                await asyncio.sleep(do)
+            else:
+                return do  # type: ignore[no-any-return]
+
     async def _attempt(
         self,
         method: str,
@@ -340,7 +387,11 @@ class ProviderHTTP:
     ) -> ProviderResponse:
         if self.config.rate_limit and self.limiter is not None:
             await self._take_budget(operation, fp)
-        cred_name = f"{self.name}:cred:{fp}" if fp else None
+        cred_name = None
+        if fp is not None:
+            cred_name = self._cred_names.get(fp)
+            if cred_name is None:
+                cred_name = self._cred_names[fp] = f"{self.name}:cred:{fp}"
         admission = await self._admit(operation, cred_name)
 
         semaphore = self._semaphore
@@ -433,14 +484,55 @@ class ProviderHTTP:
     # Rate limit -------------------------------------------------------------------
 
     async def _take_budget(self, operation: str, fp: str | None) -> None:
+        """One unit of the provider's outbound budget for this credential.
+
+        Small budgets (under 200 per window, e.g. Resend's 2/second) are taken one
+        unit at a time from an exact moving window. Larger ones are drawn from a
+        sliding-window counter in leases of 1% (valid for a tenth of the window), so
+        a busy process asks the store once per lease instead of once per call. A
+        lease's units are counted when taken, so unused ones only under-use the
+        budget; the counter's approximation and the leases can overshoot by a few
+        percent at most, which matters little at those volumes.
+        """
         assert self.limiter is not None and self.config.rate_limit is not None
-        spec = self.config.rate_limit
+        key = fp or "-"
+        lease = self._leases.get(key)
+        if lease is not None and lease[0] > 0 and time.monotonic() < lease[1]:
+            lease[0] -= 1
+            return
+        item = parse_limit(self.config.rate_limit)
+        identity = ("outbound", self.name, key)
+        size = max(1, item.amount // 100)
+        window = self._window
+        if window is None:
+            # Same storage as gateway.ratelimit (memory, or Redis shared by every
+            # process). Small budgets use the exact moving window. Large ones use a
+            # sliding-window counter (O(1) per draw; the moving window keeps one entry
+            # per unit, ~100 us a call at thousands per second) drawn in leases.
+            window = self._window = (
+                SlidingWindowCounterRateLimiter(self.limiter.storage)
+                if size > 1
+                else MovingWindowRateLimiter(self.limiter.storage)
+            )
         deadline = time.monotonic() + self.config.rate_limit_max_wait
+        lock = self._lease_locks.get(key)
+        if lock is None:
+            lock = self._lease_locks[key] = asyncio.Lock()
         while True:
-            decision = await self.limiter.hit(spec, "outbound", self.name, fp or "-")
-            if decision.allowed:
-                return
-            wait = max(0.01, decision.reset_at - time.time())
+            async with lock:  # one draw at a time per key: no pile of wasted leases
+                lease = self._leases.get(key)
+                if lease is not None and lease[0] > 0 and time.monotonic() < lease[1]:
+                    lease[0] -= 1  # another task drew a lease while we queued
+                    return
+                if await window.hit(item, *identity, cost=size):
+                    if size > 1:
+                        self._leases[key] = [size - 1, time.monotonic() + item.get_expiry() / 10]
+                    return
+                if size > 1:
+                    size = 1  # near the limit: draw single units
+                    continue
+                stats = await window.get_window_stats(item, *identity)
+            wait = max(0.01, stats.reset_time - time.time())
             if time.monotonic() + wait > deadline:
                 raise _Failure(
                     RateLimitedLocally(self.name, operation, retry_after=wait),
