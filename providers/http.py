@@ -10,9 +10,11 @@ One `ProviderHTTP` per provider (the registry hands them out) owns:
 - retries (tenacity) with full-jitter exponential backoff that honour
   `Retry-After` and rate-limit reset headers, inside a total time budget. Only for
   idempotent methods (GET/HEAD/PUT/DELETE/OPTIONS) or calls that carry an
-  idempotency key; never for a 4xx other than 408/425/429. A call whose connection
-  could not be opened is always safe to retry (nothing was sent); a connection cut
-  or a read timeout mid-call is retried only when the call is idempotent;
+  idempotency key; never for a 4xx other than 408/425/429. Two cases are safe
+  whatever the method, because the vendor provably did nothing: a connection that
+  could not be opened (nothing was sent) and a 429 (refused before processing). A
+  connection cut or a read timeout mid-call is retried only when the call is
+  idempotent;
 - a circuit breaker per provider (opened by 5xx, 408, timeouts and connection
   errors; caller 4xx errors count as the vendor being up) and one per credential
   for auth failures (401/403), so one tenant's revoked key pauses only that key;

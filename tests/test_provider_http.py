@@ -307,6 +307,28 @@ async def test_outbound_rate_limit_waits_when_the_window_frees_soon(rig: Rig) ->
     assert recorded[2]["at"] - recorded[0]["at"] >= 0.9  # the third waited for the window
 
 
+async def test_outbound_rate_limit_is_shared_through_redis(rig: Rig, redis_url: str) -> None:
+    prefix = f"test-{uuid.uuid4().hex}"
+    key = f"re_{uuid.uuid4().hex}"
+    one = ProviderRegistry(redis_url=redis_url, prefix=prefix)
+    two = ProviderRegistry(redis_url=redis_url, prefix=prefix)
+    for registry in (one, two):
+        registry.configure(ProviderConfig(name="resend", retry=FAST_RETRY, rate_limit="2/minute"))
+    try:
+        a = ResendClient(one.http("resend"), key, base_url=rig.url)
+        b = ResendClient(two.http("resend"), key, base_url=rig.url)
+        await a.send_email(**EMAIL, idempotency_key="s-1")
+        await b.send_email(**EMAIL, idempotency_key="s-2")
+        with pytest.raises(RateLimitedLocally):
+            await a.send_email(**EMAIL, idempotency_key="s-3")
+        with pytest.raises(RateLimitedLocally):
+            await b.send_email(**EMAIL, idempotency_key="s-4")
+    finally:
+        await one.aclose()
+        await two.aclose()
+    assert len(await rig.recorded()) == 2
+
+
 # Registry, hooks, health ---------------------------------------------------------------
 
 
@@ -331,8 +353,10 @@ async def test_registry_shares_one_layer_and_reports_health(rig: Rig) -> None:
         with pytest.raises(ProviderError):
             await client.send_email(**EMAIL, idempotency_key=None)
         health = (await registry.health())["resend"]
+        session = registry.http("resend").session()
     finally:
         await registry.aclose()
+    assert session.closed  # the app's lifespan calls aclose()
     assert health.breaker_state == "closed"
     assert health.consecutive_failures == 1
     assert health.recent_failures == 1 and health.calls == 2
