@@ -26,31 +26,30 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
-import strawberry  # noqa: E402
-from strawberry.extensions import ParserCache, ValidationCache  # noqa: E402
-from tortoise import Tortoise  # noqa: E402
-from tortoise.connection import get_connection  # noqa: E402
+import httpx
+import strawberry
+from strawberry.extensions import ParserCache, ValidationCache
+from tortoise import Tortoise
+from tortoise.connection import get_connection
 
-from gateway import db  # noqa: E402
-from gateway.app import create_app  # noqa: E402
-from gateway.ratelimit import RateLimiter  # noqa: E402
-from gateway.roles import Role  # noqa: E402
-from gateway.security import Principal, issue_access_token  # noqa: E402
-from gateway.settings import Settings, load_settings  # noqa: E402
-from models.accounts import User  # noqa: E402
-from models.contacts import Contact  # noqa: E402
-from models.members import Membership  # noqa: E402
-from models.tasks import Task  # noqa: E402
-from models.tenants import Tenant  # noqa: E402
-from resolvers.context import Context, Services  # noqa: E402
-from schema.build import build_schema  # noqa: E402
+from gateway import db
+from gateway.app import create_app
+from gateway.ratelimit import RateLimiter
+from gateway.roles import Role
+from gateway.security import Principal, issue_access_token
+from gateway.settings import Settings, load_settings
+from models.accounts import User
+from models.contacts import Contact
+from models.members import Membership
+from models.tasks import Task
+from models.tenants import Tenant
+from resolvers.context import Context, Services
+from schema.build import build_schema
 
 QUERY = """query Contacts($first: Int!) {
   contacts(first: $first) {
