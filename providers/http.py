@@ -257,14 +257,6 @@ class ProviderHTTP:
         if session is not None and not session.closed:
             await session.close()
 
-    @property
-    def pool_in_use(self) -> int:
-        """Connections currently lent out by the pool (for tests and health)."""
-        session = self._session
-        if session is None or session.connector is None:
-            return 0
-        return len(getattr(session.connector, "_acquired", ()))
-
     # Calls ------------------------------------------------------------------------
 
     async def request(
@@ -457,7 +449,7 @@ class ProviderHTTP:
             semaphore.release()
 
         if status < 400:
-            await self._breaker_success(admission, cred_name, provider_ok=True)
+            await self._breaker_success(admission, cred_name)
             return ProviderResponse(status, resp_headers, body)
 
         vendor_code, message = parse_error(status, resp_headers, body)
@@ -476,10 +468,10 @@ class ProviderHTTP:
             raise _Failure(error, sent=True, breaker_failure=True)
         if error.is_auth_error and cred_name is not None:
             # The vendor is up (it answered); this key is refused.
-            await self._breaker_success(admission, None, provider_ok=True)
+            await self._breaker_success(admission, None)
             await self._credential_failure(cred_name)
         else:
-            await self._breaker_success(admission, cred_name, provider_ok=True)
+            await self._breaker_success(admission, cred_name)
         # 429s are not caller errors: the vendor processed nothing, so retrying is safe.
         raise _Failure(error, sent=status != 429, breaker_failure=False)
 
@@ -546,19 +538,22 @@ class ProviderHTTP:
     # Breaker ----------------------------------------------------------------------
 
     async def _admit(self, operation: str, cred_name: str | None) -> tuple[bool, bool]:
-        """Ask the provider breaker (and the credential's); (provider probe, cred probe)."""
+        """Ask the credential's breaker, then the provider's; (provider probe, cred probe).
+
+        The credential goes first so that a refused key never takes the provider's
+        single half-open probe slot."""
         policy = self.config.breaker
-        provider = await self.breakers.admit(self.name, policy)
-        if not provider.allowed:
-            self._gauge.set(STATE_GAUGE[provider.state])
-            raise CircuitOpen(self.name, operation, provider.retry_after, scope="provider")
         cred = _ADMIT_NONE
         if cred_name is not None:
             cred = await self.breakers.admit(cred_name, policy)
             if not cred.allowed:
-                if provider.probe:  # give the provider probe slot back unused
-                    await self.breakers.failure(self.name, policy, probe=True)
                 raise CircuitOpen(self.name, operation, cred.retry_after, scope="credential")
+        provider = await self.breakers.admit(self.name, policy)
+        if not provider.allowed:
+            if cred.probe and cred_name is not None:  # hand the key's probe slot back
+                await self.breakers.failure(cred_name, policy, probe=True)
+            self._gauge.set(STATE_GAUGE[provider.state])
+            raise CircuitOpen(self.name, operation, provider.retry_after, scope="provider")
         if provider.probe:
             self._gauge.set(STATE_GAUGE[BreakerState.HALF_OPEN])
         return provider.probe, cred.probe
@@ -570,8 +565,13 @@ class ProviderHTTP:
             await self.breakers.failure(cred_name, self.config.breaker, probe=True)
 
     async def _breaker_success(
-        self, admission: tuple[bool, bool], cred_name: str | None, *, provider_ok: bool
+        self, admission: tuple[bool, bool], cred_name: str | None, *, provider_ok: bool = True
     ) -> None:
+        """The vendor answered: the provider is up (and the key, when `cred_name`).
+
+        providers/openai.py (SDK-based, no `request()`) calls this and its siblings
+        `_take_budget`, `_admit`, `_release_probe`, `_breaker_failure`,
+        `_credential_failure`, `_failed`, `_count`: keep their signatures stable."""
         policy = self.config.breaker
         if provider_ok:
             state = await self.breakers.success(self.name, policy, admission[0])
