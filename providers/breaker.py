@@ -27,10 +27,15 @@ its Redis storage is synchronous. The whole state machine here is ~40 lines of L
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
+
+from redis.exceptions import RedisError
+
+log = logging.getLogger("switchboard.providers")
 
 
 class BreakerState(StrEnum):
@@ -194,7 +199,9 @@ class RedisBreakerStore:
     def __init__(self, redis_url: str, *, prefix: str = "switchboard") -> None:
         import redis.asyncio as aioredis
 
-        self._redis: Any = aioredis.from_url(redis_url)
+        self._redis: Any = aioredis.from_url(
+            redis_url, socket_connect_timeout=1.0, socket_timeout=1.0
+        )
         self._prefix = f"{prefix}:breaker:"
         self._admit = self._redis.register_script(_ADMIT)
         self._failure = self._redis.register_script(_FAILURE)
@@ -210,9 +217,15 @@ class RedisBreakerStore:
         now = time.monotonic()
         if self._closed_until.get(name, 0.0) > now:
             return ADMIT
-        verdict, ms_left, failures = await self._admit(
-            keys=[self._key(name)], args=[int(policy.probe_timeout * 1000)]
-        )
+        try:
+            verdict, ms_left, failures = await self._admit(
+                keys=[self._key(name)], args=[int(policy.probe_timeout * 1000)]
+            )
+        except RedisError as exc:
+            # Redis down: fail open (calls go on without a shared breaker) rather than
+            # turning a Redis outage into an outage of every provider.
+            _store_down(exc)
+            return ADMIT
         verdict = verdict.decode() if isinstance(verdict, bytes) else verdict
         self._known_failures[name] = int(failures)
         if verdict == "closed":
@@ -227,7 +240,11 @@ class RedisBreakerStore:
         # Closed with no failures on record: nothing to reset, skip the round trip.
         if not probe and not self._known_failures.get(name):
             return BreakerState.CLOSED
-        state = await self._success(keys=[self._key(name)], args=[1 if probe else 0])
+        try:
+            state = await self._success(keys=[self._key(name)], args=[1 if probe else 0])
+        except RedisError as exc:
+            _store_down(exc)
+            return BreakerState.CLOSED
         state = state.decode() if isinstance(state, bytes) else state
         if state == "closed":
             self._known_failures[name] = 0
@@ -236,21 +253,29 @@ class RedisBreakerStore:
     async def failure(self, name: str, policy: BreakerPolicy, probe: bool) -> BreakerState:
         self._closed_until.pop(name, None)
         ttl = int(policy.cooldown + policy.probe_timeout + 3600)
-        state = await self._failure(
-            keys=[self._key(name)],
-            args=[policy.threshold, int(policy.cooldown * 1000), ttl, 1 if probe else 0],
-        )
+        try:
+            state = await self._failure(
+                keys=[self._key(name)],
+                args=[policy.threshold, int(policy.cooldown * 1000), ttl, 1 if probe else 0],
+            )
+        except RedisError as exc:
+            _store_down(exc)
+            return BreakerState.CLOSED
         state = state.decode() if isinstance(state, bytes) else state
         self._known_failures[name] = self._known_failures.get(name, 0) + 1
         return BreakerState(state)
 
     async def state(self, name: str) -> tuple[BreakerState, int]:
-        raw = await self._redis.hmget(self._key(name), "state", "until", "failures")
+        try:
+            raw = await self._redis.hmget(self._key(name), "state", "until", "failures")
+            seconds, micros = await self._redis.time()
+        except RedisError as exc:
+            _store_down(exc)
+            return BreakerState.CLOSED, 0
         state_b, until_b, failures_b = raw
         failures = int(failures_b or 0)
         if not state_b:
             return BreakerState.CLOSED, failures
-        seconds, micros = await self._redis.time()
         now_ms = seconds * 1000 + micros // 1000
         if state_b == b"open" and now_ms >= int(until_b or 0):
             return BreakerState.HALF_OPEN, failures
@@ -258,6 +283,18 @@ class RedisBreakerStore:
 
     async def aclose(self) -> None:
         await self._redis.aclose()
+
+
+_last_warning = 0.0
+
+
+def _store_down(exc: Exception) -> None:
+    """Log (at most every 10 s) that the shared breaker store is unreachable."""
+    global _last_warning
+    now = time.monotonic()
+    if now - _last_warning > 10:
+        _last_warning = now
+        log.warning("breaker store unreachable; breakers fail open: %s", type(exc).__name__)
 
 
 def make_breaker_store(redis_url: str = "", *, prefix: str = "switchboard") -> BreakerStore:

@@ -172,6 +172,21 @@ def default_error_parser(
     return None, text
 
 
+_limiter_warned = 0.0
+
+
+def _limiter_down(provider: str, exc: Exception) -> None:
+    global _limiter_warned
+    now = time.monotonic()
+    if now - _limiter_warned > 10:  # one line per 10 s, not one per call
+        _limiter_warned = now
+        log.warning(
+            "outbound rate-limit store unreachable; not limiting %s: %s",
+            provider,
+            type(exc).__name__,
+        )
+
+
 class _stop_if_wait_exceeds(stop_base):
     """Give up when the vendor asks for a longer wait than we are willing to make."""
 
@@ -518,14 +533,22 @@ class ProviderHTTP:
                 if lease is not None and lease[0] > 0 and time.monotonic() < lease[1]:
                     lease[0] -= 1  # another task drew a lease while we queued
                     return
-                if await window.hit(item, *identity, cost=size):
+                try:
+                    allowed = await window.hit(item, *identity, cost=size)
+                    if not allowed and size == 1:
+                        stats = await window.get_window_stats(item, *identity)
+                except Exception as exc:
+                    # The limiter's store (Redis) is down: fail open, as the inbound
+                    # limits do, rather than stop every call to the provider.
+                    _limiter_down(self.name, exc)
+                    return
+                if allowed:
                     if size > 1:
                         self._leases[key] = [size - 1, time.monotonic() + item.get_expiry() / 10]
                     return
                 if size > 1:
                     size = 1  # near the limit: draw single units
                     continue
-                stats = await window.get_window_stats(item, *identity)
             wait = max(0.01, stats.reset_time - time.time())
             if time.monotonic() + wait > deadline:
                 raise _Failure(

@@ -283,3 +283,27 @@ async def test_half_open_lets_exactly_one_probe_through(rig: Rig) -> None:
     refused = [r for r in results if isinstance(r, CircuitOpen)]
     assert len(passed) == 1 and len(refused) == 9
     assert (await http.breaker_state())[0] == BreakerState.CLOSED
+
+
+async def test_redis_down_fails_open(rig: Rig) -> None:
+    """A Redis outage must not become an outage of every provider: breaker and outbound
+    limit fall back to letting calls through (and log that they do)."""
+    from tests.conftest import free_port
+
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    registry = ProviderRegistry(redis_url=dead, prefix=f"test-{uuid.uuid4().hex}")
+    registry.configure(
+        ProviderConfig(name="resend", retry=NO_RETRY, breaker=POLICY, rate_limit="2/second")
+    )
+    client = ResendClient(registry.http("resend"), KEY, base_url=rig.url)
+    try:
+        sent = await client.send_email(**EMAIL, idempotency_key=None)
+        assert sent.id
+        await rig.fault(status=500, count=1)
+        with pytest.raises(ProviderError) as info:
+            await client.send_email(**EMAIL, idempotency_key=None)
+        assert info.value.status == 500  # the vendor's error, not a Redis one
+        assert (await registry.health())["resend"].breaker_state == BreakerState.CLOSED
+    finally:
+        await registry.aclose()
+    assert await rig.count() == 2
