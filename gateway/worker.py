@@ -53,6 +53,7 @@ class Runtime:
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._inflight: dict[asyncio.Task[None], Job] = {}
+        self._heartbeat: asyncio.Task[None] | None = None
 
     # lifecycle ------------------------------------------------------------------------
 
@@ -65,6 +66,8 @@ class Runtime:
             jobs.add_waker(self._job_wake.set)
             self._tasks.append(asyncio.create_task(self._worker_loop(), name="job-worker"))
             self._tasks.append(asyncio.create_task(self._periodic_loop(), name="periodic-jobs"))
+            # Apart from the other loops: it keeps leases alive while stop() drains.
+            self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="job-leases")
         log.info(
             "background runtime started",
             extra={"worker_id": self.worker_id, "jobs": self.run_jobs},
@@ -83,6 +86,11 @@ class Runtime:
                 await task
         self._tasks.clear()
         await self._drain()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._heartbeat
+            self._heartbeat = None
         if self.bus is not None:
             await self.bus.close()
             events.install_bus(None)
@@ -151,37 +159,39 @@ class Runtime:
         self._job_wake.set()  # a slot is free
 
     async def _run(self, job: Job) -> None:
-        handler = asyncio.create_task(jobs.run_claimed(job, self.worker_id, self.settings))
-        lease = self.settings.job_lease_seconds
         try:
-            while True:
-                done, _ = await asyncio.wait({handler}, timeout=max(0.2, lease / 3))
-                if done:
-                    handler.result()
-                    return
-                try:
-                    kept = await jobs.extend_lease(job, lease)
-                except Exception:
-                    # A store hiccup: keep running; if the lease does lapse meanwhile,
-                    # the fenced final write tells us the job was taken over.
-                    log.warning("could not renew the lease of job %s", job.id, exc_info=True)
-                    continue
-                if not kept:
-                    log.warning("lost the lease of job %s; stopping it", job.id)
-                    handler.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await handler
-                    return
+            await jobs.run_claimed(job, self.worker_id, self.settings)
         except asyncio.CancelledError:
-            handler.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await handler
+            # Shutdown past the grace period, or the lease was lost: back to the queue
+            # (a no-op when another worker holds the job now: the write is fenced).
             with contextlib.suppress(Exception):
                 await jobs.release(job)
-                log.info("job %s returned to the queue at shutdown", job.id)
             raise
         except Exception:
-            log.exception("job %s crashed the runner", job.id)
+            # The outcome could not be written (store down): the lease runs out and the
+            # job is tried again, so handlers must tolerate running twice.
+            log.exception("job %s: its outcome could not be recorded", job.id)
+
+    async def _heartbeat_loop(self) -> None:
+        """Renew the leases of every running job of this process, in one go."""
+        lease = self.settings.job_lease_seconds
+        while True:  # until stop() cancels it, after the drain
+            await asyncio.sleep(max(0.2, lease / 3))
+            running = dict(self._inflight)
+            if not running:
+                continue
+            try:
+                held = await jobs.extend_leases(list(running.values()), lease)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A store hiccup: keep running; a lapsed lease shows at the fenced write.
+                log.warning("could not renew job leases", exc_info=True)
+                continue
+            for task, job in running.items():
+                if job.id not in held and not task.done():
+                    log.warning("lost the lease of job %s; stopping it", job.id)
+                    task.cancel()
 
     async def _periodic_loop(self) -> None:
         seen: set[int] = set()
