@@ -87,7 +87,13 @@ class InProcessBus:
 
 
 class RedisBus:
-    """Redis pub/sub: every gateway process sees every message of the channels it follows."""
+    """Redis pub/sub: every gateway process sees every message of the channels it follows.
+
+    One pub/sub connection per process, shared by all of its subscribers: a channel is
+    SUBSCRIBEd while at least one local subscriber follows it, and one reader task fans
+    messages out to local queues, so a thousand WebSocket subscriptions cost one Redis
+    connection, not a thousand.
+    """
 
     def __init__(self, url: str, *, prefix: str = "switchboard") -> None:
         import redis.asyncio as aioredis
@@ -96,49 +102,98 @@ class RedisBus:
         # see each other's messages.
         self._prefix = f"{prefix}:"
         self._redis = aioredis.from_url(url, decode_responses=True)
-        self._closed = asyncio.Event()
+        self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        self._subs: set[_Subscription] = set()
+        self._refs: dict[str, int] = {}
+        self._lock = asyncio.Lock()
+        self._reader: asyncio.Task[None] | None = None
+        self._closed = False
 
     async def publish(self, channel: str, message: dict[str, Any]) -> None:
         await self._redis.publish(self._prefix + channel, json.dumps(message, default=str))
 
     async def subscribe(self, channels: Iterable[str]) -> AsyncGenerator[dict[str, Any], None]:
-        names = sorted({self._prefix + c for c in channels})
-        if not names or self._closed.is_set():
+        wanted = frozenset(channels)
+        if not wanted or self._closed:
             return
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(*names)
-        closed = asyncio.create_task(self._closed.wait())
+        sub = _Subscription(wanted)
+        self._subs.add(sub)  # before SUBSCRIBE, so nothing published after it is missed
         try:
+            await self._follow(wanted)
             while True:
-                getter = asyncio.create_task(pubsub.get_message(timeout=None))
-                done, _ = await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
-                if getter not in done:
-                    getter.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await getter
+                message = await sub.queue.get()
+                if message is None:
                     return
-                raw = getter.result()
-                if raw is None or raw.get("type") != "message":
-                    continue
-                try:
-                    yield json.loads(raw["data"])
-                except ValueError:
-                    log.warning("ignored a non-JSON message on %s", raw.get("channel"))
+                yield message
         finally:
-            closed.cancel()
+            self._subs.discard(sub)
             with contextlib.suppress(Exception):
-                await pubsub.unsubscribe()
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
+                await self._unfollow(wanted)
+
+    async def _follow(self, channels: frozenset[str]) -> None:
+        async with self._lock:
+            new = [c for c in channels if not self._refs.get(c)]
+            for c in channels:
+                self._refs[c] = self._refs.get(c, 0) + 1
+            if new:
+                await self._pubsub.subscribe(*(self._prefix + c for c in sorted(new)))
+            if self._reader is None:
+                self._reader = asyncio.create_task(self._read(), name="redis-bus-reader")
+
+    async def _unfollow(self, channels: frozenset[str]) -> None:
+        async with self._lock:
+            gone = []
+            for c in channels:
+                left = self._refs.get(c, 0) - 1
+                if left > 0:
+                    self._refs[c] = left
+                else:
+                    self._refs.pop(c, None)
+                    gone.append(c)
+            if gone and not self._closed:
+                await self._pubsub.unsubscribe(*(self._prefix + c for c in sorted(gone)))
+
+    async def _read(self) -> None:
+        while not self._closed:
+            try:
+                if not self._pubsub.subscribed:
+                    await asyncio.sleep(0.05)
+                    continue
+                raw = await self._pubsub.get_message(timeout=1.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # redis-py reconnects and re-subscribes on the next read.
+                log.warning("event bus: reading from Redis failed; retrying", exc_info=True)
+                await asyncio.sleep(1.0)
+                continue
+            if raw is None or raw.get("type") != "message":
+                continue
+            channel = str(raw["channel"]).removeprefix(self._prefix)
+            for sub in list(self._subs):
+                if channel in sub.channels:
+                    try:
+                        sub.offer(json.loads(raw["data"]))  # each subscriber its own copy
+                    except ValueError:
+                        log.warning("ignored a non-JSON message on %s", channel)
+                        break
 
     async def subscriber_count(self, channel: str) -> int:
-        """Subscriptions listening on `channel` across every process (PUBSUB NUMSUB)."""
+        """Processes subscribed to `channel` (PUBSUB NUMSUB; one connection per process)."""
         counts = await self._redis.pubsub_numsub(self._prefix + channel)
         return int(counts[0][1]) if counts else 0
 
     async def close(self) -> None:
-        self._closed.set()
-        await asyncio.sleep(0)
+        self._closed = True
+        for sub in list(self._subs):
+            sub.offer(None)
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+            self._reader = None
+        with contextlib.suppress(Exception):
+            await self._pubsub.aclose()
         await self._redis.aclose()
 
 
