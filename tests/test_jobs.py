@@ -371,3 +371,23 @@ async def test_retention_deletes_old_finished_work_and_keeps_dead_jobs(store: St
     assert not await OutboxEvent.filter(id=old_event.id).exists()
     assert await OutboxEvent.filter(id=unpublished.id).exists()  # never lose an event
     assert "periodic:retention" in jobs.HANDLERS and "retention" in jobs.PERIODICS
+
+
+async def test_running_job_keeps_its_lease_against_another_worker(runtime: Any) -> None:
+    """The job outlives its lease several times over; renewals keep the second worker off."""
+    t = tag()
+    job = await jobs.enqueue("jobs_test.slow", {"tag": t, "seconds": 2.5})
+    await runtime(job_lease_seconds=0.6)
+
+    async def running() -> bool:
+        return bool(RUNS.get(t))
+
+    await eventually(running, "the job to start")
+    await runtime(job_lease_seconds=0.6)  # a second worker, polling every 50 ms
+
+    async def done() -> bool:
+        return (await Job.get(id=job.id)).status == JobStatus.SUCCEEDED
+
+    await eventually(done, "the job to finish")
+    assert len(RUNS[t]) == 1
+    assert (await Job.get(id=job.id)).attempts == 1
