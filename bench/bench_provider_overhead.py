@@ -4,8 +4,9 @@ The Resend sandbox runs in its own uvicorn process (so its CPU is not ours). Bot
 sides call `GET /emails/{id}` with the same concurrency and connection pool:
 
 - bare: one aiohttp.ClientSession, `async with session.get(...)`, read the body;
-- layer: `ResendClient.get_email` through ProviderHTTP with everything configured
-  but not triggering — breaker, outbound rate limit, retries, timeouts, metrics.
+- layer: the same request through `ProviderHTTP.request` (what `ResendClient.get_email`
+  calls), with everything configured but not triggering — breaker, outbound rate
+  limit, retries, timeouts, metrics.
   Breaker store: memory, or Redis with `--redis` (then the closed state is cached
   for `cache_ttl`, so Redis is asked a few times a second, not per call).
 
@@ -43,6 +44,7 @@ from gateway.ratelimit import RateLimiter  # noqa: E402
 from providers.breaker import BreakerPolicy, make_breaker_store  # noqa: E402
 from providers.http import ProviderConfig, ProviderHTTP, Timeouts  # noqa: E402
 from providers.resend import ResendClient  # noqa: E402
+from providers.resend import parse_error as resend_parse_error  # noqa: E402
 from providers.retry import RetryPolicy  # noqa: E402
 
 KEY = "re_bench_key_000001"
@@ -145,11 +147,20 @@ async def main() -> None:
         client = ResendClient(http, KEY, base_url=url)
 
         async def layer() -> None:
+            # The same request through the layer; the JSON parsed as the bare side does.
+            response = await http.request(
+                "GET", target, operation="get_email", credential=KEY, headers=headers,
+                parse_error=resend_parse_error,
+            )  # fmt: skip
+            assert response.json()["id"] == email_id
+
+        async def client_call() -> None:
             email = await client.get_email(email_id)
             assert email.id == email_id
 
         await drive(bare, 500, pool)  # warm both pools
         await drive(layer, 500, pool)
+        await drive(client_call, 500, pool)  # the Resend client end to end works too
         rows = []
         for i in range(args.rounds):
             # Alternate which side goes first, so drift in machine load cancels out.
