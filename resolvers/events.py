@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import fnmatch
+import json
 import logging
 import re
 import traceback
@@ -175,8 +176,11 @@ async def emit(
     """Record a domain event of `tenant_id` in the caller's transaction (or on its own)."""
     if not EVENT_TYPE.match(type):
         raise ValueError(f"event type {type!r} must look like 'area.verb_past'")
+    # Stored and sent as JSON: decimals, dates and enums become their string form here,
+    # not a failure at publish time.
+    plain = json.loads(json.dumps(data or {}, default=str))
     conn = connection if connection is not None else connections.get("default")
-    row = await OutboxEvent.create(using_db=conn, tenant_id=tenant_id, type=type, data=data or {})
+    row = await OutboxEvent.create(using_db=conn, tenant_id=tenant_id, type=type, data=plain)
     after_commit(conn, _nudge_relay)
     return row
 

@@ -502,3 +502,16 @@ async def test_activity_stream_ends_when_the_caller_is_removed(
         assert message["payload"]["data"] is None  # not even its own removal event
         assert message["payload"]["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
         assert (await sub.next())["type"] == "complete"
+
+
+async def test_event_data_is_stored_as_plain_json(store: Store) -> None:
+    import datetime as dt
+    from decimal import Decimal
+
+    tenant = await new_tenant()
+    when = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    row = await events.emit(
+        tenant.id, "lead.created", {"value": Decimal("12.50"), "at": when, "tags": ("a",)}
+    )
+    stored = await OutboxEvent.get(id=row.id)
+    assert stored.data == {"value": "12.50", "at": str(when), "tags": ["a"]}

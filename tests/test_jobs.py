@@ -391,3 +391,22 @@ async def test_running_job_keeps_its_lease_against_another_worker(runtime: Any) 
     await eventually(done, "the job to finish")
     assert len(RUNS[t]) == 1
     assert (await Job.get(id=job.id)).attempts == 1
+
+
+@job_handler("jobs_test.too_slow", max_attempts=1, timeout=0.2)
+async def too_slow(ctx: JobContext, payload: dict) -> None:
+    _seen(payload["tag"], ctx)
+    await asyncio.sleep(30)
+
+
+async def test_a_try_that_outlives_its_timeout_fails(runtime: Any) -> None:
+    t = tag()
+    job = await jobs.enqueue("jobs_test.too_slow", {"tag": t})
+    await runtime()
+
+    async def dead() -> bool:
+        return (await Job.get(id=job.id)).status == JobStatus.DEAD
+
+    await eventually(dead, "the job to time out")
+    assert "timed out" in ((await Job.get(id=job.id)).last_error or "")
+    assert len(RUNS[t]) == 1
