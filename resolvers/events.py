@@ -249,12 +249,25 @@ async def relay_once(*, batch: int = 100) -> int:
                 else []
             )
         else:
-            events = list(
+            # SQLite has no SKIP LOCKED: claim each row with a conditional UPDATE (the
+            # first write takes the database's write lock), so a second process sharing
+            # the file never publishes an event or runs its listeners twice.
+            candidates = (
                 await OutboxEvent.filter(published_at__isnull=True)
                 .using_db(conn)
                 .order_by("id")
                 .limit(batch)
             )
+            moment = dt.datetime.now(dt.UTC)
+            events = []
+            for row in candidates:
+                claimed = (
+                    await OutboxEvent.filter(id=row.id, published_at__isnull=True)
+                    .using_db(conn)
+                    .update(published_at=moment)
+                )
+                if claimed:
+                    events.append(row)
         outgoing: list[Event] = []
         for row in events:
             event = Event.from_row(row)
@@ -263,7 +276,11 @@ async def relay_once(*, batch: int = 100) -> int:
                 row.relay_attempts += 1
                 row.last_error = error
                 if row.relay_attempts < MAX_LISTENER_ATTEMPTS:
-                    await row.save(using_db=conn, update_fields=["relay_attempts", "last_error"])
+                    row.published_at = None  # the next relay pass tries again
+                    await row.save(
+                        using_db=conn,
+                        update_fields=["published_at", "relay_attempts", "last_error"],
+                    )
                     continue
                 log.error(
                     "event %s (%s): listeners kept failing; published anyway", row.id, row.type
