@@ -194,6 +194,43 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_jobs(args: argparse.Namespace) -> int:
+    """Operators: list failed/dead jobs of every tenant (and system jobs), or re-run one."""
+    from gateway import db
+    from gateway.errors import GatewayError
+    from resolvers import jobs
+
+    settings = _settings()
+
+    async def run() -> int:
+        await db.open_store(settings)
+        try:
+            if args.retry is not None:
+                job = await jobs.requeue(args.retry, tenant_id=None)
+                print(f"job {job.id} ({job.kind}) queued again")
+                return 0
+            rows = await jobs.jobs_for_operator(
+                status=args.status, kind=args.kind, limit=args.limit
+            )
+            for job in rows:
+                error = (job.last_error or "").splitlines()[-1:] or [""]
+                print(
+                    f"{job.id}\t{job.status}\t{job.kind}\ttenant={job.tenant_id or '-'}\t"
+                    f"attempts={job.attempts}/{job.max_attempts}\t"
+                    f"run_at={job.run_at:%Y-%m-%d %H:%M:%S}\t{error[0][:120]}"
+                )
+            if not rows:
+                print("no jobs", file=sys.stderr)
+            return 0
+        except GatewayError as exc:
+            print(f"switchboard: {exc.message}", file=sys.stderr)
+            return 1
+        finally:
+            await db.close_store()
+
+    return asyncio.run(run())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="switchboard",
@@ -231,6 +268,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="also import this module (extra job handlers); repeatable",
     )
     worker.set_defaults(func=cmd_worker)
+    jobs_cmd = sub.add_parser(
+        "jobs", help="list failed and dead background jobs of every tenant, or re-run one"
+    )
+    jobs_cmd.add_argument(
+        "--status", default=None, help="queued, running, succeeded, failed or dead"
+    )
+    jobs_cmd.add_argument("--kind", default=None)
+    jobs_cmd.add_argument("--limit", type=int, default=50)
+    jobs_cmd.add_argument("--retry", type=int, default=None, metavar="ID", help="re-run job ID now")
+    jobs_cmd.set_defaults(func=cmd_jobs)
     rot = sub.add_parser(
         "rotate-vault-key",
         help="re-encrypt stored secrets under the first VAULT_KEYS key (then drop old keys)",

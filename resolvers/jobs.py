@@ -554,13 +554,16 @@ async def list_jobs(
 async def retry_job(ctx: Context, *, job_id: int) -> Job:
     """Re-run a dead (or failed) job of the caller's tenant now, with a fresh set of attempts."""
     principal = ctx.require("jobs:manage")
+    return await requeue(job_id, tenant_id=principal.tenant_id)
+
+
+async def requeue(job_id: int, *, tenant_id: int | None) -> Job:
+    """Queue a dead or failed job again now; `tenant_id=None` (operators, CLI) reaches any job."""
     async with in_transaction() as conn:
-        job = (
-            await Job.filter(id=job_id, tenant_id=principal.tenant_id)
-            .using_db(conn)
-            .select_for_update()
-            .first()
-        )
+        qs = Job.filter(id=job_id)
+        if tenant_id is not None:
+            qs = qs.filter(tenant_id=tenant_id)
+        job = await qs.using_db(conn).select_for_update().first()
         if job is None:
             raise NotFound("Job not found.")
         if job.status not in (JobStatus.DEAD.value, JobStatus.FAILED.value):
@@ -577,3 +580,17 @@ async def retry_job(ctx: Context, *, job_id: int) -> Job:
         await job.save(using_db=conn)
         wake_workers(conn)
     return job
+
+
+async def jobs_for_operator(*, status: str | None, kind: str | None, limit: int) -> list[Job]:
+    """Every tenant's jobs and the system's (CLI): by default the failed and dead ones."""
+    qs = Job.all()
+    if status is None:
+        qs = qs.filter(status__in=[JobStatus.FAILED.value, JobStatus.DEAD.value])
+    elif status not in LISTABLE:
+        raise BadUserInput("Unknown job status.", details={"status": "is not a job status"})
+    else:
+        qs = qs.filter(status=status)
+    if kind:
+        qs = qs.filter(kind=kind)
+    return list(await qs.order_by("-id").limit(max(1, min(limit, 1000))))

@@ -410,3 +410,41 @@ async def test_a_try_that_outlives_its_timeout_fails(runtime: Any) -> None:
     await eventually(dead, "the job to time out")
     assert "timed out" in ((await Job.get(id=job.id)).last_error or "")
     assert len(RUNS[t]) == 1
+
+
+async def test_operator_cli_lists_dead_system_jobs_and_reruns_one(store: Store) -> None:
+    import subprocess
+
+    from tests.processes import SWITCHBOARD, process_env
+
+    now = jobs.now()
+    dead = await Job.create(
+        kind="jobs_test.ok",
+        payload={},
+        status="dead",
+        attempts=1,
+        max_attempts=1,
+        run_at=now,
+        finished_at=now,
+        last_error="Traceback…\nRuntimeError: upstream gone",
+    )
+    env = process_env(store.url)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [SWITCHBOARD, "jobs", *args], env=env, capture_output=True, text=True, timeout=60
+        )
+
+    listed = await asyncio.to_thread(cli, "--status", "dead", "--kind", "jobs_test.ok")
+    assert listed.returncode == 0, listed.stderr
+    line = next(x for x in listed.stdout.splitlines() if x.startswith(f"{dead.id}\t"))
+    assert "tenant=-" in line and "RuntimeError: upstream gone" in line
+    rerun = await asyncio.to_thread(cli, "--retry", str(dead.id))
+    assert rerun.returncode == 0, rerun.stderr
+    row = await Job.get(id=dead.id)
+    assert row.status == "queued" and row.attempts == 0
+    again = await asyncio.to_thread(cli, "--retry", str(dead.id))
+    assert again.returncode == 1 and "Only dead or failed jobs" in again.stderr
+    bad = await asyncio.to_thread(cli, "--status", "exploded")
+    assert bad.returncode == 1 and "Unknown job status" in bad.stderr
+    await Job.filter(id=dead.id).delete()
