@@ -515,3 +515,17 @@ async def test_event_data_is_stored_as_plain_json(store: Store) -> None:
     )
     stored = await OutboxEvent.get(id=row.id)
     assert stored.data == {"value": "12.50", "at": str(when), "tags": ["a"]}
+
+
+async def test_listeners_still_run_when_the_bus_is_down(runtime: Any) -> None:
+    """Webhook fan-out must not wait for Redis: only live subscribers miss the event."""
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    await runtime(redis_url=dead_redis)
+    tenant = await new_tenant()
+    row = await events.emit(tenant.id, "fanout_test.happened", {})
+
+    async def published() -> bool:
+        return (await OutboxEvent.get(id=row.id)).published_at is not None
+
+    await eventually(published, "the event to be marked published")
+    assert await Job.filter(kind="events_test.fanout", payload={"event_id": row.id}).exists()
