@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncGenerator
-from typing import Annotated
+from typing import Annotated, Any
 
 import strawberry
 from strawberry.scalars import JSON
@@ -12,6 +12,34 @@ from strawberry.types import Info
 
 from resolvers import events
 from schema.permissions import subscription
+from schema.relay import encode_id
+
+# Ids inside event data, as the rest of the API shows them: global ids (`node(id:)`).
+ID_TYPES = {
+    "contact_id": "Contact",
+    "lead_id": "Lead",
+    "task_id": "Task",
+    "member_id": "Member",
+    "invitation_id": "Invitation",
+    "user_id": "User",
+    "job_id": "Job",
+}
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def public_data(data: dict[str, Any]) -> dict[str, Any]:
+    """Event data in the API's conventions: camelCase keys, global ids."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        type_name = ID_TYPES.get(key)
+        if type_name and isinstance(value, int) and not isinstance(value, bool):
+            value = str(encode_id(type_name, value))
+        out[_camel(key)] = value
+    return out
 
 
 @strawberry.type(description="Something that happened in the organization.")
@@ -22,7 +50,10 @@ class ActivityEvent:
     type: str = strawberry.field(
         description="What happened, `area.verb_past`: `contact.created`, `member.joined`…"
     )
-    data: JSON = strawberry.field(description="Details of the event; its shape depends on type.")
+    data: JSON = strawberry.field(
+        description="Details of the event; its shape depends on type. Keys are camelCase "
+        "and ids are global ids (`contactId`, `memberId`…), usable with `node(id:)`."
+    )
     occurred_at: dt.datetime = strawberry.field(description="When the change was committed.")
 
 
@@ -48,6 +79,6 @@ class Subscription:
             yield ActivityEvent(
                 id=strawberry.ID(str(event.id)),
                 type=event.type,
-                data=event.data,  # type: ignore[arg-type]  # JSON scalar takes any JSON value
+                data=public_data(event.data),  # type: ignore[arg-type]  # JSON scalar takes any JSON value
                 occurred_at=event.occurred_at,
             )

@@ -26,7 +26,7 @@ from models.tenants import Tenant
 from resolvers import events, jobs
 from resolvers.events import Event, listener
 from resolvers.jobs import JobContext, job_handler
-from schema.relay import decode_id
+from schema.relay import decode_id, encode_id
 from tests.conftest import (
     RUN_ID,
     Account,
@@ -328,7 +328,8 @@ async def test_activity_streams_member_events_of_the_callers_tenant(
         assert message["type"] == "next", message
         event = message["payload"]["data"]["activity"]
         assert event["type"] == "member.invited"
-        assert event["data"]["invitation_id"] == a_invitation != b_invitation
+        assert a_invitation != b_invitation
+        assert event["data"]["invitationId"] == str(encode_id("Invitation", a_invitation))
         assert event["data"]["role"] == "SUPPORT" and event["occurredAt"]
 
 
@@ -396,7 +397,7 @@ async def test_event_from_one_gateway_process_reaches_a_subscriber_on_another(
                 assert message["type"] == "next", message
                 event = message["payload"]["data"]["activity"]
                 assert event["type"] == "member.invited"
-                assert event["data"]["invitation_id"] == invitation
+                assert event["data"]["invitationId"] == str(encode_id("Invitation", invitation))
     finally:
         codes = [await s.stop() for s in servers]
     # uvicorn re-raises the SIGTERM it handled once its graceful shutdown is done.
