@@ -7,11 +7,13 @@ DataLoaders for users and contacts, and the batch upsert engine used by CRM sync
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q, Subquery
 from tortoise.models import Model
@@ -119,6 +121,42 @@ def clean_contact(data: dict[str, Any], *, creating: bool, problems: Problems) -
     text(data, "company", problems, max_length=200)
     text(data, "notes", problems, max_length=10_000)
     external_id(data, problems)
+
+
+# Domain events ------------------------------------------------------------------------
+
+# Stored column → the field name a GraphQL client knows it by, where they differ.
+API_NAMES = {"amount": "value"}
+
+
+def global_id(type_name: str, row_id: int) -> str:
+    """The node's global id exactly as the API shows it (base64 of `Type:id`)."""
+    return base64.b64encode(f"{type_name}:{row_id}".encode()).decode()
+
+
+def api_fields(names: Iterable[str]) -> list[str]:
+    """Changed columns as sorted API field names (`owner_id` → `ownerId`, `amount` → `value`)."""
+    return sorted({camel(API_NAMES.get(n, n)) for n in names if n != "updated_at"})
+
+
+def changed(row: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """The part of `values` that differs from what `row` holds."""
+    return {k: v for k, v in values.items() if getattr(row, k) != v}
+
+
+async def emit_change(
+    conn: BaseDBAsyncClient,
+    tenant_id: int,
+    event_type: str,
+    type_name: str,
+    row_id: int,
+    **data: Any,
+) -> None:
+    """Record a domain event about one node in the caller's transaction (`conn`).
+
+    Data: the node's global id plus what changed (field names, status moves), never
+    field values: events reach webhooks and streams."""
+    await emit(tenant_id, event_type, {"id": global_id(type_name, row_id), **data}, connection=conn)
 
 
 def order_of(field_name: str, descending: bool, allowed: frozenset[str]) -> Order:
@@ -280,8 +318,9 @@ async def create_contact(ctx: Context, data: dict[str, Any]) -> Contact:
     await require_member(tenant_id, data.get("owner_id"), "ownerId")
     await _check_unique_external_id(Contact, tenant_id, data.get("external_id"))
     row = Contact(tenant_id=tenant_id, **data)
-    await save_unique(row)
-    await emit(tenant_id, "contact.created", {"contact_id": row.id})
+    async with in_transaction() as conn:
+        await save_unique(row, using_db=conn)
+        await emit_change(conn, tenant_id, "contact.created", "Contact", row.id)
     return row
 
 
@@ -295,19 +334,24 @@ async def update_contact(ctx: Context, contact_id: int, changes: dict[str, Any])
         await require_member(tenant_id, changes["owner_id"], "ownerId")
     if "external_id" in changes:
         await _check_unique_external_id(Contact, tenant_id, changes["external_id"], row.id)
-    if changes:
-        row.update_from_dict(changes)
-        await save_unique(row, update_fields=[*changes, "updated_at"])
-        await emit(tenant_id, "contact.updated", {"contact_id": row.id, "fields": sorted(changes)})
+    diff = changed(row, changes)
+    if diff:
+        row.update_from_dict(diff)
+        async with in_transaction() as conn:
+            await save_unique(row, update_fields=[*diff, "updated_at"], using_db=conn)
+            await emit_change(
+                conn, tenant_id, "contact.updated", "Contact", row.id, fields=api_fields(diff)
+            )
     return row
 
 
 async def delete_contact(ctx: Context, contact_id: int) -> int:
     tenant_id = ctx.require("crm:delete").tenant_id
-    deleted = await scoped(Contact, tenant_id).filter(id=contact_id).delete()
-    if not deleted:
-        raise NotFound("Contact not found.")
-    await emit(tenant_id, "contact.deleted", {"contact_id": contact_id})
+    async with in_transaction() as conn:
+        deleted = await scoped(Contact, tenant_id).filter(id=contact_id).using_db(conn).delete()
+        if not deleted:
+            raise NotFound("Contact not found.")
+        await emit_change(conn, tenant_id, "contact.deleted", "Contact", contact_id)
     return contact_id
 
 
@@ -336,11 +380,15 @@ async def run_upsert(
     model: type[Any],
     items: list[dict[str, Any]],
     *,
+    type_name: str,
     prepare: Prepare,
     clean: Clean,
+    created_data: Callable[[Any], dict[str, Any]] | None = None,
 ) -> list[UpsertResult]:
     """Create or update rows by external id: one read for all existing rows, then writes
-    in one transaction (bulk insert, bulk update). One bad item fails alone."""
+    in one transaction (bulk insert, bulk update, one `<type>.created` / `<type>.updated`
+    event per created or changed item). One bad item fails alone; unchanged items emit
+    nothing."""
     tenant_id = ctx.require("crm:sync").tenant_id
     if len(items) > MAX_UPSERT_ITEMS:
         raise BadUserInput(
@@ -348,19 +396,21 @@ async def run_upsert(
             details={"items": f"at most {MAX_UPSERT_ITEMS} items per call, got {len(items)}"},
         )
     try:
-        return await _upsert_once(tenant_id, model, items, prepare, clean)
+        return await _upsert_once(tenant_id, model, type_name, items, prepare, clean, created_data)
     except IntegrityError:
         # A concurrent sync created some of these external ids first: read again, and
-        # the rows it created are now updates.
-        return await _upsert_once(tenant_id, model, items, prepare, clean)
+        # the rows it created are now updates. The failed transaction emitted nothing.
+        return await _upsert_once(tenant_id, model, type_name, items, prepare, clean, created_data)
 
 
 async def _upsert_once(
     tenant_id: int,
     model: type[Any],
+    type_name: str,
     raw_items: list[dict[str, Any]],
     prepare: Prepare,
     clean: Clean,
+    created_data: Callable[[Any], dict[str, Any]] | None,
 ) -> list[UpsertResult]:
     items = [dict(item) for item in raw_items]  # cleaning mutates; a retry starts afresh
     results: list[UpsertResult] = []
@@ -398,6 +448,7 @@ async def _upsert_once(
     to_create: list[Any] = []
     to_update: list[Any] = []
     changed_fields: set[str] = set()
+    updated_fields: dict[int, list[str]] = {}
     for result, item, key in zip(results, items, keys, strict=True):
         if key is None:
             continue
@@ -412,34 +463,54 @@ async def _upsert_once(
             to_create.append(row)
             result.outcome, result.row = CREATED, row
             continue
-        diff = {k: v for k, v in values.items() if getattr(current, k) != v}
+        diff = changed(current, values)
         if diff:
             current.update_from_dict(diff)
             changed_fields.update(diff)
             to_update.append(current)
+            updated_fields[current.id] = api_fields(diff)
             result.outcome = UPDATED
         else:
             result.outcome = UNCHANGED
         result.row = current
-    if to_create or to_update:
-        async with in_transaction():
-            if to_create:
-                await model.bulk_create(to_create, batch_size=MAX_UPSERT_ITEMS)
-            if to_update:
-                await model.bulk_update(
-                    to_update, [*sorted(changed_fields), "updated_at"], batch_size=100
-                )
-    if to_create:
-        # bulk inserts do not report ids on every backend: read the new rows back.
-        fresh = {
-            r.external_id: r
-            for r in await scoped(model, tenant_id).filter(
-                external_id__in=[r.external_id for r in to_create]
+    if not (to_create or to_update):
+        return results
+    area = type_name.lower()
+    async with in_transaction() as conn:
+        if to_create:
+            await model.bulk_create(to_create, batch_size=MAX_UPSERT_ITEMS, using_db=conn)
+            # bulk inserts do not report ids on every backend: read the new rows back.
+            fresh = {
+                r.external_id: r
+                for r in await scoped(model, tenant_id)
+                .filter(external_id__in=[r.external_id for r in to_create])
+                .using_db(conn)
+            }
+            for result in results:
+                if result.outcome == CREATED:
+                    result.row = fresh[result.row.external_id]
+        if to_update:
+            await model.bulk_update(
+                to_update,
+                [*sorted(changed_fields), "updated_at"],
+                batch_size=100,
+                using_db=conn,
             )
-        }
         for result in results:
             if result.outcome == CREATED:
-                result.row = fresh[result.row.external_id]
+                extra = created_data(result.row) if created_data else {}
+                await emit_change(
+                    conn, tenant_id, f"{area}.created", type_name, result.row.id, **extra
+                )
+            elif result.outcome == UPDATED:
+                await emit_change(
+                    conn,
+                    tenant_id,
+                    f"{area}.updated",
+                    type_name,
+                    result.row.id,
+                    fields=updated_fields[result.row.id],
+                )
     return results
 
 
@@ -464,5 +535,10 @@ def _clean_contact_item(item: dict[str, Any], current: Any, members: set[int]) -
 
 async def upsert_contacts(ctx: Context, items: list[dict[str, Any]]) -> list[UpsertResult]:
     return await run_upsert(
-        ctx, Contact, items, prepare=_prepare_contacts, clean=_clean_contact_item
+        ctx,
+        Contact,
+        items,
+        type_name="Contact",
+        prepare=_prepare_contacts,
+        clean=_clean_contact_item,
     )

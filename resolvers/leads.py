@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from tortoise.transactions import in_transaction
+
 from gateway.errors import BadUserInput, NotFound
 from models.contacts import Contact
 from models.leads import Lead, LeadStatus
@@ -15,7 +17,10 @@ from resolvers.contacts import (
     Problems,
     UpsertResult,
     _check_unique_external_id,
+    api_fields,
     by_id_loader,
+    changed,
+    emit_change,
     external_id,
     members_among,
     order_of,
@@ -26,7 +31,6 @@ from resolvers.contacts import (
     text,
 )
 from resolvers.context import Context
-from resolvers.events import emit
 from resolvers.pagination import Page, paginate
 
 LEAD_ORDER_FIELDS = frozenset({"id", "title", "amount", "created_at", "updated_at"})
@@ -184,8 +188,9 @@ async def create_lead(ctx: Context, data: dict[str, Any]) -> Lead:
     await require_contact(tenant_id, data.get("contact_id"), "contactId")
     await _check_unique_external_id(Lead, tenant_id, data.get("external_id"))
     row = Lead(tenant_id=tenant_id, **data)
-    await save_unique(row)
-    await emit(tenant_id, "lead.created", {"lead_id": row.id, "status": str(row.status)})
+    async with in_transaction() as conn:
+        await save_unique(row, using_db=conn)
+        await emit_change(conn, tenant_id, "lead.created", "Lead", row.id, status=str(row.status))
     return row
 
 
@@ -201,35 +206,46 @@ async def update_lead(ctx: Context, lead_id: int, changes: dict[str, Any]) -> Le
         await require_contact(tenant_id, changes["contact_id"], "contactId")
     if "external_id" in changes:
         await _check_unique_external_id(Lead, tenant_id, changes["external_id"], row.id)
-    if changes:
-        # Only move the status if nobody else moved it meanwhile (the pipeline check above
-        # was made against the status we read).
-        if "status" in changes and changes["status"] != row.status:
+    diff = changed(row, changes)
+    if not diff:
+        return row
+    async with in_transaction() as conn:
+        if "status" in diff:
+            # Only move the status if nobody else moved it meanwhile (the pipeline check
+            # above was made against the status we read).
             moved = await (
                 scoped(Lead, tenant_id)
                 .filter(id=row.id, status=row.status)
-                .update(status=changes["status"], closed_at=changes.get("closed_at"))
+                .using_db(conn)
+                .update(status=diff["status"], closed_at=diff.get("closed_at"))
             )
             if not moved:
                 raise BadUserInput(
                     "The lead's status changed meanwhile; read it again.",
                     details={"status": "changed concurrently"},
                 )
-            await emit(
+            await emit_change(
+                conn,
                 tenant_id,
                 "lead.status_changed",
-                {"lead_id": row.id, "from": str(row.status), "to": str(changes["status"])},
+                "Lead",
+                row.id,
+                **{"from": str(row.status), "to": str(diff["status"])},
             )
-        row.update_from_dict(changes)
-        await save_unique(row, update_fields=[*changes, "updated_at"])
+        others = api_fields(k for k in diff if k not in ("status", "closed_at"))
+        row.update_from_dict(diff)
+        await save_unique(row, update_fields=[*diff, "updated_at"], using_db=conn)
+        if others:
+            await emit_change(conn, tenant_id, "lead.updated", "Lead", row.id, fields=others)
     return row
 
 
 async def delete_lead(ctx: Context, lead_id: int) -> int:
     tenant_id = ctx.require("crm:delete").tenant_id
-    if not await scoped(Lead, tenant_id).filter(id=lead_id).delete():
-        raise NotFound("Lead not found.")
-    await emit(tenant_id, "lead.deleted", {"lead_id": lead_id})
+    async with in_transaction() as conn:
+        if not await scoped(Lead, tenant_id).filter(id=lead_id).using_db(conn).delete():
+            raise NotFound("Lead not found.")
+        await emit_change(conn, tenant_id, "lead.deleted", "Lead", lead_id)
     return lead_id
 
 
@@ -289,4 +305,12 @@ def _clean_lead_item(item: dict[str, Any], current: Any, lookups: _LeadLookups) 
 
 
 async def upsert_leads(ctx: Context, items: list[dict[str, Any]]) -> list[UpsertResult]:
-    return await run_upsert(ctx, Lead, items, prepare=_prepare_leads, clean=_clean_lead_item)
+    return await run_upsert(
+        ctx,
+        Lead,
+        items,
+        type_name="Lead",
+        prepare=_prepare_leads,
+        clean=_clean_lead_item,
+        created_data=lambda row: {"status": str(row.status)},
+    )

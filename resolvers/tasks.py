@@ -6,13 +6,23 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from tortoise.transactions import in_transaction
+
 from gateway.errors import BadUserInput, NotFound
 from models.leads import Lead
 from models.tasks import Task, TaskStatus
 from models.tenancy import get_scoped, scoped
-from resolvers.contacts import Problems, order_of, require_contact, require_member, text
+from resolvers.contacts import (
+    Problems,
+    api_fields,
+    changed,
+    emit_change,
+    order_of,
+    require_contact,
+    require_member,
+    text,
+)
 from resolvers.context import Context
-from resolvers.events import emit
 from resolvers.pagination import Page, paginate
 
 TASK_ORDER_FIELDS = frozenset({"id", "title", "created_at", "updated_at"})
@@ -149,8 +159,9 @@ async def create_task(ctx: Context, data: dict[str, Any]) -> Task:
     problems.check()
     await _check_links(tenant_id, data)
     row = Task(tenant_id=tenant_id, **data)
-    await row.save()
-    await emit(tenant_id, "task.created", {"task_id": row.id})
+    async with in_transaction() as conn:
+        await row.save(using_db=conn)
+        await emit_change(conn, tenant_id, "task.created", "Task", row.id)
     return row
 
 
@@ -161,17 +172,26 @@ async def update_task(ctx: Context, task_id: int, changes: dict[str, Any]) -> Ta
     clean_task(changes, row, problems)
     problems.check()
     await _check_links(tenant_id, changes)
-    if changes:
-        row.update_from_dict(changes)
-        await row.save(update_fields=[*changes, "updated_at"])
-        if changes.get("completed_at") is not None:
-            await emit(tenant_id, "task.completed", {"task_id": row.id})
+    diff = changed(row, changes)
+    if not diff:
+        return row
+    completed = diff.get("status") == TaskStatus.DONE
+    # Completing is its own event; anything else that changed is `task.updated`.
+    others = api_fields(k for k in diff if not (completed and k in ("status", "completed_at")))
+    row.update_from_dict(diff)
+    async with in_transaction() as conn:
+        await row.save(update_fields=[*diff, "updated_at"], using_db=conn)
+        if completed:
+            await emit_change(conn, tenant_id, "task.completed", "Task", row.id)
+        if others:
+            await emit_change(conn, tenant_id, "task.updated", "Task", row.id, fields=others)
     return row
 
 
 async def delete_task(ctx: Context, task_id: int) -> int:
     tenant_id = ctx.require("crm:delete").tenant_id
-    if not await scoped(Task, tenant_id).filter(id=task_id).delete():
-        raise NotFound("Task not found.")
-    await emit(tenant_id, "task.deleted", {"task_id": task_id})
+    async with in_transaction() as conn:
+        if not await scoped(Task, tenant_id).filter(id=task_id).using_db(conn).delete():
+            raise NotFound("Task not found.")
+        await emit_change(conn, tenant_id, "task.deleted", "Task", task_id)
     return task_id

@@ -17,7 +17,7 @@ from resolvers import tasks as crm_tasks
 from resolvers.contacts import UpsertResult
 from schema.accounts import User
 from schema.permissions import mutation, query
-from schema.relay import Connection, ModelNode, decode_id, encode_id
+from schema.relay import Connection, ModelNode, OrderDirection, decode_id, encode_id
 
 if TYPE_CHECKING:
     from schema.tasks import Task
@@ -26,12 +26,6 @@ TaskRef = Annotated["Task", strawberry.lazy("schema.tasks")]
 
 
 # Shared ------------------------------------------------------------------------------
-
-
-@strawberry.enum(description="Sort direction of a list.")
-class OrderDirection(Enum):
-    ASC = "asc"
-    DESC = "desc"
 
 
 @strawberry.enum(description="What happened to one item of a batch upsert.")

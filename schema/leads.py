@@ -24,7 +24,6 @@ from schema.contacts import (
     FIRST,
     UPSERT_LIMIT,
     Contact,
-    OrderDirection,
     UpsertItemError,
     UpsertOutcome,
     optional_id,
@@ -32,7 +31,7 @@ from schema.contacts import (
     provided,
 )
 from schema.permissions import mutation, query
-from schema.relay import Connection, ModelNode, decode_id, encode_id
+from schema.relay import Connection, ModelNode, OrderDirection, decode_id, encode_id
 
 if TYPE_CHECKING:
     from schema.tasks import Task

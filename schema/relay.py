@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from enum import Enum
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import strawberry
@@ -24,6 +25,12 @@ class PageInfo:
     end_cursor: str | None = strawberry.field(
         description="Cursor of the last edge; pass it as `after` for the next page."
     )
+
+
+@strawberry.enum(description="Sort direction of a list.")
+class OrderDirection(Enum):
+    ASC = "asc"
+    DESC = "desc"
 
 
 @strawberry.type(description="One item of a connection with its cursor.")

@@ -16,10 +16,10 @@ from resolvers import contacts as crm
 from resolvers import leads as crm_leads
 from resolvers import tasks as crm_tasks
 from schema.accounts import User
-from schema.contacts import AFTER, FIRST, Contact, OrderDirection, optional_id, provided
+from schema.contacts import AFTER, FIRST, Contact, optional_id, provided
 from schema.leads import Lead
 from schema.permissions import mutation, query
-from schema.relay import Connection, ModelNode, decode_id, encode_id
+from schema.relay import Connection, ModelNode, OrderDirection, decode_id, encode_id
 
 strawberry.enum(
     TaskStatus,

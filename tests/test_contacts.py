@@ -131,11 +131,12 @@ async def test_validation_reports_every_field_and_changes_nothing(client, owner)
 
     made = await create_contact(client, owner.token)
     before = await store_counts()
-    for bad, field in [
+    bad_updates: list[tuple[dict[str, Any], str]] = [
         ({"name": ""}, "name"),
         ({"name": None}, "name"),
         ({"email": "a@b"}, "email"),
-    ]:
+    ]
+    for bad, field in bad_updates:
         body = await gql(client, UPDATE, {"i": {"id": made["id"], **bad}}, token=owner.token)
         assert error_codes(body) == ["BAD_USER_INPUT"], bad
         assert field in details(body)
