@@ -20,6 +20,7 @@ Event names are `area.verb_past`: `contact.created`, `lead.status_changed`,
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import fnmatch
 import json
@@ -81,6 +82,12 @@ class Event:
     @classmethod
     def from_row(cls, row: OutboxEvent) -> Event:
         return cls(row.id, row.tenant_id, row.type, dict(row.data or {}), row.created_at)
+
+
+def global_id(type_name: str, row_id: int) -> str:
+    """A node's global id exactly as the API shows it (base64 of `Type:id`), for event data:
+    events reach webhooks and the activity stream, which speak the API's ids."""
+    return base64.b64encode(f"{type_name}:{row_id}".encode()).decode()
 
 
 def channel_for(tenant_id: int) -> str:
@@ -364,9 +371,12 @@ async def _still_allowed(principal: Principal) -> bool:
 
 
 def _about(principal: Principal, event: Event) -> bool:
-    return event.type.startswith("member.") and (
-        event.data.get("user_id") == principal.user_id
-        or event.type == "member.role_changed"  # names the member, not the user: re-check
+    if not event.type.startswith("member."):
+        return False
+    if event.type == "member.role_changed":  # names the member, not the user: re-check
+        return True
+    return principal.user_id is not None and event.data.get("userId") == global_id(
+        "User", principal.user_id
     )
 
 

@@ -39,7 +39,7 @@ from models.tenants import Tenant
 from resolvers import accounts
 from resolvers.accounts import AuthResult, normalize_email, now
 from resolvers.context import Context
-from resolvers.events import emit
+from resolvers.events import emit, global_id
 from resolvers.pagination import Order, Page, paginate
 
 INVITATION_MAIL = "invitation"
@@ -132,7 +132,7 @@ async def change_member_role(ctx: Context, *, member_id: int, role: str) -> Memb
         await emit(
             member.tenant_id,
             "member.role_changed",
-            {"member_id": member.id, "role": new_role.value},
+            {"id": global_id("Member", member.id), "role": new_role.value},
         )
         # Keys this member created may not outrank what the member can now grant.
         keys = scoped(ApiKey, principal.tenant_id).filter(
@@ -176,7 +176,9 @@ async def _delete_membership(member: Membership) -> None:
         )
     await Membership.filter(id=member.id).delete()
     await emit(
-        member.tenant_id, "member.removed", {"member_id": member.id, "user_id": member.user_id}
+        member.tenant_id,
+        "member.removed",
+        {"id": global_id("Member", member.id), "userId": global_id("User", member.user_id)},
     )
     await _revoke_access(member.user_id, member.tenant_id)
 
@@ -231,7 +233,9 @@ async def invite_member(ctx: Context, *, email: str, role: str) -> Invitation:
             expires_at=now() + dt.timedelta(seconds=ttl),
         )
         await emit(
-            tenant.id, "member.invited", {"invitation_id": invitation.id, "role": new_role.value}
+            tenant.id,
+            "member.invited",
+            {"id": global_id("Invitation", invitation.id), "role": new_role.value},
         )
     inviter = await User.filter(id=principal.user_id).first() if principal.user_id else None
     who = (inviter.name or inviter.email) if inviter else "Someone"
@@ -341,7 +345,11 @@ async def accept_invitation(
                     email_verified_at=now(),  # the token arrived at this address
                 )
             await Membership.create(user_id=user.id, tenant_id=row.tenant_id, role=row.role)
-            await emit(row.tenant_id, "member.joined", {"user_id": user.id, "role": row.role})
+            await emit(
+                row.tenant_id,
+                "member.joined",
+                {"userId": global_id("User", user.id), "role": row.role},
+            )
     except IntegrityError:
         # A concurrent acceptance created the account or the membership first.
         raise Conflict(
