@@ -14,7 +14,7 @@ from functools import lru_cache
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from gateway.errors import RateLimited
 
@@ -55,8 +55,11 @@ class RateLimiter:
             storage = MemoryStorage()
         self.storage = storage
         self.backend = "redis" if redis_url else "memory"
-        # Moving window: no burst of 2x at a window edge, which fixed windows allow.
-        self._strategy = MovingWindowRateLimiter(storage)
+        # Sliding window counter: no burst of 2x at a window edge (which fixed windows
+        # allow), and O(1) per hit: two counters per key. The moving window keeps every
+        # hit (a 1000/hour budget is a 1000-entry list per caller) and its in-memory
+        # storage sends each expiry sweep through a thread, per request.
+        self._strategy = SlidingWindowCounterRateLimiter(storage)
 
     async def hit(self, spec: str, *identity: str, cost: int = 1) -> Decision:
         item = parse_limit(spec)

@@ -12,12 +12,12 @@ from graphql.validation import MaxIntrospectionDepthRule
 from strawberry import relay
 from strawberry.extensions import (
     AddValidationRules,
-    MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
-    QueryDepthLimiter,
     ValidationCache,
 )
+from strawberry.extensions.max_aliases import create_validator as create_aliases_rule
+from strawberry.extensions.query_depth_limiter import create_validator as create_depth_rule
 from strawberry.schema.config import StrawberryConfig
 
 from gateway.settings import Settings
@@ -100,16 +100,22 @@ def _types() -> GatewaySchema:
 def _build(max_depth: int, max_tokens: int, max_aliases: int) -> GatewaySchema:
     """One schema per set of limits, sharing the type system; only the extensions differ."""
     schema = copy.copy(_types())
+    # The limit rules are built once: QueryDepthLimiter / MaxAliasesLimiter make a new rule
+    # class per instance, i.e. per request, which changed ValidationCache's key every time
+    # (every request was validated afresh). QueryDepthLimiter skips `__` fields, so
+    # introspection would nest without end (`__schema { types { fields { type { fields …`):
+    # graphql-core's recommended MaxIntrospectionDepthRule covers that.
+    rules = [
+        create_depth_rule(max_depth, None, None),
+        create_aliases_rule(max_aliases),
+        MaxIntrospectionDepthRule,
+    ]
     schema.extensions = tuple(
         [
             GraphQLMetrics,
             RedactVariableValues,
-            lambda: QueryDepthLimiter(max_depth=max_depth),
-            # QueryDepthLimiter skips `__` fields, so introspection nests without end
-            # (`__schema { types { fields { type { fields …`): graphql-core's recommended rule.
-            lambda: AddValidationRules([MaxIntrospectionDepthRule]),
+            lambda: AddValidationRules(rules),
             lambda: MaxTokensLimiter(max_token_count=max_tokens),
-            lambda: MaxAliasesLimiter(max_alias_count=max_aliases),
             lambda: ParserCache(maxsize=512),
             lambda: ValidationCache(maxsize=512),
             GatewayErrors,

@@ -65,24 +65,37 @@ def _mask(error: GraphQLError, request_id: str | None) -> GraphQLError:
 
 def finish_errors(errors: list[GraphQLError], request_id: str | None) -> list[GraphQLError]:
     """Mask the unexpected (logging their traceback), give every error its code and the
-    request id. Idempotent: an error that already carries a code is left alone, so the
-    HTTP view can run it again over errors that bypassed the extension (strawberry
+    request id. Errors are copied, never changed in place: ValidationCache hands the same
+    error objects to every request that sends the same invalid document. Idempotent, so
+    the HTTP view can run it again over errors that bypassed the extension (strawberry
     answers a parse failure raised inside ParserCache outside the operation hooks)."""
     finished = []
     for error in errors:
-        if error.extensions and "code" in error.extensions:
+        current = error.extensions or {}
+        if "code" in current and current.get("requestId") == request_id:
             finished.append(error)
             continue
-        if is_unexpected(error):
+        if "code" in current:
+            extensions: dict[str, Any] = dict(current)
+        elif is_unexpected(error):
             error = _mask(error, request_id)
-            extensions: dict[str, Any] = dict(error.extensions or {})
+            extensions = dict(error.extensions or {})
         else:
             code, extra = code_for(error)
-            extensions = {**(error.extensions or {}), **extra, "code": code}
+            extensions = {**current, **extra, "code": code}
         if request_id:
             extensions["requestId"] = request_id
-        error.extensions = extensions
-        finished.append(error)
+        finished.append(
+            GraphQLError(
+                error.message,
+                nodes=error.nodes,
+                source=error.source,
+                positions=error.positions,
+                path=error.path,
+                original_error=error.original_error,
+                extensions=extensions,
+            )
+        )
     return finished
 
 

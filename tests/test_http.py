@@ -254,7 +254,9 @@ async def test_health_ready_reports_unreachable_redis(settings):
     async with client_for(app_with(settings, redis_url=dead)) as c:
         response = await c.get("/health/ready")
     assert response.status_code == 503
-    assert response.json() == {"status": "unavailable", "checks": {"store": True, "redis": False}}
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["checks"] == {"store": True, "redis": False}
 
 
 async def test_health_ready_with_redis(settings, redis_url):
@@ -355,3 +357,15 @@ async def test_no_secret_reaches_the_log(settings, logs):
         for piece in re.split(r"[.\s]", secret):  # not even a JWT segment or a word run
             if len(piece) >= 20:
                 assert piece not in text
+
+
+async def test_cached_validation_errors_carry_each_requests_own_id(client):
+    """ValidationCache hands the same error objects to every request sending the same
+    invalid document; each answer must still carry its own request id."""
+    seen = set()
+    for _ in range(3):
+        response = await post(client, "{ serverInfo { nope } }", "application/json")
+        [error] = response.json()["errors"]
+        assert error["extensions"]["requestId"] == response.headers["x-request-id"]
+        seen.add(error["extensions"]["requestId"])
+    assert len(seen) == 3

@@ -28,14 +28,14 @@ def assert_budget_headers(response, limit: int, remaining: int) -> None:
     assert response.headers["x-ratelimit-limit"] == str(limit)
     assert response.headers["x-ratelimit-remaining"] == str(remaining)
     reset = int(response.headers["x-ratelimit-reset"])
-    assert time.time() - 1 <= reset <= time.time() + 61
+    assert time.time() - 1 <= reset <= time.time() + 2 * 3600 + 1
 
 
 def assert_limited_graphql(response, limit: int) -> None:
     assert response.status_code == 429, response.text
     assert_budget_headers(response, limit, 0)
     retry_after = int(response.headers["retry-after"])
-    assert 1 <= retry_after <= 60
+    assert 1 <= retry_after <= 2 * 3600
     body = response.json()
     assert "data" not in body
     assert error_codes(body) == ["RATE_LIMITED"]
@@ -45,7 +45,7 @@ def assert_limited_graphql(response, limit: int) -> None:
 
 
 async def test_anonymous_budget_per_address(settings, backend):
-    app = app_with(settings, rate_limit_anonymous="3/minute", **backend)
+    app = app_with(settings, rate_limit_anonymous="3/hour", **backend)
     async with client_for(app, "198.51.100.1") as c, client_for(app, "198.51.100.2") as other:
         for remaining in (2, 1, 0):
             response = await c.post("/graphql", json=QUERY)
@@ -65,8 +65,8 @@ async def test_anonymous_budget_per_address(settings, backend):
 async def test_authenticated_budget_per_principal(settings, backend):
     app = app_with(
         settings,
-        rate_limit_anonymous="1000/minute",
-        rate_limit_authenticated="3/minute",
+        rate_limit_anonymous="1000/hour",
+        rate_limit_authenticated="3/hour",
         **backend,
     )
     async with client_for(app) as c:
@@ -91,7 +91,7 @@ async def test_authenticated_budget_per_principal(settings, backend):
 
 
 async def test_webhook_budget_per_provider(settings, backend):
-    app = app_with(settings, rate_limit_webhooks="2/minute", **backend)
+    app = app_with(settings, rate_limit_webhooks="2/hour", **backend)
     async with client_for(app) as c:
         for remaining in (1, 0):
             response = await c.post("/webhooks/stripe", content=b"{}")
@@ -112,7 +112,7 @@ async def test_webhook_budget_per_provider(settings, backend):
 
 
 async def test_graphql_response_json_429(settings, backend):
-    app = app_with(settings, rate_limit_anonymous="1/minute", **backend)
+    app = app_with(settings, rate_limit_anonymous="1/hour", **backend)
     async with client_for(app) as c:
         await c.post("/graphql", json=QUERY)
         response = await c.post(
@@ -124,8 +124,8 @@ async def test_graphql_response_json_429(settings, backend):
 
 async def test_two_instances_share_one_redis_budget(settings, redis_url):
     shared = {"redis_url": redis_url, "redis_key_prefix": f"sbtest-{uuid.uuid4().hex[:12]}"}
-    first = app_with(settings, rate_limit_anonymous="4/minute", **shared)
-    second = app_with(settings, rate_limit_anonymous="4/minute", **shared)
+    first = app_with(settings, rate_limit_anonymous="4/hour", **shared)
+    second = app_with(settings, rate_limit_anonymous="4/hour", **shared)
     assert first.state.services.limiter is not second.state.services.limiter
     async with client_for(first) as a, client_for(second) as b:
         seen = []
@@ -140,8 +140,8 @@ async def test_two_instances_share_one_redis_budget(settings, redis_url):
 
 async def test_memory_counters_are_per_process(settings):
     """Without REDIS_URL each process counts alone (the README says so)."""
-    first = app_with(settings, rate_limit_anonymous="2/minute")
-    second = app_with(settings, rate_limit_anonymous="2/minute")
+    first = app_with(settings, rate_limit_anonymous="2/hour")
+    second = app_with(settings, rate_limit_anonymous="2/hour")
     async with client_for(first) as a, client_for(second) as b:
         for _ in range(2):
             assert (await a.post("/graphql", json=QUERY)).status_code == 200
@@ -150,7 +150,7 @@ async def test_memory_counters_are_per_process(settings):
 
 
 async def test_budgets_off(settings):
-    app = app_with(settings, rate_limit_anonymous="1/minute", rate_limit_enabled=False)
+    app = app_with(settings, rate_limit_anonymous="1/hour", rate_limit_enabled=False)
     async with client_for(app) as c:
         for _ in range(3):
             response = await c.post("/graphql", json=QUERY)

@@ -194,3 +194,22 @@ async def test_rotated_out_key_still_verifies_until_removed(client, settings, ow
     retired = app_with(settings, jwt_signing_keys=["k2:" + "n" * 40])
     async with client_for(retired) as c:
         await assert_unauthenticated(c, f"Bearer {token}")
+
+
+def test_verified_token_cache_forgets_expired_tokens(settings, owner):
+    from gateway.http.middleware import VerifiedTokens
+
+    cache = VerifiedTokens(size=2)
+    principal = principal_of(settings, owner)
+    expired, _ = issue_access_token(
+        settings.model_copy(update={"access_token_ttl_seconds": -1}), principal
+    )
+    cache.put(expired, principal)
+    assert cache.get(expired) is None
+    live = [issue_access_token(settings, principal)[0] for _ in range(3)]
+    for token in live:
+        cache.put(token, principal)
+    assert cache.get(live[0]) is None  # the oldest went when the cache was full
+    assert cache.get(live[2]) == principal
+    cache.put("not-a-jwt", principal)
+    assert cache.get("not-a-jwt") is None

@@ -9,7 +9,9 @@ request and BaseHTTPMiddleware's task hop costs real throughput.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
+import json
 import logging
 import re
 import time
@@ -28,6 +30,7 @@ from gateway.http.responses import (
 )
 from gateway.logging import request_id_var
 from gateway.ratelimit import Decision
+from gateway.security import API_KEY_PREFIX, Principal
 from resolvers.auth import authenticate, bearer_token
 from resolvers.context import Services
 
@@ -49,12 +52,62 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
     return None
 
 
+class VerifiedTokens:
+    """Access tokens already verified by this process, until they expire.
+
+    A client sends the same JWT on every request for its whole life; verifying the
+    signature and claims once is enough, since a token's content cannot change and
+    access tokens are not revocable one by one (sessions end through refresh tokens).
+    Expiry is checked on every use. API keys are never cached: revoking one must bite
+    at once.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._entries: dict[str, tuple[Principal, float]] = {}
+
+    def get(self, token: str) -> Principal | None:
+        entry = self._entries.get(token)
+        if entry is None:
+            return None
+        if entry[1] <= time.time():
+            self._entries.pop(token, None)
+            return None
+        return entry[0]
+
+    def put(self, token: str, principal: Principal) -> None:
+        try:
+            payload = token.split(".")[1]
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+            expires = float(claims["exp"])
+        except (IndexError, ValueError, KeyError, TypeError):
+            return
+        if len(self._entries) >= self.size:
+            self._entries.pop(next(iter(self._entries)))
+        self._entries[token] = (principal, expires)
+
+
 class GatewayMiddleware:
     def __init__(self, app: Any, services: Services) -> None:
         self.app = app
         self.services = services
         self.settings = services.settings
         self.trusted = set(self.settings.trusted_proxies)
+        self.tokens = VerifiedTokens()
+
+    async def principal(self, header: str | None) -> Principal | None:
+        token = bearer_token(header)
+        if token is None:
+            return None
+        if token.startswith(API_KEY_PREFIX):
+            return await authenticate(self.settings, token)
+        cached = self.tokens.get(token)
+        if cached is not None:
+            return cached
+        principal = await authenticate(self.settings, token)
+        if principal is not None:
+            self.tokens.put(token, principal)
+        return principal
 
     def client_ip(self, scope: dict[str, Any]) -> str:
         """The peer, or behind trusted proxies the right-most X-Forwarded-For hop that is
@@ -124,9 +177,7 @@ class GatewayMiddleware:
             if not exempt:
                 principal = None
                 if not path.startswith(WEBHOOK_PREFIX):
-                    principal = await authenticate(
-                        self.settings, bearer_token(_header(scope, b"authorization"))
-                    )
+                    principal = await self.principal(_header(scope, b"authorization"))
                 state["principal"] = principal
                 if self.settings.rate_limit_enabled:
                     decision = await self._rate_limit(path, principal, state)
