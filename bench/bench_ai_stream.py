@@ -65,6 +65,27 @@ async def wait_up(url: str) -> None:
     raise RuntimeError(f"{url} did not start")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU used by each process (sandbox, gateway, this driver) over a phase, as a share
+    of the wall time: 1.0 = one core busy the whole phase."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.t0 = time.perf_counter()
+        self.start = {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+    def report(self) -> str:
+        wall = time.perf_counter() - self.t0
+        used = {name: cpu_seconds(pid) - self.start[name] for name, pid in self.pids.items()}
+        return ", ".join(f"{name} {used[name]:.2f} s ({used[name] / wall:.0%})" for name in used)
+
+
 def percentile(samples: list[float], p: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -87,8 +108,8 @@ class Socket:
         )
         assert json.loads(await self.ws.recv())["type"] == "connection_ack"
 
-    async def stream(self, variables: dict[str, Any]) -> tuple[float, float, int]:
-        """(seconds to first non-empty delta, seconds to complete, tokens billed)."""
+    async def stream(self, variables: dict[str, Any]) -> tuple[float, float, int, int]:
+        """(seconds to first non-empty delta, seconds to complete, tokens billed, events)."""
         assert self.ws is not None
         self.seq += 1
         op = str(self.seq)
@@ -103,17 +124,18 @@ class Socket:
             )
         )
         first = None
-        tokens = 0
+        tokens = events = 0
         while True:
             message = json.loads(await self.ws.recv())
             if message.get("id") != op:
                 continue
             if message["type"] == "complete":
-                return (first or 0.0), time.perf_counter() - t0, tokens
+                return (first or 0.0), time.perf_counter() - t0, tokens, events
             payload = message["payload"]
             if message["type"] == "error" or payload.get("errors"):
                 raise RuntimeError(f"stream failed: {payload}")
             chunk = payload["data"]["chatCompletion"]
+            events += 1
             if first is None and chunk["delta"]:
                 first = time.perf_counter() - t0
             if chunk["usage"]:
@@ -172,7 +194,12 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--tokens", type=int, default=100)
     parser.add_argument("--samples", type=int, default=60)
-    parser.add_argument("--coalesce-ms", type=float, default=0.0)
+    parser.add_argument(
+        "--coalesce-ms",
+        type=float,
+        default=None,
+        help="AI_STREAM_COALESCE_MS for the gateway (default: the gateway's own default)",
+    )
     parser.add_argument(
         "--ttfc-rate",
         type=float,
@@ -184,6 +211,12 @@ async def main() -> None:
         default="postgres",
         choices=["postgres", "sqlite"],
         help="the gateway's store (PostgreSQL at TEST_POSTGRES_URL, as deployed at scale)",
+    )
+    parser.add_argument(
+        "--profile",
+        default=None,
+        help="directory: record the gateway and the sandbox with py-spy during the "
+        "concurrent phase (collapsed stacks, <dir>/gateway.txt and <dir>/sandbox.txt)",
     )
     args = parser.parse_args()
 
@@ -200,12 +233,13 @@ async def main() -> None:
         "OPENAI_MAX_CONCURRENT_REQUESTS": str(max(50, args.streams * 2)),
         "OPENAI_REQUESTS_PER_MINUTE": "1000000",
         "AI_MONTHLY_TOKEN_QUOTA": str(10**12),
-        "AI_STREAM_COALESCE_MS": str(args.coalesce_ms),
         "RATE_LIMIT_AUTHENTICATED": "1000000/hour",
         "RATE_LIMIT_ANONYMOUS": "1000000/hour",
         "LOG_LEVEL": "WARNING",
         "RUN_WORKER": "false",
     }
+    if args.coalesce_ms is not None:
+        env["AI_STREAM_COALESCE_MS"] = str(args.coalesce_ms)
     # Tables straight from the models (as the tests build them).
     from tortoise import Tortoise
 
@@ -233,7 +267,8 @@ async def main() -> None:
     try:
         await wait_up(f"{sandbox_url}/_sandbox/stats")
         await wait_up(f"{gateway_url}/health/live")
-        await run(args, sandbox_url, gateway_url)
+        pids = {"sandbox": procs[0].pid, "gateway": procs[1].pid, "clients": os.getpid()}
+        await run(args, sandbox_url, gateway_url, pids)
     finally:
         for proc in procs:
             proc.terminate()
@@ -242,7 +277,32 @@ async def main() -> None:
         await drop()
 
 
-async def run(args: argparse.Namespace, sandbox_url: str, gateway_url: str) -> None:
+def start_profiles(args: argparse.Namespace, pids: dict[str, int]) -> list[Any]:
+    if not args.profile:
+        return []
+    out = Path(args.profile)
+    out.mkdir(parents=True, exist_ok=True)
+    spy = str(Path(sys.executable).parent / "py-spy")
+    spies = []
+    for name in ("gateway", "sandbox"):
+        command = [spy, "record", "--pid", str(pids[name]), "--format", "raw", "--rate", "200"]
+        command += ["--output", str(out / f"{name}.txt")]
+        spies.append(
+            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+    return spies
+
+
+def stop_profiles(spies: list[Any]) -> None:
+    for spy in spies:
+        spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
+    for spy in spies:
+        spy.wait(30)
+
+
+async def run(
+    args: argparse.Namespace, sandbox_url: str, gateway_url: str, pids: dict[str, int]
+) -> None:
     async with httpx.AsyncClient(base_url=gateway_url, timeout=60) as http:
         body = (
             await http.post(
@@ -281,9 +341,10 @@ async def run(args: argparse.Namespace, sandbox_url: str, gateway_url: str) -> N
             await direct_first_chunk(direct, messages, 8)
             await sock.stream(variables)
         gw_samples, direct_samples, diffs = [], [], []
+        meter = CpuMeter(pids)
         for _ in range(args.samples):
             d = await direct_first_chunk(direct, messages, 8)
-            g, _, _ = await sock.stream(variables)
+            g, _, _, _ = await sock.stream(variables)
             direct_samples.append(d)
             gw_samples.append(g)
             diffs.append(g - d)
@@ -305,6 +366,7 @@ async def run(args: argparse.Namespace, sandbox_url: str, gateway_url: str) -> N
             f"  median overhead {overhead * 1000:.2f} ms (median of paired differences "
             f"{statistics.median(diffs) * 1000:.2f} ms; target <= 2 ms)"
         )
+        print(f"  CPU: {meter.report()}")
 
         # 2. Many concurrent streams at a fixed token rate ------------------------------
         await http.post(control, json={"tokens_per_second": args.rate})
@@ -320,11 +382,17 @@ async def run(args: argparse.Namespace, sandbox_url: str, gateway_url: str) -> N
             }
             for i in range(args.streams)
         ]
+        await http.delete(f"{sandbox_url}/_sandbox/requests")
+        spies = start_profiles(args, pids)
+        meter = CpuMeter(pids)
+        wall0 = time.time()
         t0 = time.perf_counter()
         results = await asyncio.gather(
             *(s.stream(v) for s, v in zip(sockets, stream_vars, strict=True))
         )
         wall = time.perf_counter() - t0
+        cpu = meter.report()
+        stop_profiles(spies)
         await asyncio.gather(*(s.close() for s in sockets))
         billed = {r[2] for r in results}
         # The sandbox answers 24-64 tokens (capped by maxTokens): each stream's own ideal.
@@ -339,9 +407,26 @@ async def run(args: argparse.Namespace, sandbox_url: str, gateway_url: str) -> N
             f"p95 {percentile(ratios, 95):.3f}x, max {max(ratios):.3f}x; "
             f"all {args.streams} done in {wall:.3f} s"
         )
-        print(f"  completion tokens per stream: {min(billed)}-{max(billed)}")
+        print(
+            f"  completion tokens per stream: {min(billed)}-{max(billed)}; subscription events "
+            f"per stream: median {statistics.median(r[3] for r in results):g}"
+        )
+        print(f"  CPU: {cpu}")
         within = sum(1 for r in ratios if r <= 1.10)
         print(f"  streams within 10 % of ideal: {within}/{len(ratios)}")
+        # Where the time went, from the sandbox's own record of each upstream request.
+        recorded = (
+            await http.get(f"{sandbox_url}/_sandbox/requests", params={"path": "/v1/chat"})
+        ).json()["requests"]
+        arrive = [r["at"] - wall0 for r in recorded]
+        send = [r["finished_at"] - r["first_chunk_at"] for r in recorded if r.get("finished_at")]
+        ideal = [r["chunks_sent"] / args.rate for r in recorded if r.get("finished_at")]
+        print(
+            f"  upstream requests reached the sandbox {percentile(arrive, 50) * 1000:.0f} ms "
+            f"(median) / {max(arrive) * 1000:.0f} ms (last) after the subscriptions were sent; "
+            f"sandbox emit time / ideal: median "
+            f"{statistics.median(a / b for a, b in zip(send, ideal, strict=True) if b):.3f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from gateway.ratelimit import RateLimiter
 from gateway.settings import Environment, Settings, get_settings
 from gateway.worker import Runtime
 from providers.registry import build_registry
+from resolvers.ai import close_provider as close_openai
 from resolvers.context import Services
 from resolvers.integrations import install_error_log
 from schema.build import build_schema
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             yield
         finally:
             await runtime.stop()
+            await close_openai(services)  # the OpenAI SDK clients' connection pools
             await services.extras["providers"].aclose()  # provider sessions, breaker store
             await db.close_store()
 

@@ -159,8 +159,9 @@ class Settings(BaseSettings):
     # Outbound limits per OpenAI key (shared by every process through Redis when set).
     openai_max_concurrent_requests: int = Field(50, ge=1)
     openai_requests_per_minute: int = Field(100, ge=1)
-    # Streamed deltas that arrive within this window go out as one subscription event.
-    ai_stream_coalesce_ms: float = Field(0.0, ge=0, le=1000)
+    # A streamed answer sends at most one subscription event per window (the first delta
+    # and the last event at once); deltas arriving within it go out together.
+    ai_stream_coalesce_ms: float = Field(50.0, ge=0, le=1000)
 
     # Webhooks: incoming body cap; system-level inbound secrets per provider (JSON object,
     # used by /webhooks/{provider} without an endpoint token: sandbox and tests); hosts or

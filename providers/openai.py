@@ -22,6 +22,8 @@ health statistics and the failure hooks. So the SDK runs with `max_retries=0`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import re
 import time
 from collections import OrderedDict
@@ -29,6 +31,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import httpx2  # the SDK's HTTP client: its response streams raise these
 import openai
 from openai import AsyncOpenAI
 
@@ -106,6 +109,9 @@ class OpenAIProvider:
         self._clients: OrderedDict[tuple[str, str | None, str | None], AsyncOpenAI] = OrderedDict()
         self._max_clients = max_clients
         self._slots: dict[str, asyncio.Semaphore] = {}
+        self._users: dict[AsyncOpenAI, int] = {}  # calls in flight per client
+        self._retired: set[AsyncOpenAI] = set()  # dropped from the cache, still in use
+        self._closing: set[asyncio.Task[None]] = set()
 
     # Clients ----------------------------------------------------------------------
 
@@ -122,25 +128,59 @@ class OpenAIProvider:
             base_url=cred.base_url or None,
             max_retries=0,  # retries, breaker and limits come from the shared layer
             timeout=self._timeout,
+            # The SDK's aiohttp transport: aiohttp's C HTTP parser reads a stream's many
+            # small chunks for a fraction of the default transport's per-chunk cost.
+            http_client=openai.DefaultAioHttpClient(timeout=self._timeout),
         )
         self._clients[key] = client
         while len(self._clients) > self._max_clients:
-            # The least recently used client is dropped, not closed: a stream may still
-            # be reading from it; its pool goes with the last reference.
-            self._clients.popitem(last=False)
+            # The least recently used client leaves the cache; it is closed once no call
+            # (a stream may still be reading) uses it any more.
+            _, dropped = self._clients.popitem(last=False)
+            if self._users.get(dropped):
+                self._retired.add(dropped)
+            else:
+                self._close_later(dropped)
         return client
 
+    def _acquire(self, cred: OpenAICredential) -> AsyncOpenAI:
+        client = self.client(cred)
+        self._users[client] = self._users.get(client, 0) + 1
+        return client
+
+    def _release(self, client: AsyncOpenAI) -> None:
+        left = self._users.get(client, 1) - 1
+        if left > 0:
+            self._users[client] = left
+            return
+        self._users.pop(client, None)
+        if client in self._retired:
+            self._retired.discard(client)
+            self._close_later(client)
+
+    def _close_later(self, client: AsyncOpenAI) -> None:
+        task = asyncio.get_running_loop().create_task(client.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     async def aclose(self) -> None:
-        clients = list(self._clients.values())
+        clients = [*self._clients.values(), *self._retired]
         self._clients.clear()
+        self._retired.clear()
         for client in clients:
             await client.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     # Calls ------------------------------------------------------------------------
 
     async def list_models(self, cred: OpenAICredential) -> list[ModelInfo]:
         async def call() -> list[ModelInfo]:
-            page = await self.client(cred).models.list()
+            client = self._acquire(cred)
+            try:
+                page = await client.models.list()
+            finally:
+                self._release(client)
             return [ModelInfo(m.id, m.owned_by) for m in page.data]
 
         return await self._guarded(cred, "models.list", call, idempotent=True)
@@ -156,9 +196,13 @@ class OpenAIProvider:
         user: str | None = None,
     ) -> Completion:
         async def call() -> Completion:
-            result = await self.client(cred).chat.completions.create(
-                **_chat_args(messages, model, temperature, max_tokens, user)
-            )
+            client = self._acquire(cred)
+            try:
+                result = await client.chat.completions.create(
+                    **_chat_args(messages, model, temperature, max_tokens, user)
+                )
+            finally:
+                self._release(client)
             choice = result.choices[0] if result.choices else None
             usage = result.usage
             return Completion(
@@ -323,6 +367,7 @@ class ChatStream:
         self.cred = cred
         self.args = {**args, "stream": True, "stream_options": {"include_usage": True}}
         self._stream: Any = None
+        self._client: AsyncOpenAI | None = None
         self._admission: _Admission | None = None
         self._started = 0.0
         self._failed = False
@@ -343,9 +388,16 @@ class ChatStream:
                 )
                 raise
             try:
-                self._stream = await provider.client(self.cred).chat.completions.create(**self.args)
+                # The raw response (the official SDK's streaming-response API): the SSE
+                # lines are parsed here, without a pydantic model per chunk.
+                self._client = provider._acquire(self.cred)
+                request = self._client.chat.completions.with_streaming_response
+                self._stream = await request.create(**self.args).__aenter__()
             except BaseException as exc:
                 admission.release()
+                if self._client is not None:
+                    provider._release(self._client)
+                    self._client = None
                 if not isinstance(exc, Exception):
                     raise
                 error = to_provider_error(exc, self.operation)
@@ -362,18 +414,21 @@ class ChatStream:
             return self._chunks()
 
     async def _chunks(self) -> AsyncIterator[StreamChunk]:
+        response = self._stream.http_response
         try:
-            async for chunk in self._stream:
-                usage = chunk.usage
-                if chunk.choices:
-                    choice = chunk.choices[0]
-                    yield StreamChunk(
-                        delta=choice.delta.content or "" if choice.delta else "",
-                        finish_reason=choice.finish_reason,
-                        usage=(usage.prompt_tokens, usage.completion_tokens) if usage else None,
-                    )
-                elif usage is not None:
-                    yield StreamChunk(usage=(usage.prompt_tokens, usage.completion_tokens))
+            try:
+                async for data in _sse_data(response.aiter_bytes()):
+                    if data == b"[DONE]":
+                        break
+                    chunk = _parse_chunk(data, response.request)
+                    if chunk is not None:
+                        yield chunk
+            except openai.APIError:
+                raise
+            except httpx2.TimeoutException as exc:
+                raise openai.APITimeoutError(request=response.request) from exc
+            except (httpx2.RequestError, OSError) as exc:
+                raise openai.APIConnectionError(request=response.request) from exc
         except Exception as exc:
             error = to_provider_error(exc, self.operation)
             self._failed = True
@@ -383,21 +438,94 @@ class ChatStream:
                 error, self.operation, self._started, 1, self.cred.fingerprint
             )
             raise error from None
+        # After [DONE]: the rest of an HTTP/1.1 body (its last chunk marker) is read so
+        # that the connection goes back to the pool, as the SDK's own stream does.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):
+                async for _ in response.aiter_raw():
+                    pass
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         stream, self._stream = self._stream, None
         admission, self._admission = self._admission, None
+        client, self._client = self._client, None
         try:
             if stream is not None:
                 # Closing mid-stream drops the connection: the vendor sees the client leave.
                 await stream.close()
         finally:
+            if client is not None:
+                self.provider._release(client)
             if admission is not None:
                 admission.release()
                 if not self._failed and (exc_type is None or not issubclass(exc_type, Exception)):
                     # Completed, or the consumer left (cancellation): the vendor was fine.
                     await asyncio.shield(self.provider._succeeded(admission))
                     self.provider._record_success(self.operation, self._started)
+
+
+async def _sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The `data` of each Server-Sent Event in a byte stream (multi-line data joined with
+    newlines, comments and other fields skipped), as the SDK's decoder reads them."""
+    buffer = b""
+    data: list[bytes] = []
+    async for piece in chunks:
+        buffer += piece
+        while True:
+            end = buffer.find(b"\n")
+            if end < 0:
+                break
+            line = buffer[:end]
+            buffer = buffer[end + 1 :]
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if not line:
+                if data:
+                    yield b"\n".join(data)
+                    data = []
+            elif line.startswith(b"data:"):
+                value = line[5:]
+                data.append(value[1:] if value.startswith(b" ") else value)
+    if data:
+        yield b"\n".join(data)
+
+
+def _parse_chunk(data: bytes, request: Any) -> StreamChunk | None:
+    """One `chat.completion.chunk` event, or the vendor's in-stream error raised the way the
+    SDK raises it (`openai.APIError` with the error body)."""
+    try:
+        event = json.loads(data)
+    except ValueError:
+        raise openai.APIError("invalid JSON in the event stream", request, body=None) from None
+    if not isinstance(event, dict):
+        return None
+    error = event.get("error")
+    if error:
+        message = error.get("message") if isinstance(error, dict) else None
+        raise openai.APIError(
+            message
+            if isinstance(message, str) and message
+            else "An error occurred during streaming",
+            request,
+            body=error,
+        )
+    raw_usage = event.get("usage")
+    usage = None
+    if isinstance(raw_usage, dict):
+        usage = (
+            int(raw_usage.get("prompt_tokens") or 0),
+            int(raw_usage.get("completion_tokens") or 0),
+        )
+    choices = event.get("choices")
+    if choices:
+        choice = choices[0]
+        delta = choice.get("delta") or {}
+        return StreamChunk(
+            delta=delta.get("content") or "", finish_reason=choice.get("finish_reason"), usage=usage
+        )
+    if usage is not None:
+        return StreamChunk(usage=usage)
+    return None
 
 
 def _chat_args(

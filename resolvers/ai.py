@@ -12,11 +12,12 @@ Every completion goes the same way:
    latency and cost.
 
 Streams coalesce: a reader task drains the vendor's SSE chunks into a buffer and the
-subscription yields whatever has accumulated each time the consumer is ready (plus
-an optional `AI_STREAM_COALESCE_MS` window), so a busy process sends fewer, larger
-events instead of falling behind. When the subscriber completes, disconnects or is
-cancelled, the vendor stream is closed at once and the answer so far is saved as
-INTERRUPTED.
+subscription yields whatever has accumulated each time the consumer is ready, at most
+one event per `AI_STREAM_COALESCE_MS` window after the first delta (which goes out at
+once, as does the last event with the finish reason and usage), so a busy process
+sends fewer, larger events instead of falling behind. When the subscriber completes,
+disconnects or is cancelled, the vendor stream is closed at once and the answer so far
+is saved as INTERRUPTED.
 
 Billing counts what was received. When the vendor's usage chunk arrives, its counts
 are used. When it does not (the client left, the vendor failed mid-way), the counts
@@ -606,9 +607,25 @@ async def _complete(ctx: Context, plan: _Plan) -> CompletionResult:
 
 
 class _Pump:
-    """Drains the vendor stream into a buffer; the subscription takes what has piled up."""
+    """Drains the vendor stream into a buffer; the subscription takes what has piled up.
 
-    __slots__ = ("chunks", "done", "error", "finish", "parts", "received", "usage", "wake")
+    The consumer is woken at most once per coalescing window (`next_at`, set by the
+    consumer after each event it sends): the first delta goes out at once, later ones
+    are gathered until the window has passed, and the end of the stream (or an error)
+    wakes it at once, so the last event is never held back."""
+
+    __slots__ = (
+        "_timer",
+        "done",
+        "error",
+        "finish",
+        "loop",
+        "next_at",
+        "parts",
+        "received",
+        "usage",
+        "wake",
+    )
 
     def __init__(self) -> None:
         self.parts: list[str] = []
@@ -618,24 +635,45 @@ class _Pump:
         self.error: ProviderError | None = None
         self.done = False
         self.wake = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+        self.next_at = 0.0  # loop time before which the consumer is not woken for text
+        self._timer: asyncio.TimerHandle | None = None
+
+    def _fire(self) -> None:
+        self._timer = None
+        self.wake.set()
+
+    def _notify(self) -> None:
+        if self.wake.is_set() or self._timer is not None:
+            return
+        if self.loop.time() >= self.next_at:
+            self.wake.set()
+        else:
+            self._timer = self.loop.call_at(self.next_at, self._fire)
+
+    def cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     async def run(self, chunks: AsyncIterator[StreamChunk]) -> None:
-        parts, wake = self.parts, self.wake
+        parts = self.parts
         try:
             async for chunk in chunks:
                 if chunk.delta:
                     parts.append(chunk.delta)
                     self.received += 1
+                    self._notify()
                 if chunk.finish_reason:
                     self.finish = chunk.finish_reason
                 if chunk.usage is not None:
                     self.usage = chunk.usage
-                wake.set()
         except ProviderError as error:
             self.error = error
         finally:
             self.done = True
-            wake.set()
+            self.cancel_timer()
+            self.wake.set()
 
 
 async def stream_chat_completion(ctx: Context, request: ChatRequest) -> AsyncIterator[StreamEvent]:
@@ -687,8 +725,6 @@ async def _stream(ctx: Context, plan: _Plan) -> AsyncIterator[StreamEvent]:
         while True:
             await pump.wake.wait()
             pump.wake.clear()
-            if coalesce and not pump.done:
-                await asyncio.sleep(coalesce)
             text = ""
             if pump.parts:
                 text = "".join(pump.parts)
@@ -697,6 +733,8 @@ async def _stream(ctx: Context, plan: _Plan) -> AsyncIterator[StreamEvent]:
                 if first_token is None:
                     first_token = time.perf_counter() - started
             if text and (not pump.done or pump.error is not None):
+                # Text arriving within the window waits for the next event (not the end).
+                pump.next_at = pump.loop.time() + coalesce
                 yield StreamEvent(text, index, conversation.id, answer.id)
                 index += 1
                 text = ""
@@ -716,6 +754,7 @@ async def _stream(ctx: Context, plan: _Plan) -> AsyncIterator[StreamEvent]:
             )
             return
     finally:
+        pump.cancel_timer()
         reader.cancel()
         with contextlib.suppress(BaseException):
             await reader
