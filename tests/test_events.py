@@ -481,3 +481,32 @@ async def test_listeners_still_run_when_the_bus_is_down(runtime: Any) -> None:
 
     await eventually(published, "the event to be marked published")
     assert await Job.filter(kind="events_test.fanout", payload={"event_id": row.id}).exists()
+
+
+async def test_commit_nudges_the_relay_and_the_worker_at_once(store: Store) -> None:
+    """With polling effectively off, only the post-commit nudges can deliver these."""
+    rt = Runtime(
+        make_settings(database_url=store.url, outbox_poll_seconds=3600, job_poll_seconds=3600),
+        run_jobs=True,
+    )
+    await rt.start()
+    try:
+        await asyncio.sleep(0.1)  # let the loops reach their (hour-long) waits
+        tenant = await new_tenant()
+        sub = Collector(tenant.id)
+        await sub.ready()
+        async with in_transaction() as conn:
+            await events.emit(tenant.id, "nudge_test.happened", {}, connection=conn)
+            job = await jobs.enqueue("events_test.fanout", {"event_id": -1}, connection=conn)
+            # Not before commit: the transaction is still open here.
+            await asyncio.sleep(0.1)
+            assert sub.items == []
+        await sub.wait_for("nudge_test.happened")
+
+        async def ran() -> bool:
+            return (await Job.get(id=job.id)).status == "succeeded"
+
+        await eventually(ran, "the job to run")
+        await sub.close()
+    finally:
+        await rt.stop()
