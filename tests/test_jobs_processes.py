@@ -130,3 +130,23 @@ async def test_periodic_job_runs_once_per_period_with_two_workers(
     assert max(per_slot.values()) == 1, per_slot
     slots = await Job.filter(kind="periodic:test-tick").values_list("unique_key", flat=True)
     assert len(slots) == len(set(slots))
+
+
+async def test_sigterm_gives_a_running_job_back_to_the_queue(pg: Store, tmp_path: Path) -> None:
+    record = tmp_path / "runs.txt"
+    job = await jobs.enqueue("test.block_first_try", {"path": str(record)})
+    env = process_env(pg.url, job_poll_seconds=0.1, worker_shutdown_grace_seconds=0.5)
+    worker = start_worker(env, tmp_path / "w.log", "tests.job_handlers")
+    try:
+
+        async def started() -> bool:
+            return any(row[0] == str(job.id) for row in lines(record))
+
+        await eventually(started, "the worker to start the job")
+    finally:
+        code = await worker.stop()  # SIGTERM: the job blocks past the grace period
+    assert code == 0, worker.output()
+    row = await Job.get(id=job.id)
+    assert row.status == JobStatus.QUEUED
+    assert row.attempts == 0 and row.locked_by is None and row.lease_expires_at is None
+    await Job.filter(id=job.id).delete()
