@@ -10,9 +10,17 @@ driver (the clients).
    sandbox with the SDK). Prints both medians and the median overhead (target ≤ 2 ms).
 2. N concurrent subscriptions (default 300) at R tokens/s (default 50) of T tokens
    (default 100): each stream's duration against the ideal T/R seconds. Target: the
-   median and p95 stream within 10 % of the ideal.
+   median and p95 stream within 10 % of the ideal. All start at once unless `--ramp S`
+   spreads the starts evenly over S seconds (each duration counts from its own start).
+
+Both phases print the CPU each process used (sandbox, gateway, this driver: a client
+that is itself saturated would spoil the figures), and phase 2 prints when the upstream
+requests reached the sandbox (from its own record) and how many subscription events a
+stream took. `--profile DIR` records the gateway and the sandbox with py-spy during
+phase 2 (collapsed stacks).
 
     .venv/bin/python bench/bench_ai_stream.py [--streams 300] [--rate 50] [--tokens 100]
+        [--ramp 0] [--coalesce-ms MS] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -213,6 +221,13 @@ async def main() -> None:
         help="the gateway's store (PostgreSQL at TEST_POSTGRES_URL, as deployed at scale)",
     )
     parser.add_argument(
+        "--ramp",
+        type=float,
+        default=0.0,
+        help="start the concurrent subscriptions evenly over this many seconds instead of "
+        "all at once (each stream's duration still counts from its own start)",
+    )
+    parser.add_argument(
         "--profile",
         default=None,
         help="directory: record the gateway and the sandbox with py-spy during the "
@@ -387,8 +402,14 @@ async def run(
         meter = CpuMeter(pids)
         wall0 = time.time()
         t0 = time.perf_counter()
+
+        async def started(i: int, sock: Socket, variables: dict[str, Any]) -> Any:
+            if args.ramp:
+                await asyncio.sleep(args.ramp * i / args.streams)
+            return await sock.stream(variables)
+
         results = await asyncio.gather(
-            *(s.stream(v) for s, v in zip(sockets, stream_vars, strict=True))
+            *(started(i, s, v) for i, (s, v) in enumerate(zip(sockets, stream_vars, strict=True)))
         )
         wall = time.perf_counter() - t0
         cpu = meter.report()
@@ -399,7 +420,8 @@ async def run(
         ratios = [r[1] / (r[2] / args.rate) for r in results if r[2]]
         print(
             f"{args.streams} concurrent streams, up to {args.tokens} tokens at {args.rate:g} "
-            "tokens/s, one gateway process"
+            "tokens/s, one gateway process, "
+            + (f"started evenly over {args.ramp:g} s" if args.ramp else "all started at once")
         )
         print(
             "  stream duration / its ideal (tokens / rate): "
@@ -418,12 +440,17 @@ async def run(
         recorded = (
             await http.get(f"{sandbox_url}/_sandbox/requests", params={"path": "/v1/chat"})
         ).json()["requests"]
-        arrive = [r["at"] - wall0 for r in recorded]
+
+        def sent_at(entry: dict[str, Any]) -> float:  # this stream's own start ("Stream i")
+            i = int(entry["body"]["messages"][-1]["content"].split()[-1])
+            return wall0 + (args.ramp * i / args.streams if args.ramp else 0.0)
+
+        arrive = [r["at"] - sent_at(r) for r in recorded]
         send = [r["finished_at"] - r["first_chunk_at"] for r in recorded if r.get("finished_at")]
         ideal = [r["chunks_sent"] / args.rate for r in recorded if r.get("finished_at")]
         print(
             f"  upstream requests reached the sandbox {percentile(arrive, 50) * 1000:.0f} ms "
-            f"(median) / {max(arrive) * 1000:.0f} ms (last) after the subscriptions were sent; "
+            f"(median) / {max(arrive) * 1000:.0f} ms (max) after their subscription was sent; "
             f"sandbox emit time / ideal: median "
             f"{statistics.median(a / b for a, b in zip(send, ideal, strict=True) if b):.3f}x"
         )
