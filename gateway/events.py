@@ -20,9 +20,13 @@ from typing import Any, Protocol
 
 log = logging.getLogger("switchboard.events")
 
-# A slow subscriber keeps at most this many messages; older ones are dropped (and logged)
-# rather than letting one stalled WebSocket grow the process without bound.
+# A subscriber that falls this many messages behind is ended with `SubscriberTooSlow`
+# (it would otherwise miss messages silently, or grow the process without bound).
 SUBSCRIBER_BUFFER = 1000
+
+
+class SubscriberTooSlow(Exception):
+    """Raised to a subscriber that fell more than SUBSCRIBER_BUFFER messages behind."""
 
 
 class EventBus(Protocol):
@@ -39,12 +43,24 @@ class _Subscription:
     def __init__(self, channels: frozenset[str]) -> None:
         self.channels = channels
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(SUBSCRIBER_BUFFER)
+        self.overflowed = False
 
     def offer(self, message: dict[str, Any] | None) -> None:
+        if message is None:  # closing: make room for the end marker
+            while self.queue.full():
+                self.queue.get_nowait()
         try:
             self.queue.put_nowait(message)
         except asyncio.QueueFull:
-            log.warning("event subscriber is too slow; message dropped")
+            if not self.overflowed:
+                log.warning("an event subscriber fell behind; ending its stream")
+            self.overflowed = True
+
+    async def next(self) -> dict[str, Any] | None:
+        message = await self.queue.get()
+        if self.overflowed:
+            raise SubscriberTooSlow()
+        return message
 
 
 class InProcessBus:
@@ -68,7 +84,7 @@ class InProcessBus:
         self._subs.add(sub)
         try:
             while True:
-                message = await sub.queue.get()
+                message = await sub.next()
                 if message is None:
                     return
                 yield message
@@ -121,7 +137,7 @@ class RedisBus:
         try:
             await self._follow(wanted)
             while True:
-                message = await sub.queue.get()
+                message = await sub.next()
                 if message is None:
                     return
                 yield message

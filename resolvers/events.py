@@ -35,8 +35,8 @@ from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient, TransactionalDBClient
 from tortoise.transactions import in_transaction
 
-from gateway.errors import BadUserInput, Unauthenticated
-from gateway.events import EventBus, InProcessBus
+from gateway.errors import BadUserInput, RateLimited, Unauthenticated
+from gateway.events import EventBus, InProcessBus, SubscriberTooSlow
 from gateway.roles import allowed
 from gateway.security import Principal
 from models.apikeys import ApiKey
@@ -354,6 +354,18 @@ MAX_TYPE_FILTERS = 50
 TYPE_FILTER = re.compile(r"^[a-z0-9_*]+(\.[a-z0-9_*]+)*$")
 
 
+async def _too_slow_is_rate_limited(
+    stream: AsyncGenerator[Event, None],
+) -> AsyncGenerator[Event, None]:
+    try:
+        async for event in stream:
+            yield event
+    except SubscriberTooSlow:
+        raise RateLimited(
+            1, "This subscription fell too far behind the event stream; subscribe again."
+        ) from None
+
+
 # A long-lived stream re-checks that its caller still belongs to the tenant: at most this
 # often, and at once on a membership event about the caller. Only events carry data, so
 # checking before each one closes the stream before anything leaks.
@@ -402,8 +414,9 @@ async def activity(ctx: Context, types: list[str] | None) -> AsyncGenerator[Even
     checked_at = loop.time()
     # Unfiltered underneath, so membership events reach the access check; filtered below.
     stream = subscribe(principal.tenant_id)
+    checked = _too_slow_is_rate_limited(stream)
     try:
-        async for event in stream:
+        async for event in checked:
             if _about(principal, event) or loop.time() - checked_at > ACCESS_RECHECK_SECONDS:
                 if not await _still_allowed(principal):
                     raise Unauthenticated("You no longer have access to this organization.")
@@ -412,4 +425,5 @@ async def activity(ctx: Context, types: list[str] | None) -> AsyncGenerator[Even
                 continue
             yield event
     finally:
+        await checked.aclose()
         await stream.aclose()

@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from gateway.events import EventBus, InProcessBus, RedisBus, create_bus
+from gateway.events import (
+    SUBSCRIBER_BUFFER,
+    EventBus,
+    InProcessBus,
+    RedisBus,
+    SubscriberTooSlow,
+    create_bus,
+)
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -92,3 +99,32 @@ async def test_close_ends_subscriptions(bus: EventBus) -> None:
     await bus.close()
     await asyncio.wait_for(task, 5)  # ends instead of hanging
     assert got == []
+
+
+async def test_a_subscriber_that_falls_behind_is_told_not_silently_skipped(bus: EventBus) -> None:
+    stream = bus.subscribe(["d"])
+    first = asyncio.create_task(stream.__anext__())
+
+    async def subscribed() -> bool:
+        return await bus.subscriber_count("d") >= 1
+
+    await until(subscribed)
+    for n in range(SUBSCRIBER_BUFFER + 2):  # one is taken by the waiting read
+        await bus.publish("d", {"n": n})
+    try:
+        await asyncio.wait_for(first, 10)  # delivered, or already too far behind
+    except SubscriberTooSlow:
+        await stream.aclose()
+        return
+
+    async def overflowed() -> bool:
+        try:
+            await asyncio.wait_for(stream.__anext__(), 0.5)
+        except SubscriberTooSlow:
+            return True
+        except TimeoutError:
+            return False
+        return False
+
+    await until(overflowed, limit=30)
+    await stream.aclose()
