@@ -52,7 +52,7 @@ class ActivityEvent:
     )
     data: JSON = strawberry.field(
         description="Details of the event; its shape depends on type. Keys are camelCase "
-        "and ids are global ids (`contactId`, `memberId`…), usable with `node(id:)`."
+        "and ids are global ids (`id`, `userId`…), usable with `node(id:)`."
     )
     occurred_at: dt.datetime = strawberry.field(description="When the change was committed.")
 
