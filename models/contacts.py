@@ -1,6 +1,11 @@
 """CRM contacts: people a tenant does business with."""
 
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
 from tortoise import fields
+from tortoise.queryset import QuerySet
 
 from models.base import TenantModel
 
@@ -22,3 +27,48 @@ class Contact(TenantModel):
         table = "crm_contacts"
         unique_together = (("tenant", "external_id"),)
         indexes = (("tenant", "name"), ("tenant", "owner"))
+
+
+# Plain-row reads for the CRM's hot list paths -------------------------------------------
+
+
+def _to_datetime(value: Any) -> dt.datetime | None:
+    """A stored datetime as an aware datetime (SQLite keeps ISO text, PostgreSQL datetimes)."""
+    if value is None:
+        return None
+    if not isinstance(value, dt.datetime):
+        value = dt.datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+async def plain_rows(qs: QuerySet[Any], columns: Sequence[str]) -> list[dict[str, Any]]:
+    """The rows of `qs` as plain dicts of `columns`, without building model objects.
+
+    For list reads and DataLoaders, where hydrating Tortoise objects (and Tortoise's
+    per-value conversion: iso8601 parsing, time-zone juggling) costs several times the
+    query. `qs` is built by the caller through `models.tenancy.scoped`, so the tenant
+    filter, ordering and limit are in the SQL exactly as for `await qs`. Values are
+    as stored, except datetimes (aware, UTC) and decimals, converted here.
+    """
+    query = qs.values_list(*columns)
+    query._choose_db_if_not_chosen()
+    query._make_query()
+    sql, params = query.query.get_parameterized_sql()
+    _, rows = await query._db.execute_query(sql, params)
+    fields_map = qs.model._meta.fields_map
+    converters = [
+        (i, _to_datetime)
+        if isinstance(fields_map.get(c), fields.DatetimeField)
+        else (i, fields_map[c].to_python_value)
+        if isinstance(fields_map.get(c), fields.DecimalField)
+        else None
+        for i, c in enumerate(columns)
+    ]
+    convert = [c for c in converters if c is not None]
+    out = []
+    for row in rows:
+        values = list(row.values()) if isinstance(row, dict) else list(row)
+        for i, fn in convert:
+            values[i] = fn(values[i])
+        out.append(dict(zip(columns, values, strict=True)))
+    return out

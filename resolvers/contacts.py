@@ -8,6 +8,7 @@ DataLoaders for users and contacts, and the batch upsert engine used by CRM sync
 from __future__ import annotations
 
 import base64
+import json
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -21,13 +22,19 @@ from tortoise.transactions import in_transaction
 
 from gateway.errors import BadUserInput, GatewayError, NotFound
 from models.accounts import User
-from models.contacts import Contact
+from models.contacts import Contact, plain_rows
 from models.members import Membership
 from models.tenancy import get_scoped, scoped
 from resolvers.accounts import EMAIL_RE
 from resolvers.context import Context
 from resolvers.events import emit
-from resolvers.pagination import Order, Page, paginate
+from resolvers.pagination import (
+    Order,
+    Page,
+    _encode_value,
+    check_page_size,
+    decode_cursor,
+)
 
 MAX_UPSERT_ITEMS = 500
 ITEM_ERROR = "_error"  # an item key the schema sets when it could not decode the item
@@ -202,6 +209,9 @@ async def require_contact(tenant_id: int, contact_id: int | None, field_name: st
 
 
 def _users_loader(ctx: Context) -> Any:
+    existing = ctx._loaders.get("crm.users")  # called once per row of a list: no closure
+    if existing is not None:
+        return existing
     tenant_id = ctx.tenant_id
 
     async def batch(ids: list[int]) -> list[User | None]:
@@ -240,7 +250,68 @@ async def load_contact(ctx: Context, contact_id: int | None) -> Contact | None:
     return result
 
 
+# Plain-row pages -----------------------------------------------------------------------
+
+
+async def paginate_rows(
+    query: Any,
+    columns: tuple[str, ...],
+    *,
+    first: int | None,
+    after: str | None,
+    max_page: int,
+    order: Order,
+) -> Page[Any]:
+    """`resolvers.pagination.paginate` for list reads that need no model objects: the
+    same keyset SQL and the same cursors, with the items as plain dicts of `columns`
+    (see `models.contacts.plain_rows`)."""
+    limit = check_page_size(first, max_page)
+    paged = query
+    if after:
+        value, last_id = decode_cursor(after)
+        op = "lt" if order.descending else "gt"
+        if order.field == "id":
+            paged = paged.filter(**{f"id__{op}": last_id})
+        else:
+            paged = paged.filter(
+                Q(**{f"{order.field}__{op}": value})
+                | Q(**{order.field: value, f"id__{op}": last_id})
+            )
+    prefix = "-" if order.descending else ""
+    ordering = [f"{prefix}{order.field}"] + ([f"{prefix}id"] if order.field != "id" else [])
+    rows = await plain_rows(paged.order_by(*ordering).limit(limit + 1), columns) if limit else []
+    has_next = len(rows) > limit
+    rows = rows[:limit]
+    field = order.field
+    return Page(
+        items=rows,
+        cursors=[
+            base64.urlsafe_b64encode(
+                json.dumps([_encode_value(r[field]), r["id"]], separators=(",", ":")).encode()
+            ).decode()
+            for r in rows
+        ],
+        has_next=has_next,
+        has_previous=after is not None,
+        query=query,
+    )
+
+
 # Contacts ---------------------------------------------------------------------------
+
+# What the Contact type shows; list reads select exactly these.
+CONTACT_COLUMNS = (
+    "id",
+    "name",
+    "email",
+    "phone",
+    "company",
+    "notes",
+    "external_id",
+    "owner_id",
+    "created_at",
+    "updated_at",
+)
 
 
 @dataclass
@@ -257,7 +328,15 @@ async def list_contacts(
     filter: ContactFilter | None,
     order_field: str = "created_at",
     descending: bool = False,
-) -> Page[Contact]:
+    with_owner: bool = False,
+    with_open_tasks: bool = False,
+) -> Page[Any]:
+    """A page of contacts as plain dicts of CONTACT_COLUMNS.
+
+    `with_owner` / `with_open_tasks` (the caller asks for them) add `owner` (a User or
+    None) and `open_tasks` (plain task dicts) to each item, loaded for the whole page
+    through the request's DataLoaders (one statement each, cached for the request):
+    the per-contact fields then answer without waiting on a loader each."""
     tenant_id = ctx.require("crm:read").tenant_id
     order = order_of(order_field, descending, CONTACT_ORDER_FIELDS)
     qs = scoped(Contact, tenant_id)
@@ -277,9 +356,28 @@ async def list_contacts(
     if f.owner_id is not None:
         await require_member(tenant_id, f.owner_id, "filter.ownerId")
         qs = qs.filter(owner_id=f.owner_id)
-    return await paginate(
-        qs, first=first, after=after, max_page=ctx.settings.max_page_size, order=order
+    page = await paginate_rows(
+        qs,
+        CONTACT_COLUMNS,
+        first=first,
+        after=after,
+        max_page=ctx.settings.max_page_size,
+        order=order,
     )
+    rows = page.items
+    if with_owner and rows:
+        owner_ids = {r["owner_id"] for r in rows if r["owner_id"] is not None}
+        users = await _users_loader(ctx).load_many(list(owner_ids))
+        found = dict(zip(owner_ids, users, strict=True))
+        for r in rows:
+            r["owner"] = found.get(r["owner_id"])
+    if with_open_tasks and rows:
+        from resolvers.tasks import open_tasks_loader  # tasks imports this module
+
+        tasks = await open_tasks_loader(ctx, "contact_id").load_many([r["id"] for r in rows])
+        for r, open_tasks in zip(rows, tasks, strict=True):
+            r["open_tasks"] = open_tasks
+    return page
 
 
 async def get_contact(ctx: Context, contact_id: int) -> Contact:

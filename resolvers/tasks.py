@@ -9,6 +9,7 @@ from typing import Any
 from tortoise.transactions import in_transaction
 
 from gateway.errors import BadUserInput, NotFound
+from models.contacts import plain_rows
 from models.leads import Lead
 from models.tasks import Task, TaskStatus
 from models.tenancy import get_scoped, scoped
@@ -33,35 +34,59 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _open_first(task: Task) -> tuple[dt.datetime, int]:
-    return (task.due_at or _FAR_FUTURE, task.id)
+# What the Task type shows; list reads and loaders select exactly these.
+TASK_COLUMNS = (
+    "id",
+    "title",
+    "description",
+    "status",
+    "due_at",
+    "completed_at",
+    "created_at",
+    "updated_at",
+    "assignee_id",
+    "lead_id",
+    "contact_id",
+)
 
 
-def _open_tasks_loader(ctx: Context, link: str) -> Any:
-    """Open tasks per contact (or per lead) id, soonest due first; one query per batch."""
+def _open_first(task: dict[str, Any]) -> tuple[dt.datetime, int]:
+    return (task["due_at"] or _FAR_FUTURE, task["id"])
+
+
+def open_tasks_loader(ctx: Context, link: str) -> Any:
+    """Open tasks (plain dicts of TASK_COLUMNS) per contact (or per lead) id, soonest due
+    first; one query per batch."""
+    name = f"crm.open_tasks.{link}"
+    existing = ctx._loaders.get(name)
+    if existing is not None:
+        return existing
     tenant_id = ctx.tenant_id
 
-    async def batch(ids: list[int]) -> list[list[Task]]:
-        rows = await scoped(Task, tenant_id).filter(
-            **{f"{link}__in": list(set(ids))}, status=TaskStatus.OPEN
+    async def batch(ids: list[int]) -> list[list[dict[str, Any]]]:
+        rows = await plain_rows(
+            scoped(Task, tenant_id).filter(
+                **{f"{link}__in": list(set(ids))}, status=TaskStatus.OPEN
+            ),
+            TASK_COLUMNS,
         )
-        grouped: dict[int, list[Task]] = {i: [] for i in ids}
+        grouped: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
         for row in rows:
-            grouped[getattr(row, link)].append(row)
+            grouped[row[link]].append(row)
         for tasks in grouped.values():
             tasks.sort(key=_open_first)
         return [grouped[i] for i in ids]
 
-    return ctx.loader(f"crm.open_tasks.{link}", batch)
+    return ctx.loader(name, batch)
 
 
-async def open_tasks_of_contact(ctx: Context, contact_id: int) -> list[Task]:
-    result: list[Task] = await _open_tasks_loader(ctx, "contact_id").load(contact_id)
+async def open_tasks_of_contact(ctx: Context, contact_id: int) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = await open_tasks_loader(ctx, "contact_id").load(contact_id)
     return result
 
 
-async def open_tasks_of_lead(ctx: Context, lead_id: int) -> list[Task]:
-    result: list[Task] = await _open_tasks_loader(ctx, "lead_id").load(lead_id)
+async def open_tasks_of_lead(ctx: Context, lead_id: int) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = await open_tasks_loader(ctx, "lead_id").load(lead_id)
     return result
 
 

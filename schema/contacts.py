@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, cast
 
 import strawberry
 from strawberry import relay
 from strawberry.types import Info
+from strawberry.types.nodes import SelectedField
 
 from gateway.errors import GatewayError
 from models import contacts as models
@@ -86,6 +87,27 @@ def optional_id(gid: relay.GlobalID | None, type_name: str) -> int | None:
     return None if gid is None else decode_id(gid, type_name)
 
 
+NOT_LOADED: Any = object()  # a relation the list read did not load
+
+
+def selects(info: Info, *path: str) -> bool:
+    """Whether the operation selects `path` (camelCase names) under this field, looking
+    through fragments. Used to load a list's relations with its page."""
+    level: list[Any] = list(info.selected_fields)
+    for name in path:
+        found: list[Any] = []
+        while level:
+            sel = level.pop()
+            if not isinstance(sel, SelectedField):
+                level.extend(sel.selections)  # a fragment: look inside
+            elif sel.name == name:
+                found.extend(sel.selections)
+        if not found:
+            return False
+        level = found
+    return True
+
+
 FIRST = Annotated[
     int | None, strawberry.argument(description="Page size (default 20, at most MAX_PAGE_SIZE).")
 ]
@@ -114,6 +136,9 @@ class Contact(ModelNode):
     created_at: dt.datetime = strawberry.field(description="When it was created.")
     updated_at: dt.datetime = strawberry.field(description="When it last changed.")
     _owner_id: strawberry.Private[int | None] = None
+    # Loaded with the page when the query asks for them (see `contacts`); else NOT_LOADED.
+    _owner: strawberry.Private[Any] = NOT_LOADED
+    _open_tasks: strawberry.Private[Any] = NOT_LOADED
 
     @classmethod
     def from_row(cls, row: Any) -> Contact:
@@ -130,18 +155,59 @@ class Contact(ModelNode):
             _owner_id=row.owner_id,
         )
 
+    @classmethod
+    def from_values(cls, row: dict[str, Any], users: dict[int, User] | None = None) -> Contact:
+        """From a plain row (`resolvers.contacts.CONTACT_COLUMNS`) of a list read, with its
+        `owner` / `open_tasks` when the read loaded them (`users` shares User objects)."""
+        owner: Any = NOT_LOADED
+        if "owner" in row:
+            owner = row["owner"]
+            if owner is not None:
+                users = {} if users is None else users
+                owner = users.get(owner.id) or users.setdefault(owner.id, User.from_row(owner))
+        open_tasks: Any = NOT_LOADED
+        if "open_tasks" in row:
+            from schema.tasks import Task
+
+            open_tasks = [Task.from_values(t) for t in row["open_tasks"]]
+        return cls(
+            id=row["id"],
+            name=row["name"],
+            email=row["email"],
+            phone=row["phone"],
+            company=row["company"],
+            notes=row["notes"],
+            external_id=row["external_id"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            _owner_id=row["owner_id"],
+            _owner=owner,
+            _open_tasks=open_tasks,
+        )
+
+    # Plain (not async) resolvers: a list page that loaded the relation answers at once,
+    # with no coroutine per contact; otherwise they return the DataLoader's awaitable.
     @strawberry.field(description="The member who owns this contact; null when unassigned.")
-    async def owner(self, info: Info) -> User | None:
+    def owner(self, info: Info) -> User | None:
+        if self._owner is not NOT_LOADED:
+            return cast("User | None", self._owner)
+        return cast("User | None", self._load_owner(info))
+
+    async def _load_owner(self, info: Info) -> User | None:
         row = await crm.load_user(info.context, self._owner_id)
         return None if row is None else User.from_row(row)
 
     @strawberry.field(description="Open tasks about this contact, soonest due first.")
-    async def open_tasks(self, info: Info) -> list[TaskRef]:
+    def open_tasks(self, info: Info) -> list[TaskRef]:
+        if self._open_tasks is not NOT_LOADED:
+            return cast("list[Task]", self._open_tasks)
+        return cast("list[Task]", self._load_open_tasks(info))
+
+    async def _load_open_tasks(self, info: Info) -> list[Task]:
         from schema.tasks import Task
 
-        return [
-            Task.from_row(t) for t in await crm_tasks.open_tasks_of_contact(info.context, self.id)
-        ]
+        rows = await crm_tasks.open_tasks_of_contact(info.context, self.id)
+        return [Task.from_values(t) for t in rows]
 
 
 @strawberry.enum(description="Fields contacts can be ordered by.")
@@ -318,8 +384,11 @@ class Query:
             filter=contact_filter(filter),
             order_field=order.field.value,
             descending=order.direction is OrderDirection.DESC,
+            with_owner=selects(info, "contacts", "edges", "node", "owner"),
+            with_open_tasks=selects(info, "contacts", "edges", "node", "openTasks"),
         )
-        return Connection.of(page, Contact.from_row)
+        users: dict[int, User] = {}
+        return Connection.of(page, lambda row: Contact.from_values(row, users))
 
 
 @strawberry.type

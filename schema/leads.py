@@ -96,7 +96,8 @@ class Lead(ModelNode):
     async def open_tasks(self, info: Info) -> list[TaskRef]:
         from schema.tasks import Task
 
-        return [Task.from_row(t) for t in await crm_tasks.open_tasks_of_lead(info.context, self.id)]
+        rows = await crm_tasks.open_tasks_of_lead(info.context, self.id)
+        return [Task.from_values(t) for t in rows]
 
 
 @strawberry.enum(description="Fields leads can be ordered by.")

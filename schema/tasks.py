@@ -59,6 +59,23 @@ class Task(ModelNode):
             _contact_id=row.contact_id,
         )
 
+    @classmethod
+    def from_values(cls, row: dict[str, Any]) -> Task:
+        """From a plain row (`resolvers.tasks.TASK_COLUMNS`) of a list read or loader."""
+        return cls(
+            id=row["id"],
+            title=row["title"],
+            description=row["description"],
+            status=TaskStatus(row["status"]),
+            due_at=row["due_at"],
+            completed_at=row["completed_at"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            _assignee_id=row["assignee_id"],
+            _lead_id=row["lead_id"],
+            _contact_id=row["contact_id"],
+        )
+
     @strawberry.field(description="The member who should do it; null when unassigned.")
     async def assignee(self, info: Info) -> User | None:
         row = await crm.load_user(info.context, self._assignee_id)

@@ -251,3 +251,30 @@ async def test_task_filters_and_pages(client, owner):
     ]
     paged = await all_pages(client, owner.token, "tasks", "", 2)
     assert [n["id"] for n in paged] == [early["id"], late["id"], undated["id"]]
+
+
+CONTACTS_THROUGH_FRAGMENTS = """query($first: Int!) {
+  contacts(first: $first) { edges { node { ...C } } }
+  leads { edges { node { contact { name owner { name } openTasks { title } } } } }
+}
+fragment C on Contact { name ... on Contact { owner { name } } openTasks { title } }"""
+
+
+async def test_relations_through_fragments_and_other_paths_agree(client, owner):
+    """The page loads owner/openTasks with the contacts when selected (also through
+    fragments); contacts reached another way (a lead's contact) load them on demand."""
+    await _seed_contacts(client, owner, 5, 0)
+    first = (await gql(client, CONTACTS_WITH_RELATIONS, {"first": 5}, token=owner.token))["data"]
+    contact_id = (
+        await gql(client, "{ contacts(first: 1) { edges { node { id } } } }", token=owner.token)
+    )["data"]["contacts"]["edges"][0]["node"]["id"]
+    await create_lead(client, owner.token, contactId=contact_id)
+    with count_statements() as seen:
+        body = await gql(client, CONTACTS_THROUGH_FRAGMENTS, {"first": 5}, token=owner.token)
+    assert "errors" not in body, body
+    assert body["data"]["contacts"] == first["contacts"]
+    via_lead = body["data"]["leads"]["edges"][0]["node"]["contact"]
+    assert via_lead == first["contacts"]["edges"][0]["node"]
+    # contacts page + owners + open tasks; leads page + their contacts (owners and open
+    # tasks of those come from the request's loader caches or one batch each).
+    assert len(seen) <= 7, seen
