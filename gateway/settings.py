@@ -145,6 +145,7 @@ class Settings(BaseSettings):
     job_lease_seconds: float = Field(30.0, ge=0.5)
     job_poll_seconds: float = Field(1.0, gt=0)
     worker_concurrency: int = Field(4, ge=1)
+    database_pool_size: int = Field(20, ge=2, le=500)
     worker_shutdown_grace_seconds: float = Field(10.0, ge=0)
     outbox_poll_seconds: float = Field(1.0, gt=0)
     job_retention_days: int = Field(14, ge=1)  # succeeded jobs, published events
@@ -284,8 +285,13 @@ class Settings(BaseSettings):
             path = url.removeprefix("sqlite://")
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-        elif url.startswith("postgresql://"):
-            url = "postgres://" + url.removeprefix("postgresql://")
+        else:
+            if url.startswith("postgresql://"):
+                url = "postgres://" + url.removeprefix("postgresql://")
+            # Tortoise's asyncpg pool defaults to 5 connections: too few for the worker's
+            # concurrent jobs plus requests. An explicit maxsize in the URL wins.
+            if "maxsize=" not in url:
+                url += ("&" if "?" in url else "?") + f"maxsize={self.database_pool_size}"
         return {
             "connections": {"default": url},
             "apps": {
