@@ -8,6 +8,7 @@ import getpass
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from gateway.settings import SettingsError, get_settings
 
@@ -58,12 +59,30 @@ def cmd_makemigrations(args: argparse.Namespace) -> int:
     """Developer command: write a migration for model changes (Tortoise's own autodetector)."""
     from tortoise.cli.cli import main as tortoise_main
 
-    _settings()
+    settings = _settings()
+    if args.check:
+        pending = asyncio.run(_pending_migrations(settings))
+        if pending:
+            print("models changed without a migration: " + ", ".join(pending), file=sys.stderr)
+            return 1
+        print("No changes detected")
+        return 0
     sys.argv = ["tortoise", "-c", "gateway.tortoise_config.TORTOISE_ORM", "makemigrations"]
     if args.name:
         sys.argv += ["--name", args.name]
     tortoise_main()
     return 0
+
+
+async def _pending_migrations(settings: Any) -> list[str]:
+    """What makemigrations would write, without writing it."""
+    from tortoise.cli.cli import tortoise_cli_context
+    from tortoise.migrations.autodetector import MigrationAutodetector
+
+    config = settings.tortoise_config()
+    async with tortoise_cli_context(config) as ctx:
+        writers = await MigrationAutodetector(ctx.apps, config["apps"]).changes()
+    return [f"{w.app_label}.{w.name}" for w in writers]
 
 
 def cmd_export_schema(args: argparse.Namespace) -> int:
@@ -246,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mk = sub.add_parser("makemigrations", help="(developers) write a migration for model changes")
     mk.add_argument("--name", default=None)
+    mk.add_argument("--check", action="store_true", help="fail if models need a migration; write nothing")
     mk.set_defaults(func=cmd_makemigrations)
     exp = sub.add_parser("export-schema", help="write the GraphQL SDL (schema.graphql)")
     exp.add_argument("--output", "-o", default="schema.graphql")

@@ -16,7 +16,7 @@ def test_migrations_match_models(tmp_path):
     """Tortoise's autodetector finds nothing to migrate: the checked-in migrations are complete."""
     env = {"DATABASE_URL": f"sqlite://{tmp_path}/drift.sqlite3", "PATH": "/usr/bin:/bin"}
     out = subprocess.run(
-        [sys.executable, "-c", "from gateway.cli import main; main(['makemigrations'])"],
+        [sys.executable, "-c", "from gateway.cli import main; main(['makemigrations', '--check'])"],
         cwd=ROOT,
         env=env,
         capture_output=True,
