@@ -46,7 +46,7 @@ class Conversation(TenantModel):
 
     class Meta:
         table = "ai_conversations"
-        indexes = (("tenant", "owner", "updated_at"),)
+        indexes = (("tenant_id", "owner_id", "updated_at"),)
 
 
 class ChatMessage(TenantModel):
@@ -62,7 +62,7 @@ class ChatMessage(TenantModel):
 
     class Meta:
         table = "ai_messages"
-        indexes = (("tenant", "conversation", "id"),)
+        indexes = (("tenant_id", "conversation_id", "id"),)
 
 
 class AiUsage(TenantModel):
@@ -92,4 +92,4 @@ class AiUsage(TenantModel):
 
     class Meta:
         table = "ai_usage"
-        indexes = (("tenant", "created_at"),)
+        indexes = (("tenant_id", "created_at"),)

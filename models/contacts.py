@@ -25,8 +25,8 @@ class Contact(TenantModel):
 
     class Meta:
         table = "crm_contacts"
-        unique_together = (("tenant", "external_id"),)
-        indexes = (("tenant", "name"), ("tenant", "owner"))
+        unique_together = (("tenant_id", "external_id"),)
+        indexes = (("tenant_id", "name"), ("tenant_id", "owner_id"))
 
 
 # Plain-row reads for the CRM's hot list paths -------------------------------------------

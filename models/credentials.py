@@ -37,7 +37,7 @@ class Credential(TenantModel):
 
     class Meta:
         table = "credentials"
-        unique_together = (("tenant", "provider", "slot"),)
+        unique_together = (("tenant_id", "provider", "slot"),)
 
 
 # Every (model, column) holding a vault token; `switchboard rotate-vault-key` re-encrypts

@@ -36,5 +36,5 @@ class Lead(TenantModel):
 
     class Meta:
         table = "crm_leads"
-        unique_together = (("tenant", "external_id"),)
-        indexes = (("tenant", "status"), ("tenant", "owner"))
+        unique_together = (("tenant_id", "external_id"),)
+        indexes = (("tenant_id", "status"), ("tenant_id", "owner_id"))

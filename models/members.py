@@ -16,11 +16,11 @@ class Membership(TenantModel):
 
     class Meta:
         table = "memberships"
-        unique_together = (("user", "tenant"),)
+        unique_together = (("user_id", "tenant_id"),)
 
 
 class Invitation(TenantModel):
-    """Single-use, expiring invitation to join a tenant; the token is stored hashed."""
+    """Single-use, expiring invitation to join a tenant. The token is stored hashed."""
 
     email = fields.CharField(max_length=320, db_index=True)  # lower-cased
     role = fields.CharField(max_length=16)

@@ -35,7 +35,7 @@ class Task(TenantModel):
     class Meta:
         table = "crm_tasks"
         indexes = (
-            ("tenant", "contact", "status"),
-            ("tenant", "lead", "status"),
-            ("tenant", "assignee"),
+            ("tenant_id", "contact_id", "status"),
+            ("tenant_id", "lead_id", "status"),
+            ("tenant_id", "assignee_id"),
         )

@@ -64,7 +64,8 @@ class WebhookInbox(TimestampedModel):
     event_id = fields.CharField(max_length=255)
     event_type = fields.CharField(max_length=100)
     payload: fields.Field[Any] = fields.JSONField()
-    headers: fields.Field[dict[str, str]] = fields.JSONField(default=dict)  # the signature-related headers, for audit
+    # the signature-related headers, for audit
+    headers: fields.Field[dict[str, str]] = fields.JSONField(default=dict)
     status = fields.CharField(max_length=16, default=InboxStatus.RECEIVED.value)
     attempts = fields.IntField(default=0)
     error = fields.TextField(null=True)

@@ -144,7 +144,7 @@ class Migration(migrations.Migration):
                 ('owner', fields.ForeignKeyField('switchboard.User', source_field='owner_id', null=True, db_constraint=True, to_field='id', related_name=False, on_delete=OnDelete.SET_NULL)),
                 ('external_id', fields.CharField(null=True, max_length=200)),
             ],
-            options={'table': 'crm_contacts', 'app': 'switchboard', 'unique_together': (('tenant', 'external_id'),), 'indexes': [Index(fields=['tenant', 'name']), Index(fields=['tenant', 'owner'])], 'pk_attr': 'id'},
+            options={'table': 'crm_contacts', 'app': 'switchboard', 'unique_together': (('tenant_id', 'external_id'),), 'indexes': [Index(fields=['tenant_id', 'name']), Index(fields=['tenant_id', 'owner_id'])], 'pk_attr': 'id'},
             bases=['TenantModel'],
         ),
         ops.CreateModel(
@@ -159,7 +159,7 @@ class Migration(migrations.Migration):
                 ('title', fields.CharField(default='', max_length=200)),
                 ('model', fields.CharField(max_length=64)),
             ],
-            options={'table': 'ai_conversations', 'app': 'switchboard', 'indexes': [Index(fields=['tenant', 'owner', 'updated_at'])], 'pk_attr': 'id'},
+            options={'table': 'ai_conversations', 'app': 'switchboard', 'indexes': [Index(fields=['tenant_id', 'owner_id', 'updated_at'])], 'pk_attr': 'id'},
             bases=['TenantModel'],
         ),
         ops.CreateModel(
@@ -185,7 +185,7 @@ class Migration(migrations.Migration):
                 ('outcome', fields.CharEnumField(description='COMPLETE: COMPLETE\nINTERRUPTED: INTERRUPTED\nFAILED: FAILED', enum_type=UsageOutcome, max_length=16)),
                 ('error_code', fields.CharField(null=True, max_length=64)),
             ],
-            options={'table': 'ai_usage', 'app': 'switchboard', 'indexes': [Index(fields=['tenant', 'created_at'])], 'pk_attr': 'id', 'table_description': "One completion's bill: who, which model, how many tokens, how long, how much."},
+            options={'table': 'ai_usage', 'app': 'switchboard', 'indexes': [Index(fields=['tenant_id', 'created_at'])], 'pk_attr': 'id', 'table_description': "One completion's bill: who, which model, how many tokens, how long, how much."},
             bases=['TenantModel'],
         ),
         ops.CreateModel(
@@ -202,7 +202,7 @@ class Migration(migrations.Migration):
                 ('finish_reason', fields.CharField(null=True, max_length=32)),
                 ('model', fields.CharField(null=True, max_length=64)),
             ],
-            options={'table': 'ai_messages', 'app': 'switchboard', 'indexes': [Index(fields=['tenant', 'conversation', 'id'])], 'pk_attr': 'id'},
+            options={'table': 'ai_messages', 'app': 'switchboard', 'indexes': [Index(fields=['tenant_id', 'conversation_id', 'id'])], 'pk_attr': 'id'},
             bases=['TenantModel'],
         ),
         ops.CreateModel(
@@ -220,7 +220,7 @@ class Migration(migrations.Migration):
                 ('field_names', fields.CharField(default='', max_length=300)),
                 ('set_by', fields.ForeignKeyField('switchboard.User', source_field='set_by_id', null=True, db_constraint=True, to_field='id', related_name=False, on_delete=OnDelete.SET_NULL)),
             ],
-            options={'table': 'credentials', 'app': 'switchboard', 'unique_together': (('tenant', 'provider', 'slot'),), 'pk_attr': 'id'},
+            options={'table': 'credentials', 'app': 'switchboard', 'unique_together': (('tenant_id', 'provider', 'slot'),), 'pk_attr': 'id'},
             bases=['TenantModel'],
         ),
         ops.CreateModel(
@@ -252,7 +252,7 @@ class Migration(migrations.Migration):
                 ('accepted_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
                 ('revoked_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
-            options={'table': 'invitations', 'app': 'switchboard', 'pk_attr': 'id', 'table_description': 'Single-use, expiring invitation to join a tenant; the token is stored hashed.'},
+            options={'table': 'invitations', 'app': 'switchboard', 'pk_attr': 'id', 'table_description': 'Single-use, expiring invitation to join a tenant. The token is stored hashed.'},
             bases=['TenantModel'],
         ),
         ops.CreateModel(
@@ -272,7 +272,7 @@ class Migration(migrations.Migration):
                 ('closed_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
                 ('external_id', fields.CharField(null=True, max_length=200)),
             ],
-            options={'table': 'crm_leads', 'app': 'switchboard', 'unique_together': (('tenant', 'external_id'),), 'indexes': [Index(fields=['tenant', 'status']), Index(fields=['tenant', 'owner'])], 'pk_attr': 'id'},
+            options={'table': 'crm_leads', 'app': 'switchboard', 'unique_together': (('tenant_id', 'external_id'),), 'indexes': [Index(fields=['tenant_id', 'status']), Index(fields=['tenant_id', 'owner_id'])], 'pk_attr': 'id'},
             bases=['TenantModel'],
         ),
         ops.CreateModel(
@@ -285,7 +285,7 @@ class Migration(migrations.Migration):
                 ('user', fields.ForeignKeyField('switchboard.User', source_field='user_id', db_constraint=True, to_field='id', related_name=False, on_delete=OnDelete.CASCADE)),
                 ('role', fields.CharField(max_length=16)),
             ],
-            options={'table': 'memberships', 'app': 'switchboard', 'unique_together': (('user', 'tenant'),), 'pk_attr': 'id', 'table_description': "A user's role in one tenant. Tenant-owned, so it is read through `models.tenancy`."},
+            options={'table': 'memberships', 'app': 'switchboard', 'unique_together': (('user_id', 'tenant_id'),), 'pk_attr': 'id', 'table_description': "A user's role in one tenant. Tenant-owned, so it is read through `models.tenancy`."},
             bases=['TenantModel'],
         ),
         ops.CreateModel(
@@ -320,7 +320,7 @@ class Migration(migrations.Migration):
                 ('lead', fields.ForeignKeyField('switchboard.Lead', source_field='lead_id', null=True, db_constraint=True, to_field='id', related_name=False, on_delete=OnDelete.SET_NULL)),
                 ('contact', fields.ForeignKeyField('switchboard.Contact', source_field='contact_id', null=True, db_constraint=True, to_field='id', related_name=False, on_delete=OnDelete.SET_NULL)),
             ],
-            options={'table': 'crm_tasks', 'app': 'switchboard', 'indexes': [Index(fields=['tenant', 'contact', 'status']), Index(fields=['tenant', 'lead', 'status']), Index(fields=['tenant', 'assignee'])], 'pk_attr': 'id'},
+            options={'table': 'crm_tasks', 'app': 'switchboard', 'indexes': [Index(fields=['tenant_id', 'contact_id', 'status']), Index(fields=['tenant_id', 'lead_id', 'status']), Index(fields=['tenant_id', 'assignee_id'])], 'pk_attr': 'id'},
             bases=['TenantModel'],
         ),
         ops.CreateModel(
