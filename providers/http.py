@@ -27,6 +27,11 @@ One `ProviderHTTP` per provider (the registry hands them out) owns:
 Vendor clients build URLs and headers, call `request()`, and get a
 `ProviderResponse` for 2xx/3xx or a `ProviderError`. A vendor with its own error
 body shape passes `parse_error=` (status, headers, body) -> (vendor_code, message).
+
+A client built on a vendor SDK (which brings its own HTTP transport) gets the same
+admission and bookkeeping from `guard()` (a `CallGuard`): rate budget, breakers and a
+concurrency slot before each attempt, breaker outcome, retries, metrics, health stats
+and `on_failure` hooks from what the attempt raised (see `CallGuard`).
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self, TypeVar
 
 import aiohttp
 from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
@@ -72,8 +77,10 @@ log = logging.getLogger("switchboard.providers")
 
 FailureHook = Callable[[FailureEvent], Awaitable[None] | None]
 ErrorParser = Callable[[int, Mapping[str, str], bytes], tuple[str | None, str]]
+Classifier = Callable[[BaseException, str], ProviderError]
 
 MAX_MESSAGE = 500
+T = TypeVar("T")
 RECENT_WINDOW = 300.0  # seconds of failures the health snapshot counts
 
 
@@ -351,6 +358,35 @@ class ProviderHTTP:
         stats.last_success_at = time.time()
         return response
 
+    def guard(
+        self,
+        operation: str,
+        *,
+        credential: str | None = None,
+        idempotent: bool,
+        classify: Classifier | None = None,
+        slot: asyncio.Semaphore | None = None,
+        queue_timeout: float | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> CallGuard:
+        """This layer around one logical call made through a vendor SDK (see `CallGuard`).
+
+        `credential`: the secret the call uses (only its fingerprint is kept), for the
+        per-credential breaker and rate budget. `classify(exc, operation)` turns what the
+        SDK raised into a `ProviderError` (default: `classify_unexpected`). `slot`: a
+        semaphore to queue on instead of the provider's own (e.g. one per key), for at
+        most `queue_timeout` seconds (default: the attempt's total timeout)."""
+        return CallGuard(
+            self,
+            operation,
+            credential=credential,
+            idempotent=idempotent,
+            classify=classify,
+            slot=slot,
+            queue_timeout=queue_timeout,
+            labels=labels,
+        )
+
     async def _retry(
         self,
         attempt: Callable[[], Awaitable[ProviderResponse]],
@@ -590,11 +626,7 @@ class ProviderHTTP:
     async def _breaker_success(
         self, admission: tuple[bool, bool], cred_name: str | None, *, provider_ok: bool = True
     ) -> None:
-        """The vendor answered: the provider is up (and the key, when `cred_name`).
-
-        providers/openai.py (SDK-based, no `request()`) calls this and its siblings
-        `_take_budget`, `_admit`, `_release_probe`, `_breaker_failure`,
-        `_credential_failure`, `_failed`, `_count`: keep their signatures stable."""
+        """The vendor answered: the provider is up (and the key, when `cred_name`)."""
         policy = self.config.breaker
         if provider_ok:
             state = await self.breakers.success(self.name, policy, admission[0])
@@ -687,3 +719,214 @@ class ProviderHTTP:
 
 
 _ADMIT_NONE = Admission(True)
+_NOTHING_SENT = frozenset({"connect_failed", "local_concurrency"})
+
+
+def classify_unexpected(provider: str, exc: BaseException, operation: str) -> ProviderError:
+    """The default `classify` of `ProviderHTTP.guard()`: a ProviderError stays as it is;
+    anything else is an unexpected client failure (not retried, counted against the
+    vendor's breaker as an unknown outcome)."""
+    if isinstance(exc, ProviderError):
+        return exc
+    return ProviderError(
+        provider, operation, vendor_code="client_error",
+        message=f"unexpected {type(exc).__name__} from the client", retryable=False,
+    )  # fmt: skip
+
+
+class CallGuard:
+    """`ProviderHTTP.request()`'s admission and bookkeeping around a vendor SDK's call.
+
+        async with http.guard("chat.completions", credential=key, idempotent=False,
+                              classify=to_provider_error) as call:
+            completion = await call.attempt(lambda: client.chat.completions.create(...))
+
+    `attempt(fn)` makes the call, in as many tries as the retry policy allows. Before
+    each try: one unit of the outbound rate budget for the credential, the
+    credential's then the provider's breaker, then a concurrency slot. Refusals there
+    (`RateLimitedLocally`, `CircuitOpen`, `local_concurrency`) end the call at once.
+    A try that raises is classified into a `ProviderError` and recorded on the
+    breakers (5xx, 408 and errors without a status count against the provider; a
+    401/403 against the credential only; other 4xx as the vendor being up), then
+    retried after the vendor's `Retry-After` or a jittered backoff when the error is
+    retryable and the retry is safe (the call is idempotent, nothing was sent, or a
+    429), within the policy's attempts and budget; otherwise the call's failure is
+    reported (metrics, health stats, `on_failure` hooks) and the error raised.
+
+    After a successful try the slot stays held until the block ends, so a stream holds
+    it while it is read. A failure seen after the try (mid-stream) goes to `fail(exc)`,
+    which records it at once and returns the `ProviderError` to raise. Leaving the
+    block without an exception, or by cancellation (the consumer left; the vendor was
+    fine), records the success: breakers, latency and success metrics. An exception
+    the block raises that was not passed to `fail()` is the caller's own: the slot is
+    released and nothing is recorded.
+    """
+
+    def __init__(
+        self,
+        http: ProviderHTTP,
+        operation: str,
+        *,
+        credential: str | None,
+        idempotent: bool,
+        classify: Classifier | None,
+        slot: asyncio.Semaphore | None,
+        queue_timeout: float | None,
+        labels: Mapping[str, str] | None,
+    ) -> None:
+        self.http = http
+        self.operation = operation
+        self.idempotent = idempotent
+        self.fingerprint = _cached_fingerprint(credential) if credential else None
+        self.attempts = 0
+        self.started = time.perf_counter()
+        self._classify = classify
+        self._cred_name = (
+            f"{http.name}:cred:{self.fingerprint}" if self.fingerprint is not None else None
+        )
+        self._slot = slot
+        self._queue_timeout = queue_timeout
+        self._labels = labels
+        self._admission: tuple[bool, bool] | None = None  # held from a successful try
+        self._held: asyncio.Semaphore | None = None
+        self._finished = False  # the outcome is recorded
+
+    async def __aenter__(self) -> Self:
+        self.started = time.perf_counter()
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        admission, self._admission = self._admission, None
+        self._release_slot()
+        if admission is None or self._finished:
+            return
+        self._finished = True
+        if exc_type is not None and issubclass(exc_type, Exception):
+            return  # the caller's own failure, not the vendor's
+        # Completed, or the consumer left (cancellation): the vendor was fine.
+        await asyncio.shield(self.http._breaker_success(admission, self._cred_name))
+        self._record_success()
+
+    def classify(self, exc: BaseException) -> ProviderError:
+        """What the SDK raised, as this provider's `ProviderError`."""
+        if self._classify is None:
+            return classify_unexpected(self.http.name, exc, self.operation)
+        return self._classify(exc, self.operation)
+
+    async def attempt(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run `fn` (one SDK call) under the guard, retried as the policy allows."""
+        if self._admission is not None or self._finished:
+            raise RuntimeError("CallGuard.attempt() runs once per guarded call")
+        policy = self.http.config.retry
+        while True:
+            self.attempts += 1
+            try:
+                admission = await self._admit()
+            except ProviderError as refused:
+                await self._report(refused)
+                raise
+            try:
+                result = await fn()
+            except BaseException as exc:
+                self._release_slot()
+                if not isinstance(exc, Exception):
+                    raise  # cancelled: the vendor's answer is unknown, nothing recorded
+                error = self.classify(exc)
+                await self._record_failure(admission, error)
+                wait = self._retry_wait(error, policy)
+                if wait is None:
+                    await self._report(error)
+                    raise error from None
+                await asyncio.sleep(wait)
+                continue
+            self._admission = admission
+            return result
+
+    async def fail(self, exc: BaseException) -> ProviderError:
+        """Record a failure seen after a successful `attempt()` (e.g. mid-stream) and
+        return the `ProviderError` to raise. The slot is held until the block ends;
+        later failures and the block's end record nothing more."""
+        error = self.classify(exc)
+        admission, self._admission = self._admission, None
+        if not self._finished:
+            self._finished = True
+            if admission is not None:
+                await self._record_failure(admission, error)
+            await self._report(error)
+        return error
+
+    # Internals --------------------------------------------------------------------
+
+    async def _admit(self) -> tuple[bool, bool]:
+        """Rate budget, breakers and a concurrency slot for one try (in that order)."""
+        http = self.http
+        if http.config.rate_limit and http.limiter is not None:
+            try:
+                await http._take_budget(self.operation, self.fingerprint)
+            except _Failure as failure:
+                raise failure.error from None
+        admission = await http._admit(self.operation, self._cred_name)
+        slot = self._slot if self._slot is not None else http._semaphore
+        timeout = (
+            self._queue_timeout if self._queue_timeout is not None else http.config.timeouts.total
+        )
+        try:
+            await asyncio.wait_for(slot.acquire(), timeout)
+        except TimeoutError:
+            await http._release_probe(admission, self._cred_name)
+            raise ProviderError(
+                http.name, self.operation, vendor_code="local_concurrency",
+                message="too many requests in flight for this key"
+                if self._slot is not None
+                else "too many calls in flight to this provider",
+                retryable=True, retry_after=1.0,
+            ) from None  # fmt: skip
+        self._held = slot
+        return admission
+
+    def _release_slot(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.release()
+
+    async def _record_failure(self, admission: tuple[bool, bool], error: ProviderError) -> None:
+        """The breakers' view of a failed try, as `request()` records an HTTP answer."""
+        http = self.http
+        status = error.status
+        if status is None or status >= 500 or status == 408:
+            await http._breaker_failure(admission, self._cred_name)
+        elif error.is_auth_error and self._cred_name is not None:
+            # The vendor is up (it answered); this key is refused.
+            await http._breaker_success(admission, None)
+            await http._credential_failure(self._cred_name)
+        else:
+            await http._breaker_success(admission, self._cred_name)
+
+    def _retry_wait(self, error: ProviderError, policy: RetryPolicy) -> float | None:
+        """Seconds before the next try, or None when this error ends the call."""
+        if not error.retryable or self.attempts >= policy.max_attempts:
+            return None
+        nothing_sent = error.vendor_code in _NOTHING_SENT
+        if not (self.idempotent or nothing_sent or error.status == 429):
+            return None
+        wait = error.retry_after if error.retry_after is not None else policy.backoff(self.attempts)
+        if wait > policy.max_retry_after:
+            return None
+        if time.perf_counter() - self.started + wait > policy.budget:
+            return None
+        return float(wait)
+
+    async def _report(self, error: ProviderError) -> None:
+        self._finished = True
+        await self.http._failed(
+            error, self.operation, self.started, self.attempts, self.fingerprint, self._labels
+        )
+
+    def _record_success(self) -> None:
+        http = self.http
+        elapsed = time.perf_counter() - self.started
+        http._count(self.operation, "success", elapsed)
+        stats = http.stats
+        stats.calls += 1
+        stats.last_latency = elapsed
+        stats.last_success_at = time.time()

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import json
 import re
-import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ import openai
 from openai import AsyncOpenAI
 
 from providers.errors import ProviderError
-from providers.http import ProviderHTTP, fingerprint
+from providers.http import CallGuard, ProviderHTTP, fingerprint
 from providers.retry import RETRYABLE_STATUSES, parse_retry_after
 
 PROVIDER = "openai"
@@ -236,62 +235,17 @@ class OpenAIProvider:
             slot = self._slots[cred.fingerprint] = asyncio.Semaphore(self.max_concurrent)
         return slot
 
-    async def _enter(self, cred: OpenAICredential, operation: str) -> _Admission:
-        """Rate budget, breakers and a concurrency slot for one attempt (in that order)."""
-        http = self.http
-        fp = cred.fingerprint
-        try:
-            if http.config.rate_limit and http.limiter is not None:
-                await http._take_budget(operation, fp)
-            cred_name = f"{self.name}:cred:{fp}"
-            breakers = await http._admit(operation, cred_name)
-        except ProviderError:
-            raise
-        except Exception as exc:  # the shared layer wraps its own failures
-            error = getattr(exc, "error", None)
-            if isinstance(error, ProviderError):
-                raise error from None
-            raise
-        slot = self._slot(cred)
-        try:
-            await asyncio.wait_for(slot.acquire(), self.queue_timeout)
-        except TimeoutError:
-            await http._release_probe(breakers, cred_name)
-            raise ProviderError(
-                self.name,
-                operation,
-                vendor_code="local_concurrency",
-                message="too many requests in flight for this key",
-                retryable=True,
-                retry_after=1.0,
-            ) from None
-        return _Admission(breakers, cred_name, slot)
-
-    async def _succeeded(self, admission: _Admission) -> None:
-        await self.http._breaker_success(admission.breakers, admission.cred_name, provider_ok=True)
-
-    async def _failed(self, admission: _Admission, error: ProviderError) -> None:
-        http = self.http
-        if error.status is None or error.status >= 500 or error.status == 408:
-            await http._breaker_failure(admission.breakers, cred_name=None)
-        elif error.is_auth_error:
-            await http._breaker_success(admission.breakers, None, provider_ok=True)
-            await http._credential_failure(admission.cred_name)
-        else:
-            await http._breaker_success(admission.breakers, admission.cred_name, provider_ok=True)
-
-    async def _report(
-        self, error: ProviderError, operation: str, started: float, attempts: int, fp: str
-    ) -> None:
-        await self.http._failed(error, operation, started, attempts, fp, None)
-
-    def _record_success(self, operation: str, started: float) -> None:
-        elapsed = time.perf_counter() - started
-        self.http._count(operation, "success", elapsed)
-        stats = self.http.stats
-        stats.calls += 1
-        stats.last_latency = elapsed
-        stats.last_success_at = time.time()
+    def guard(self, cred: OpenAICredential, operation: str, *, idempotent: bool) -> CallGuard:
+        """The shared layer around one call as this key: its rate budget, breakers and
+        `max_concurrent` slots, retries, metrics and failure hooks."""
+        return self.http.guard(
+            operation,
+            credential=cred.api_key,
+            idempotent=idempotent,
+            classify=to_provider_error,
+            slot=self._slot(cred),
+            queue_timeout=self.queue_timeout,
+        )
 
     async def _guarded(
         self,
@@ -301,62 +255,8 @@ class OpenAIProvider:
         *,
         idempotent: bool,
     ) -> T:
-        started = time.perf_counter()
-        policy = self.http.config.retry
-        attempts = 0
-        while True:
-            attempts += 1
-            try:
-                admission = await self._enter(cred, operation)
-            except ProviderError as refused:
-                await self._report(refused, operation, started, attempts, cred.fingerprint)
-                raise
-            try:
-                result = await call()
-            except Exception as exc:
-                error = to_provider_error(exc, operation)
-                await self._failed(admission, error)
-                admission.release()
-                wait = _retry_wait(error, idempotent, attempts, policy, started)
-                if wait is None:
-                    await self._report(error, operation, started, attempts, cred.fingerprint)
-                    raise error from None
-                await asyncio.sleep(wait)
-                continue
-            await self._succeeded(admission)
-            admission.release()
-            self._record_success(operation, started)
-            return result
-
-
-@dataclass(slots=True)
-class _Admission:
-    breakers: tuple[bool, bool]
-    cred_name: str
-    slot: asyncio.Semaphore
-    released: bool = False
-
-    def release(self) -> None:
-        if not self.released:
-            self.released = True
-            self.slot.release()
-
-
-def _retry_wait(
-    error: ProviderError, idempotent: bool, attempts: int, policy: Any, started: float
-) -> float | None:
-    """Seconds before the next attempt, or None when this error is final."""
-    if not error.retryable or attempts >= policy.max_attempts:
-        return None
-    nothing_sent = error.vendor_code in {"connect_failed", "local_concurrency"}
-    if not (idempotent or nothing_sent or error.status == 429):
-        return None
-    wait = error.retry_after if error.retry_after is not None else policy.backoff(attempts)
-    if wait > policy.max_retry_after:
-        return None
-    if time.perf_counter() - started + wait > policy.budget:
-        return None
-    return float(wait)
+        async with self.guard(cred, operation, idempotent=idempotent) as guard:
+            return await guard.attempt(call)
 
 
 class ChatStream:
@@ -368,50 +268,34 @@ class ChatStream:
         self.args = {**args, "stream": True, "stream_options": {"include_usage": True}}
         self._stream: Any = None
         self._client: AsyncOpenAI | None = None
-        self._admission: _Admission | None = None
-        self._started = 0.0
-        self._failed = False
+        self._guard: CallGuard | None = None
         self.operation = "chat.completions.stream"
 
     async def __aenter__(self) -> AsyncIterator[StreamChunk]:
         provider = self.provider
-        self._started = time.perf_counter()
-        policy = provider.http.config.retry
-        attempts = 0
-        while True:
-            attempts += 1
+        guard = provider.guard(self.cred, self.operation, idempotent=False)
+        await guard.__aenter__()
+
+        async def open_stream() -> Any:
+            # The raw response (the official SDK's streaming-response API): the SSE
+            # lines are parsed here, without a pydantic model per chunk.
+            client = provider._acquire(self.cred)
             try:
-                admission = await provider._enter(self.cred, self.operation)
-            except ProviderError as refused:
-                await provider._report(
-                    refused, self.operation, self._started, attempts, self.cred.fingerprint
-                )
+                request = client.chat.completions.with_streaming_response
+                stream = await request.create(**self.args).__aenter__()
+            except BaseException:
+                provider._release(client)
                 raise
-            try:
-                # The raw response (the official SDK's streaming-response API): the SSE
-                # lines are parsed here, without a pydantic model per chunk.
-                self._client = provider._acquire(self.cred)
-                request = self._client.chat.completions.with_streaming_response
-                self._stream = await request.create(**self.args).__aenter__()
-            except BaseException as exc:
-                admission.release()
-                if self._client is not None:
-                    provider._release(self._client)
-                    self._client = None
-                if not isinstance(exc, Exception):
-                    raise
-                error = to_provider_error(exc, self.operation)
-                await provider._failed(admission, error)
-                wait = _retry_wait(error, False, attempts, policy, self._started)
-                if wait is None:
-                    await provider._report(
-                        error, self.operation, self._started, attempts, self.cred.fingerprint
-                    )
-                    raise error from None
-                await asyncio.sleep(wait)
-                continue
-            self._admission = admission
-            return self._chunks()
+            self._client = client
+            return stream
+
+        try:
+            self._stream = await guard.attempt(open_stream)
+        except BaseException as exc:
+            await guard.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._guard = guard
+        return self._chunks()
 
     async def _chunks(self) -> AsyncIterator[StreamChunk]:
         response = self._stream.http_response
@@ -430,14 +314,9 @@ class ChatStream:
             except (httpx2.RequestError, OSError) as exc:
                 raise openai.APIConnectionError(request=response.request) from exc
         except Exception as exc:
-            error = to_provider_error(exc, self.operation)
-            self._failed = True
-            if self._admission is not None:
-                await self.provider._failed(self._admission, error)
-            await self.provider._report(
-                error, self.operation, self._started, 1, self.cred.fingerprint
-            )
-            raise error from None
+            if self._guard is None:
+                raise to_provider_error(exc, self.operation) from None
+            raise await self._guard.fail(exc) from None
         # After [DONE]: the rest of an HTTP/1.1 body (its last chunk marker) is read so
         # that the connection goes back to the pool, as the SDK's own stream does.
         with contextlib.suppress(Exception):
@@ -447,7 +326,7 @@ class ChatStream:
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         stream, self._stream = self._stream, None
-        admission, self._admission = self._admission, None
+        guard, self._guard = self._guard, None
         client, self._client = self._client, None
         try:
             if stream is not None:
@@ -456,12 +335,10 @@ class ChatStream:
         finally:
             if client is not None:
                 self.provider._release(client)
-            if admission is not None:
-                admission.release()
-                if not self._failed and (exc_type is None or not issubclass(exc_type, Exception)):
-                    # Completed, or the consumer left (cancellation): the vendor was fine.
-                    await asyncio.shield(self.provider._succeeded(admission))
-                    self.provider._record_success(self.operation, self._started)
+            if guard is not None:
+                # Completed, or the consumer left (cancellation): a success for the
+                # breakers and metrics; a failure was recorded by `fail()` already.
+                await guard.__aexit__(exc_type, exc, tb)
 
 
 async def _sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
