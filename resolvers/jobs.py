@@ -170,6 +170,35 @@ def _current_connection(connection: BaseDBAsyncClient | None) -> BaseDBAsyncClie
 # Enqueue ------------------------------------------------------------------------------
 
 
+def new_job(
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    tenant_id: int | None = None,
+    run_at: dt.datetime | None = None,
+    unique_key: str | None = None,
+    max_attempts: int | None = None,
+) -> Job:
+    """The unsaved, queued `Job` row that `enqueue` stores (same checks and defaults).
+
+    For code that writes the row itself (e.g. in one SQL statement with another row):
+    build it here so it cannot drift from `enqueue`, then call `wake_workers(conn)`."""
+    spec = HANDLERS.get(kind)
+    if spec is None:
+        raise ValueError(f"no handler registered for job kind {kind!r}")
+    if run_at is not None and run_at.tzinfo is None:
+        raise ValueError("run_at must be timezone-aware")
+    return Job(
+        kind=kind,
+        payload=payload,
+        tenant_id=tenant_id,
+        run_at=run_at or now(),
+        max_attempts=max_attempts or spec.max_attempts,
+        unique_key=unique_key,
+        status=JobStatus.QUEUED.value,
+    )
+
+
 async def enqueue(
     kind: str,
     payload: dict[str, Any],
@@ -185,23 +214,17 @@ async def enqueue(
     With `unique_key`, a job already queued under that key is returned instead of a
     second one (dedupe across requests and processes).
     """
-    spec = HANDLERS.get(kind)
-    if spec is None:
-        raise ValueError(f"no handler registered for job kind {kind!r}")
-    if run_at is not None and run_at.tzinfo is None:
-        raise ValueError("run_at must be timezone-aware")
-    fields: dict[str, Any] = {
-        "kind": kind,
-        "payload": payload,
-        "tenant_id": tenant_id,
-        "run_at": run_at or now(),
-        "max_attempts": max_attempts or spec.max_attempts,
-        "unique_key": unique_key,
-        "status": JobStatus.QUEUED.value,
-    }
+    job = new_job(
+        kind,
+        payload,
+        tenant_id=tenant_id,
+        run_at=run_at,
+        unique_key=unique_key,
+        max_attempts=max_attempts,
+    )
     conn = _current_connection(connection)
     if unique_key is None:
-        job = await Job.create(using_db=conn, **fields)
+        await job.save(using_db=conn, force_create=True)
     else:
         existing = await Job.filter(unique_key=unique_key).using_db(conn).first()
         if existing is not None:
@@ -210,7 +233,7 @@ async def enqueue(
             # A savepoint (or a short transaction of its own), so losing the race to
             # another process does not abort the caller's transaction on PostgreSQL.
             async with conn._in_transaction() as inner:
-                job = await Job.create(using_db=inner, **fields)
+                await job.save(using_db=inner, force_create=True)
         except IntegrityError:
             found = await Job.filter(unique_key=unique_key).using_db(conn).first()
             if found is None:
@@ -245,9 +268,6 @@ def wake_workers(conn: BaseDBAsyncClient | None = None) -> None:
             cb()
 
     after_commit(conn, wake)
-
-
-_wake_workers = wake_workers  # the name of the first published version
 
 
 # Claim, run, finish -------------------------------------------------------------------

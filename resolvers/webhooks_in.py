@@ -53,19 +53,19 @@ from gateway.webhook_signing import (
     get_verifier,
     secret_key,
 )
-from models.jobs import Job, JobStatus
+from models.jobs import Job
 from models.tenancy import get_scoped, scoped
 from models.webhooks import SYSTEM_SOURCE, InboxStatus, WebhookInbox, WebhookSource
 from resolvers.context import Context
 from resolvers.jobs import (
-    HANDLERS,
     JobContext,
     PermanentFailure,
     enqueue,
     job_handler,
+    new_job,
     now,
+    wake_workers,
 )
-from resolvers.jobs import _wake_workers as wake_workers
 from resolvers.pagination import Order, Page, paginate
 
 log = logging.getLogger("switchboard.webhooks.in")
@@ -219,14 +219,8 @@ def _columns(obj: Model, skip: tuple[str, ...] = ()) -> tuple[list[str], list[An
 async def _store_postgres(conn: BaseDBAsyncClient, row: WebhookInbox) -> bool:
     """The hot path on PostgreSQL: inbox row and job in ONE statement (a data-modifying
     CTE is atomic without BEGIN/COMMIT round trips); a duplicate inserts neither."""
-    job = Job(
-        kind=PROCESS_JOB,
-        payload={},
-        tenant_id=row.tenant_id,
-        status=JobStatus.QUEUED.value,
-        run_at=now(),
-        max_attempts=HANDLERS[PROCESS_JOB].max_attempts,
-    )
+    # The job row as enqueue() would store it; its payload (the inbox id) is set in SQL.
+    job = new_job(PROCESS_JOB, {}, tenant_id=row.tenant_id)
     inbox_cols, inbox_values = _columns(row)
     job_cols, job_values = _columns(job, skip=("payload",))
     n = len(inbox_values)
