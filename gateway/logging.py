@@ -23,16 +23,36 @@ _SECRET_PATTERNS = [
         r"""["']?\s*[:=]\s*)("(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|(?:bearer\s+)?[^\s,;&}\]]+)"""
     ),
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
-    re.compile(r"\b(sbk|sbr|whsec|sk|rk|pk|key|sk-proj)_[A-Za-z0-9_-]{8,}"),
+    # Prefixed keys: ours, Stripe (sk_/rk_/pk_live|test_, whsec_), Resend (re_), OpenAI.
+    re.compile(r"\b(sbk|sbr|whsec|sk|rk|pk|key|sk-proj|re)_[A-Za-z0-9_-]{8,}"),
     re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"),
+    # SendGrid, Notion (secret_ / ntn_), Google OAuth client secrets, AWS access key ids.
+    re.compile(r"\bSG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}"),
+    re.compile(r"\b(?:secret_[A-Za-z0-9]{43}|ntn_[A-Za-z0-9]{20,})\b"),
+    re.compile(r"\bGOCSPX-[A-Za-z0-9_-]{20,}"),
+    re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
+    # 32 hex (a Twilio auth token) only after a key-ish label or an account SID: request
+    # ids and other hex ids have the same shape and must stay readable.
+    re.compile(
+        r"""(?i)(\b[\w-]*(?:auth|token|secret|passw(?:or)?d|api_?key|access_?key|private_?key"""
+        r"""|credential|signature)[\w-]*["']?(?:\s*[:=]\s*|\s+)["']?)[0-9a-f]{32}\b"""
+    ),
+    re.compile(r"\b(AC[0-9a-fA-F]{32}:)[0-9a-fA-F]{32}\b"),
     re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),  # JWTs
 ]
+
+
+def _keep_label(match: re.Match[str]) -> str:
+    """The label kept, the secret cut; a quoted value stays quoted (valid JSON stays JSON)."""
+    label, value = match.group(1), match.group(0)[len(match.group(1)) :]
+    quote = value[0] if len(value) > 1 and value[0] in "\"'" and value[-1] == value[0] else ""
+    return f"{label}{quote}[REDACTED]{quote}"
 
 
 def scrub(text: str) -> str:
     for pattern in _SECRET_PATTERNS:
         if pattern.groups:
-            text = pattern.sub(lambda m: m.group(1) + "[REDACTED]", text)
+            text = pattern.sub(_keep_label, text)
         else:
             text = pattern.sub("[REDACTED]", text)
     return text
