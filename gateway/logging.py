@@ -49,7 +49,17 @@ def _keep_label(match: re.Match[str]) -> str:
     return f"{label}{quote}[REDACTED]{quote}"
 
 
+# Every pattern above needs one of these (lower-cased) words or prefixes: one search of
+# the lower-cased text lets lines without any (nearly all of them) skip the patterns.
+_TRIGGER = re.compile(
+    "bearer|sbk_|sbr_|whsec_|sk-|sk_|rk_|pk_|key_|eyj|passw|secret|token|apikey|api_key"
+    "|authorization|signature"
+)
+
+
 def scrub(text: str) -> str:
+    if not _TRIGGER.search(text.lower()):
+        return text
     for pattern in _SECRET_PATTERNS:
         if pattern.groups:
             text = pattern.sub(_keep_label, text)
@@ -75,12 +85,16 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+_PLAIN_FIELDS = frozenset({"time", "level", "logger", "request_id", "status", "duration_ms"})
+
+
 class ScrubbingJsonFormatter(JsonFormatter):
     """Scrubs every value before JSON encoding (so quoted secrets are seen unescaped),
     then the encoded line once more."""
 
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
-        return {k: _scrub_value(v) for k, v in super().process_log_record(log_data).items()}
+        data = super().process_log_record(log_data)
+        return {k: v if k in _PLAIN_FIELDS else _scrub_value(v) for k, v in data.items()}
 
     def format(self, record: logging.LogRecord) -> str:
         return scrub(super().format(record))
