@@ -53,7 +53,8 @@ def _keep_label(match: re.Match[str]) -> str:
 # the lower-cased text lets lines without any (nearly all of them) skip the patterns.
 _TRIGGER = re.compile(
     "bearer|sbk_|sbr_|whsec_|sk-|sk_|rk_|pk_|key_|eyj|passw|secret|token|apikey|api_key"
-    "|authorization|signature"
+    "|auth|signature|credential|access_?key|private_?key"
+    r"|\bre_|\bsg\.|ntn_|gocspx-|\b(?:akia|asia)|\bac[0-9a-f]{32}:"
 )
 
 
