@@ -81,6 +81,7 @@ async def _pending_migrations(settings: Any) -> list[str]:
 
     config = settings.tortoise_config()
     async with tortoise_cli_context(config) as ctx:
+        assert ctx.apps is not None  # initialised by the context
         writers = await MigrationAutodetector(ctx.apps, config["apps"]).changes()
     return [f"{w.app_label}.{w.name}" for w in writers]
 
@@ -265,7 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mk = sub.add_parser("makemigrations", help="(developers) write a migration for model changes")
     mk.add_argument("--name", default=None)
-    mk.add_argument("--check", action="store_true", help="fail if models need a migration; write nothing")
+    mk.add_argument(
+        "--check", action="store_true", help="fail if models need a migration; write nothing"
+    )
     mk.set_defaults(func=cmd_makemigrations)
     exp = sub.add_parser("export-schema", help="write the GraphQL SDL (schema.graphql)")
     exp.add_argument("--output", "-o", default="schema.graphql")

@@ -550,12 +550,16 @@ async def attempt_delivery(delivery_id: int, *, manual: bool = False) -> float |
     finished = now()
     delay: float | None = None
     async with in_transaction() as conn:
-        await WebhookAttempt.filter(id=attempt.id).using_db(conn).update(
-            status_code=outcome.status_code,
-            duration_ms=outcome.duration_ms,
-            response_body=outcome.body,
-            error=outcome.error,
-            finished_at=finished,
+        await (
+            WebhookAttempt.filter(id=attempt.id)
+            .using_db(conn)
+            .update(
+                status_code=outcome.status_code,
+                duration_ms=outcome.duration_ms,
+                response_body=outcome.body,
+                error=outcome.error,
+                finished_at=finished,
+            )
         )
         values: dict[str, Any] = {
             "last_status_code": outcome.status_code,

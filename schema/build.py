@@ -21,12 +21,21 @@ from strawberry.extensions.query_depth_limiter import create_validator as create
 from strawberry.schema.config import StrawberryConfig
 
 from gateway.settings import Settings
-from schema import accounts, apikeys, members, system
-from schema import credentials, integrations
-from schema import webhooks
-from schema import activity, jobs
-from schema import ai
-from schema import contacts, leads, tasks
+from schema import (
+    accounts,
+    activity,
+    ai,
+    apikeys,
+    contacts,
+    credentials,
+    integrations,
+    jobs,
+    leads,
+    members,
+    system,
+    tasks,
+    webhooks,
+)
 from schema.errors import GatewayErrors
 from schema.metrics import GraphQLMetrics
 from schema.redaction import RedactVariableValues

@@ -182,9 +182,7 @@ class WebhookAttempt(ModelNode):
     number: int = strawberry.field(description="1 for the first attempt of the delivery.")
     status_code: int | None = strawberry.field(description="HTTP status; null if none came.")
     duration_ms: int | None = strawberry.field(description="How long it took.")
-    response_body: str | None = strawberry.field(
-        description="The first 2 KB of the response body."
-    )
+    response_body: str | None = strawberry.field(description="The first 2 KB of the response body.")
     error: str | None = strawberry.field(description="What went wrong (non-2xx, timeout…).")
     manual: bool = strawberry.field(description="Started by a resend or a test.")
     started_at: dt.datetime = strawberry.field(description="When it started.")

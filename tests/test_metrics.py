@@ -67,7 +67,7 @@ async def test_counters_after_traffic(owner, live_server, app):
             c,
             "mutation Nope { removeTenantCredential(input: {provider: ZOOM}) { removed } }",
             token=owner.token,
-        )  # noqa: E501
+        )
         assert bad["errors"]
         # A vendor call through the shared layer (Resend key check against the sandbox).
         key = "re_" + uuid.uuid4().hex

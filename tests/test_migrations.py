@@ -1,4 +1,4 @@
-"""The checked-in migrations build a working store on SQLite and PostgreSQL, and match the models."""
+"""Checked-in migrations build a working store (SQLite, PostgreSQL) and match the models."""
 
 from __future__ import annotations
 
