@@ -113,7 +113,6 @@ async def make_api_key(client: httpx.AsyncClient, owner: Account) -> str:
     return str(body["data"]["createApiKey"]["apiKey"]["id"])
 
 
-
 @factory("Contact")
 async def make_contact(client: httpx.AsyncClient, owner: Account) -> str:
     body = await gql(
@@ -148,6 +147,7 @@ async def make_task(client: httpx.AsyncClient, owner: Account) -> str:
     )
     assert "errors" not in body, body
     return str(body["data"]["createTask"]["task"]["id"])
+
 
 async def another_tenant(client: httpx.AsyncClient) -> Account:
     return await register(client, org="Other Tenant")
@@ -194,3 +194,12 @@ async def make_job(client: httpx.AsyncClient, owner: Account) -> str:
     tenant_id = int(relay.GlobalID.from_id(owner.org_id).node_id)
     job = await enqueue("factory.noop", {}, tenant_id=tenant_id)
     return str(relay.GlobalID("Job", str(job.id)))
+
+
+# Values the tenancy sweep puts into input objects on top of their required fields, for
+# inputs whose GraphQL-optional fields a resolver requires in some cases (a batch upsert
+# item needs `name` to create). Keyed by input type name; keep the values valid.
+INPUT_DEFAULTS: dict[str, dict[str, object]] = {
+    "ContactUpsertItem": {"name": "Sweep Contact"},
+    "LeadUpsertItem": {"title": "Sweep Lead"},
+}

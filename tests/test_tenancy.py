@@ -1,8 +1,9 @@
 """Tenancy sweep: every Query and Mutation field that takes an ID — directly or inside an
 input object, at any depth — is called by the owner of one organization with the id of
 an object of ANOTHER organization. The answer must be NOT_FOUND (the Relay `node` lookup
-may answer null instead, as Relay defines it), carry none of the other tenant's data,
-and change nothing stored for it.
+may answer null instead, as Relay defines it; a batch mutation may answer NOT_FOUND for
+the item in its payload), carry none of the other tenant's data, and change nothing
+stored for it.
 
 The fields are read from the schema itself, so fields added later are swept without
 anyone listing them. Objects come from `tests/factories.py` (`FACTORIES`: GraphQL type
@@ -43,7 +44,7 @@ from tortoise import Tortoise
 
 from schema.build import build_schema
 from tests.conftest import STRONG_PASSWORD, Account, gql, register
-from tests.factories import FACTORIES, NOT_AN_OBJECT_ID
+from tests.factories import FACTORIES, INPUT_DEFAULTS, NOT_AN_OBJECT_ID
 
 Path = tuple[str, ...]
 
@@ -92,7 +93,7 @@ def expected_type(
         if len(matches) == 1:
             return matches[0]
     # `id` inside an input: the input's name names the type (RevokeApiKeyInput → ApiKey).
-    if len(path) >= 2:
+    if len(path) >= 2 and path[-1] in ("id", "ids"):
         holder: Any = field.args[path[0]].type
         for step in path[1:-1]:
             holder = unwrap(holder).fields[step].type
@@ -186,13 +187,32 @@ def build_value(
     if isinstance(t, GraphQLScalarType):
         return scalar_value(t, name, caller)
     assert isinstance(t, GraphQLInputObjectType)
-    out = {}
+    out: dict[str, Any] = dict(INPUT_DEFAULTS.get(t.name, {}))
     for fname, f in t.fields.items():
         sub = (*path, fname)
         required = isinstance(f.type, GraphQLNonNull) and f.default_value is Undefined
         if required or target[: len(sub)] == sub:
             out[fname] = build_value(f.type, fname, sub, target, ids, caller)
     return out
+
+
+def select(t: Any, depth: int) -> str:
+    """Every argument-free field down to `depth`: batch payloads answer NOT_FOUND per
+    item, and whatever comes back is searched for the other tenant's data."""
+    if isinstance(t, GraphQLScalarType | GraphQLEnumType):
+        return ""
+    if not isinstance(t, GraphQLObjectType) or depth == 0:
+        return "{ __typename }"
+    parts = ["__typename"]
+    for name, f in t.fields.items():
+        if any(isinstance(a.type, GraphQLNonNull) for a in f.args.values()):
+            continue
+        inner = get_named_type(f.type)
+        if isinstance(inner, GraphQLScalarType | GraphQLEnumType):
+            parts.append(name)
+        elif depth > 1 and isinstance(inner, GraphQLObjectType):
+            parts.append(f"{name} {select(inner, depth - 1)}")
+    return "{ " + " ".join(parts) + " }"
 
 
 def type_ref(t: Any) -> str:
@@ -209,8 +229,7 @@ def operation(target: Target, ids: dict[Path, str], caller: Caller) -> tuple[str
         variables[arg_name] = build_value(arg.type, arg_name, (arg_name,), target.path, ids, caller)
         declared.append(f"${arg_name}: {type_ref(arg.type)}")
         passed.append(f"{arg_name}: ${arg_name}")
-    returns = get_named_type(target.field.type)
-    selection = "" if isinstance(returns, GraphQLScalarType | GraphQLEnumType) else "{ __typename }"
+    selection = select(get_named_type(target.field.type), depth=3)
     kind = "query" if target.root == "Query" else "mutation"
     decl = f"({', '.join(declared)})" if declared else ""
     call = f"({', '.join(passed)})" if passed else ""
@@ -323,6 +342,8 @@ def judge(t: Target, type_name: str, response: httpx.Response, secrets: list[str
     value = None if data is None else data.get(t.name)
     codes = [e.get("extensions", {}).get("code") for e in body.get("errors") or []]
     if value is not None:
+        if '"NOT_FOUND"' in json.dumps(value) and not codes:
+            return None  # a batch answering NOT_FOUND for the item
         return f"{where}: answered data {value!r} (errors {codes})"
     if codes == ["NOT_FOUND"]:
         return None
