@@ -8,7 +8,6 @@ DataLoaders for users and contacts, and the batch upsert engine used by CRM sync
 from __future__ import annotations
 
 import base64
-import json
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -28,13 +27,7 @@ from models.tenancy import get_scoped, scoped
 from resolvers.accounts import EMAIL_RE
 from resolvers.context import Context
 from resolvers.events import emit
-from resolvers.pagination import (
-    Order,
-    Page,
-    _encode_value,
-    check_page_size,
-    decode_cursor,
-)
+from resolvers.pagination import Order, Page, paginate
 
 MAX_UPSERT_ITEMS = 500
 ITEM_ERROR = "_error"  # an item key the schema sets when it could not decode the item
@@ -250,53 +243,6 @@ async def load_contact(ctx: Context, contact_id: int | None) -> Contact | None:
     return result
 
 
-# Plain-row pages -----------------------------------------------------------------------
-
-
-async def paginate_rows(
-    query: Any,
-    columns: tuple[str, ...],
-    *,
-    first: int | None,
-    after: str | None,
-    max_page: int,
-    order: Order,
-) -> Page[Any]:
-    """`resolvers.pagination.paginate` for list reads that need no model objects: the
-    same keyset SQL and the same cursors, with the items as plain dicts of `columns`
-    (see `models.contacts.plain_rows`)."""
-    limit = check_page_size(first, max_page)
-    paged = query
-    if after:
-        value, last_id = decode_cursor(after)
-        op = "lt" if order.descending else "gt"
-        if order.field == "id":
-            paged = paged.filter(**{f"id__{op}": last_id})
-        else:
-            paged = paged.filter(
-                Q(**{f"{order.field}__{op}": value})
-                | Q(**{order.field: value, f"id__{op}": last_id})
-            )
-    prefix = "-" if order.descending else ""
-    ordering = [f"{prefix}{order.field}"] + ([f"{prefix}id"] if order.field != "id" else [])
-    rows = await plain_rows(paged.order_by(*ordering).limit(limit + 1), columns) if limit else []
-    has_next = len(rows) > limit
-    rows = rows[:limit]
-    field = order.field
-    return Page(
-        items=rows,
-        cursors=[
-            base64.urlsafe_b64encode(
-                json.dumps([_encode_value(r[field]), r["id"]], separators=(",", ":")).encode()
-            ).decode()
-            for r in rows
-        ],
-        has_next=has_next,
-        has_previous=after is not None,
-        query=query,
-    )
-
-
 # Contacts ---------------------------------------------------------------------------
 
 # What the Contact type shows; list reads select exactly these.
@@ -356,13 +302,13 @@ async def list_contacts(
     if f.owner_id is not None:
         await require_member(tenant_id, f.owner_id, "filter.ownerId")
         qs = qs.filter(owner_id=f.owner_id)
-    page = await paginate_rows(
+    page = await paginate(
         qs,
-        CONTACT_COLUMNS,
         first=first,
         after=after,
         max_page=ctx.settings.max_page_size,
         order=order,
+        fetch=lambda window: plain_rows(window, CONTACT_COLUMNS),
     )
     rows = page.items
     if with_owner and rows:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
@@ -61,7 +62,11 @@ def _decode_value(raw: Any) -> Any:
 
 
 def encode_cursor(row: Any, order: Order) -> str:
-    payload = [_encode_value(getattr(row, order.field)), row.id]
+    """Rows are model objects, or plain dicts from a `fetch` that skips hydration."""
+    if isinstance(row, dict):
+        payload = [_encode_value(row[order.field]), row["id"]]
+    else:
+        payload = [_encode_value(getattr(row, order.field)), row.id]
     return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode()
 
 
@@ -93,8 +98,13 @@ async def paginate(
     after: str | None,
     max_page: int,
     order: Order = Order(),
-) -> Page[T]:
-    """One page of `query` ordered by (order.field, id), starting after the cursor."""
+    fetch: Callable[[QuerySet[T]], Awaitable[list[Any]]] | None = None,
+) -> Page[Any]:
+    """One page of `query` ordered by (order.field, id), starting after the cursor.
+
+    `fetch` runs the windowed query instead of Tortoise's model hydration, e.g.
+    `models.contacts.plain_rows` for hot list reads that want plain dicts.
+    """
     limit = check_page_size(first, max_page)
     paged = query
     if after:
@@ -109,7 +119,10 @@ async def paginate(
             )
     prefix = "-" if order.descending else ""
     ordering = [f"{prefix}{order.field}"] + ([f"{prefix}id"] if order.field != "id" else [])
-    rows = list(await paged.order_by(*ordering).limit(limit + 1)) if limit else []
+    window = paged.order_by(*ordering).limit(limit + 1)
+    rows: list[Any] = []
+    if limit:
+        rows = list(await (fetch(window) if fetch is not None else window))
     has_next = len(rows) > limit
     rows = rows[:limit]
     return Page(
