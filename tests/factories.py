@@ -30,7 +30,15 @@ from gateway.app import create_app
 from gateway.settings import Settings
 from models.mail import RecordedMail
 from resolvers.jobs import JobContext, enqueue, job_handler
-from tests.conftest import STRONG_PASSWORD, Account, gql, make_settings, register
+from tests.conftest import (
+    STRONG_PASSWORD,
+    Account,
+    free_port,
+    gql,
+    make_settings,
+    register,
+    running_server,
+)
 
 Factory = Callable[[httpx.AsyncClient, Account], Awaitable[str]]
 FACTORIES: dict[str, Factory] = {}
@@ -147,6 +155,75 @@ async def make_task(client: httpx.AsyncClient, owner: Account) -> str:
     )
     assert "errors" not in body, body
     return str(body["data"]["createTask"]["task"]["id"])
+
+
+@factory("WebhookSource")
+async def make_webhook_source(client: httpx.AsyncClient, owner: Account) -> str:
+    body = await gql(
+        client,
+        """mutation($i: CreateWebhookSourceInput!) {
+          createWebhookSource(input: $i) { source { id } } }""",
+        {"i": {"provider": "generic", "description": "factory source"}},
+        token=owner.token,
+    )
+    assert "errors" not in body, body
+    return str(body["data"]["createWebhookSource"]["source"]["id"])
+
+
+@factory("WebhookEndpoint")
+async def make_webhook_endpoint(client: httpx.AsyncClient, owner: Account) -> str:
+    """A public-looking https URL passes the SSRF guard (it checks without DNS at creation,
+    and creating an endpoint delivers nothing)."""
+    body = await gql(
+        client,
+        """mutation($i: CreateWebhookEndpointInput!) {
+          createWebhookEndpoint(input: $i) { endpoint { id } } }""",
+        {"i": {"url": "https://hooks.example.com/factory", "description": "factory endpoint"}},
+        token=owner.token,
+    )
+    assert "errors" not in body, body
+    return str(body["data"]["createWebhookEndpoint"]["endpoint"]["id"])
+
+
+@factory("WebhookDelivery")
+async def make_webhook_delivery(client: httpx.AsyncClient, owner: Account) -> str:
+    """`sendTestWebhook` stores a PENDING delivery and queues its job; no worker runs here,
+    so nothing is sent to the (unreachable) example URL."""
+    endpoint_id = await make_webhook_endpoint(client, owner)
+    body = await gql(
+        client,
+        """mutation($i: WebhookEndpointInput!) {
+          sendTestWebhook(input: $i) { delivery { id } } }""",
+        {"i": {"id": endpoint_id}},
+        token=owner.token,
+    )
+    assert "errors" not in body, body
+    return str(body["data"]["sendTestWebhook"]["delivery"]["id"])
+
+
+@factory("Conversation")
+async def make_conversation(client: httpx.AsyncClient, owner: Account) -> str:
+    """`createChatCompletion` asks the OpenAI sandbox the gateway serves at its own public
+    URL over HTTP, which an in-process app cannot answer; so a gateway is served on a
+    loopback port (the store is the open one; signing keys are the test defaults, so the
+    owner's token is valid there) and asked over real HTTP."""
+    port = free_port()
+    live_app = create_app(
+        make_settings(public_url=f"http://127.0.0.1:{port}"), configure_logs=False
+    )
+    async with (
+        running_server(live_app, port) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as live,
+    ):
+        body = await gql(
+            live,
+            """mutation($i: CreateChatCompletionInput!) {
+              createChatCompletion(input: $i) { conversation { id } } }""",
+            {"i": {"messages": [{"role": "USER", "content": "Factory conversation"}]}},
+            token=owner.token,
+        )
+    assert "errors" not in body, body
+    return str(body["data"]["createChatCompletion"]["conversation"]["id"])
 
 
 async def another_tenant(client: httpx.AsyncClient) -> Account:
