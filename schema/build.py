@@ -10,12 +10,6 @@ from typing import Any
 import strawberry
 from graphql.validation import MaxIntrospectionDepthRule
 from strawberry import relay
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxTokensLimiter,
-    ParserCache,
-    ValidationCache,
-)
 from strawberry.extensions.max_aliases import create_validator as create_aliases_rule
 from strawberry.extensions.query_depth_limiter import create_validator as create_depth_rule
 from strawberry.schema.config import StrawberryConfig
@@ -36,9 +30,7 @@ from schema import (
     tasks,
     webhooks,
 )
-from schema.errors import GatewayErrors
-from schema.metrics import GraphQLMetrics
-from schema.redaction import RedactVariableValues
+from schema.extensions import gateway_extension
 
 # Every area module that contributes root fields. Add a new area here.
 AREAS: list[ModuleType] = [
@@ -114,22 +106,14 @@ def _build(max_depth: int, max_tokens: int, max_aliases: int) -> GatewaySchema:
     # (every request was validated afresh). QueryDepthLimiter skips `__` fields, so
     # introspection would nest without end (`__schema { types { fields { type { fields …`):
     # graphql-core's recommended MaxIntrospectionDepthRule covers that.
-    rules = [
+    rules = (
         create_depth_rule(max_depth, None, None),
         create_aliases_rule(max_aliases),
         MaxIntrospectionDepthRule,
-    ]
-    schema.extensions = tuple(
-        [
-            GraphQLMetrics,
-            RedactVariableValues,
-            lambda: AddValidationRules(rules),
-            lambda: MaxTokensLimiter(max_token_count=max_tokens),
-            lambda: ParserCache(maxsize=512),
-            lambda: ValidationCache(maxsize=512),
-            GatewayErrors,
-        ]
     )
+    # One extension for metrics, redaction, the rules, the token limit, the parse and
+    # validation caches and error codes: strawberry's per-hook cost is per extension.
+    schema.extensions = (gateway_extension(rules, max_tokens),)
     return schema
 
 

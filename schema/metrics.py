@@ -10,8 +10,10 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionContext
 
 from gateway import metrics
 
@@ -23,13 +25,42 @@ _seen: set[str] = set()
 def _label(name: str | None) -> str:
     if not name:
         return "anonymous"
-    if not _NAME_RE.match(name):
+    if name in _seen:
+        return name
+    if not _NAME_RE.match(name) or len(_seen) >= MAX_NAMES:
         return "other"
-    if name not in _seen:
-        if len(_seen) >= MAX_NAMES:
-            return "other"
-        _seen.add(name)
+    _seen.add(name)
     return name
+
+
+_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+
+def record_operation(ctx: ExecutionContext, started: float) -> None:
+    """Count and time one finished operation (label children cached per combination)."""
+    try:
+        kind = ctx.operation_type.value
+        name = _label(ctx.operation_name)
+    except Exception:  # unparsable document or unknown operation name
+        kind, name = "unknown", "invalid"
+    result = ctx.result
+    errors = getattr(result, "errors", None) if result is not None else None
+    errors = errors or ctx.pre_execution_errors  # parse and validation failures
+    if not errors:
+        outcome = "ok"
+    elif getattr(result, "data", None) is None:
+        outcome = "error"
+    else:
+        outcome = "partial"
+    key = (name, kind, outcome)
+    children = _children.get(key)
+    if children is None:
+        children = _children[key] = (
+            metrics.graphql_operations.labels(name, kind, outcome),
+            metrics.graphql_latency.labels(name, kind),
+        )
+    children[0].inc()
+    children[1].observe(time.perf_counter() - started)
 
 
 class GraphQLMetrics(SchemaExtension):
@@ -38,20 +69,4 @@ class GraphQLMetrics(SchemaExtension):
     def on_operation(self) -> Iterator[None]:
         started = time.perf_counter()
         yield
-        ctx = self.execution_context
-        try:
-            kind = ctx.operation_type.value
-            name = _label(ctx.operation_name)
-        except Exception:  # unparsable document or unknown operation name
-            kind, name = "unknown", "invalid"
-        result = ctx.result
-        errors = getattr(result, "errors", None) if result is not None else None
-        errors = errors or ctx.pre_execution_errors  # parse and validation failures
-        if not errors:
-            outcome = "ok"
-        elif getattr(result, "data", None) is None:
-            outcome = "error"
-        else:
-            outcome = "partial"
-        metrics.graphql_operations.labels(name, kind, outcome).inc()
-        metrics.graphql_latency.labels(name, kind).observe(time.perf_counter() - started)
+        record_operation(self.execution_context, started)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionContext
 
 _FOUND = re.compile(r"[;,]?\s*found:\s.*\Z", re.S)
 _CANNOT_REPRESENT = re.compile(r"(cannot represent [^:]*?):\s.*\Z", re.S)
@@ -38,11 +39,15 @@ def _redact(errors: Any) -> None:
                 error.args = (cleaned,)
 
 
+def redact_operation(ctx: ExecutionContext) -> None:
+    """Cut echoed variable values out of a finished operation's errors."""
+    _redact(ctx.pre_execution_errors)
+    result = ctx.result
+    if result is not None:
+        _redact(getattr(result, "errors", None))
+
+
 class RedactVariableValues(SchemaExtension):
     def on_operation(self) -> Iterator[None]:
         yield
-        ctx = self.execution_context
-        _redact(ctx.pre_execution_errors)
-        result = ctx.result
-        if result is not None:
-            _redact(getattr(result, "errors", None))
+        redact_operation(self.execution_context)
