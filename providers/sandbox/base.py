@@ -57,6 +57,7 @@ unless SANDBOX_ENABLED=true.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import hashlib
 import json
@@ -136,7 +137,7 @@ def bearer(request: Request) -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
-class Sandbox:
+class Sandbox(abc.ABC):
     """Base of every vendor emulator. Subclasses set `provider` and implement
     `routes()` and `error_response()`; everything else is shared."""
 
@@ -155,8 +156,9 @@ class Sandbox:
 
     # To implement ---------------------------------------------------------------------
 
+    @abc.abstractmethod
     def routes(self) -> list[BaseRoute]:
-        raise NotImplementedError
+        """The vendor's paths, as Starlette routes."""
 
     def error_response(
         self,
@@ -173,7 +175,7 @@ class Sandbox:
             headers=headers,
         )
 
-    def reset_state(self) -> None:
+    def reset_state(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Forget the emulator's own data (sent emails, ...). Override when there is some."""
 
     def check_key(self, key: str | None) -> Response | None:
