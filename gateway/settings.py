@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     email_token_ttl_seconds: int = Field(24 * 3600, ge=60)
     password_reset_ttl_seconds: int = Field(3600, ge=60)
     invitation_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
+    # How long `me` may answer the viewer's user/organization profile from memory (0: never).
+    viewer_cache_seconds: float = Field(5.0, ge=0, le=60)
 
     # Secret vault keys (Fernet, url-safe base64 of 32 bytes); the first encrypts.
     vault_keys: Annotated[list[str], NoDecode] = Field(default_factory=lambda: [DEV_VAULT_KEY])

@@ -27,8 +27,10 @@ from gateway.security import (
 from models.accounts import EmailToken, RefreshToken, User
 from models.members import Membership
 from models.tenants import Tenant
+from resolvers import viewer_cache
 from resolvers.context import Context
 from resolvers.mailer import RecordingMailer
+from resolvers.viewer_cache import TenantProfile, UserProfile
 
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
 VERIFY_EMAIL = "verify_email"
@@ -258,6 +260,44 @@ async def load_user(ctx: Context, user_id: int) -> User | None:
     return await ctx.loader("users", _load_users).load(user_id)
 
 
+async def viewer_user(ctx: Context) -> UserProfile | None:
+    """The signed-in user's profile for `me`, from the viewer cache when fresh (an inactive
+    or deleted user is None); None for an API key without a user."""
+    user_id = ctx.require_principal().user_id
+    if user_id is None:
+        return None
+
+    async def load() -> UserProfile | None:
+        row = await load_user(ctx, user_id)
+        return None if row is None else UserProfile.of(row)
+
+    cache = viewer_cache.cache_of(ctx.services).users
+    return await viewer_cache.read_through(cache, user_id, ctx.settings.viewer_cache_seconds, load)
+
+
+async def viewer_tenant(ctx: Context) -> TenantProfile | None:
+    """The session's organization profile for `me`, from the viewer cache when fresh."""
+    tenant_id = ctx.tenant_id
+
+    async def load() -> TenantProfile | None:
+        row = await load_tenant(ctx, tenant_id)
+        return None if row is None else TenantProfile.of(row)
+
+    cache = viewer_cache.cache_of(ctx.services).tenants
+    ttl = ctx.settings.viewer_cache_seconds
+    return await viewer_cache.read_through(cache, tenant_id, ttl, load)
+
+
+def forget_user(ctx: Context, user_id: int) -> None:
+    """Call after changing a user's profile fields or deactivating them."""
+    viewer_cache.cache_of(ctx.services).users.forget(user_id)
+
+
+def forget_tenant(ctx: Context, tenant_id: int) -> None:
+    """Call after changing an organization's name or slug."""
+    viewer_cache.cache_of(ctx.services).tenants.forget(tenant_id)
+
+
 async def my_memberships(ctx: Context) -> list[Membership]:
     principal = ctx.require_principal()
     if principal.user_id is None:
@@ -271,6 +311,7 @@ async def update_profile(ctx: Context, *, name: str | None) -> User:
         require(len(name) <= 200, "name", "must be at most 200 characters")
         user.name = name.strip()
         await user.save(update_fields=["name", "updated_at"])
+        forget_user(ctx, user.id)
     return user
 
 
@@ -350,6 +391,7 @@ async def verify_email(ctx: Context, token: str) -> User:
     if user.email_verified_at is None:
         user.email_verified_at = now()
         await user.save(update_fields=["email_verified_at", "updated_at"])
+        forget_user(ctx, user.id)
     return user
 
 

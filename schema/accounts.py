@@ -76,16 +76,20 @@ class Viewer:
     _tenant_id: strawberry.Private[int]
     _user_id: strawberry.Private[int | None]
 
-    @strawberry.field(description="The signed-in user; null for an API key without a creator.")
+    @strawberry.field(
+        description="The signed-in user; null for an API key without a creator. May be up to "
+        "`VIEWER_CACHE_SECONDS` (default 5) old when changed through another gateway process."
+    )
     async def user(self, info: Info) -> User | None:
-        if self._user_id is None:
-            return None
-        row = await accounts.load_user(info.context, self._user_id)
+        row = await accounts.viewer_user(info.context)
         return None if row is None else User.from_row(row)
 
-    @strawberry.field(description="The organization this session works in.")
+    @strawberry.field(
+        description="The organization this session works in. May be up to "
+        "`VIEWER_CACHE_SECONDS` (default 5) old when changed through another gateway process."
+    )
     async def organization(self, info: Info) -> Organization:
-        row = await accounts.load_tenant(info.context, self._tenant_id)
+        row = await accounts.viewer_tenant(info.context)
         return Organization.from_row(row)
 
     @strawberry.field(description="Every organization the user belongs to, with their role.")
