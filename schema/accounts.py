@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import strawberry
+from graphql import FieldNode, FragmentSpreadNode, InlineFragmentNode
 from strawberry import relay
 from strawberry.types import Info
 
@@ -69,18 +70,47 @@ class Organization(ModelNode):
         return rows
 
 
+NOT_LOADED: Any = object()  # a profile `me` did not read ahead
+
+
+def _selected(info: Info) -> set[str]:
+    """Names of the fields selected directly under the current field, through fragments."""
+    raw = info._raw_info
+    names: set[str] = set()
+    pending = [node.selection_set for node in raw.field_nodes]
+    while pending:
+        selection_set = pending.pop()
+        for sel in selection_set.selections if selection_set is not None else ():
+            if isinstance(sel, FieldNode):
+                names.add(sel.name.value)
+            elif isinstance(sel, InlineFragmentNode):
+                pending.append(sel.selection_set)
+            elif isinstance(sel, FragmentSpreadNode) and sel.name.value in raw.fragments:
+                pending.append(raw.fragments[sel.name.value].selection_set)
+    return names
+
+
 @strawberry.type(description="The signed-in caller in the current organization.")
 class Viewer:
     role: Role = strawberry.field(description="The caller's role in the current organization.")
     is_api_key: bool = strawberry.field(description="The caller is an API key, not a person.")
     _tenant_id: strawberry.Private[int]
     _user_id: strawberry.Private[int | None]
+    _user: strawberry.Private[Any] = NOT_LOADED
+    _tenant: strawberry.Private[Any] = NOT_LOADED
 
+    # Plain (not async) resolvers: `me` reads the profiles it is asked for ahead (mostly
+    # from the viewer cache), so these answer at once, with no coroutine or task per field.
     @strawberry.field(
         description="The signed-in user; null for an API key without a creator. May be up to "
         "`VIEWER_CACHE_SECONDS` (default 5) old when changed through another gateway process."
     )
-    async def user(self, info: Info) -> User | None:
+    def user(self, info: Info) -> User | None:
+        if self._user is NOT_LOADED:
+            return cast("User | None", self._load_user(info))
+        return None if self._user is None else User.from_row(self._user)
+
+    async def _load_user(self, info: Info) -> User | None:
         row = await accounts.viewer_user(info.context)
         return None if row is None else User.from_row(row)
 
@@ -88,9 +118,13 @@ class Viewer:
         description="The organization this session works in. May be up to "
         "`VIEWER_CACHE_SECONDS` (default 5) old when changed through another gateway process."
     )
-    async def organization(self, info: Info) -> Organization:
-        row = await accounts.viewer_tenant(info.context)
-        return Organization.from_row(row)
+    def organization(self, info: Info) -> Organization:
+        if self._tenant is NOT_LOADED:
+            return cast("Organization", self._load_organization(info))
+        return Organization.from_row(self._tenant)
+
+    async def _load_organization(self, info: Info) -> Organization:
+        return Organization.from_row(await accounts.viewer_tenant(info.context))
 
     @strawberry.field(description="Every organization the user belongs to, with their role.")
     async def memberships(self, info: Info) -> list[MembershipInfo]:
@@ -214,11 +248,18 @@ class Query:
     @query(permission=SIGNED_IN, description="The signed-in caller.")
     async def me(self, info: Info) -> Viewer:
         p = info.context.require_principal()
+        wanted = _selected(info)
+        user = await accounts.viewer_user(info.context) if "user" in wanted else NOT_LOADED
+        tenant = (
+            await accounts.viewer_tenant(info.context) if "organization" in wanted else NOT_LOADED
+        )
         return Viewer(
             role=p.role,
             is_api_key=p.api_key_id is not None,
             _tenant_id=p.tenant_id,
             _user_id=p.user_id,
+            _user=user,
+            _tenant=tenant,
         )
 
 
