@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -286,6 +288,29 @@ async def viewer_tenant(ctx: Context) -> TenantProfile | None:
     cache = viewer_cache.cache_of(ctx.services).tenants
     ttl = ctx.settings.viewer_cache_seconds
     return await viewer_cache.read_through(cache, tenant_id, ttl, load)
+
+
+async def viewer_profiles(
+    ctx: Context, *, user: bool, tenant: bool
+) -> tuple[UserProfile | None, TenantProfile | None]:
+    """Both profiles for `me` when both are asked for: cache hits answer at once; when
+    both miss, the two reads run side by side (they overlap on PostgreSQL's pool)."""
+    if not (user and tenant):
+        return (
+            await viewer_user(ctx) if user else None,
+            await viewer_tenant(ctx) if tenant else None,
+        )
+    cache = viewer_cache.cache_of(ctx.services)
+    principal = ctx.require_principal()
+    ttl, now = ctx.settings.viewer_cache_seconds, time.monotonic()
+    user_missing = principal.user_id is not None and (
+        ttl <= 0 or cache.users.get(principal.user_id, now) is None
+    )
+    tenant_missing = ttl <= 0 or cache.tenants.get(principal.tenant_id, now) is None
+    if user_missing and tenant_missing:
+        found_user, found_tenant = await asyncio.gather(viewer_user(ctx), viewer_tenant(ctx))
+        return found_user, found_tenant
+    return await viewer_user(ctx), await viewer_tenant(ctx)
 
 
 def forget_user(ctx: Context, user_id: int) -> None:

@@ -249,17 +249,17 @@ class Query:
     async def me(self, info: Info) -> Viewer:
         p = info.context.require_principal()
         wanted = _selected(info)
-        user = await accounts.viewer_user(info.context) if "user" in wanted else NOT_LOADED
-        tenant = (
-            await accounts.viewer_tenant(info.context) if "organization" in wanted else NOT_LOADED
+        want_user, want_tenant = "user" in wanted, "organization" in wanted
+        user, tenant = await accounts.viewer_profiles(
+            info.context, user=want_user, tenant=want_tenant
         )
         return Viewer(
             role=p.role,
             is_api_key=p.api_key_id is not None,
             _tenant_id=p.tenant_id,
             _user_id=p.user_id,
-            _user=user,
-            _tenant=tenant,
+            _user=user if want_user else NOT_LOADED,
+            _tenant=tenant if want_tenant else NOT_LOADED,
         )
 
 
