@@ -160,7 +160,7 @@ async def register_organization(
     require(len(name or "") <= 200, "name", "must be at most 200 characters")
     email = normalize_email(email)
     check_password_strength(password, email=email)
-    await _throttle(ctx, "register", ctx.client_ip, ctx.settings.login_attempts_per_address)
+    await throttle(ctx, "register", ctx.client_ip, ctx.settings.login_attempts_per_address)
     if await User.filter(email=email).exists():
         raise Conflict(
             "An account with this email already exists; log in instead.",
@@ -185,18 +185,19 @@ async def register_organization(
     return await start_session(ctx, user, tenant, Role.OWNER)
 
 
-async def _throttle(ctx: Context, bucket: str, identity: str, spec: str) -> None:
+async def throttle(ctx: Context, bucket: str, identity: str, spec: str) -> None:
+    """Exact budget for attempts an attacker would repeat (logins, resets, invitations)."""
     if ctx.settings.rate_limit_enabled:
         await ctx.services.limiter.enforce(
-            spec, bucket, identity, message="Too many attempts; try again later."
+            spec, bucket, identity, message="Too many attempts; try again later.", exact=True
         )
 
 
 async def login(ctx: Context, *, email: str, password: str, tenant_id: int | None) -> AuthResult:
     email = (email or "").strip().lower()
     settings = ctx.settings
-    await _throttle(ctx, "login-addr", ctx.client_ip, settings.login_attempts_per_address)
-    await _throttle(ctx, "login-account", email, settings.login_attempts_per_account)
+    await throttle(ctx, "login-addr", ctx.client_ip, settings.login_attempts_per_address)
+    await throttle(ctx, "login-account", email, settings.login_attempts_per_account)
     user = await User.filter(email=email, is_active=True).first()
     if not verify_password(user.password_hash if user else None, password or "") or user is None:
         raise Unauthenticated("Wrong email or password.")
@@ -342,7 +343,7 @@ async def update_profile(ctx: Context, *, name: str | None) -> User:
 
 async def change_password(ctx: Context, *, current_password: str, new_password: str) -> bool:
     user = await current_user(ctx)
-    await _throttle(ctx, "login-account", user.email, ctx.settings.login_attempts_per_account)
+    await throttle(ctx, "login-account", user.email, ctx.settings.login_attempts_per_account)
     if not verify_password(user.password_hash, current_password):
         raise BadUserInput("Current password is wrong.", details={"currentPassword": "is wrong"})
     check_password_strength(new_password, email=user.email)
@@ -405,7 +406,7 @@ async def _consume_email_token(token: str, purpose: str) -> EmailToken:
 async def request_email_verification(ctx: Context) -> bool:
     user = await current_user(ctx)
     if user.email_verified_at is None:
-        await _throttle(ctx, "verify-mail", str(user.id), "5/hour")
+        await throttle(ctx, "verify-mail", str(user.id), "5/hour")
         await send_email_token(user, VERIFY_EMAIL, ctx)
     return True
 
@@ -423,8 +424,8 @@ async def verify_email(ctx: Context, token: str) -> User:
 async def request_password_reset(ctx: Context, email: str) -> bool:
     """Always true: the answer must not tell whether an account exists."""
     email = (email or "").strip().lower()
-    await _throttle(ctx, "reset-addr", ctx.client_ip, ctx.settings.login_attempts_per_address)
-    await _throttle(ctx, "reset-account", email, "5/hour")
+    await throttle(ctx, "reset-addr", ctx.client_ip, ctx.settings.login_attempts_per_address)
+    await throttle(ctx, "reset-account", email, "5/hour")
     user = await User.filter(email=email, is_active=True).first()
     if user is not None:
         await send_email_token(user, RESET_PASSWORD, ctx)

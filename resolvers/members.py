@@ -299,10 +299,10 @@ async def _who_accepts(ctx: Context, email: str, name: str | None, password: str
             details={"password": "is required: an account exists for this email"},
         )
     # The same budget as login, so invitations are no side door for guessing passwords.
-    await accounts._throttle(
+    await accounts.throttle(
         ctx, "login-addr", ctx.client_ip, ctx.settings.login_attempts_per_address
     )
-    await accounts._throttle(ctx, "login-account", email, ctx.settings.login_attempts_per_account)
+    await accounts.throttle(ctx, "login-account", email, ctx.settings.login_attempts_per_account)
     if not verify_password(user.password_hash, password):
         raise Unauthenticated("Wrong password for the invited account.")
     return _Joiner(user)
