@@ -281,3 +281,43 @@ async def register(
 @pytest.fixture
 async def owner(client: httpx.AsyncClient) -> Account:
     return await register(client)
+
+
+# Waiting and background workers --------------------------------------------------------
+
+
+async def eventually(check: Any, what: str, limit: float = 60) -> None:
+    """Wait for a condition; the limit only stops a hung test."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(f"gave up waiting: {what}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def worker(store: Store) -> AsyncIterator[Any]:
+    """Start in-process worker runtimes (jobs + outbox relay) on the test store, fast polling."""
+    from gateway.worker import Runtime
+
+    started: list[Runtime] = []
+
+    async def start() -> Runtime:
+        rt = Runtime(
+            make_settings(
+                database_url=store.url,
+                job_poll_seconds=0.05,
+                outbox_poll_seconds=0.05,
+                job_lease_seconds=5,
+                worker_shutdown_grace_seconds=0.5,
+            ),
+            run_jobs=True,
+        )
+        await rt.start()
+        started.append(rt)
+        return rt
+
+    yield start
+    for rt in started:
+        await rt.stop()

@@ -31,6 +31,7 @@ from tests.conftest import (
     RUN_ID,
     Account,
     Store,
+    eventually,
     free_port,
     gql,
     make_settings,
@@ -38,16 +39,6 @@ from tests.conftest import (
     running_server,
 )
 from tests.processes import process_env, start_server
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, limit: float = 30) -> None:
-    """Wait for a condition (the limit only stops a hung test)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"gave up waiting: {what}")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from models.tenants import Tenant
 from resolvers import jobs
 from resolvers.jobs import JobContext, PermanentFailure, RetryLater, job_handler
 from schema.relay import decode_id, encode_id
-from tests.conftest import Store, error_codes, gql, make_settings, register
+from tests.conftest import Store, error_codes, eventually, gql, make_settings, register
 
 RUNS: dict[str, list[tuple[int, int, dt.datetime]]] = {}
 
@@ -61,16 +61,6 @@ async def permanent(ctx: JobContext, payload: dict) -> None:
 async def slow(ctx: JobContext, payload: dict) -> None:
     _seen(payload["tag"], ctx)
     await asyncio.sleep(float(payload["seconds"]))
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, limit: float = 30) -> None:
-    """Wait for a condition (not a timing assertion: the limit only stops a hung test)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"gave up waiting: {what}")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

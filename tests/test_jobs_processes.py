@@ -8,10 +8,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,7 @@ from tortoise.transactions import in_transaction
 from models.jobs import Job, JobStatus
 from resolvers import jobs
 from tests import job_handlers  # noqa: F401 - registers the kinds enqueued here
-from tests.conftest import Store
+from tests.conftest import Store, eventually
 from tests.processes import process_env, start_worker
 
 
@@ -29,15 +27,6 @@ def pg(store: Store) -> Store:
     if store.kind != "postgres":
         pytest.skip("multi-process workers need PostgreSQL (SQLite is one process)")
     return store
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, limit: float = 60) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"gave up waiting: {what}")
-        await asyncio.sleep(0.1)
 
 
 def lines(path: Path) -> list[list[str]]:

@@ -13,20 +13,17 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
 from standardwebhooks import Webhook
 
-from gateway.app import create_app
 from gateway.settings import Settings
-from gateway.worker import Runtime
 from models.webhooks import WebhookInbox, WebhookSource
 from resolvers.jobs import PermanentFailure
 from resolvers.webhooks_in import inbox_handler
-from tests.conftest import Store, error_codes, gql, make_settings, register
+from tests.conftest import Store, error_codes, eventually, gql, make_settings, register
 
 SYSTEM_STANDARD = "whsec_" + "c3lzdGVtLWxldmVsLXN0YW5kYXJkLXNlY3JldC0zMmI="
 SYSTEM_GENERIC = "generic-system-secret-for-tests"
@@ -52,44 +49,6 @@ def settings(store: Store) -> Settings:
         webhook_system_secrets={"standard": SYSTEM_STANDARD, "generic": SYSTEM_GENERIC},
         webhook_max_body_bytes=4096,
     )
-
-
-@pytest.fixture
-def app(settings: Settings) -> Any:
-    return create_app(settings, configure_logs=False)
-
-
-@pytest.fixture
-async def worker(store: Store) -> AsyncIterator[Callable[[], Awaitable[Runtime]]]:
-    started: list[Runtime] = []
-
-    async def start() -> Runtime:
-        rt = Runtime(
-            make_settings(
-                database_url=store.url,
-                job_poll_seconds=0.05,
-                outbox_poll_seconds=0.05,
-                job_lease_seconds=5,
-                worker_shutdown_grace_seconds=0.5,
-            ),
-            run_jobs=True,
-        )
-        await rt.start()
-        started.append(rt)
-        return rt
-
-    yield start
-    for rt in started:
-        await rt.stop()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, limit: float = 30) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"gave up waiting: {what}")
-        await asyncio.sleep(0.05)
 
 
 def standard_request(

@@ -26,16 +26,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.app import create_app
 from gateway.settings import Settings
-from gateway.worker import Runtime
 from models.events import OutboxEvent
 from models.webhooks import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from resolvers import webhooks_out
 from resolvers.events import Event, emit
 from resolvers.jobs import now
 from schema.relay import decode_id
-from tests.conftest import Store, error_codes, gql, make_settings, register, running_server
+from tests.conftest import (
+    Store,
+    error_codes,
+    eventually,
+    gql,
+    make_settings,
+    register,
+    running_server,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,44 +119,6 @@ async def receiver() -> AsyncIterator[Receiver]:
 @pytest.fixture
 def settings(store: Store) -> Settings:
     return make_settings(database_url=store.url, webhook_allowed_hosts=["127.0.0.1/32"])
-
-
-@pytest.fixture
-def app(settings: Settings) -> Any:
-    return create_app(settings, configure_logs=False)
-
-
-@pytest.fixture
-async def worker(store: Store) -> AsyncIterator[Callable[[], Awaitable[Runtime]]]:
-    started: list[Runtime] = []
-
-    async def start() -> Runtime:
-        rt = Runtime(
-            make_settings(
-                database_url=store.url,
-                job_poll_seconds=0.05,
-                outbox_poll_seconds=0.05,
-                job_lease_seconds=5,
-                worker_shutdown_grace_seconds=0.5,
-            ),
-            run_jobs=True,
-        )
-        await rt.start()
-        started.append(rt)
-        return rt
-
-    yield start
-    for rt in started:
-        await rt.stop()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, limit: float = 30) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"gave up waiting: {what}")
-        await asyncio.sleep(0.05)
 
 
 CREATE = """
