@@ -78,7 +78,7 @@ from providers.openai import (
 )
 from resolvers import credentials
 from resolvers.context import Context, Services
-from resolvers.pagination import Order, Page, paginate
+from resolvers.pagination import Order, Page, page_of
 from resolvers.upstream import provider_registry, to_gateway_error
 
 log = logging.getLogger("switchboard.ai")
@@ -862,13 +862,7 @@ async def verify_openai_credential(ctx: Context, resolved: Any) -> bool:
 
 async def list_conversations(ctx: Context, *, first: int | None, after: str | None) -> Page:
     principal = ctx.require("ai:use")
-    return await paginate(
-        _conversations(principal),
-        first=first,
-        after=after,
-        max_page=ctx.settings.max_page_size,
-        order=Order("id", descending=True),
-    )
+    return await page_of(ctx, _conversations(principal), first=first, after=after)
 
 
 async def get_conversation(ctx: Context, conversation_id: int) -> Conversation:
@@ -901,11 +895,11 @@ async def list_messages(
     principal = ctx.require("ai:use")
     if conversation.tenant_id != principal.tenant_id:
         raise NotFound("Conversation not found.")
-    return await paginate(
+    return await page_of(
+        ctx,
         scoped(ChatMessage, principal.tenant_id).filter(conversation_id=conversation.id),
         first=first,
         after=after,
-        max_page=ctx.settings.max_page_size,
         order=Order("id"),
     )
 

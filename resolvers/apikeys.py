@@ -16,7 +16,7 @@ from models.tenancy import get_scoped, scoped
 from resolvers.accounts import now
 from resolvers.context import Context
 from resolvers.members import parse_role, require_grantable
-from resolvers.pagination import Order, Page, paginate
+from resolvers.pagination import Page, page_of
 
 PREFIX_LENGTH = 12  # "sbk_" and 8 random characters: enough to tell keys apart in a list
 
@@ -52,13 +52,7 @@ async def list_api_keys(
     qs = scoped(ApiKey, principal.tenant_id)
     if not include_revoked:
         qs = qs.filter(revoked_at=None)
-    return await paginate(
-        qs,
-        first=first,
-        after=after,
-        max_page=ctx.settings.max_page_size,
-        order=Order("id", descending=True),
-    )
+    return await page_of(ctx, qs, first=first, after=after)
 
 
 async def revoke_api_key(ctx: Context, *, key_id: int) -> ApiKey:

@@ -27,7 +27,7 @@ from models.tenancy import get_scoped, scoped
 from resolvers.accounts import EMAIL_RE
 from resolvers.context import Context
 from resolvers.events import emit
-from resolvers.pagination import Order, Page, paginate
+from resolvers.pagination import Order, Page, page_of
 
 MAX_UPSERT_ITEMS = 500
 ITEM_ERROR = "_error"  # an item key the schema sets when it could not decode the item
@@ -302,11 +302,11 @@ async def list_contacts(
     if f.owner_id is not None:
         await require_member(tenant_id, f.owner_id, "filter.ownerId")
         qs = qs.filter(owner_id=f.owner_id)
-    page = await paginate(
+    page = await page_of(
+        ctx,
         qs,
         first=first,
         after=after,
-        max_page=ctx.settings.max_page_size,
         order=order,
         fetch=lambda window: plain_rows(window, CONTACT_COLUMNS),
     )

@@ -29,7 +29,7 @@ from gateway.vault import VaultError, vault_for
 from models.credentials import TENANT_SLOT, Credential, user_slot
 from models.tenancy import scoped
 from resolvers.context import Context
-from resolvers.pagination import Order, Page, paginate
+from resolvers.pagination import Order, Page, page_of
 
 log = logging.getLogger("switchboard.credentials")
 
@@ -519,9 +519,7 @@ async def list_credentials(
     ctx.require("credentials:tenant" if scope is CredentialScope.TENANT else "credentials:own")
     slot, _ = _slot_for(ctx, scope)
     query = scoped(Credential, ctx.tenant_id).filter(slot=slot)
-    return await paginate(
-        query, first=first, after=after, max_page=ctx.settings.max_page_size, order=Order("id")
-    )
+    return await page_of(ctx, query, first=first, after=after, order=Order("id"))
 
 
 async def load_nodes(ctx: Context, ids: list[str]) -> list[Credential | None]:

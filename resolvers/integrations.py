@@ -38,7 +38,7 @@ from resolvers.credentials import (
     parse_provider,
     resolve_credential,
 )
-from resolvers.pagination import Order, Page, paginate
+from resolvers.pagination import Page, page_of
 
 log = logging.getLogger("switchboard.integrations")
 
@@ -146,13 +146,7 @@ async def list_errors(
     query = scoped(IntegrationError, ctx.tenant_id)
     if provider is not None:
         query = query.filter(provider=parse_provider(provider).value)
-    return await paginate(
-        query,
-        first=first,
-        after=after,
-        max_page=ctx.settings.max_page_size,
-        order=Order("id", descending=True),
-    )
+    return await page_of(ctx, query, first=first, after=after)
 
 
 # -- health -------------------------------------------------------------------------------

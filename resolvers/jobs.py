@@ -38,7 +38,7 @@ from gateway.settings import Settings
 from models.events import OutboxEvent
 from models.jobs import Job, JobStatus
 from resolvers.context import Context
-from resolvers.pagination import Order, Page, paginate
+from resolvers.pagination import Page, page_of
 
 log = logging.getLogger("switchboard.jobs")
 
@@ -562,13 +562,7 @@ async def list_jobs(
         qs = qs.filter(status=status)
     if kind:
         qs = qs.filter(kind=kind)
-    return await paginate(
-        qs,
-        first=first,
-        after=after,
-        max_page=ctx.settings.max_page_size,
-        order=Order("id", descending=True),
-    )
+    return await page_of(ctx, qs, first=first, after=after)
 
 
 async def retry_job(ctx: Context, *, job_id: int) -> Job:

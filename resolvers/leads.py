@@ -31,7 +31,7 @@ from resolvers.contacts import (
     text,
 )
 from resolvers.context import Context
-from resolvers.pagination import Page, paginate
+from resolvers.pagination import Page, page_of
 
 LEAD_ORDER_FIELDS = frozenset({"id", "title", "amount", "created_at", "updated_at"})
 MAX_AMOUNT = Decimal("99999999999999")  # 14 integer digits: DecimalField(18, 4)
@@ -174,9 +174,7 @@ async def list_leads(
         qs = qs.filter(contact_id=f.contact_id)
     if f.source is not None:
         qs = qs.filter(source=f.source.strip())
-    return await paginate(
-        qs, first=first, after=after, max_page=ctx.settings.max_page_size, order=order
-    )
+    return await page_of(ctx, qs, first=first, after=after, order=order)
 
 
 async def create_lead(ctx: Context, data: dict[str, Any]) -> Lead:

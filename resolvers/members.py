@@ -40,7 +40,7 @@ from resolvers import accounts
 from resolvers.accounts import AuthResult, normalize_email, now
 from resolvers.context import Context
 from resolvers.events import emit, global_id
-from resolvers.pagination import Order, Page, paginate
+from resolvers.pagination import Order, Page, page_of
 
 INVITATION_MAIL = "invitation"
 INVITES_PER_TENANT = "200/hour"
@@ -103,12 +103,8 @@ async def _revoke_access(user_id: int, tenant_id: int) -> None:
 
 async def list_members(ctx: Context, *, first: int | None, after: str | None) -> Page[Membership]:
     principal = ctx.require("members:read")
-    return await paginate(
-        scoped(Membership, principal.tenant_id),
-        first=first,
-        after=after,
-        max_page=ctx.settings.max_page_size,
-        order=Order("id"),
+    return await page_of(
+        ctx, scoped(Membership, principal.tenant_id), first=first, after=after, order=Order("id")
     )
 
 
@@ -194,12 +190,8 @@ async def list_invitations(
     ctx: Context, *, first: int | None, after: str | None
 ) -> Page[Invitation]:
     principal = ctx.require("members:invite")
-    return await paginate(
-        pending(scoped(Invitation, principal.tenant_id)),
-        first=first,
-        after=after,
-        max_page=ctx.settings.max_page_size,
-        order=Order("id", descending=True),
+    return await page_of(
+        ctx, pending(scoped(Invitation, principal.tenant_id)), first=first, after=after
     )
 
 

@@ -132,3 +132,26 @@ async def paginate(
         has_previous=after is not None,
         query=query,
     )
+
+
+NEWEST_FIRST = Order("id", descending=True)
+
+
+async def page_of(
+    ctx: Any,
+    query: QuerySet[T],
+    *,
+    first: int | None,
+    after: str | None,
+    order: Order = NEWEST_FIRST,
+    fetch: Callable[[QuerySet[T]], Awaitable[list[Any]]] | None = None,
+) -> Page[Any]:
+    """`paginate` with the request's maximum page size (`ctx` is a resolvers Context)."""
+    return await paginate(
+        query,
+        first=first,
+        after=after,
+        max_page=ctx.settings.max_page_size,
+        order=order,
+        fetch=fetch,
+    )

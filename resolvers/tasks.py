@@ -24,7 +24,7 @@ from resolvers.contacts import (
     text,
 )
 from resolvers.context import Context
-from resolvers.pagination import Page, paginate
+from resolvers.pagination import Page, page_of
 
 TASK_ORDER_FIELDS = frozenset({"id", "title", "created_at", "updated_at"})
 _FAR_FUTURE = dt.datetime.max.replace(tzinfo=dt.UTC)
@@ -172,9 +172,7 @@ async def list_tasks(
     if f.contact_id is not None:
         await require_contact(tenant_id, f.contact_id, "filter.contactId")
         qs = qs.filter(contact_id=f.contact_id)
-    return await paginate(
-        qs, first=first, after=after, max_page=ctx.settings.max_page_size, order=order
-    )
+    return await page_of(ctx, qs, first=first, after=after, order=order)
 
 
 async def create_task(ctx: Context, data: dict[str, Any]) -> Task:

@@ -66,7 +66,7 @@ from resolvers.jobs import (
     now,
     wake_workers,
 )
-from resolvers.pagination import Order, Page, paginate
+from resolvers.pagination import Page, page_of
 
 log = logging.getLogger("switchboard.webhooks.in")
 
@@ -310,13 +310,7 @@ async def list_inbox(
     if status is not None:
         require(status in INBOX_STATUSES, "status", "is not an inbox status")
         qs = qs.filter(status=status)
-    return await paginate(
-        qs,
-        first=first,
-        after=after,
-        max_page=ctx.settings.max_page_size,
-        order=Order("id", descending=True),
-    )
+    return await page_of(ctx, qs, first=first, after=after)
 
 
 async def get_inbox_event(ctx: Context, inbox_id: int) -> WebhookInbox:
@@ -404,13 +398,7 @@ async def list_sources(
     ctx: Context, *, first: int | None, after: str | None
 ) -> Page[WebhookSource]:
     principal = ctx.require("webhooks:manage")
-    return await paginate(
-        scoped(WebhookSource, principal.tenant_id),
-        first=first,
-        after=after,
-        max_page=ctx.settings.max_page_size,
-        order=Order("id", descending=True),
-    )
+    return await page_of(ctx, scoped(WebhookSource, principal.tenant_id), first=first, after=after)
 
 
 async def delete_source(ctx: Context, *, source_id: int) -> int:

@@ -51,7 +51,7 @@ from models.webhooks import DeliveryStatus, WebhookAttempt, WebhookDelivery, Web
 from resolvers.context import Context
 from resolvers.events import Event, emit, listener
 from resolvers.jobs import JobContext, RetryLater, enqueue, job_handler, now
-from resolvers.pagination import Order, Page, paginate
+from resolvers.pagination import Page, page_of
 
 log = logging.getLogger("switchboard.webhooks.out")
 
@@ -238,12 +238,8 @@ async def list_endpoints(
     ctx: Context, *, first: int | None, after: str | None
 ) -> Page[WebhookEndpoint]:
     principal = ctx.require("webhooks:manage")
-    return await paginate(
-        scoped(WebhookEndpoint, principal.tenant_id),
-        first=first,
-        after=after,
-        max_page=ctx.settings.max_page_size,
-        order=Order("id", descending=True),
+    return await page_of(
+        ctx, scoped(WebhookEndpoint, principal.tenant_id), first=first, after=after
     )
 
 
@@ -374,25 +370,18 @@ async def list_deliveries(
     if status is not None:
         require(status in DELIVERY_STATUSES, "status", "is not a delivery status")
         qs = qs.filter(status=status)
-    return await paginate(
-        qs,
-        first=first,
-        after=after,
-        max_page=ctx.settings.max_page_size,
-        order=Order("id", descending=True),
-    )
+    return await page_of(ctx, qs, first=first, after=after)
 
 
 async def list_attempts(
     ctx: Context, *, delivery_id: int, first: int | None, after: str | None
 ) -> Page[WebhookAttempt]:
     principal = ctx.require("webhooks:manage")
-    return await paginate(
+    return await page_of(
+        ctx,
         scoped(WebhookAttempt, principal.tenant_id).filter(delivery_id=delivery_id),
         first=first,
         after=after,
-        max_page=ctx.settings.max_page_size,
-        order=Order("id", descending=True),
     )
 
 
