@@ -38,6 +38,12 @@ graphql_latency = Histogram(
     buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
 )
+graphql_response_cache_hits = Counter(
+    "switchboard_graphql_response_cache_hits_total",
+    "GraphQL operations answered from the response cache (also counted as operations).",
+    ["operation"],
+    registry=REGISTRY,
+)
 rate_limit_rejections = Counter(
     "switchboard_rate_limit_rejections_total",
     "Requests refused by a rate limit, by budget.",

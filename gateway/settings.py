@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     invitation_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
     # How long `me` may answer the viewer's user/organization profile from memory (0: never).
     viewer_cache_seconds: float = Field(5.0, ge=0, le=60)
+    # Whole answers of queries whose fields all carry a cache hint (`me`), per caller, kept
+    # at most VIEWER_CACHE_SECONDS; how many per process (0: no response cache).
+    response_cache_entries: int = Field(10_000, ge=0, le=1_000_000)
 
     # Secret vault keys (Fernet, url-safe base64 of 32 bytes); the first encrypts.
     vault_keys: Annotated[list[str], NoDecode] = Field(default_factory=lambda: [DEV_VAULT_KEY])

@@ -136,6 +136,8 @@ async def refresh_session(ctx: Context, refresh_token: str) -> AuthResult:
 
 async def logout(ctx: Context, refresh_token: str | None, everywhere: bool) -> bool:
     principal = ctx.require_principal()
+    if principal.user_id is not None:
+        forget_user(ctx, principal.user_id)
     if everywhere and principal.user_id is not None:
         await revoke_user_sessions(principal.user_id)
         return True
@@ -315,13 +317,14 @@ async def viewer_profiles(
 
 
 def forget_user(ctx: Context, user_id: int) -> None:
-    """Call after changing a user's profile fields or deactivating them."""
-    viewer_cache.cache_of(ctx.services).users.forget(user_id)
+    """Call after changing a user's profile fields, memberships or roles, or deactivating
+    them (drops their cached profile and cached answers)."""
+    viewer_cache.forget_user(ctx.services, user_id)
 
 
 def forget_tenant(ctx: Context, tenant_id: int) -> None:
     """Call after changing an organization's name or slug."""
-    viewer_cache.cache_of(ctx.services).tenants.forget(tenant_id)
+    viewer_cache.forget_tenant(ctx.services, tenant_id)
 
 
 async def my_memberships(ctx: Context) -> list[Membership]:

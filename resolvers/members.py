@@ -125,6 +125,7 @@ async def change_member_role(ctx: Context, *, member_id: int, role: str) -> Memb
             )
         member.role = new_role.value
         await member.save(update_fields=["role", "updated_at"])
+        accounts.forget_user(ctx, member.user_id)  # their `me { memberships }`
         await emit(
             member.tenant_id,
             "member.role_changed",
@@ -146,6 +147,7 @@ async def remove_member(ctx: Context, *, member_id: int) -> Membership:
         member = await get_scoped(Membership, principal.tenant_id, member_id)
         require_grantable(principal, Role(member.role), "remove a member")
         await _delete_membership(member)
+        accounts.forget_user(ctx, member.user_id)
     return member
 
 
@@ -160,6 +162,7 @@ async def leave_organization(ctx: Context) -> bool:
         if member is None:
             raise Unauthenticated("You are no longer a member of this organization.")
         await _delete_membership(member)
+        accounts.forget_user(ctx, member.user_id)
     return True
 
 
@@ -348,6 +351,7 @@ async def accept_invitation(
             "You are already a member of this organization.",
             details={"token": "is for an organization you already belong to"},
         ) from None
+    accounts.forget_user(ctx, user.id)  # a new entry in their `me { memberships }`
     tenant = await Tenant.get(id=row.tenant_id)
     return await accounts.start_session(ctx, user, tenant, Role(row.role))
 

@@ -10,7 +10,8 @@ id, for `VIEWER_CACHE_SECONDS` (0 turns it off).
   as before, permission checks never read this cache. A deactivated user is dropped
   (`forget_user`) and otherwise stops answering within the TTL.
 - Writes through this process drop the entry at once (`forget_user`,
-  `forget_tenant`); a read that started before such a write never stores its
+  `forget_tenant`, which also drop the cached answers built from it:
+  `gateway/response_cache.py`); a read that started before such a write never stores its
   (possibly older) row afterwards (generation check). Other processes see a change
   within the TTL: that is the bound on staleness, stated in the setting and the
   field descriptions.
@@ -24,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from gateway import response_cache
 from resolvers.context import Services
 
 MAX_ENTRIES = 10_000
@@ -79,6 +81,10 @@ class TTLCache(Generic[V]):
             self._entries.pop(next(iter(self._entries)))
         self._entries[key] = (expires_at, value)
 
+    def expires_at(self, key: int) -> float | None:
+        entry = self._entries.get(key)
+        return None if entry is None else entry[0]
+
     def forget(self, key: int) -> None:
         self.generation += 1
         self._entries.pop(key, None)
@@ -116,3 +122,28 @@ async def read_through(
     if value is not None:
         cache.put(key, value, now + ttl, generation)
     return value
+
+
+def forget_user(services: Services, user_id: int) -> None:
+    """Drop the user's profile and every cached answer of theirs (gateway.response_cache)."""
+    cache_of(services).users.forget(user_id)
+    response_cache.cache_of(services.extras).forget_user(user_id)
+
+
+def forget_tenant(services: Services, tenant_id: int) -> None:
+    """Drop the organization's profile and every cached answer: its name also shows in
+    the `memberships` of people signed in to other organizations."""
+    cache_of(services).tenants.forget(tenant_id)
+    response_cache.cache_of(services.extras).forget_all()
+
+
+def fresh_until(services: Services, user_id: int | None, tenant_id: int) -> float | None:
+    """When the first of the viewer's cached profiles expires (None: neither is cached).
+    An answer built from them must not outlive them, or other processes' changes would
+    show only after two TTLs."""
+    cache = cache_of(services)
+    ends = [cache.tenants.expires_at(tenant_id)]
+    if user_id is not None:
+        ends.append(cache.users.expires_at(user_id))
+    known = [end for end in ends if end is not None]
+    return min(known) if known else None

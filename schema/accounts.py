@@ -14,6 +14,7 @@ from gateway.roles import Role
 from models.tenants import Tenant
 from resolvers import accounts
 from resolvers.accounts import AuthResult
+from schema.cache_control import cache_hint
 from schema.permissions import PUBLIC, SIGNED_IN, mutation, query
 from schema.relay import ModelNode, decode_id
 
@@ -72,6 +73,11 @@ class Organization(ModelNode):
 
 NOT_LOADED: Any = object()  # a profile `me` did not read ahead
 
+# `me` and what hangs under it depend only on the caller and change rarely: their
+# answers may be cached per caller (gateway/response_cache.py), bounded by
+# VIEWER_CACHE_SECONDS; the writes that change them drop the entries at once.
+VIEWER_HINT = [cache_hint(60)]
+
 
 def _selected(info: Info) -> set[str]:
     """Names of the fields selected directly under the current field, through fragments."""
@@ -103,7 +109,8 @@ class Viewer:
     # from the viewer cache), so these answer at once, with no coroutine or task per field.
     @strawberry.field(
         description="The signed-in user; null for an API key without a creator. May be up to "
-        "`VIEWER_CACHE_SECONDS` (default 5) old when changed through another gateway process."
+        "`VIEWER_CACHE_SECONDS` (default 5) old when changed through another gateway process.",
+        directives=VIEWER_HINT,
     )
     def user(self, info: Info) -> User | None:
         if self._user is NOT_LOADED:
@@ -116,7 +123,8 @@ class Viewer:
 
     @strawberry.field(
         description="The organization this session works in. May be up to "
-        "`VIEWER_CACHE_SECONDS` (default 5) old when changed through another gateway process."
+        "`VIEWER_CACHE_SECONDS` (default 5) old when changed through another gateway process.",
+        directives=VIEWER_HINT,
     )
     def organization(self, info: Info) -> Organization:
         if self._tenant is NOT_LOADED:
@@ -126,7 +134,11 @@ class Viewer:
     async def _load_organization(self, info: Info) -> Organization:
         return Organization.from_row(await accounts.viewer_tenant(info.context))
 
-    @strawberry.field(description="Every organization the user belongs to, with their role.")
+    @strawberry.field(
+        description="Every organization the user belongs to, with their role. May be up to "
+        "`VIEWER_CACHE_SECONDS` (default 5) old when changed through another gateway process.",
+        directives=VIEWER_HINT,
+    )
     async def memberships(self, info: Info) -> list[MembershipInfo]:
         rows = await accounts.my_memberships(info.context)
         out = []
@@ -141,7 +153,9 @@ class Viewer:
 @strawberry.type(description="One organization the viewer belongs to.")
 class MembershipInfo:
     role: Role = strawberry.field(description="The viewer's role there.")
-    organization: Organization = strawberry.field(description="The organization.")
+    organization: Organization = strawberry.field(
+        description="The organization.", directives=VIEWER_HINT
+    )
 
 
 @strawberry.type(description="Tokens for a new or refreshed session.")
@@ -245,7 +259,7 @@ def _org_id(gid: relay.GlobalID | None) -> int | None:
 
 @strawberry.type
 class Query:
-    @query(permission=SIGNED_IN, description="The signed-in caller.")
+    @query(permission=SIGNED_IN, description="The signed-in caller.", directives=VIEWER_HINT)
     async def me(self, info: Info) -> Viewer:
         p = info.context.require_principal()
         wanted = _selected(info)

@@ -7,10 +7,14 @@ does the same things, in the same order, with three hooks:
 
 - on_operation: adds the depth/alias/introspection rules and the token limit; after
   the operation, finishes errors (mask the unexpected, codes, request id), cuts echoed
-  variable values out of messages, then records the operation's metrics;
+  variable values out of messages, records the operation's metrics, and, when the view
+  waits to store the answer (`gateway/response_cache.py`), says whether and how long
+  an error-free answer may be cached (`schema/cache_control.py`);
 - on_parse: parses through a process-wide LRU cache (as strawberry's ParserCache);
-- on_validate: validates through a process-wide LRU cache (as strawberry's
-  ValidationCache), keyed by schema, document and rules.
+- on_validate: validates through a process-wide LRU cache keyed by schema, query TEXT
+  and rules. Strawberry's ValidationCache keys on the DocumentNode, and graphql-core
+  nodes hash their whole tree on every call; the text says the same (the parse of a
+  text is cached and deterministic) and a str caches its hash.
 
 No `resolve` hook: a resolve hook would run for every field of every operation.
 """
@@ -19,21 +23,42 @@ from __future__ import annotations
 
 import functools
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from graphql import parse
+from graphql import GraphQLError, GraphQLSchema, parse
 from strawberry.schema.schema import validate_document
+from strawberry.types.graphql import OperationType
 
+from schema.cache_control import cached_policy
 from schema.errors import GatewayErrors
 from schema.metrics import record_operation
 from schema.redaction import redact_operation
 
 CACHE_SIZE = 512
 # Process-wide, as strawberry's ParserCache / ValidationCache keep theirs; the validation
-# key is (schema, document, rules), so schemas with other limits never share an entry.
+# key is (schema, query text, rules), so schemas with other limits never share an entry.
 _parse = functools.lru_cache(maxsize=CACHE_SIZE)(parse)
-_validate = functools.lru_cache(maxsize=CACHE_SIZE)(validate_document)
+_validated: OrderedDict[tuple[GraphQLSchema, str | None, tuple[Any, ...]], list[GraphQLError]] = (
+    OrderedDict()
+)
+
+
+def _validate(
+    schema: GraphQLSchema, query: str | None, document: Any, rules: tuple[Any, ...]
+) -> list[GraphQLError]:
+    key = (schema, query, rules)
+    try:
+        _validated.move_to_end(key)
+        return _validated[key]
+    except KeyError:
+        pass
+    errors = validate_document(schema, document, rules)
+    if len(_validated) >= CACHE_SIZE:
+        _validated.popitem(last=False)
+    _validated[key] = errors
+    return errors
 
 
 class GatewayExtension(GatewayErrors):
@@ -50,6 +75,14 @@ class GatewayExtension(GatewayErrors):
         yield from super().on_operation()  # error codes and masking (GatewayErrors)
         redact_operation(ctx)
         record_operation(ctx, started)
+        _cache_policy(ctx)
+
+    def _process_result(self, result: object) -> None:
+        # MaskErrors' own isinstance against a runtime_checkable Protocol costs more
+        # than the rest of the hook.
+        errors = getattr(result, "errors", None)
+        if errors:
+            result.errors = self._process_errors(errors)  # type: ignore[attr-defined]
 
     def on_parse(self) -> Iterator[None]:
         ctx = self.execution_context
@@ -59,9 +92,31 @@ class GatewayExtension(GatewayErrors):
     def on_validate(self) -> Iterator[None]:
         ctx = self.execution_context
         ctx.pre_execution_errors = _validate(
-            ctx.schema._schema, ctx.graphql_document, ctx.validation_rules
+            ctx.schema._schema, ctx.query, ctx.graphql_document, ctx.validation_rules
         )
         yield
+
+
+def _cache_policy(ctx: Any) -> None:
+    """Tell a waiting response cache how long this answer may be kept (if at all)."""
+    request = getattr(ctx.context, "request", None)
+    state = request.scope.get("state") if request is not None else None
+    pending = state.get("response_cache") if state else None
+    if pending is None:
+        return
+    result = ctx.result
+    if (
+        ctx.pre_execution_errors
+        or result is None
+        or getattr(result, "errors", None)
+        or getattr(result, "data", None) is None
+        or ctx.operation_type is not OperationType.QUERY
+    ):
+        return
+    pending.max_age = cached_policy(
+        ctx.schema._schema, ctx.query, ctx.operation_name, ctx.graphql_document
+    )
+    pending.operation_name = ctx.operation_name
 
 
 def gateway_extension(rules: tuple[Any, ...], max_tokens: int) -> Callable[[], GatewayExtension]:

@@ -63,6 +63,24 @@ def record_operation(ctx: ExecutionContext, started: float) -> None:
     children[1].observe(time.perf_counter() - started)
 
 
+_cached_children: dict[str, tuple[Any, Any, Any]] = {}
+
+
+def record_cached_operation(operation_name: str | None, seconds: float) -> None:
+    """A query answered from the response cache: an ok operation, and a cache hit."""
+    name = _label(operation_name)
+    children = _cached_children.get(name)
+    if children is None:
+        children = _cached_children[name] = (
+            metrics.graphql_operations.labels(name, "query", "ok"),
+            metrics.graphql_latency.labels(name, "query"),
+            metrics.graphql_response_cache_hits.labels(name),
+        )
+    children[0].inc()
+    children[1].observe(seconds)
+    children[2].inc()
+
+
 class GraphQLMetrics(SchemaExtension):
     """Records gateway.metrics.graphql_operations and graphql_latency per operation."""
 

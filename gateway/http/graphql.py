@@ -4,12 +4,26 @@
 - authenticates WebSocket connections from the `connection_init` payload;
 - answers malformed requests with coded JSON errors instead of plain text;
 - speaks `application/graphql-response+json` with the spec's status codes when the
-  client accepts it (GraphQL over HTTP), plain `application/json` otherwise.
+  client accepts it (GraphQL over HTTP), plain `application/json` otherwise;
+- answers repeated viewer-scoped queries from the response cache
+  (`gateway/response_cache.py`) before any context is built.
+
+The response cache, per request: a signed-in caller's JSON POST is keyed by (principal
+key, tenant, role, raw body). A fresh entry is sent as it is, with the content type the
+client asked for; the middleware around this view has already set the request id,
+authenticated the caller (API keys against the store, every time), counted the rate
+limit, and will write the access log line and HTTP metrics; the hit also counts as a
+GraphQL operation. On a miss the request runs as usual; when the schema extension finds
+the answer error-free and the operation cacheable (`schema/cache_control.py`), the body
+is stored for the smallest hint, at most `VIEWER_CACHE_SECONDS`, and never beyond the
+cached viewer profiles it was built from (so other processes' writes still show within
+that bound).
 """
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any
 
@@ -23,11 +37,14 @@ from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UNSET, UnsetType
 
+from gateway import response_cache
 from gateway.errors import GatewayError
 from gateway.http.responses import GRAPHQL_RESPONSE, error_body, prefers_graphql_response
+from resolvers import viewer_cache
 from resolvers.auth import authenticate, bearer_token
 from resolvers.context import Context, Services
 from schema.errors import finish_errors
+from schema.metrics import record_cached_operation
 
 _HTTP_CODES = {
     400: "BAD_REQUEST",
@@ -36,6 +53,9 @@ _HTTP_CODES = {
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
 }
+
+
+_NOT_CACHED: Any = object()
 
 
 def _wants_graphql_response(request: Request) -> bool:
@@ -60,6 +80,10 @@ class GatewayGraphQL(GraphQL):
             keep_alive=False,
         )
         self.services = services
+        self.responses: response_cache.ResponseCache | None = None
+        if settings.viewer_cache_seconds > 0 and settings.response_cache_entries > 0:
+            self.responses = response_cache.cache_of(services.extras)
+            self.responses.max_entries = settings.response_cache_entries
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:  # type: ignore[override]
         state = request.scope.get("state", {})
@@ -137,6 +161,11 @@ class GatewayGraphQL(GraphQL):
             await super().__call__(scope, receive, send)
             return
         request = Request(scope=scope, receive=receive)
+        pending = None
+        if self.responses is not None and scope["method"] == "POST":
+            pending = await self._cached(scope, request, send)
+            if pending is None:
+                return  # answered from the cache
         try:
             response = await self.run(request)
         except HTTPException as exc:
@@ -146,7 +175,67 @@ class GatewayGraphQL(GraphQL):
             media = GRAPHQL_RESPONSE if _wants_graphql_response(request) else "application/json"
             headers = {"Allow": "GET, POST"} if exc.status_code == 405 else None
             response = Response(body, exc.status_code, headers=headers, media_type=media)
+        if pending is not None and pending is not _NOT_CACHED:
+            self._store(scope, pending, response)
         await response(scope, receive, send)
+
+    async def _cached(self, scope: Any, request: Request, send: Any) -> Any:
+        """None when a cached answer was sent; else a Pending the extension may fill (or
+        _NOT_CACHED when the request is not one the cache serves)."""
+        state = scope.get("state")
+        principal = state.get("principal") if state else None
+        if principal is None:
+            return _NOT_CACHED
+        content_type = accept = ""
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"accept":
+                accept = value.decode("latin-1")
+        if "application/json" not in content_type or (
+            accept and self._get_stream_transport_from_headers({"accept": accept})
+        ):
+            return _NOT_CACHED
+        key = (principal.key, principal.tenant_id, principal.role, await request.body())
+        assert self.responses is not None
+        now = time.monotonic()
+        hit = self.responses.get(key, now)
+        if hit is None:
+            pending = response_cache.Pending(key, self.responses.generation, now)
+            state["response_cache"] = pending
+            return pending
+        media = GRAPHQL_RESPONSE if accept and prefers_graphql_response(accept) else None
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-length", str(len(hit.body)).encode()),
+                    (b"content-type", (media or "application/json").encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": hit.body})
+        record_cached_operation(hit.operation_name, time.monotonic() - now)
+        return None
+
+    def _store(self, scope: Any, pending: response_cache.Pending, response: Response) -> None:
+        if pending.max_age is None or response.status_code != 200:
+            return
+        principal = scope["state"]["principal"]
+        expires = pending.started + min(
+            pending.max_age, self.services.settings.viewer_cache_seconds
+        )
+        profiles_end = viewer_cache.fresh_until(
+            self.services, principal.user_id, principal.tenant_id
+        )
+        if profiles_end is not None:
+            expires = min(expires, profiles_end)
+        answer = response_cache.CachedAnswer(
+            bytes(response.body), expires, principal.user_id, pending.operation_name
+        )
+        assert self.responses is not None
+        self.responses.put(pending.key, answer, pending.generation)
 
     async def process_result(self, request: Request, result: Any) -> Any:  # type: ignore[override]
         if result.errors:

@@ -1,0 +1,100 @@
+"""A private (per-caller) cache of whole GraphQL answers, as a gateway's response cache.
+
+Which operations may be cached, and for how long, comes from the fields' cache hints
+(`schema/cache_control.py`); the GraphQL view (`gateway/http/graphql.py`) looks an
+answer up before building a context and stores error-free answers after execution.
+This module only keeps the entries: a leaf, so the resolvers' write paths can drop
+entries without importing the view.
+
+- Keys are chosen by the view: the caller (principal key, tenant, role) and the raw
+  request body (query text, operation name, variables — byte for byte).
+- Each entry remembers whose it is, so `forget_user` drops every answer of one user
+  (their sessions in every tenant and the API keys they created); `forget_all` drops
+  everything (for an organization's change: its name shows in the `memberships` of
+  people signed in elsewhere).
+- A `generation` is bumped by every forget: an answer computed while a write landed is
+  not stored afterwards (the view passes the generation it saw before executing).
+- At most `MAX_ENTRIES` answers; the oldest insert goes first. Expired entries go on
+  lookup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any
+
+MAX_ENTRIES = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class CachedAnswer:
+    body: bytes
+    expires_at: float  # time.monotonic()
+    user_id: int | None
+    operation_name: str | None  # for the metrics of a hit
+
+
+@dataclass(slots=True)
+class Pending:
+    """A miss on its way through execution: the view sets it in the request's scope
+    state, the schema extension fills in the policy when the answer is error-free."""
+
+    key: Hashable
+    generation: int
+    started: float  # time.monotonic() before execution: entries age from here
+    max_age: float | None = None
+    operation_name: str | None = None
+
+
+class ResponseCache:
+    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+        self.max_entries = max_entries
+        self.generation = 0
+        self.hits = 0
+        self._entries: dict[Hashable, CachedAnswer] = {}
+
+    def get(self, key: Hashable, now: float) -> CachedAnswer | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.expires_at <= now:
+            self._entries.pop(key, None)
+            return None
+        self.hits += 1
+        return entry
+
+    def put(self, key: Hashable, answer: CachedAnswer, generation: int) -> bool:
+        """Store unless something was forgotten since `generation` was read."""
+        if generation != self.generation:
+            return False
+        entries = self._entries
+        if key not in entries and len(entries) >= self.max_entries:
+            entries.pop(next(iter(entries)))
+        entries[key] = answer
+        return True
+
+    def forget_user(self, user_id: int) -> None:
+        self._drop(lambda a: a.user_id == user_id)
+
+    def forget_all(self) -> None:
+        self.generation += 1
+        self._entries.clear()
+
+    def _drop(self, match: Any) -> None:
+        # A scan, not an index: writes that forget are rare next to reads, and an index
+        # would have to be kept right through eviction and expiry on every read.
+        self.generation += 1
+        for key in [k for k, a in self._entries.items() if match(a)]:
+            del self._entries[key]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def cache_of(extras: dict[str, Any]) -> ResponseCache:
+    """The app's cache, kept in `Services.extras` (one per app, like the viewer cache)."""
+    cache = extras.get("response_cache")
+    if cache is None:
+        cache = extras["response_cache"] = ResponseCache()
+    return cache  # type: ignore[no-any-return]
