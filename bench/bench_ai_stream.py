@@ -8,25 +8,32 @@ driver (the clients).
    from the sandbox, against a `chatCompletion` subscription on an open
    graphql-transport-ws connection to the gateway (which itself streams from the
    sandbox with the SDK). Prints both medians and the median overhead (target ≤ 2 ms).
-2. N concurrent subscriptions (default 300) at R tokens/s (default 50) of T tokens
-   (default 100): each stream's duration against the ideal T/R seconds. Target: the
-   median and p95 stream within 10 % of the ideal. All start at once unless `--ramp S`
+2. N concurrent subscriptions (default 300) at R tokens/s (default 50), each answer T
+   tokens long (default 500, a chat answer of ~10 s; the sandbox's `answer_tokens`, and
+   `maxTokens`): each stream's duration from the moment its subscription was sent to
+   its `complete` message, against the ideal T/R seconds (the headline; target: median
+   and p95 within 10 %), and from its first delta to `complete` against (T-1)/R (the
+   steady streaming alone, without the set-up). All start at once unless `--ramp S`
    spreads the starts evenly over S seconds (each duration counts from its own start).
 
 Both phases print the CPU each process used (sandbox, gateway, this driver: a client
 that is itself saturated would spoil the figures), and phase 2 prints when the upstream
 requests reached the sandbox (from its own record) and how many subscription events a
 stream took. `--profile DIR` records the gateway and the sandbox with py-spy during
-phase 2 (collapsed stacks).
+phase 2 (collapsed stacks). `--trace` has the gateway time-stamp each stream's stages
+(subscribe received, plan done, upstream request arrived at the sandbox, first chunk
+from upstream, prompt rows stored, first and last event) and prints their spread.
 
-    .venv/bin/python bench/bench_ai_stream.py [--streams 300] [--rate 50] [--tokens 100]
-        [--ramp 0] [--coalesce-ms MS] [--profile DIR]
+    .venv/bin/python bench/bench_ai_stream.py [--streams 300] [--rate 50] [--tokens 500]
+        [--ramp 0] [--coalesce-ms MS] [--database postgres|sqlite] [--profile DIR] [--trace]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import contextvars
 import json
 import os
 import socket
@@ -116,11 +123,13 @@ class Socket:
         )
         assert json.loads(await self.ws.recv())["type"] == "connection_ack"
 
-    async def stream(self, variables: dict[str, Any]) -> tuple[float, float, int, int]:
-        """(seconds to first non-empty delta, seconds to complete, tokens billed, events)."""
+    async def stream(self, variables: dict[str, Any]) -> tuple[float, float, int, int, float]:
+        """(seconds to first non-empty delta, seconds to complete, tokens billed, events,
+        wall-clock time the subscription was sent)."""
         assert self.ws is not None
         self.seq += 1
         op = str(self.seq)
+        sent = time.time()
         t0 = time.perf_counter()
         await self.ws.send(
             json.dumps(
@@ -138,7 +147,7 @@ class Socket:
             if message.get("id") != op:
                 continue
             if message["type"] == "complete":
-                return (first or 0.0), time.perf_counter() - t0, tokens, events
+                return (first or 0.0), time.perf_counter() - t0, tokens, events, sent
             payload = message["payload"]
             if message["type"] == "error" or payload.get("errors"):
                 raise RuntimeError(f"stream failed: {payload}")
@@ -200,7 +209,13 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--streams", type=int, default=300)
     parser.add_argument("--rate", type=float, default=50.0)
-    parser.add_argument("--tokens", type=int, default=100)
+    parser.add_argument(
+        "--tokens",
+        type=int,
+        default=500,
+        help="each answer's length in tokens in phase 2 (the sandbox's answer_tokens and "
+        "maxTokens; 500 = 10 s at 50 tokens/s)",
+    )
     parser.add_argument("--samples", type=int, default=60)
     parser.add_argument(
         "--coalesce-ms",
@@ -232,6 +247,11 @@ async def main() -> None:
         default=None,
         help="directory: record the gateway and the sandbox with py-spy during the "
         "concurrent phase (collapsed stacks, <dir>/gateway.txt and <dir>/sandbox.txt)",
+    )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="time-stamp each stream's stages inside the gateway and print their spread",
     )
     args = parser.parse_args()
 
@@ -265,6 +285,8 @@ async def main() -> None:
     await Tortoise.generate_schemas()
     await db.close_store()
 
+    trace_file = str(Path(tempfile.mkdtemp()) / "trace.jsonl") if args.trace else ""
+    args.trace_file = trace_file
     procs = [
         start(
             "import uvicorn; from providers.sandbox.openai import create_app; "
@@ -273,7 +295,12 @@ async def main() -> None:
             {},
         ),
         start(
-            "import uvicorn; from gateway.app import create_app; "
+            (
+                f"from bench.bench_ai_stream import install_trace; install_trace({trace_file!r}); "
+                if trace_file
+                else ""
+            )
+            + "import uvicorn; from gateway.app import create_app; "
             f"uvicorn.run(create_app(), host='127.0.0.1', port={gateway_port}, "
             "log_level='warning', ws_per_message_deflate=False, ws_max_queue=100000)",
             env,
@@ -359,7 +386,7 @@ async def run(
         meter = CpuMeter(pids)
         for _ in range(args.samples):
             d = await direct_first_chunk(direct, messages, 8)
-            g, _, _, _ = await sock.stream(variables)
+            g, *_ = await sock.stream(variables)
             direct_samples.append(d)
             gw_samples.append(g)
             diffs.append(g - d)
@@ -384,7 +411,9 @@ async def run(
         print(f"  CPU: {meter.report()}")
 
         # 2. Many concurrent streams at a fixed token rate ------------------------------
-        await http.post(control, json={"tokens_per_second": args.rate})
+        await http.post(
+            control, json={"tokens_per_second": args.rate, "answer_tokens": args.tokens}
+        )
         sockets = [Socket(ws_url, token) for _ in range(args.streams)]
         for i in range(0, len(sockets), 50):
             await asyncio.gather(*(s.open() for s in sockets[i : i + 50]))
@@ -398,9 +427,10 @@ async def run(
             for i in range(args.streams)
         ]
         await http.delete(f"{sandbox_url}/_sandbox/requests")
+        if args.trace_file:
+            Path(args.trace_file).write_text("")  # phase 1's streams are not in the spread
         spies = start_profiles(args, pids)
         meter = CpuMeter(pids)
-        wall0 = time.time()
         t0 = time.perf_counter()
 
         async def started(i: int, sock: Socket, variables: dict[str, Any]) -> Any:
@@ -415,18 +445,31 @@ async def run(
         cpu = meter.report()
         stop_profiles(spies)
         await asyncio.gather(*(s.close() for s in sockets))
+        await http.post(control, json={"answer_tokens": None})
         billed = {r[2] for r in results}
-        # The sandbox answers 24-64 tokens (capped by maxTokens): each stream's own ideal.
-        ratios = [r[1] / (r[2] / args.rate) for r in results if r[2]]
+        # Each stream's own ideal from the tokens it was billed (= --tokens unless cut short).
+        from_sub = [r[1] / (r[2] / args.rate) for r in results if r[2]]
+        from_first = [(r[1] - r[0]) / ((r[2] - 1) / args.rate) for r in results if r[2] > 1]
         print(
-            f"{args.streams} concurrent streams, up to {args.tokens} tokens at {args.rate:g} "
-            "tokens/s, one gateway process, "
+            f"{args.streams} concurrent streams of {args.tokens} tokens at {args.rate:g} "
+            f"tokens/s (ideal {args.tokens / args.rate:g} s), one gateway process, "
             + (f"started evenly over {args.ramp:g} s" if args.ramp else "all started at once")
         )
         print(
-            "  stream duration / its ideal (tokens / rate): "
-            f"median {statistics.median(ratios):.3f}x, "
-            f"p95 {percentile(ratios, 95):.3f}x, max {max(ratios):.3f}x; "
+            "  subscribe sent -> complete, / (tokens / rate):         "
+            f"median {statistics.median(from_sub):.3f}x, p95 {percentile(from_sub, 95):.3f}x, "
+            f"max {max(from_sub):.3f}x; within 10 %: "
+            f"{sum(1 for r in from_sub if r <= 1.10)}/{len(from_sub)}"
+        )
+        print(
+            "  first delta received -> complete, / ((tokens-1) / rate): "
+            f"median {statistics.median(from_first):.3f}x, p95 {percentile(from_first, 95):.3f}x, "
+            f"max {max(from_first):.3f}x"
+        )
+        first = [r[0] for r in results]
+        print(
+            f"  first delta after subscribe: median {statistics.median(first) * 1000:.0f} ms, "
+            f"p95 {percentile(first, 95) * 1000:.0f} ms, max {max(first) * 1000:.0f} ms; "
             f"all {args.streams} done in {wall:.3f} s"
         )
         print(
@@ -434,26 +477,165 @@ async def run(
             f"per stream: median {statistics.median(r[3] for r in results):g}"
         )
         print(f"  CPU: {cpu}")
-        within = sum(1 for r in ratios if r <= 1.10)
-        print(f"  streams within 10 % of ideal: {within}/{len(ratios)}")
         # Where the time went, from the sandbox's own record of each upstream request.
         recorded = (
             await http.get(f"{sandbox_url}/_sandbox/requests", params={"path": "/v1/chat"})
         ).json()["requests"]
+        sent_at = {f"Stream {i}": r[4] for i, r in enumerate(results)}
 
-        def sent_at(entry: dict[str, Any]) -> float:  # this stream's own start ("Stream i")
-            i = int(entry["body"]["messages"][-1]["content"].split()[-1])
-            return wall0 + (args.ramp * i / args.streams if args.ramp else 0.0)
+        def key(entry: dict[str, Any]) -> str:
+            return str(entry["body"]["messages"][-1]["content"])
 
-        arrive = [r["at"] - sent_at(r) for r in recorded]
+        arrive = [r["at"] - sent_at[key(r)] for r in recorded]
         send = [r["finished_at"] - r["first_chunk_at"] for r in recorded if r.get("finished_at")]
         ideal = [r["chunks_sent"] / args.rate for r in recorded if r.get("finished_at")]
         print(
             f"  upstream requests reached the sandbox {percentile(arrive, 50) * 1000:.0f} ms "
-            f"(median) / {max(arrive) * 1000:.0f} ms (max) after their subscription was sent; "
+            f"(median) / {percentile(arrive, 95) * 1000:.0f} ms (p95) / "
+            f"{max(arrive) * 1000:.0f} ms (max) after their subscription was sent; "
             f"sandbox emit time / ideal: median "
             f"{statistics.median(a / b for a, b in zip(send, ideal, strict=True) if b):.3f}x"
         )
+        if args.trace_file:
+            report_trace(args.trace_file, sent_at, {key(r): r["at"] for r in recorded})
+
+
+# Stage trace (--trace) ---------------------------------------------------------------------
+
+STAGES = (
+    ("subscribe", "subscribe message received"),
+    ("resolver", "resolver started"),
+    ("quota", "quota checked"),
+    ("credential", "credential resolved"),
+    ("plan", "plan done"),
+    ("upstream", "upstream request at the sandbox"),
+    ("opened", "upstream response headers"),
+    ("upstream_first", "first chunk from upstream"),
+    ("stored", "prompt rows stored"),
+    ("first_event", "first event yielded"),
+    ("upstream_last", "last chunk from upstream"),
+    ("settled", "answer and usage saved"),
+    ("last_event", "last event yielded"),
+    ("done", "resolver finished (answer saved)"),
+)
+
+
+def install_trace(path: str) -> None:
+    """In the gateway process: record when each stream (keyed by its last prompt message)
+    reaches each stage, one JSON line per stream when it ends. Wraps the resolver's and
+    the provider's own functions, so it measures the code as it is."""
+    import functools
+
+    from strawberry.subscriptions.protocols.graphql_transport_ws import handlers
+
+    import providers.openai as openai_provider
+    import resolvers.ai as ai
+
+    marks: dict[str, dict[str, float]] = {}
+
+    def mark(key: Any, stage: str) -> None:
+        marks.setdefault(str(key), {}).setdefault(stage, time.time())
+
+    subscribe = handlers.BaseGraphQLTransportWSHandler.handle_subscribe
+
+    @functools.wraps(subscribe)
+    async def handle_subscribe(self: Any, message: Any) -> None:
+        with contextlib.suppress(Exception):
+            variables = message["payload"]["variables"]
+            mark(variables["input"]["messages"][-1]["content"], "subscribe")
+        await subscribe(self, message)
+
+    handlers.BaseGraphQLTransportWSHandler.handle_subscribe = handle_subscribe  # type: ignore[method-assign]
+
+    stream_chat_completion = ai.stream_chat_completion
+
+    stream_key: contextvars.ContextVar[str] = contextvars.ContextVar("stream_key", default="")
+
+    async def traced_stream(ctx: Any, request: Any) -> Any:
+        key = request.messages[-1].content
+        stream_key.set(key)  # the operation's own task: what it awaits sees the key
+        mark(key, "resolver")
+        last = None
+        try:
+            async for event in stream_chat_completion(ctx, request):
+                mark(key, "first_event")
+                last = time.time()
+                yield event
+        finally:
+            if last is not None:
+                marks[key]["last_event"] = last
+            mark(key, "done")
+            with open(path, "a") as out:
+                out.write(json.dumps({"key": key, **marks.pop(key, {})}) + "\n")
+
+    ai.stream_chat_completion = traced_stream  # type: ignore[assignment]
+
+    plan = ai._plan
+
+    async def traced_plan(ctx: Any, principal: Any, request: Any, *args: Any, **kw: Any) -> Any:
+        result = await plan(ctx, principal, request, *args, **kw)
+        mark(request.messages[-1].content, "plan")
+        return result
+
+    ai._plan = traced_plan  # type: ignore[assignment]
+
+    def after(name: str, stage: str, key_of: Any) -> None:
+        original = getattr(ai, name)
+
+        async def traced(*args: Any, **kw: Any) -> Any:
+            result = await original(*args, **kw)
+            mark(key_of(*args), stage)
+            return result
+
+        setattr(ai, name, traced)
+
+    after("_check_quota", "quota", lambda *a: stream_key.get())
+    after("_credential", "credential", lambda *a: stream_key.get())
+    after("_settle", "settled", lambda *a: stream_key.get())
+
+    store_prompt = ai._store_prompt
+
+    async def traced_store(p: Any, *args: Any, **kw: Any) -> Any:
+        result = await store_prompt(p, *args, **kw)
+        mark(p.request_messages[-1]["content"], "stored")
+        return result
+
+    ai._store_prompt = traced_store  # type: ignore[assignment]
+
+    chat_stream = openai_provider.ChatStream
+    enter, chunks = chat_stream.__aenter__, chat_stream._chunks
+
+    async def traced_enter(self: Any) -> Any:
+        result = await enter(self)
+        mark(self.args["messages"][-1]["content"], "opened")
+        return result
+
+    async def traced_chunks(self: Any) -> Any:
+        key = self.args["messages"][-1]["content"]
+        async for chunk in chunks(self):
+            if chunk.delta:
+                mark(key, "upstream_first")
+                marks[key]["upstream_last"] = time.time()
+            yield chunk
+
+    chat_stream.__aenter__ = traced_enter  # type: ignore[method-assign]
+    chat_stream._chunks = traced_chunks  # type: ignore[method-assign]
+
+
+def report_trace(path: str, sent: dict[str, float], upstream: dict[str, float]) -> None:
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+    for row in rows:
+        if row["key"] in upstream:
+            row["upstream"] = upstream[row["key"]]
+    print(f"  stages after the subscription was sent (ms; {len(rows)} streams traced):")
+    print(f"    {'':36} {'median':>8} {'p95':>8} {'max':>8}")
+    for stage, label in STAGES:
+        times = [(row[stage] - sent[row["key"]]) * 1000 for row in rows if stage in row]
+        if times:
+            print(
+                f"    {label:36} {statistics.median(times):8.1f} "
+                f"{percentile(times, 95):8.1f} {max(times):8.1f}"
+            )
 
 
 if __name__ == "__main__":

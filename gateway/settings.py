@@ -168,6 +168,9 @@ class Settings(BaseSettings):
     # A streamed answer sends at most one subscription event per window (the first delta
     # and the last event at once); deltas arriving within it go out together.
     ai_stream_coalesce_ms: float = Field(50.0, ge=0, le=1000)
+    # How long a resolved provider credential may answer from this process's memory (0:
+    # per request only). Changes through this process apply at once, others within it.
+    credential_cache_seconds: float = Field(5.0, ge=0, le=60)
 
     # Webhooks: incoming body cap; system-level inbound secrets per provider (JSON object,
     # used by /webhooks/{provider} without an endpoint token: sandbox and tests); hosts or

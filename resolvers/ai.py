@@ -5,9 +5,12 @@ Every completion goes the same way:
 1. check the input (coded BAD_USER_INPUT, nothing stored);
 2. check the tenant's monthly token quota (QUOTA_EXCEEDED before any upstream call);
 3. resolve the credential (user → tenant → system → sandbox, `resolvers.credentials`);
-4. store the conversation and the new messages while the upstream request is on its
-   way (so the database write does not delay the first token), and undo them when
-   the vendor refuses the request before answering;
+4. store the conversation and the new messages while the answer is on its way, so the
+   database write does not delay the first token: a plain completion stores them while
+   its request is out (and undoes them when the vendor refuses it); a stream stores
+   them once the vendor accepted the request (its response headers arrived), so that
+   in a burst of streams the upstream requests leave first, and a refusal stores
+   nothing;
 5. stream (or wait for) the answer; save it, and one `AiUsage` row with the tokens,
    latency and cost.
 
@@ -37,10 +40,10 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from tortoise.expressions import Subquery
 from tortoise.functions import Count, Sum
@@ -92,6 +95,7 @@ _MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-/]{0,63}$")
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 MILLION = Decimal(1_000_000)
 CENTS8 = Decimal("0.00000001")
+T = TypeVar("T")
 
 
 # Inputs and answers ---------------------------------------------------------------------
@@ -328,14 +332,23 @@ async def _check_quota(ctx: Context, principal: Principal) -> None:
     A tenant under its quota is remembered for QUOTA_CACHE_SECONDS (with this process's
     new usage added as it is billed), so a busy tenant does not sum its ledger on every
     call; a tenant at or over its quota is checked against the store every time. A
-    quota lowered by an operator therefore applies within that many seconds.
+    quota lowered by an operator therefore applies within that many seconds. Checks
+    that miss the cache at the same time share one read of the ledger.
     """
+    tenant_id = principal.tenant_id
     cache: dict[int, list[Any]] = ctx.services.extras.setdefault("ai_quota", {})
-    now = time.monotonic()
-    entry = cache.get(principal.tenant_id)
-    if entry is None or entry[0] < now or entry[1] >= entry[2]:
-        used, quota = await quota_state(principal.tenant_id, ctx.settings.ai_monthly_token_quota)
-        entry = cache[principal.tenant_id] = [now + QUOTA_CACHE_SECONDS, used, quota]
+    entry = cache.get(tenant_id)
+    if entry is None or entry[0] < time.monotonic() or entry[1] >= entry[2]:
+        reading: dict[int, asyncio.Task[list[Any]]] = ctx.services.extras.setdefault(
+            "ai_quota_reading", {}
+        )
+        task = reading.get(tenant_id)
+        if task is None:
+            task = reading[tenant_id] = asyncio.ensure_future(
+                _read_quota(cache, reading, tenant_id, ctx.settings.ai_monthly_token_quota)
+            )
+        # Shielded: one caller going away does not cancel the read the others wait for.
+        entry = await asyncio.shield(task)
     used, quota = entry[1], entry[2]
     if used >= quota:
         raise QuotaExceeded(
@@ -344,6 +357,21 @@ async def _check_quota(ctx: Context, principal: Principal) -> None:
             used=used,
             resetsAt=_next_month(_month_start()).isoformat(),
         )
+
+
+async def _read_quota(
+    cache: dict[int, list[Any]],
+    reading: dict[int, asyncio.Task[list[Any]]],
+    tenant_id: int,
+    default_quota: int,
+) -> list[Any]:
+    try:
+        used, quota = await quota_state(tenant_id, default_quota)
+    finally:
+        if reading.get(tenant_id) is asyncio.current_task():
+            del reading[tenant_id]
+    entry = cache[tenant_id] = [time.monotonic() + QUOTA_CACHE_SECONDS, used, quota]
+    return entry
 
 
 def _count_usage(ctx: Context, tenant_id: int, tokens: int) -> None:
@@ -508,31 +536,99 @@ async def _bill(
     answer: ChatMessage | None = None,
 ) -> None:
     """One ledger row (and the answer's final state, in the same transaction)."""
-    async with in_transaction() as conn:
-        if answer is not None:
-            await answer.save(
-                update_fields=["content", "status", "finish_reason", "updated_at"], using_db=conn
-            )
-        await AiUsage.create(
-            tenant_id=plan.principal.tenant_id,
-            owner_id=plan.principal.user_id if plan.principal.api_key_id is None else None,
-            api_key_id=plan.principal.api_key_id,
-            conversation_id=conversation_id,
-            operation=plan.operation,
-            model=plan.model,
-            credential_source=plan.source,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            total_tokens=usage.total_tokens,
-            estimated=usage.estimated,
-            cost=usage.cost,
-            latency_ms=int(latency * 1000),
-            first_token_ms=None if first_token is None else int(first_token * 1000),
-            outcome=outcome,
-            error_code=error_code,
-            using_db=conn,
-        )
+    row = AiUsage(
+        tenant_id=plan.principal.tenant_id,
+        owner_id=plan.principal.user_id if plan.principal.api_key_id is None else None,
+        api_key_id=plan.principal.api_key_id,
+        conversation_id=conversation_id,
+        operation=plan.operation,
+        model=plan.model,
+        credential_source=plan.source,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+        estimated=usage.estimated,
+        cost=usage.cost,
+        latency_ms=int(latency * 1000),
+        first_token_ms=None if first_token is None else int(first_token * 1000),
+        outcome=outcome,
+        error_code=error_code,
+    )
+    ledger = ctx.services.extras.get("ai_ledger")
+    if ledger is None or ledger.loop is not asyncio.get_running_loop():
+        ledger = ctx.services.extras["ai_ledger"] = GroupCommit(_write_bills)
+    await ledger((answer, row))
     _count_usage(ctx, plan.principal.tenant_id, usage.total_tokens)
+
+
+_ANSWER_FIELDS = ["content", "status", "finish_reason", "updated_at"]
+
+
+async def _write_bills(bills: list[tuple[ChatMessage | None, AiUsage]]) -> None:
+    """Answers and their ledger rows, in one transaction: one UPDATE for the answers
+    and one INSERT for the ledger rows, however many there are."""
+    answers = [answer for answer, _ in bills if answer is not None]
+    async with in_transaction() as conn:
+        if len(answers) == 1:
+            await answers[0].save(update_fields=_ANSWER_FIELDS, using_db=conn)
+        elif answers:
+            await ChatMessage.bulk_update(answers, fields=_ANSWER_FIELDS, using_db=conn)
+        await AiUsage.bulk_create([row for _, row in bills], using_db=conn)
+
+
+class GroupCommit(Generic[T]):
+    """Writes of one kind made while a batch of them is being written go out together,
+    as one batch, in one transaction (group commit): a burst of streams that end at
+    once costs a few commits, not one each plus a queue for the pool's connections.
+    A lone write goes at once. A failed batch is written again one write at a time,
+    so one bad row fails alone. A caller that goes away does not take its write back
+    (it is in a batch already)."""
+
+    def __init__(self, write: Callable[[list[T]], Awaitable[None]], limit: int = 500) -> None:
+        self.write = write
+        self.limit = limit
+        self.queue: list[tuple[T, asyncio.Future[None]]] = []
+        self.task: asyncio.Future[None] | None = None
+        self.loop = asyncio.get_running_loop()
+
+    async def __call__(self, item: T) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.queue.append((item, future))
+        if self.task is None:
+            self.task = asyncio.ensure_future(self._drain())
+        await asyncio.shield(future)
+
+    async def _drain(self) -> None:
+        try:
+            while self.queue:
+                batch, self.queue = self.queue[: self.limit], self.queue[self.limit :]
+                try:
+                    await self.write([item for item, _ in batch])
+                except Exception as error:
+                    if len(batch) == 1:
+                        _settle_future(batch[0][1], error)
+                        continue
+                    for item, future in batch:
+                        try:
+                            await self.write([item])
+                        except Exception as one:
+                            _settle_future(future, one)
+                        else:
+                            _settle_future(future, None)
+                    continue
+                for _, future in batch:
+                    _settle_future(future, None)
+        finally:
+            self.task = None
+
+
+def _settle_future(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
 
 
 def _usage(
@@ -689,7 +785,6 @@ async def _stream(ctx: Context, plan: _Plan) -> AsyncIterator[StreamEvent]:
     coalesce = ctx.settings.ai_stream_coalesce_ms / 1000
     started = time.perf_counter()
     first_token: float | None = None
-    stored = asyncio.create_task(_store_prompt(plan))
     stream: ChatStream = client.stream_chat(
         plan.cred,
         messages=plan.messages,
@@ -701,17 +796,16 @@ async def _stream(ctx: Context, plan: _Plan) -> AsyncIterator[StreamEvent]:
     try:
         chunks = await stream.__aenter__()
     except ProviderError as error:
-        await asyncio.shield(_undo(plan, stored))
         await _bill(
             ctx, plan, conversation_id=None, usage=_usage(ctx, plan, None, 0, opened=False),
             outcome=UsageOutcome.FAILED, latency=time.perf_counter() - started,
             first_token=None, error_code=error.vendor_code,
         )  # fmt: skip
         raise gateway_error(error) from None
-    except BaseException:
-        await asyncio.shield(_undo(plan, stored))
-        raise
-
+    # Stored once the vendor took the request (its answer's headers are in), while the
+    # first token is on its way: in a burst of streams starting at once, the upstream
+    # requests leave before the store's work, and a refusal leaves nothing to undo.
+    stored = asyncio.create_task(_store_prompt(plan))
     pump = _Pump()
     reader = asyncio.create_task(pump.run(chunks))
     received: list[str] = []

@@ -2,8 +2,11 @@
 
 Every caller of a third party asks `resolve_credential(ctx, provider)`, which walks
 the chain user's own key → tenant's key → system key from settings → the sandbox
-and says which link answered. Decrypted values live in a per-request DataLoader
-cache only. Nothing here ever returns a stored secret to an API caller: lists show
+and says which link answered. Decrypted values live in this process's memory only:
+for `CREDENTIAL_CACHE_SECONDS` (a burst of calls by one caller costs one store read;
+setting or removing a credential through this process drops the entries at once,
+through another process they answer within that bound), or, when that is 0, in a
+per-request DataLoader cache. Nothing here ever returns a stored secret to an API caller: lists show
 the provider, scope, the names of the fields set, the last four characters of the
 main secret, when and by whom.
 """
@@ -15,6 +18,7 @@ import functools
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -387,21 +391,85 @@ def _chain(
     raise UpstreamUnavailable(f"{provider} is not configured.", provider=provider)
 
 
+class _ProcessCache:
+    """(tenant, user whose own key may apply, provider) -> the resolved credential, for
+    CREDENTIAL_CACHE_SECONDS. Concurrent misses for one key share one store read."""
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[int, int | None, str], tuple[float, ResolvedCredential]] = {}
+        self.reading: dict[tuple[int, int | None, str], asyncio.Task[ResolvedCredential]] = {}
+        self.generation = 0  # bumped by every forget: reads older than it do not store
+
+    def forget(self, tenant_id: int, provider: str) -> None:
+        self.generation += 1
+        for key in [k for k in self.entries if k[0] == tenant_id and k[2] == provider]:
+            del self.entries[key]
+        for key in [k for k in self.reading if k[0] == tenant_id and k[2] == provider]:
+            del self.reading[key]  # later callers read afresh; the waiting ones keep theirs
+
+
+def _process_cache(ctx: Context) -> _ProcessCache:
+    cache = ctx.services.extras.get("credentials:cache")
+    if cache is None:
+        cache = ctx.services.extras["credentials:cache"] = _ProcessCache()
+    return cache  # type: ignore[no-any-return]
+
+
 async def resolve_credential(
     ctx: Context, provider: str | IntegrationProvider
 ) -> ResolvedCredential:
     """The credential for `provider`: user's → tenant's → system → sandbox, else
-    UPSTREAM_UNAVAILABLE "not configured". Cached for the rest of this request."""
+    UPSTREAM_UNAVAILABLE "not configured". Answered from this process's memory for
+    CREDENTIAL_CACHE_SECONDS, or (0) cached for the rest of this request."""
     name = parse_provider(provider).value
-    loader = ctx.loader(_LOADER, functools.partial(_resolve_many, ctx))
-    result: ResolvedCredential = await loader.load(name)
-    return result
+    ttl = ctx.settings.credential_cache_seconds
+    principal = ctx.principal
+    if ttl <= 0 or principal is None:
+        loader = ctx.loader(_LOADER, functools.partial(_resolve_many, ctx))
+        result: ResolvedCredential = await loader.load(name)
+        return result
+    personal = principal.user_id if principal.api_key_id is None else None
+    key = (principal.tenant_id, personal, name)
+    cache = _process_cache(ctx)
+    now = time.monotonic()
+    hit = cache.entries.get(key)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    reading = cache.reading.get(key)
+    if reading is None:
+        reading = asyncio.ensure_future(_read_through(ctx, cache, key, ttl))
+        cache.reading[key] = reading
+    # Shielded: one caller going away does not cancel the read the others wait for.
+    return await asyncio.shield(reading)
+
+
+async def _read_through(
+    ctx: Context, cache: _ProcessCache, key: tuple[int, int | None, str], ttl: float
+) -> ResolvedCredential:
+    generation = cache.generation
+    try:
+        [answer] = await _resolve_many(ctx, [key[2]])
+    finally:
+        if cache.reading.get(key) is asyncio.current_task():
+            del cache.reading[key]
+    if isinstance(answer, Exception):
+        raise answer  # not configured, undecryptable: asked again next time
+    if generation == cache.generation:
+        if key not in cache.entries and len(cache.entries) >= cache.MAX_ENTRIES:
+            cache.entries.pop(next(iter(cache.entries)))
+        cache.entries[key] = (time.monotonic() + ttl, answer)
+    return answer  # type: ignore[no-any-return]
 
 
 def _forget(ctx: Context, provider: str) -> None:
     loader = ctx._loaders.get(_LOADER)
     if loader is not None:
         loader.clear(provider)
+    cache = ctx.services.extras.get("credentials:cache")
+    if cache is not None:
+        cache.forget(ctx.tenant_id, provider)
 
 
 # -- set, remove, list --------------------------------------------------------------------

@@ -154,3 +154,43 @@ async def test_stream_control_validates(sandbox):
         assert ok.json()["tokens_per_second"] == 5
         cleared = await h.delete(f"{sandbox}/_sandbox/stream")
         assert cleared.json()["tokens_per_second"] == 0
+
+
+async def test_answer_length_control(sandbox):
+    client = sdk(sandbox)
+    default = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    default_words = default.choices[0].message.content.split()
+    assert 24 <= len(default_words) <= 64
+
+    view = await control(sandbox, "stream", {"answer_tokens": 500})
+    assert view["answer_tokens"] == 500
+    long = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    again = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    words = long.choices[0].message.content.split()
+    assert len(words) == 500 == long.usage.completion_tokens
+    assert long.choices[0].finish_reason == "stop"
+    assert long.choices[0].message.content == again.choices[0].message.content
+    # Same seed: the set length keeps the default answer's opening words.
+    assert words[: len(default_words) - 1] == default_words[:-1]
+
+    stream = await client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True, max_tokens=120
+    )
+    streamed, finish = [], None
+    async for chunk in stream:
+        if chunk.choices:
+            streamed.append(chunk.choices[0].delta.content or "")
+            finish = chunk.choices[0].finish_reason or finish
+    assert len("".join(streamed).split()) == 120
+    assert finish == "length"
+
+    async with httpx.AsyncClient() as h:
+        for bad in (0, -3, "many", 2.5, True):
+            r = await h.post(f"{sandbox}/_sandbox/stream", json={"answer_tokens": bad})
+            assert r.status_code == 400, bad
+    assert (await control(sandbox, "stream", {"answer_tokens": None}))["answer_tokens"] is None
+    back = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert back.choices[0].message.content == default.choices[0].message.content
+    await control(sandbox, "stream", {"answer_tokens": 30})
+    cleared = await control(sandbox, "stream", method="DELETE")
+    assert cleared["answer_tokens"] is None

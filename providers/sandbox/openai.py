@@ -19,7 +19,8 @@ Behaviour:
   root (the gateway's sandbox base URL `…/sandbox/openai` has no `/v1`).
 - **Text** is deterministic: a generator seeded with the SHA-256 of the model and the
   messages, so the same prompt always streams the same words. One token = one word.
-  Length: 24–64 tokens, capped by `max_tokens` / `max_completion_tokens`
+  Length: 24–64 tokens (drawn from the same seed), or the `answer_tokens` set through
+  the control endpoint; capped by `max_tokens` / `max_completion_tokens` either way
   (`finish_reason` is then `length`). Token counts: prompt tokens are counted with the
   same word rule as `resolvers.ai`'s estimate (see `estimate_tokens`).
 - **Token rate** (tokens per second, 0 = as fast as possible), first match wins: the
@@ -29,9 +30,10 @@ Behaviour:
 - **Faults on arrival** come from the sandbox framework (`POST /_sandbox/faults`, see
   `providers/sandbox/base.py`): `{"status": 429, "retry_after": 2}` answers with this
   vendor's error body for that status (`error_response`).
-- **Stream faults and rate** (`/_sandbox/stream`: `POST` adds, `GET` lists, `DELETE`
-  clears): `{"tokens_per_second": N}` and/or a fault object (or `{"faults": [...]}`)
-  with `kind` (`rate_limit`, `server_error`, `invalid_api_key`,
+- **Stream faults, rate and length** (`/_sandbox/stream`: `POST` adds, `GET` lists,
+  `DELETE` clears): `{"tokens_per_second": N}`, `{"answer_tokens": N}` (every answer
+  N tokens long unless `max_tokens` is lower; `null` = back to 24–64) and/or a fault
+  object (or `{"faults": [...]}`) with `kind` (`rate_limit`, `server_error`, `invalid_api_key`,
   `context_length_exceeded`), `after_chunks` (a streamed request fails after that many
   content chunks with an SSE `data: {"error": …}` line, which the SDK raises on; a
   plain request fails on arrival), `retry_after` (seconds), `times` (requests it hits,
@@ -137,6 +139,7 @@ class OpenAISandbox(Sandbox):
     def __init__(self, *, tokens_per_second: float = 200.0) -> None:
         self.default_rate = tokens_per_second
         self.rate: float | None = None
+        self.answer_tokens: int | None = None  # None: 24-64, drawn from the prompt's seed
         self.stream_faults: list[Fault] = []
         super().__init__()
 
@@ -166,6 +169,7 @@ class OpenAISandbox(Sandbox):
     def reset_state(self) -> None:
         self.stream_faults.clear()
         self.rate = None
+        self.answer_tokens = None
 
     def error_response(
         self,
@@ -204,6 +208,7 @@ class OpenAISandbox(Sandbox):
             {
                 "faults": [f.as_dict() for f in self.stream_faults],
                 "tokens_per_second": self.rate if self.rate is not None else self.default_rate,
+                "answer_tokens": self.answer_tokens,
             },
             status_code=status,
         )
@@ -226,6 +231,11 @@ class OpenAISandbox(Sandbox):
                 rate = float(body["tokens_per_second"])
                 if rate < 0:
                     raise ValueError("tokens_per_second must be >= 0")
+            length = body.get("answer_tokens")
+            if length is not None and (
+                isinstance(length, bool) or not isinstance(length, int) or length < 1
+            ):
+                raise ValueError("answer_tokens must be a positive integer or null")
             specs = body.get("faults", [body] if "kind" in body else [])
             for spec in specs:
                 if not isinstance(spec, dict) or spec.get("kind") not in FAULT_KINDS:
@@ -245,6 +255,8 @@ class OpenAISandbox(Sandbox):
             return JSONResponse({"error": str(exc)}, status_code=400)
         if "tokens_per_second" in body:
             self.rate = rate
+        if "answer_tokens" in body:
+            self.answer_tokens = length
         self.stream_faults.extend(faults)
         return self._stream_view(201)
 
@@ -345,7 +357,7 @@ class OpenAISandbox(Sandbox):
             entry["error_code"] = fault.kind
             return _fault_response(fault, key or "", model)
 
-        words, finish = _generate(model, body["messages"], limit)
+        words, finish = _generate(model, body["messages"], limit, self.answer_tokens)
         completion_id = f"chatcmpl-{hashlib.sha256(prompt.encode()).hexdigest()[:24]}"
         created = int(time.time())
         if not entry["stream"]:
@@ -548,10 +560,15 @@ def _validate(body: Any) -> Response | None:
     return None
 
 
-def _generate(model: str, messages: list[dict[str, Any]], limit: Any) -> tuple[list[str], str]:
+def _generate(
+    model: str, messages: list[dict[str, Any]], limit: Any, length: int | None = None
+) -> tuple[list[str], str]:
     seed_src = json.dumps([model, messages], sort_keys=True, separators=(",", ":"))
     rng = random.Random(hashlib.sha256(seed_src.encode()).digest())
+    # Drawn even when `length` is set: a set length keeps the default answer's first words.
     count = rng.randint(24, 64)
+    if length is not None:
+        count = length
     finish = "stop"
     if isinstance(limit, int) and limit < count:
         count, finish = limit, "length"
