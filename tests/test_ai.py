@@ -510,6 +510,61 @@ async def test_tenant_key_is_used_before_the_sandbox_key(server, http):
     assert error_codes(refused) == ["BAD_USER_INPUT"]
 
 
+SET_TENANT_KEY = (
+    """mutation($i: SetCredentialInput!) { setTenantCredential(input: $i) { verified } }"""
+)
+REMOVE_TENANT_KEY = """mutation($i: RemoveCredentialInput!) {
+  removeTenantCredential(input: $i) { provider } }"""
+
+
+async def _source_of_a_completion(http: httpx.AsyncClient, owner: Any) -> str:
+    body = await gql(http, COMPLETE, {"input": {"messages": prompt()}}, token=owner.token)
+    assert "errors" not in body, body
+    tenant_id = decode_id(owner.org_id, "Organization")
+    usage = await AiUsage.filter(tenant_id=tenant_id).order_by("-id").first()
+    return usage.credential_source
+
+
+@pytest.mark.parametrize("ttl", [60.0, 0.0])
+async def test_credential_cache_drops_local_writes_at_once(store, ttl):
+    """Resolved credentials answer from memory for CREDENTIAL_CACHE_SECONDS: a key set or
+    removed through this process applies to the next call; a change this process did not
+    make (another process: here, the row deleted behind its back) within the TTL."""
+    from models.credentials import Credential
+
+    async with (
+        gateway(store, credential_cache_seconds=ttl) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
+        owner = await register(http)
+        assert await _source_of_a_completion(http, owner) == "SANDBOX"
+        secrets = {"apiKey": "sk-tenant-" + uuid.uuid4().hex, "baseUrl": f"{url}/sandbox/openai/v1"}
+        saved = await gql(
+            http,
+            SET_TENANT_KEY,
+            {"i": {"provider": "OPENAI", "secrets": secrets}},
+            token=owner.token,
+        )
+        assert "errors" not in saved, saved
+        assert await _source_of_a_completion(http, owner) == "TENANT"
+        removed = await gql(
+            http, REMOVE_TENANT_KEY, {"i": {"provider": "OPENAI"}}, token=owner.token
+        )
+        assert "errors" not in removed, removed
+        assert await _source_of_a_completion(http, owner) == "SANDBOX"
+
+        await gql(
+            http,
+            SET_TENANT_KEY,
+            {"i": {"provider": "OPENAI", "secrets": secrets}},
+            token=owner.token,
+        )
+        assert await _source_of_a_completion(http, owner) == "TENANT"
+        await Credential.filter(tenant_id=decode_id(owner.org_id, "Organization")).delete()
+        # Cached (60 s, far longer than this test), or read afresh for every request (0).
+        assert await _source_of_a_completion(http, owner) == ("TENANT" if ttl else "SANDBOX")
+
+
 # Task summary -------------------------------------------------------------------------------
 
 
