@@ -171,6 +171,9 @@ class Settings(BaseSettings):
     # How long a resolved provider credential may answer from this process's memory (0:
     # per request only). Changes through this process apply at once, others within it.
     credential_cache_seconds: float = Field(5.0, ge=0, le=60)
+    # All of a process's AI streams together send about this many events per second at
+    # most: with many streams, each one's window widens past AI_STREAM_COALESCE_MS (0: never).
+    ai_stream_max_events_per_second: int = Field(3000, ge=0)
 
     # Webhooks: incoming body cap; system-level inbound secrets per provider (JSON object,
     # used by /webhooks/{provider} without an endpoint token: sandbox and tests); hosts or
