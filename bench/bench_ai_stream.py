@@ -595,9 +595,9 @@ def install_trace(path: str) -> None:
 
     store_prompt = ai._store_prompt
 
-    async def traced_store(p: Any, *args: Any, **kw: Any) -> Any:
-        result = await store_prompt(p, *args, **kw)
-        mark(p.request_messages[-1]["content"], "stored")
+    async def traced_store(*args: Any, **kw: Any) -> Any:
+        result = await store_prompt(*args, **kw)
+        mark(stream_key.get(), "stored")
         return result
 
     ai._store_prompt = traced_store  # type: ignore[assignment]

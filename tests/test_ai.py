@@ -600,3 +600,77 @@ async def test_task_summary_goes_through_the_same_path(server, http):
     assert "Other day" not in sent
     stored = await ChatMessage.filter(tenant_id=tenant_id, status=MessageStatus.COMPLETE).count()
     assert stored == 3  # system prompt, task list, answer
+
+
+# Group commit -------------------------------------------------------------------------------
+
+
+async def test_group_commit_batches_what_queues_and_fails_rows_alone():
+    from resolvers.ai import GroupCommit
+
+    batches: list[list[int]] = []
+
+    async def write(items: list[int]) -> list[int]:
+        batches.append(items)
+        await asyncio.sleep(0)
+        if 13 in items:
+            raise ValueError("bad row")
+        return [i * 10 for i in items]
+
+    writer: GroupCommit[int, int] = GroupCommit(write)
+    first = asyncio.ensure_future(writer(1))
+    while not batches:  # the first write is on its way
+        await asyncio.sleep(0)
+    results = [
+        await first,
+        *await asyncio.gather(*(writer(i) for i in (2, 13, 4)), return_exceptions=True),
+    ]
+    assert results[:2] == [10, 20] and results[3] == 40
+    assert isinstance(results[2], ValueError)
+    # The first write went alone; the three queued behind it went together, failed, and
+    # were written again one by one.
+    assert batches == [[1], [2, 13, 4], [2], [13], [4]]
+    assert writer.task is None
+
+
+async def test_answers_and_bills_written_together(store):
+    from models.ai import AiUsage, Conversation, MessageRole, UsageOutcome
+    from resolvers.ai import _write_bills
+
+    tenant = await Tenant.create(name="Group", slug=f"group-{uuid.uuid4().hex[:8]}")
+    conversation = await Conversation.create(tenant_id=tenant.id, title="t", model="m")
+    answers = [
+        await ChatMessage.create(
+            tenant_id=tenant.id,
+            conversation_id=conversation.id,
+            role=MessageRole.ASSISTANT,
+            status=MessageStatus.STREAMING,
+        )
+        for _ in range(3)
+    ]
+    for i, answer in enumerate(answers):
+        answer.content, answer.status, answer.finish_reason = (
+            f"answer {i}",
+            MessageStatus.COMPLETE,
+            "stop",
+        )
+    rows = [
+        AiUsage(
+            tenant_id=tenant.id,
+            conversation_id=conversation.id,
+            operation="chat_stream",
+            model="m",
+            credential_source="SANDBOX",
+            prompt_tokens=i,
+            completion_tokens=1,
+            total_tokens=i + 1,
+            outcome=UsageOutcome.COMPLETE,
+        )
+        for i in range(3)
+    ]
+    await _write_bills([*zip(answers, rows, strict=True), (None, rows[0].clone())])
+    stored = await ChatMessage.filter(conversation_id=conversation.id).order_by("id")
+    assert [(m.content, m.status, m.finish_reason) for m in stored] == [
+        (f"answer {i}", MessageStatus.COMPLETE, "stop") for i in range(3)
+    ]
+    assert await AiUsage.filter(tenant_id=tenant.id).count() == 4
