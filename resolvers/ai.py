@@ -621,22 +621,32 @@ class GroupCommit(Generic[T, R]):
     """Writes of one kind made while a batch of them is being written go out together,
     as one batch, in one transaction (group commit): a burst of streams that start or
     end at once costs a few commits, not one each plus a queue for the pool's
-    connections. A lone write goes at once. A failed batch is written again one write
-    at a time, so one bad row fails alone. A caller that goes away does not take its
-    write back (it is in a batch already)."""
+    connections. A lone write goes at once. Up to `parallel` batches of at most `limit`
+    writes are written at the same time (each on its own connection), so a big burst
+    does not wait behind one long transaction. A failed batch is written again one
+    write at a time, so one bad row fails alone. A caller that goes away does not take
+    its write back (it is in a batch already)."""
 
-    def __init__(self, write: Callable[[list[T]], Awaitable[list[R]]], limit: int = 500) -> None:
+    def __init__(
+        self,
+        write: Callable[[list[T]], Awaitable[list[R]]],
+        limit: int = 50,
+        parallel: int = 4,
+    ) -> None:
         self.write = write
         self.limit = limit
+        self.parallel = parallel
         self.queue: list[tuple[T, asyncio.Future[R]]] = []
-        self.task: asyncio.Future[None] | None = None
+        self.drains: set[asyncio.Future[None]] = set()
         self.loop = asyncio.get_running_loop()
 
     async def __call__(self, item: T) -> R:
         future: asyncio.Future[R] = self.loop.create_future()
         self.queue.append((item, future))
-        if self.task is None:
-            self.task = asyncio.ensure_future(self._drain())
+        if len(self.drains) < self.parallel:
+            drain = asyncio.ensure_future(self._drain())
+            self.drains.add(drain)
+            drain.add_done_callback(self.drains.discard)
         return await asyncio.shield(future)
 
     async def _drain(self) -> None:
@@ -660,7 +670,9 @@ class GroupCommit(Generic[T, R]):
                 for (_, future), result in zip(batch, results, strict=True):
                     _settle_future(future, result)
         finally:
-            self.task = None
+            # At once (not in the done callback, a loop turn later): a write queued from
+            # now on must find a free drain slot.
+            self.drains.discard(asyncio.current_task())  # type: ignore[arg-type]
 
 
 def _settle_future(
