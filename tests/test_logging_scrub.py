@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from gateway.logging import make_handler, request_id_var, scrub
+from gateway.logging import RequestIdFilter, make_handler, request_id_var, scrub
 
 TWILIO_TOKEN = "9f86d081884c7d659a2feaa0c55ad015"  # 32 hex, the shape of an auth token
 TWILIO_SID = "AC" + "0123456789abcdef0123456789abcdef"
@@ -117,3 +117,45 @@ def test_log_lines_from_the_handler_are_scrubbed_and_keep_the_request_id() -> No
     assert record["request_id"] == rid
     assert "re_4x7Kp2Qz" not in line and TWILIO_TOKEN not in line
     assert record["twilio"]["auth_token"] == "[REDACTED]"
+
+
+def _record(msg: str, *args: object, exc: bool = False, **extra: object) -> logging.LogRecord:
+    exc_info = None
+    if exc:
+        try:
+            raise ValueError("token=abcdef123456 failed")
+        except ValueError:
+            import sys
+
+            exc_info = sys.exc_info()
+    record = logging.LogRecord("switchboard.http", logging.INFO, __file__, 1, msg, args, exc_info)
+    record.__dict__.update(extra)
+    return record
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        _record("%s %s %s", "POST", "/graphql", 200, status=200, duration_ms=0.2, client_ip="::1"),
+        _record(
+            "called with sk_live_51H8abcdEFGHijklMNOPqrstUVWX",
+            request_id="sk_live_51H8abcdEFGHijklMNOPqrstUVWX",  # a client-chosen request id
+            detail={"password": "hunter2", "nested": ["Bearer abcdefghijkl"]},
+            _private="skipped",
+        ),
+        _record("failed", exc=True, request_id="r1"),
+    ],
+)
+def test_the_short_json_path_writes_what_python_json_logger_writes(
+    record: logging.LogRecord,
+) -> None:
+    """Plain records skip python-json-logger's own format(); the line must not change."""
+    from pythonjsonlogger.json import JsonFormatter
+
+    formatter = make_handler(io.StringIO(), json=True).formatter
+    assert formatter is not None
+    RequestIdFilter().filter(record)
+    ours = formatter.format(record)
+    reference = scrub(JsonFormatter.format(formatter, record))  # type: ignore[arg-type]
+    assert ours == reference
+    assert "sk_live_51H8" not in ours and "hunter2" not in ours and "abcdefghijkl" not in ours

@@ -157,6 +157,14 @@ async def test_mutations_errors_and_anonymous_calls_are_never_stored(app, client
     assert len(cache(app)) == 0 and cache(app).hits == 0
 
 
+async def test_a_batch_body_is_never_looked_up_or_stored(app, client, owner):
+    auth = {"Authorization": f"Bearer {owner.token}"}
+    for _ in range(2):
+        response = await client.post("/graphql", json=[{"query": ME}], headers=auth)
+        assert response.status_code == 400  # batching is off
+    assert len(cache(app)) == 0 and cache(app).hits == 0
+
+
 async def test_a_revoked_api_key_is_refused_with_a_warm_entry(app, client, owner):
     key = await create_key(client, owner.token, role="SUPPORT")
     for _ in range(2):
