@@ -14,8 +14,11 @@ entries without importing the view.
   people signed in elsewhere).
 - A `generation` is bumped by every forget: an answer computed while a write landed is
   not stored afterwards (the view passes the generation it saw before executing).
-- At most `MAX_ENTRIES` answers; the oldest insert goes first. Expired entries go on
-  lookup.
+- Bounded: at most `max_entries` answers (RESPONSE_CACHE_ENTRIES) and `MAX_BYTES` of
+  request and answer bodies together, the oldest insert going first; nothing larger
+  than `MAX_ENTRY_BYTES` is kept (a caller padding its variables must not fill memory:
+  unused variables are allowed, so every padded body is a new key). Expired entries go
+  on lookup.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 MAX_ENTRIES = 10_000
+MAX_BYTES = 16 * 1024 * 1024
+MAX_ENTRY_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +38,7 @@ class CachedAnswer:
     expires_at: float  # time.monotonic()
     user_id: int | None
     operation_name: str | None  # for the metrics of a hit
+    size: int  # request body + answer body, for the byte budget
 
 
 @dataclass(slots=True)
@@ -40,7 +46,7 @@ class Pending:
     """A miss on its way through execution: the view sets it in the request's scope
     state, the schema extension fills in the policy when the answer is error-free."""
 
-    key: Hashable
+    key: tuple[Any, ...]  # (principal key, tenant, role, request body)
     generation: int
     started: float  # time.monotonic() before execution: entries age from here
     max_age: float | None = None
@@ -48,10 +54,12 @@ class Pending:
 
 
 class ResponseCache:
-    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+    def __init__(self, max_entries: int = MAX_ENTRIES, max_bytes: int = MAX_BYTES) -> None:
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self.generation = 0
         self.hits = 0
+        self.bytes = 0
         self._entries: dict[Hashable, CachedAnswer] = {}
 
     def get(self, key: Hashable, now: float) -> CachedAnswer | None:
@@ -59,20 +67,29 @@ class ResponseCache:
         if entry is None:
             return None
         if entry.expires_at <= now:
-            self._entries.pop(key, None)
+            self._remove(key)
             return None
         self.hits += 1
         return entry
 
     def put(self, key: Hashable, answer: CachedAnswer, generation: int) -> bool:
         """Store unless something was forgotten since `generation` was read."""
-        if generation != self.generation:
+        if generation != self.generation or answer.size > MAX_ENTRY_BYTES:
             return False
         entries = self._entries
-        if key not in entries and len(entries) >= self.max_entries:
-            entries.pop(next(iter(entries)))
+        self._remove(key)
+        while entries and (
+            len(entries) >= self.max_entries or self.bytes + answer.size > self.max_bytes
+        ):
+            self._remove(next(iter(entries)))
         entries[key] = answer
+        self.bytes += answer.size
         return True
+
+    def _remove(self, key: Hashable) -> None:
+        answer = self._entries.pop(key, None)
+        if answer is not None:
+            self.bytes -= answer.size
 
     def forget_user(self, user_id: int) -> None:
         self._drop(lambda a: a.user_id == user_id)
@@ -80,13 +97,14 @@ class ResponseCache:
     def forget_all(self) -> None:
         self.generation += 1
         self._entries.clear()
+        self.bytes = 0
 
     def _drop(self, match: Any) -> None:
         # A scan, not an index: writes that forget are rare next to reads, and an index
         # would have to be kept right through eviction and expiry on every read.
         self.generation += 1
         for key in [k for k, a in self._entries.items() if match(a)]:
-            del self._entries[key]
+            self._remove(key)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -12,7 +12,7 @@ from graphql import parse
 
 from gateway import metrics
 from gateway.app import create_app
-from gateway.response_cache import CachedAnswer, ResponseCache, cache_of
+from gateway.response_cache import MAX_ENTRY_BYTES, CachedAnswer, ResponseCache, cache_of
 from models.members import Membership
 from models.tenants import Tenant
 from resolvers import accounts
@@ -209,16 +209,41 @@ async def test_an_entry_ends_with_the_cached_profiles_it_was_built_from(store):
         assert answer.expires_at <= profiles.tenants.expires_at(db_id(acct.org_id))
 
 
+def answer(user_id: int, size: int = 10, body: bytes = b"x") -> CachedAnswer:
+    return CachedAnswer(body, 10.0, user_id, None, size)
+
+
 def test_entries_expire_evict_and_skip_stores_older_than_a_forget():
     responses = ResponseCache(max_entries=2)
     for n in range(3):
-        assert responses.put(n, CachedAnswer(b"x", 10.0, n, None), responses.generation)
+        assert responses.put(n, answer(n), responses.generation)
     assert len(responses) == 2 and responses.get(0, 0.0) is None  # the oldest went
     assert responses.get(2, 9.9) is not None and responses.get(2, 10.0) is None  # expired
     generation = responses.generation
     responses.forget_user(1)
-    assert responses.get(1, 0.0) is None
-    assert not responses.put(5, CachedAnswer(b"old", 10.0, 5, None), generation)
+    assert responses.get(1, 0.0) is None and len(responses) == 0 and responses.bytes == 0
+    assert not responses.put(5, answer(5), generation)
+
+
+def test_memory_is_bounded_in_bytes_too():
+    responses = ResponseCache(max_entries=100, max_bytes=1000)
+    for n in range(10):
+        assert responses.put(n, answer(n, size=300), responses.generation)
+    assert len(responses) == 3 and responses.bytes == 900
+    assert [n for n in range(10) if responses.get(n, 0.0)] == [7, 8, 9]
+    responses.put(9, answer(9, size=100), responses.generation)  # replaced, not added
+    assert responses.bytes == 700
+    assert not responses.put(11, answer(11, size=MAX_ENTRY_BYTES + 1), responses.generation)
+    responses.forget_all()
+    assert len(responses) == 0 and responses.bytes == 0
+
+
+async def test_a_padded_body_is_not_kept(app, client, owner):
+    padding = {"pad": "x" * MAX_ENTRY_BYTES}
+    for _ in range(2):
+        body = await gql(client, ME, padding, token=owner.token)
+        assert "errors" not in body, body
+    assert len(cache(app)) == 0 and cache(app).hits == 0
 
 
 def test_policy_from_hints_and_selection():

@@ -197,8 +197,9 @@ class GatewayGraphQL(GraphQL):
         ):
             return _NOT_CACHED
         body = await request.body()
-        if body.lstrip()[:1] == b"[":
-            return _NOT_CACHED  # a batch: one answer for several operations, some maybe not
+        if len(body) > response_cache.MAX_ENTRY_BYTES or body.lstrip()[:1] == b"[":
+            # Too large to keep, or a batch (one answer for several operations).
+            return _NOT_CACHED
         key = (principal.key, principal.tenant_id, principal.role, body)
         assert self.responses is not None
         now = time.monotonic()
@@ -234,8 +235,10 @@ class GatewayGraphQL(GraphQL):
         )
         if profiles_end is not None:
             expires = min(expires, profiles_end)
+        body = bytes(response.body)
+        size = len(body) + len(pending.key[-1])  # the key ends with the request body
         answer = response_cache.CachedAnswer(
-            bytes(response.body), expires, principal.user_id, pending.operation_name
+            body, expires, principal.user_id, pending.operation_name, size
         )
         assert self.responses is not None
         self.responses.put(pending.key, answer, pending.generation)
