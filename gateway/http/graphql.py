@@ -187,10 +187,10 @@ class GatewayGraphQL(GraphQL):
         if principal is None:
             return _NOT_CACHED
         content_type = accept = ""
-        for name, value in scope["headers"]:
-            if name == b"content-type":
+        for name, value in scope["headers"]:  # the first of each, as starlette's Headers
+            if name == b"content-type" and not content_type:
                 content_type = value.decode("latin-1")
-            elif name == b"accept":
+            elif name == b"accept" and not accept:
                 accept = value.decode("latin-1")
         if "application/json" not in content_type or (
             accept and self._get_stream_transport_from_headers({"accept": accept})
