@@ -328,10 +328,16 @@ def forget_tenant(ctx: Context, tenant_id: int) -> None:
 
 
 async def my_memberships(ctx: Context) -> list[Membership]:
+    """The viewer's memberships, oldest first, each with its organization read in the
+    same statement (a join), however many organizations the viewer belongs to."""
     principal = ctx.require_principal()
     if principal.user_id is None:
         return []
-    return list(await Membership.filter(user_id=principal.user_id).order_by("created_at", "id"))
+    return list(
+        await Membership.filter(user_id=principal.user_id)
+        .select_related("tenant")
+        .order_by("created_at", "id")
+    )
 
 
 async def update_profile(ctx: Context, *, name: str | None) -> User:

@@ -141,13 +141,10 @@ class Viewer:
     )
     async def memberships(self, info: Info) -> list[MembershipInfo]:
         rows = await accounts.my_memberships(info.context)
-        out = []
-        for m in rows:
-            tenant = await accounts.load_tenant(info.context, m.tenant_id)
-            out.append(
-                MembershipInfo(role=Role(m.role), organization=Organization.from_row(tenant))
-            )
-        return out
+        return [
+            MembershipInfo(role=Role(m.role), organization=Organization.from_row(m.tenant))
+            for m in rows
+        ]
 
 
 @strawberry.type(description="One organization the viewer belongs to.")

@@ -408,3 +408,28 @@ async def test_two_owners_demoting_each_other_at_once_keep_one_owner(client, own
     listing = await gql(client, MEMBERS, token=owner.token)
     roles = [e["node"]["role"] for e in listing["data"]["members"]["edges"]]
     assert roles.count("OWNER") == 1
+
+
+async def test_memberships_read_in_constant_statements(client, owner):
+    """`me { memberships { organization } }` joins the organizations in: the statements do
+    not grow with the number of organizations the viewer belongs to."""
+    from tests.test_crm_queries import count_statements
+
+    query = "{ me { memberships { role organization { name } } } }"
+    member = await register(client, org="Home")
+    counts = []
+    for n in range(3):
+        other = await register(client, org=f"Org {n}")
+        await invite(client, other, member.email, "READ_ONLY")
+        accepted = await gql(
+            client, ACCEPT, {"i": {"token": await last_token(member.email)}}, token=member.token
+        )
+        assert "errors" not in accepted, accepted
+        token = accepted["data"]["acceptInvitation"]["accessToken"]
+        with count_statements() as seen:
+            body = await gql(client, query, token=token)
+        assert "errors" not in body, body
+        names = [m["organization"]["name"] for m in body["data"]["me"]["memberships"]]
+        assert names == ["Home"] + [f"Org {i}" for i in range(n + 1)]
+        counts.append(len(seen))
+    assert counts == [1, 1, 1], counts
