@@ -47,6 +47,10 @@ _SECRET_PATTERNS = [
 def _keep_label(match: re.Match[str]) -> str:
     """The label kept, the secret cut; a quoted value stays quoted (valid JSON stays JSON)."""
     label, value = match.group(1), match.group(0)[len(match.group(1)) :]
+    bare = value.strip("\"'")
+    rest = match.string[match.end() : match.end() + 1]
+    if bare == "[REDACTED]" or (bare == "[REDACTED" and rest == "]"):
+        return match.group(0)  # scrubbed already (the line is scrubbed again after encoding)
     quote = value[0] if len(value) > 1 and value[0] in "\"'" and value[-1] == value[0] else ""
     return f"{label}{quote}[REDACTED]{quote}"
 

@@ -159,3 +159,18 @@ def test_the_short_json_path_writes_what_python_json_logger_writes(
     reference = scrub(JsonFormatter.format(formatter, record))  # type: ignore[arg-type]
     assert ours == reference
     assert "sk_live_51H8" not in ours and "hunter2" not in ours and "abcdefghijkl" not in ours
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["token=abcdef1234567890secret", 'password: "hunter2hunter2"', "api_key sk_live_abcdef123456"],
+)
+def test_scrubbing_twice_changes_nothing_more(line: str) -> None:
+    once = scrub(line)
+    assert "[REDACTED]" in once
+    assert scrub(once) == once
+
+
+def test_a_value_that_only_starts_like_the_marker_is_still_cut() -> None:
+    scrubbed = scrub("token=[REDACTEDbutreallyasecret]")
+    assert "butreallyasecret" not in scrubbed and scrubbed.startswith("token=[REDACTED]")
