@@ -16,7 +16,6 @@ not parse or names no such operation) is not cacheable.
 from __future__ import annotations
 
 import enum
-from collections import OrderedDict
 from typing import Any
 
 import strawberry
@@ -36,6 +35,8 @@ from graphql import (
     parse,
 )
 from strawberry.schema_directive import Location
+
+from schema.memo import Memo
 
 POLICY_CACHE_SIZE = 512
 
@@ -149,7 +150,7 @@ def policy_of(schema: GraphQLSchema, document: Any, operation_name: str | None) 
 
 # Process-wide, like the parse and validation caches in schema/extensions.py; keyed by
 # the schema object too, so schemas with other types never share an entry.
-_policies: OrderedDict[tuple[GraphQLSchema, str, str | None], float | None] = OrderedDict()
+_policies: Memo[float | None] = Memo(POLICY_CACHE_SIZE)
 
 
 def cached_policy(
@@ -157,17 +158,12 @@ def cached_policy(
 ) -> float | None:
     """`policy_of` once per (schema, query text, operation name); `document` is the parsed
     query when the caller has it (parsed here otherwise)."""
-    key = (schema, query, operation_name)
-    try:
-        _policies.move_to_end(key)
-        return _policies[key]
-    except KeyError:
-        pass
-    try:
-        policy = policy_of(schema, parse(query) if document is None else document, operation_name)
-    except GraphQLError:
-        policy = None
-    if len(_policies) >= POLICY_CACHE_SIZE:
-        _policies.popitem(last=False)
-    _policies[key] = policy
-    return policy
+
+    def compute() -> float | None:
+        try:
+            parsed = parse(query) if document is None else document
+            return policy_of(schema, parsed, operation_name)
+        except GraphQLError:
+            return None
+
+    return _policies.get((schema, query, operation_name), compute)

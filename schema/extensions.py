@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -33,6 +32,7 @@ from strawberry.types.graphql import OperationType
 
 from schema.cache_control import cached_policy
 from schema.errors import GatewayErrors
+from schema.memo import Memo
 from schema.metrics import record_operation
 from schema.redaction import redact_operation
 
@@ -40,25 +40,15 @@ CACHE_SIZE = 512
 # Process-wide, as strawberry's ParserCache / ValidationCache keep theirs; the validation
 # key is (schema, query text, rules), so schemas with other limits never share an entry.
 _parse = functools.lru_cache(maxsize=CACHE_SIZE)(parse)
-_validated: OrderedDict[tuple[GraphQLSchema, str | None, tuple[Any, ...]], list[GraphQLError]] = (
-    OrderedDict()
-)
+_validated: Memo[list[GraphQLError]] = Memo(CACHE_SIZE)
 
 
 def _validate(
     schema: GraphQLSchema, query: str | None, document: Any, rules: tuple[Any, ...]
 ) -> list[GraphQLError]:
-    key = (schema, query, rules)
-    try:
-        _validated.move_to_end(key)
-        return _validated[key]
-    except KeyError:
-        pass
-    errors = validate_document(schema, document, rules)
-    if len(_validated) >= CACHE_SIZE:
-        _validated.popitem(last=False)
-    _validated[key] = errors
-    return errors
+    return _validated.get(
+        (schema, query, rules), lambda: validate_document(schema, document, rules)
+    )
 
 
 class GatewayExtension(GatewayErrors):
