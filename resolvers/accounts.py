@@ -350,6 +350,23 @@ async def update_profile(ctx: Context, *, name: str | None) -> User:
     return user
 
 
+async def update_organization(ctx: Context, *, name: str | None) -> Tenant:
+    """Rename the caller's organization (its slug, an identifier, stays). Cached viewer
+    answers that show the name are dropped here at once."""
+    ctx.require("tenant:update")
+    tenant = await Tenant.get_or_none(id=ctx.tenant_id)
+    if tenant is None:
+        raise NotFound("Organization not found.")
+    if name is not None:
+        cleaned = name.strip()
+        require(bool(cleaned), "name", "must not be empty")
+        require(len(cleaned) <= 200, "name", "must be at most 200 characters")
+        tenant.name = cleaned
+        await tenant.save(update_fields=["name", "updated_at"])
+        forget_tenant(ctx, tenant.id)
+    return tenant
+
+
 async def change_password(ctx: Context, *, current_password: str, new_password: str) -> bool:
     user = await current_user(ctx)
     await throttle(ctx, "login-account", user.email, ctx.settings.login_attempts_per_account)

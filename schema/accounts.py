@@ -250,6 +250,11 @@ class UpdateProfileInput:
     name: str | None = strawberry.field(default=None, description="New display name.")
 
 
+@strawberry.input(description="Changes to the caller's organization; omitted fields stay.")
+class UpdateOrganizationInput:
+    name: str | None = strawberry.field(default=None, description="New display name.")
+
+
 def _org_id(gid: relay.GlobalID | None) -> int | None:
     return None if gid is None else decode_id(gid, "Organization")
 
@@ -354,3 +359,9 @@ class Mutation:
     @mutation(permission=SIGNED_IN, description="Change your profile.")
     async def update_profile(self, info: Info, input: UpdateProfileInput) -> User:
         return User.from_row(await accounts.update_profile(info.context, name=input.name))
+
+    @mutation(permission="tenant:update", description="Rename the caller's organization.")
+    async def update_organization(self, info: Info, input: UpdateOrganizationInput) -> Organization:
+        return Organization.from_row(
+            await accounts.update_organization(info.context, name=input.name)
+        )

@@ -15,8 +15,6 @@ from gateway.app import create_app
 from gateway.response_cache import MAX_ENTRY_BYTES, CachedAnswer, ResponseCache, cache_of
 from models.members import Membership
 from models.tenants import Tenant
-from resolvers import accounts
-from resolvers.context import Context
 from schema.build import build_schema
 from schema.cache_control import policy_of
 from tests.conftest import Store, error_codes, gql, make_settings, register
@@ -26,6 +24,7 @@ from tests.test_members import CHANGE_ROLE, REMOVE, join, member_id
 ME = "{ me { role user { email name } organization { name } } }"
 MEMBERSHIPS = "{ me { role memberships { role organization { name } } } }"
 UPDATE = "mutation($i: UpdateProfileInput!) { updateProfile(input: $i) { name } }"
+RENAME = "mutation($i: UpdateOrganizationInput!) { updateOrganization(input: $i) { name slug } }"
 
 
 def cache(app: Any) -> ResponseCache:
@@ -86,15 +85,24 @@ async def test_local_writes_show_at_once(app, client, owner):
     await gql(client, UPDATE, {"i": {"name": "Renamed"}}, token=owner.token)
     assert (await gql(client, ME, token=owner.token))["data"]["me"]["user"]["name"] == "Renamed"
 
-    # No mutation renames an organization yet; a writer calls forget_tenant after it.
-    assert (await gql(client, ME, token=owner.token))["data"]["me"]["organization"]["name"] == (
-        "Acme"
-    )
-    await Tenant.filter(id=db_id(owner.org_id)).update(name="Acme Renamed")
-    ctx = Context(services=app.state.services, request_id="test")
-    accounts.forget_tenant(ctx, db_id(owner.org_id))
+    # A member signed in to the organization sees its new name at once too (it shows in
+    # their `memberships`), while READ_ONLY cannot rename it.
+    member, _ = await join(client, owner, "READ_ONLY")
+    assert (await gql(client, MEMBERSHIPS, token=member.token))["data"]["me"]["memberships"][0][
+        "organization"
+    ]["name"] == "Acme"
+    denied = await gql(client, RENAME, {"i": {"name": "Nope"}}, token=member.token)
+    assert error_codes(denied) == ["FORBIDDEN"]
+    renamed = await gql(client, RENAME, {"i": {"name": "  Acme Renamed "}}, token=owner.token)
+    assert renamed["data"]["updateOrganization"]["name"] == "Acme Renamed"
     me = (await gql(client, ME, token=owner.token))["data"]["me"]
     assert me["organization"]["name"] == "Acme Renamed"
+    theirs = (await gql(client, MEMBERSHIPS, token=member.token))["data"]["me"]["memberships"]
+    assert theirs[0]["organization"]["name"] == "Acme Renamed"
+    empty = await gql(client, RENAME, {"i": {"name": "   "}}, token=owner.token)
+    assert error_codes(empty) == ["BAD_USER_INPUT"]
+    assert empty["errors"][0]["extensions"]["details"] == {"name": "must not be empty"}
+    assert (await Tenant.get(id=db_id(owner.org_id))).name == "Acme Renamed"
 
 
 async def test_role_change_and_removal_show_at_once(app, client, owner):
