@@ -553,16 +553,20 @@ async def list_jobs(
 ) -> Page[Job]:
     """The caller's tenant's jobs, newest first; by default the ones that need attention."""
     principal = ctx.require("jobs:manage")
-    qs = Job.filter(tenant_id=principal.tenant_id)
+    qs = _listed(Job.filter(tenant_id=principal.tenant_id), status, kind)
+    return await page_of(ctx, qs, first=first, after=after)
+
+
+def _listed(qs: Any, status: str | None, kind: str | None) -> Any:
+    """Jobs of `status` (default: the failed and dead ones, which need attention) and
+    `kind`, for the GraphQL list and the operators' CLI alike."""
     if status is None:
         qs = qs.filter(status__in=[JobStatus.FAILED.value, JobStatus.DEAD.value])
     elif status not in LISTABLE:
         raise BadUserInput("Unknown job status.", details={"status": "is not a job status"})
     else:
         qs = qs.filter(status=status)
-    if kind:
-        qs = qs.filter(kind=kind)
-    return await page_of(ctx, qs, first=first, after=after)
+    return qs.filter(kind=kind) if kind else qs
 
 
 async def retry_job(ctx: Context, *, job_id: int) -> Job:
@@ -598,13 +602,5 @@ async def requeue(job_id: int, *, tenant_id: int | None) -> Job:
 
 async def jobs_for_operator(*, status: str | None, kind: str | None, limit: int) -> list[Job]:
     """Every tenant's jobs and the system's (CLI): by default the failed and dead ones."""
-    qs = Job.all()
-    if status is None:
-        qs = qs.filter(status__in=[JobStatus.FAILED.value, JobStatus.DEAD.value])
-    elif status not in LISTABLE:
-        raise BadUserInput("Unknown job status.", details={"status": "is not a job status"})
-    else:
-        qs = qs.filter(status=status)
-    if kind:
-        qs = qs.filter(kind=kind)
+    qs = _listed(Job.all(), status, kind)
     return list(await qs.order_by("-id").limit(max(1, min(limit, 1000))))

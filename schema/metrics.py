@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
-from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext
 
 from gateway import metrics
@@ -33,11 +31,8 @@ def _label(name: str | None) -> str:
     return name
 
 
-_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-
-
 def record_operation(ctx: ExecutionContext, started: float) -> None:
-    """Count and time one finished operation (label children cached per combination)."""
+    """Count and time one finished operation by name, type and outcome."""
     try:
         kind = ctx.operation_type.value
         name = _label(ctx.operation_name)
@@ -52,6 +47,26 @@ def record_operation(ctx: ExecutionContext, started: float) -> None:
         outcome = "error"
     else:
         outcome = "partial"
+    _observe(name, kind, outcome, time.perf_counter() - started)
+
+
+def record_cached_operation(operation_name: str | None, seconds: float) -> None:
+    """A query answered from the response cache: an ok operation, and a cache hit."""
+    name = _label(operation_name)
+    _observe(name, "query", "ok", seconds)
+    hits = _hit_children.get(name)
+    if hits is None:
+        hits = _hit_children[name] = metrics.graphql_response_cache_hits.labels(name)
+    hits.inc()
+
+
+_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+_hit_children: dict[str, Any] = {}
+
+
+def _observe(name: str, kind: str, outcome: str, seconds: float) -> None:
+    """Count and time one operation (label children cached per combination: `.labels()`
+    costs more than the increment)."""
     key = (name, kind, outcome)
     children = _children.get(key)
     if children is None:
@@ -60,31 +75,4 @@ def record_operation(ctx: ExecutionContext, started: float) -> None:
             metrics.graphql_latency.labels(name, kind),
         )
     children[0].inc()
-    children[1].observe(time.perf_counter() - started)
-
-
-_cached_children: dict[str, tuple[Any, Any, Any]] = {}
-
-
-def record_cached_operation(operation_name: str | None, seconds: float) -> None:
-    """A query answered from the response cache: an ok operation, and a cache hit."""
-    name = _label(operation_name)
-    children = _cached_children.get(name)
-    if children is None:
-        children = _cached_children[name] = (
-            metrics.graphql_operations.labels(name, "query", "ok"),
-            metrics.graphql_latency.labels(name, "query"),
-            metrics.graphql_response_cache_hits.labels(name),
-        )
-    children[0].inc()
     children[1].observe(seconds)
-    children[2].inc()
-
-
-class GraphQLMetrics(SchemaExtension):
-    """Records gateway.metrics.graphql_operations and graphql_latency per operation."""
-
-    def on_operation(self) -> Iterator[None]:
-        started = time.perf_counter()
-        yield
-        record_operation(self.execution_context, started)

@@ -3,17 +3,15 @@
 graphql-core describes a variable that does not fit its type with the whole value
 it received (`…required field 'provider', found: {'secrets': {'apiKey': 'sk-…'}}`),
 so a credential, password or token sent with one mistake would come back in the
-answer and in any log of it. This extension cuts the echoed value out of those
+answer and in any log of it. `redact_operation` (run by schema/extensions.py) cuts the echoed value out of those
 messages and keeps the explanation (which field, which type).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
-from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext
 
 _FOUND = re.compile(r"[;,]?\s*found:\s.*\Z", re.S)
@@ -45,9 +43,3 @@ def redact_operation(ctx: ExecutionContext) -> None:
     result = ctx.result
     if result is not None:
         _redact(getattr(result, "errors", None))
-
-
-class RedactVariableValues(SchemaExtension):
-    def on_operation(self) -> Iterator[None]:
-        yield
-        redact_operation(self.execution_context)
