@@ -26,6 +26,7 @@ from gateway.security import (
     password_needs_rehash,
     verify_password,
 )
+from gateway.ttl_cache import read_through
 from models.accounts import EmailToken, RefreshToken, User
 from models.members import Membership
 from models.tenants import Tenant
@@ -277,7 +278,7 @@ async def viewer_user(ctx: Context) -> UserProfile | None:
         return None if row is None else UserProfile.of(row)
 
     cache = viewer_cache.cache_of(ctx.services).users
-    return await viewer_cache.read_through(cache, user_id, ctx.settings.viewer_cache_seconds, load)
+    return await read_through(cache, user_id, ctx.settings.viewer_cache_seconds, load)
 
 
 async def viewer_tenant(ctx: Context) -> TenantProfile | None:
@@ -290,7 +291,7 @@ async def viewer_tenant(ctx: Context) -> TenantProfile | None:
 
     cache = viewer_cache.cache_of(ctx.services).tenants
     ttl = ctx.settings.viewer_cache_seconds
-    return await viewer_cache.read_through(cache, tenant_id, ttl, load)
+    return await read_through(cache, tenant_id, ttl, load)
 
 
 async def viewer_profiles(

@@ -61,6 +61,7 @@ from gateway.errors import (
     QuotaExceeded,
 )
 from gateway.security import Principal
+from gateway.ttl_cache import TTLCache, read_through
 from models.accounts import User
 from models.ai import (
     AiUsage,
@@ -341,20 +342,15 @@ async def _check_quota(ctx: Context, principal: Principal) -> None:
     that miss the cache at the same time share one read of the ledger.
     """
     tenant_id = principal.tenant_id
-    cache: dict[int, list[Any]] = ctx.services.extras.setdefault("ai_quota", {})
-    entry = cache.get(tenant_id)
-    if entry is None or entry[0] < time.monotonic() or entry[1] >= entry[2]:
-        reading: dict[int, asyncio.Task[list[Any]]] = ctx.services.extras.setdefault(
-            "ai_quota_reading", {}
-        )
-        task = reading.get(tenant_id)
-        if task is None:
-            task = reading[tenant_id] = asyncio.ensure_future(
-                _read_quota(cache, reading, tenant_id, ctx.settings.ai_monthly_token_quota)
-            )
-        # Shielded: one caller going away does not cancel the read the others wait for.
-        entry = await asyncio.shield(task)
-    used, quota = entry[1], entry[2]
+
+    async def load() -> list[int]:
+        return list(await quota_state(tenant_id, ctx.settings.ai_monthly_token_quota))
+
+    state = await read_through(
+        _quota_cache(ctx), tenant_id, QUOTA_CACHE_SECONDS, load, usable=lambda s: s[0] < s[1]
+    )
+    assert state is not None  # load() always answers
+    used, quota = state
     if used >= quota:
         raise QuotaExceeded(
             "The organization's monthly AI token quota is used up.",
@@ -364,25 +360,19 @@ async def _check_quota(ctx: Context, principal: Principal) -> None:
         )
 
 
-async def _read_quota(
-    cache: dict[int, list[Any]],
-    reading: dict[int, asyncio.Task[list[Any]]],
-    tenant_id: int,
-    default_quota: int,
-) -> list[Any]:
-    try:
-        used, quota = await quota_state(tenant_id, default_quota)
-    finally:
-        if reading.get(tenant_id) is asyncio.current_task():
-            del reading[tenant_id]
-    entry = cache[tenant_id] = [time.monotonic() + QUOTA_CACHE_SECONDS, used, quota]
-    return entry
+def _quota_cache(ctx: Context) -> TTLCache[int, list[int]]:
+    """tenant -> [tokens used this month, monthly quota]; the first grows as this
+    process bills (`_count_usage`)."""
+    cache = ctx.services.extras.get("ai_quota")
+    if cache is None:
+        cache = ctx.services.extras["ai_quota"] = TTLCache()
+    return cache  # type: ignore[no-any-return]
 
 
 def _count_usage(ctx: Context, tenant_id: int, tokens: int) -> None:
-    entry = ctx.services.extras.get("ai_quota", {}).get(tenant_id)
-    if entry is not None:
-        entry[1] += tokens
+    state = _quota_cache(ctx).get(tenant_id, time.monotonic())
+    if state is not None:
+        state[0] += tokens
 
 
 def _next_month(start: dt.datetime) -> dt.datetime:

@@ -18,7 +18,6 @@ import functools
 import json
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -29,6 +28,7 @@ from tortoise.transactions import in_transaction
 
 from gateway.errors import BadUserInput, NotFound, UpstreamUnavailable
 from gateway.roles import allowed
+from gateway.ttl_cache import TTLCache, read_through
 from gateway.vault import VaultError, vault_for
 from models.credentials import TENANT_SLOT, Credential, user_slot
 from models.tenancy import scoped
@@ -391,29 +391,13 @@ def _chain(
     raise UpstreamUnavailable(f"{provider} is not configured.", provider=provider)
 
 
-class _ProcessCache:
-    """(tenant, user whose own key may apply, provider) -> the resolved credential, for
-    CREDENTIAL_CACHE_SECONDS. Concurrent misses for one key share one store read."""
-
-    MAX_ENTRIES = 10_000
-
-    def __init__(self) -> None:
-        self.entries: dict[tuple[int, int | None, str], tuple[float, ResolvedCredential]] = {}
-        self.reading: dict[tuple[int, int | None, str], asyncio.Task[ResolvedCredential]] = {}
-        self.generation = 0  # bumped by every forget: reads older than it do not store
-
-    def forget(self, tenant_id: int, provider: str) -> None:
-        self.generation += 1
-        for key in [k for k in self.entries if k[0] == tenant_id and k[2] == provider]:
-            del self.entries[key]
-        for key in [k for k in self.reading if k[0] == tenant_id and k[2] == provider]:
-            del self.reading[key]  # later callers read afresh; the waiting ones keep theirs
+_CacheKey = tuple[int, int | None, str]  # (tenant, user whose own key may apply, provider)
 
 
-def _process_cache(ctx: Context) -> _ProcessCache:
+def _process_cache(ctx: Context) -> TTLCache[_CacheKey, ResolvedCredential]:
     cache = ctx.services.extras.get("credentials:cache")
     if cache is None:
-        cache = ctx.services.extras["credentials:cache"] = _ProcessCache()
+        cache = ctx.services.extras["credentials:cache"] = TTLCache()
     return cache  # type: ignore[no-any-return]
 
 
@@ -422,7 +406,8 @@ async def resolve_credential(
 ) -> ResolvedCredential:
     """The credential for `provider`: user's → tenant's → system → sandbox, else
     UPSTREAM_UNAVAILABLE "not configured". Answered from this process's memory for
-    CREDENTIAL_CACHE_SECONDS, or (0) cached for the rest of this request."""
+    CREDENTIAL_CACHE_SECONDS (concurrent misses share one store read), or (0) cached for
+    the rest of this request."""
     name = parse_provider(provider).value
     ttl = ctx.settings.credential_cache_seconds
     principal = ctx.principal
@@ -431,36 +416,17 @@ async def resolve_credential(
         result: ResolvedCredential = await loader.load(name)
         return result
     personal = principal.user_id if principal.api_key_id is None else None
+
+    async def load() -> ResolvedCredential:
+        [answer] = await _resolve_many(ctx, [name])
+        if isinstance(answer, Exception):
+            raise answer  # not configured, undecryptable: asked again next time
+        return answer  # type: ignore[no-any-return]
+
     key = (principal.tenant_id, personal, name)
-    cache = _process_cache(ctx)
-    now = time.monotonic()
-    hit = cache.entries.get(key)
-    if hit is not None and hit[0] > now:
-        return hit[1]
-    reading = cache.reading.get(key)
-    if reading is None:
-        reading = asyncio.ensure_future(_read_through(ctx, cache, key, ttl))
-        cache.reading[key] = reading
-    # Shielded: one caller going away does not cancel the read the others wait for.
-    return await asyncio.shield(reading)
-
-
-async def _read_through(
-    ctx: Context, cache: _ProcessCache, key: tuple[int, int | None, str], ttl: float
-) -> ResolvedCredential:
-    generation = cache.generation
-    try:
-        [answer] = await _resolve_many(ctx, [key[2]])
-    finally:
-        if cache.reading.get(key) is asyncio.current_task():
-            del cache.reading[key]
-    if isinstance(answer, Exception):
-        raise answer  # not configured, undecryptable: asked again next time
-    if generation == cache.generation:
-        if key not in cache.entries and len(cache.entries) >= cache.MAX_ENTRIES:
-            cache.entries.pop(next(iter(cache.entries)))
-        cache.entries[key] = (time.monotonic() + ttl, answer)
-    return answer  # type: ignore[no-any-return]
+    resolved = await read_through(_process_cache(ctx), key, ttl, load)
+    assert resolved is not None  # load() answers or raises
+    return resolved
 
 
 def _forget(ctx: Context, provider: str) -> None:
@@ -469,7 +435,8 @@ def _forget(ctx: Context, provider: str) -> None:
         loader.clear(provider)
     cache = ctx.services.extras.get("credentials:cache")
     if cache is not None:
-        cache.forget(ctx.tenant_id, provider)
+        tenant_id = ctx.tenant_id
+        cache.forget_where(lambda key: key[0] == tenant_id and key[2] == provider)
 
 
 # -- set, remove, list --------------------------------------------------------------------

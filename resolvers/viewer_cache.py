@@ -20,17 +20,12 @@ id, for `VIEWER_CACHE_SECONDS` (0 turns it off).
 from __future__ import annotations
 
 import datetime as dt
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from gateway import response_cache
+from gateway.ttl_cache import TTLCache
 from resolvers.context import Services
-
-MAX_ENTRIES = 10_000
-
-V = TypeVar("V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,45 +53,10 @@ class TenantProfile:
         return cls(row.id, row.name, row.slug, row.created_at)
 
 
-class TTLCache(Generic[V]):
-    """id -> value for `ttl` seconds; at most MAX_ENTRIES (the oldest insert goes first)."""
-
-    def __init__(self) -> None:
-        self._entries: dict[int, tuple[float, V]] = {}
-        self.generation = 0  # bumped by every forget: reads older than it do not store
-
-    def get(self, key: int, now: float) -> V | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if entry[0] <= now:
-            self._entries.pop(key, None)
-            return None
-        return entry[1]
-
-    def put(self, key: int, value: V, expires_at: float, generation: int) -> None:
-        if generation != self.generation:
-            return  # something was forgotten while this value was being read
-        if key not in self._entries and len(self._entries) >= MAX_ENTRIES:
-            self._entries.pop(next(iter(self._entries)))
-        self._entries[key] = (expires_at, value)
-
-    def expires_at(self, key: int) -> float | None:
-        entry = self._entries.get(key)
-        return None if entry is None else entry[0]
-
-    def forget(self, key: int) -> None:
-        self.generation += 1
-        self._entries.pop(key, None)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
 @dataclass
 class ViewerCache:
-    users: TTLCache[UserProfile]
-    tenants: TTLCache[TenantProfile]
+    users: TTLCache[int, UserProfile]
+    tenants: TTLCache[int, TenantProfile]
 
 
 def cache_of(services: Services) -> ViewerCache:
@@ -105,23 +65,6 @@ def cache_of(services: Services) -> ViewerCache:
     if cache is None:
         cache = services.extras["viewer_cache"] = ViewerCache(TTLCache(), TTLCache())
     return cache  # type: ignore[no-any-return]
-
-
-async def read_through(
-    cache: TTLCache[V], key: int, ttl: float, load: Callable[[], Awaitable[V | None]]
-) -> V | None:
-    """The cached value, or `load()` stored for `ttl` seconds (misses are not stored)."""
-    if ttl <= 0:
-        return await load()
-    now = time.monotonic()
-    hit = cache.get(key, now)
-    if hit is not None:
-        return hit
-    generation = cache.generation
-    value = await load()
-    if value is not None:
-        cache.put(key, value, now + ttl, generation)
-    return value
 
 
 def forget_user(services: Services, user_id: int) -> None:

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 
 from gateway.app import create_app
+from gateway.ttl_cache import TTLCache, read_through
 from models.tenants import Tenant
-from resolvers.viewer_cache import TTLCache, read_through
 from tests.conftest import Store, gql, make_settings, register
 
 ME = "{ me { role user { name email emailVerified } organization { name slug } } }"
@@ -60,7 +60,7 @@ async def test_other_process_change_bounded_by_the_setting(store):
 
 
 async def test_a_read_older_than_a_forget_is_not_stored():
-    cache: TTLCache[str] = TTLCache()
+    cache: TTLCache[int, str] = TTLCache()
 
     async def slow_load() -> str:
         cache.forget(1)  # a write lands while the old row is being read
