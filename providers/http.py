@@ -214,6 +214,17 @@ class _Failure(Exception):
         self.breaker_failure = breaker_failure
 
 
+def _transport_failure(exc: BaseException) -> tuple[str, str, bool]:
+    """(vendor code, message, whether the request may have reached the vendor) for a
+    failure below HTTP: a connection that never opened sent nothing, so even a call
+    with an effect may be tried again; a timeout or a cut mid-call may have."""
+    if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)):
+        return "connect_failed", f"could not connect: {type(exc).__name__}", False
+    if isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError)):
+        return "timeout", "no answer within the timeout", True
+    return "connection_lost", f"connection failed mid-call: {type(exc).__name__}", True
+
+
 class ProviderHTTP:
     """The resilient HTTP door to one provider. Safe to share by every task in a process."""
 
@@ -469,33 +480,13 @@ class ProviderHTTP:
                 body = await resp.read()
                 status = resp.status
                 resp_headers = resp.headers
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             await self._breaker_failure(admission, cred_name)
-            raise _Failure(
-                ProviderError(
-                    self.name, operation, vendor_code="connect_failed",
-                    message=f"could not connect: {type(exc).__name__}", retryable=True,
-                ),
-                sent=False, breaker_failure=True,
-            ) from None  # fmt: skip
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            await self._breaker_failure(admission, cred_name)
-            raise _Failure(
-                ProviderError(
-                    self.name, operation, vendor_code="timeout",
-                    message="no answer within the timeout", retryable=True,
-                ),
-                sent=True, breaker_failure=True,
-            ) from None  # fmt: skip
-        except aiohttp.ClientError as exc:
-            await self._breaker_failure(admission, cred_name)
-            raise _Failure(
-                ProviderError(
-                    self.name, operation, vendor_code="connection_lost",
-                    message=f"connection failed mid-call: {type(exc).__name__}", retryable=True,
-                ),
-                sent=True, breaker_failure=True,
-            ) from None  # fmt: skip
+            code, message, sent = _transport_failure(exc)
+            error = ProviderError(
+                self.name, operation, vendor_code=code, message=message, retryable=True
+            )
+            raise _Failure(error, sent=sent, breaker_failure=True) from None
         finally:
             semaphore.release()
 
