@@ -3,8 +3,9 @@
 graphql-core describes a variable that does not fit its type with the whole value
 it received (`…required field 'provider', found: {'secrets': {'apiKey': 'sk-…'}}`),
 so a credential, password or token sent with one mistake would come back in the
-answer and in any log of it. `redact_operation` (run by schema/extensions.py) cuts the echoed value out of those
-messages and keeps the explanation (which field, which type).
+answer and in any log of it. `redact_operation` (run by schema/extensions.py) cuts
+the echoed value out of those messages and keeps the explanation (which field, which
+type).
 """
 
 from __future__ import annotations
