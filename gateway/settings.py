@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     max_query_depth: int = Field(12, ge=2)
     max_query_tokens: int = Field(4000, ge=100)
     max_aliases: int = Field(30, ge=1)
+    max_query_fragments: int = Field(100, ge=1)
+    # What one operation may make the gateway materialise (schema/limits.py: objects,
+    # multiplied by page sizes, vendor calls weighted).
+    max_query_cost: int = Field(5_000, ge=10)
     max_page_size: int = Field(100, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1024)
     graphiql: bool | None = None  # default: on outside production

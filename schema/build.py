@@ -10,8 +10,6 @@ from typing import Any
 import strawberry
 from graphql.validation import MaxIntrospectionDepthRule
 from strawberry import relay
-from strawberry.extensions.max_aliases import create_validator as create_aliases_rule
-from strawberry.extensions.query_depth_limiter import create_validator as create_depth_rule
 from strawberry.schema.config import StrawberryConfig
 
 from gateway.settings import Settings
@@ -30,7 +28,8 @@ from schema import (
     tasks,
     webhooks,
 )
-from schema.extensions import gateway_extension
+from schema.extensions import Limits, gateway_extension
+from schema.limits import limits_rule
 
 # Every area module that contributes root fields. Add a new area here.
 AREAS: list[ModuleType] = [
@@ -79,7 +78,15 @@ def _root(name: str, kind: str, extra: tuple[type, ...] = ()) -> type | None:
 
 
 def build_schema(settings: Settings) -> GatewaySchema:
-    return _build(settings.max_query_depth, settings.max_query_tokens, settings.max_aliases)
+    return _build(
+        Limits(
+            depth=settings.max_query_depth,
+            tokens=settings.max_query_tokens,
+            aliases=settings.max_aliases,
+            fragments=settings.max_query_fragments,
+            cost=settings.max_query_cost,
+        )
+    )
 
 
 @functools.cache
@@ -98,22 +105,21 @@ def _types() -> GatewaySchema:
 
 
 @functools.cache
-def _build(max_depth: int, max_tokens: int, max_aliases: int) -> GatewaySchema:
+def _build(limits: Limits) -> GatewaySchema:
     """One schema per set of limits, sharing the type system; only the extensions differ."""
     schema = copy.copy(_types())
-    # The limit rules are built once: QueryDepthLimiter / MaxAliasesLimiter make a new rule
-    # class per instance, i.e. per request, which changed ValidationCache's key every time
-    # (every request was validated afresh). QueryDepthLimiter skips `__` fields, so
-    # introspection would nest without end (`__schema { types { fields { type { fields …`):
-    # graphql-core's recommended MaxIntrospectionDepthRule covers that.
+    # The rules are built once per set of limits (the validation cache keys on them).
+    # The depth and alias limits skip `__` fields, so introspection would nest without end
+    # (`__schema { types { fields { type { fields …`): graphql-core's recommended
+    # MaxIntrospectionDepthRule covers that.
     rules = (
-        create_depth_rule(max_depth, None, None),
-        create_aliases_rule(max_aliases),
+        limits_rule(limits.depth, limits.aliases, limits.fragments),
         MaxIntrospectionDepthRule,
     )
     # One extension for metrics, redaction, the rules, the token limit, the parse and
-    # validation caches and error codes: strawberry's per-hook cost is per extension.
-    schema.extensions = (gateway_extension(rules, max_tokens),)
+    # validation caches, the cost limit and error codes: strawberry's per-hook cost is per
+    # extension.
+    schema.extensions = (gateway_extension(rules, limits),)
     return schema
 
 

@@ -14,7 +14,9 @@ does the same things, in the same order, with three hooks:
 - on_validate: validates through a process-wide LRU cache keyed by schema, query TEXT
   and rules. Strawberry's ValidationCache keys on the DocumentNode, and graphql-core
   nodes hash their whole tree on every call; the text says the same (the parse of a
-  text is cached and deterministic) and a str caches its hash.
+  text is cached and deterministic) and a str caches its hash. Then the operation's cost
+  (`schema/limits.py`) is checked against `MAX_QUERY_COST` and reported in the answer's
+  `extensions.cost`.
 
 No `resolve` hook: a resolve hook would run for every field of every operation.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from graphql import GraphQLError, GraphQLSchema, parse
@@ -32,6 +35,7 @@ from strawberry.types.graphql import OperationType
 
 from schema.cache_control import cached_policy
 from schema.errors import GatewayErrors
+from schema.limits import Figures, operation_figures
 from schema.memo import Memo
 from schema.metrics import record_operation
 from schema.redaction import redact_operation
@@ -41,6 +45,19 @@ CACHE_SIZE = 512
 # key is (schema, query text, rules), so schemas with other limits never share an entry.
 _parse = functools.lru_cache(maxsize=CACHE_SIZE)(parse)
 _validated: Memo[list[GraphQLError]] = Memo(CACHE_SIZE)
+# Figures of documents whose page sizes are all literals: they depend on the text only.
+_figures: Memo[Figures] = Memo(CACHE_SIZE)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The request limits one schema enforces (from the settings)."""
+
+    depth: int
+    tokens: int
+    aliases: int
+    fragments: int
+    cost: int
 
 
 def _validate(
@@ -52,15 +69,16 @@ def _validate(
 
 
 class GatewayExtension(GatewayErrors):
-    def __init__(self, rules: tuple[Any, ...], max_tokens: int) -> None:
+    def __init__(self, rules: tuple[Any, ...], limits: Limits) -> None:
         super().__init__()
         self.rules = rules
-        self.max_tokens = max_tokens
+        self.limits = limits
+        self.cost: int | None = None
 
     def on_operation(self) -> Iterator[None]:
         ctx = self.execution_context
         ctx.validation_rules = ctx.validation_rules + self.rules
-        ctx.parse_options["max_tokens"] = self.max_tokens
+        ctx.parse_options["max_tokens"] = self.limits.tokens
         started = time.perf_counter()
         yield from super().on_operation()  # error codes and masking (GatewayErrors)
         redact_operation(ctx)
@@ -81,10 +99,39 @@ class GatewayExtension(GatewayErrors):
 
     def on_validate(self) -> Iterator[None]:
         ctx = self.execution_context
-        ctx.pre_execution_errors = _validate(
+        errors = _validate(
             ctx.schema._schema, ctx.query, ctx.graphql_document, ctx.validation_rules
         )
+        if not errors:
+            errors = self._check_cost(ctx)
+        ctx.pre_execution_errors = errors
         yield
+
+    def _check_cost(self, ctx: Any) -> list[GraphQLError]:
+        schema, document = ctx.schema._schema, ctx.graphql_document
+        key = (schema, ctx.query, ctx.operation_name)
+        figures = _figures.peek(key)
+        if figures is None:
+            figures = operation_figures(schema, document, ctx.operation_name, ctx.variables)
+            if figures is not None and not figures.variable_pages:
+                _figures.put(key, figures)
+        if figures is None:
+            return []
+        self.cost = figures.cost
+        if figures.cost <= self.limits.cost:
+            return []
+        return [
+            GraphQLError(
+                f"The operation would cost {figures.cost}; at most {self.limits.cost} is "
+                "allowed. Ask for smaller pages (first/last) or fewer nested lists.",
+                extensions={"cost": figures.cost, "limit": self.limits.cost},
+            )
+        ]
+
+    def get_results(self) -> dict[str, Any]:
+        if self.cost is None:
+            return {}
+        return {"cost": {"requested": self.cost, "limit": self.limits.cost}}
 
 
 def _cache_policy(ctx: Any) -> None:
@@ -109,6 +156,6 @@ def _cache_policy(ctx: Any) -> None:
     pending.operation_name = ctx.operation_name
 
 
-def gateway_extension(rules: tuple[Any, ...], max_tokens: int) -> Callable[[], GatewayExtension]:
+def gateway_extension(rules: tuple[Any, ...], limits: Limits) -> Callable[[], GatewayExtension]:
     """A factory for Schema.extensions: one fresh instance per operation."""
-    return lambda: GatewayExtension(rules, max_tokens)
+    return lambda: GatewayExtension(rules, limits)

@@ -33,5 +33,16 @@ class Memo(Generic[V]):
         self._entries[key] = value
         return value
 
+    def peek(self, key: Hashable) -> V | None:
+        value = self._entries.get(key)
+        if value is not None:
+            self._entries.move_to_end(key)
+        return value
+
+    def put(self, key: Hashable, value: V) -> None:
+        if key not in self._entries and len(self._entries) >= self.size:
+            self._entries.popitem(last=False)
+        self._entries[key] = value
+
     def clear(self) -> None:
         self._entries.clear()

@@ -283,6 +283,18 @@ async def owner(client: httpx.AsyncClient) -> Account:
     return await register(client)
 
 
+@pytest.fixture
+async def unchanged(client: httpx.AsyncClient) -> AsyncIterator[None]:
+    """The store is exactly as before, and the gateway still answers."""
+    from tests.factories import store_counts  # factories import this module
+
+    before = await store_counts()
+    yield
+    assert await store_counts() == before
+    alive = await gql(client, "{ serverInfo { version } }")
+    assert alive["data"]["serverInfo"]["version"], alive
+
+
 # Waiting and background workers --------------------------------------------------------
 
 

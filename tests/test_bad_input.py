@@ -4,7 +4,6 @@ and nothing stored changes."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -20,16 +19,6 @@ def register_vars(email: str = "bad-input@example.com") -> dict:
     return {
         "i": {"organizationName": "Bad", "email": email, "password": STRONG_PASSWORD, "name": "B"}
     }
-
-
-@pytest.fixture
-async def unchanged(client) -> AsyncIterator[None]:
-    """The store is exactly as before, and the gateway still answers."""
-    before = await store_counts()
-    yield
-    assert await store_counts() == before
-    alive = await gql(client, "{ serverInfo { version } }")
-    assert alive["data"]["serverInfo"]["version"], alive
 
 
 def assert_coded(response, status: int, code: str) -> dict:
