@@ -26,6 +26,7 @@ from gateway.security import (
     password_needs_rehash,
     verify_password,
 )
+from gateway.text import one_line
 from gateway.ttl_cache import read_through
 from models.accounts import EmailToken, RefreshToken, User
 from models.members import Membership
@@ -158,9 +159,10 @@ async def logout(ctx: Context, refresh_token: str | None, everywhere: bool) -> b
 async def register_organization(
     ctx: Context, *, organization_name: str, email: str, password: str, name: str
 ) -> AuthResult:
-    organization_name = (organization_name or "").strip()
+    organization_name = one_line(organization_name or "", "organizationName")
     require(0 < len(organization_name) <= 200, "organizationName", "must be 1 to 200 characters")
-    require(len(name or "") <= 200, "name", "must be at most 200 characters")
+    name = one_line(name or "", "name")
+    require(len(name) <= 200, "name", "must be at most 200 characters")
     email = normalize_email(email)
     check_password_strength(password, email=email)
     await throttle(ctx, "register", ctx.client_ip, ctx.settings.login_attempts_per_address)
@@ -345,7 +347,7 @@ async def update_profile(ctx: Context, *, name: str | None) -> User:
     user = await current_user(ctx)
     if name is not None:
         require(len(name) <= 200, "name", "must be at most 200 characters")
-        user.name = name.strip()
+        user.name = one_line(name, "name")
         await user.save(update_fields=["name", "updated_at"])
         forget_user(ctx, user.id)
     return user
@@ -359,7 +361,7 @@ async def update_organization(ctx: Context, *, name: str | None) -> Tenant:
     if tenant is None:
         raise NotFound("Organization not found.")
     if name is not None:
-        cleaned = name.strip()
+        cleaned = one_line(name, "name")
         require(bool(cleaned), "name", "must not be empty")
         require(len(cleaned) <= 200, "name", "must be at most 200 characters")
         tenant.name = cleaned

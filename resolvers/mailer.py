@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
+from gateway.text import header_safe
 from models.mail import RecordedMail
 
 log = logging.getLogger("switchboard.mail")
@@ -21,5 +22,7 @@ class Mailer(Protocol):
 
 class RecordingMailer:
     async def send(self, *, to: str, subject: str, body: str, kind: str) -> None:
-        await RecordedMail.create(recipient=to, subject=subject, body=body, kind=kind)
+        await RecordedMail.create(
+            recipient=header_safe(to), subject=header_safe(subject), body=body, kind=kind
+        )
         log.info("mail recorded (no email provider configured)", extra={"kind": kind})

@@ -31,6 +31,7 @@ from gateway.security import (
     new_token,
     verify_password,
 )
+from gateway.text import one_line
 from models.accounts import User
 from models.apikeys import ApiKey
 from models.members import Invitation, Membership
@@ -280,7 +281,7 @@ async def _who_accepts(ctx: Context, email: str, name: str | None, password: str
                 "Choose a password for your new account.",
                 details={"password": "is required to create your account"},
             )
-        require(len(name or "") <= 200, "name", "must be at most 200 characters")
+        require(len(one_line(name or "", "name")) <= 200, "name", "must be at most 200 characters")
         check_password_strength(password, email=email)
         return _Joiner(None, hash_password(password))
     if not user.is_active:

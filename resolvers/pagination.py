@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
+from tortoise import fields
 from tortoise.expressions import Q
 from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
 from gateway.errors import BadUserInput
+from gateway.text import text_problem
 
 T = TypeVar("T", bound=Model)
 
@@ -70,14 +72,58 @@ def encode_cursor(row: Any, order: Order) -> str:
     return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode()
 
 
-def decode_cursor(cursor: str) -> tuple[Any, int]:
+MAX_ROW_ID = 2**63 - 1
+
+
+def _bad_cursor() -> BadUserInput:
+    return BadUserInput("Invalid cursor.", details={"after": "is not a cursor from this API"})
+
+
+def decode_cursor(cursor: Any, expected: tuple[type, ...] | None = None) -> tuple[Any, int]:
+    """(value, row id) from a cursor this API made for an ordering whose values are of the
+    `expected` types; anything else (another list's cursor, a hand-made one, a row id no
+    store holds) is BAD_USER_INPUT, never a query that fails in the store."""
+    if not isinstance(cursor, str) or not cursor.isascii():
+        raise _bad_cursor()
     try:
-        value, row_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return _decode_value(value), int(row_id)
-    except (ValueError, TypeError):
-        raise BadUserInput(
-            "Invalid cursor.", details={"after": "is not a cursor from this API"}
-        ) from None
+        payload = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        raw, row_id = payload
+        value = _decode_value(raw)
+    except (ValueError, TypeError):  # binascii.Error and JSONDecodeError are ValueErrors
+        raise _bad_cursor() from None
+    if type(row_id) is not int or not 0 < row_id <= MAX_ROW_ID:
+        raise _bad_cursor()
+    if expected is not None and type(value) not in expected:
+        raise _bad_cursor()
+    if isinstance(value, str) and text_problem(value) is not None:
+        raise _bad_cursor()
+    return value, row_id
+
+
+_CURSOR_TYPES: dict[type, tuple[type, ...]] = {
+    fields.DatetimeField: (dt.datetime,),
+    fields.DateField: (dt.date,),
+    fields.DecimalField: (Decimal, int),
+    fields.BooleanField: (bool,),
+    fields.FloatField: (float, int),
+}
+
+
+def cursor_types(model: type[Model], field: str) -> tuple[type, ...]:
+    """The types a cursor's value may have when a list of `model` is ordered by `field`."""
+    if field == "id":
+        return (int,)
+    definition = model._meta.fields_map[field]
+    for kind, types in _CURSOR_TYPES.items():
+        if isinstance(definition, kind):
+            found = types
+            break
+    else:
+        if isinstance(definition, fields.IntField | fields.BigIntField | fields.SmallIntField):
+            found = (int,)
+        else:
+            found = (str,)
+    return (*found, type(None)) if definition.null else found
 
 
 def check_page_size(first: int | None, maximum: int, default: int = 20) -> int:
@@ -108,7 +154,7 @@ async def paginate(
     limit = check_page_size(first, max_page)
     paged = query
     if after:
-        value, last_id = decode_cursor(after)
+        value, last_id = decode_cursor(after, cursor_types(query.model, order.field))
         op = "lt" if order.descending else "gt"
         if order.field == "id":
             paged = paged.filter(**{f"id__{op}": last_id})

@@ -5,12 +5,13 @@ from __future__ import annotations
 import copy
 import functools
 from types import ModuleType
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from graphql.validation import MaxIntrospectionDepthRule
 from strawberry import relay
 from strawberry.schema.config import StrawberryConfig
+from strawberry.types import Info
 
 from gateway.settings import Settings
 from schema import (
@@ -29,7 +30,8 @@ from schema import (
     webhooks,
 )
 from schema.extensions import Limits, gateway_extension
-from schema.limits import limits_rule
+from schema.limits import StorableStrings, limits_rule
+from schema.relay import resolve_global_id
 
 # Every area module that contributes root fields. Add a new area here.
 AREAS: list[ModuleType] = [
@@ -57,10 +59,16 @@ class GatewaySchema(strawberry.Schema):
 
 @strawberry.type
 class NodeQuery:
-    node: relay.Node | None = relay.node(
+    @strawberry.field(
         description="Fetch any object by its global id. Requires authentication; "
         "an id from another organization is not found."
     )
+    async def node(
+        self,
+        info: Info,
+        id: Annotated[relay.GlobalID, strawberry.argument(description="The ID of the object.")],
+    ) -> relay.Node | None:
+        return await resolve_global_id(info, id)
 
 
 ROOT_DESCRIPTIONS = {
@@ -115,6 +123,7 @@ def _build(limits: Limits) -> GatewaySchema:
     rules = (
         limits_rule(limits.depth, limits.aliases, limits.fragments),
         MaxIntrospectionDepthRule,
+        StorableStrings,
     )
     # One extension for metrics, redaction, the rules, the token limit, the parse and
     # validation caches, the cost limit and error codes: strawberry's per-hook cost is per

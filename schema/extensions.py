@@ -33,6 +33,7 @@ from graphql import GraphQLError, GraphQLSchema, parse
 from strawberry.schema.schema import validate_document
 from strawberry.types.graphql import OperationType
 
+from gateway.text import find_bad_text
 from schema.cache_control import cached_policy
 from schema.errors import GatewayErrors
 from schema.limits import Figures, operation_figures
@@ -103,7 +104,7 @@ class GatewayExtension(GatewayErrors):
             ctx.schema._schema, ctx.query, ctx.graphql_document, ctx.validation_rules
         )
         if not errors:
-            errors = self._check_cost(ctx)
+            errors = _check_variables(ctx.variables) or self._check_cost(ctx)
         ctx.pre_execution_errors = errors
         yield
 
@@ -132,6 +133,23 @@ class GatewayExtension(GatewayErrors):
         if self.cost is None:
             return {}
         return {"cost": {"requested": self.cost, "limit": self.limits.cost}}
+
+
+def _check_variables(variables: dict[str, Any] | None) -> list[GraphQLError]:
+    """Variables with a NUL or an unpaired surrogate anywhere are refused whole, before
+    anything runs (a batch item would otherwise fail mid-write)."""
+    if not variables:
+        return []
+    found = find_bad_text(variables)
+    if found is None:
+        return []
+    path, problem = found
+    return [
+        GraphQLError(
+            f"Variable '${path}' {problem}.",
+            extensions={"code": "BAD_USER_INPUT", "details": {path: problem}},
+        )
+    ]
 
 
 def _cache_policy(ctx: Any) -> None:

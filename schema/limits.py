@@ -39,12 +39,15 @@ from graphql import (
     IntValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
+    StringValueNode,
     ValidationContext,
     ValidationRule,
     VariableNode,
     get_named_type,
     is_leaf_type,
 )
+
+from gateway.text import text_problem
 
 DEFAULT_PAGE = 20
 PAGE_ARGUMENTS = ("first", "last")
@@ -225,8 +228,17 @@ def limits_rule(max_depth: int, max_aliases: int, max_fragments: int) -> type[Va
     return QueryLimits
 
 
-class CostExceeded(GraphQLError):
-    """Raised as a validation error: the caller must ask for less (smaller pages)."""
+class StorableStrings(ValidationRule):
+    """String literals in the document carry no NUL and no unpaired surrogate
+    (gateway/text.py); variables are checked by the extension, literals here, once per
+    text thanks to the validation cache."""
+
+    def enter_string_value(self, node: StringValueNode, *_: Any) -> None:
+        problem = text_problem(node.value)
+        if problem is not None:
+            self.report_error(
+                GraphQLError(f"A string value {problem}.", node, extensions={"field": problem})
+            )
 
 
 def operation_figures(

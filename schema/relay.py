@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from enum import Enum
 from typing import Any, ClassVar, Generic, Self, TypeVar
@@ -101,6 +102,21 @@ class ModelNode(relay.Node):
         return [None if r is None else cls.from_row(r) for r in rows]
 
 
+async def resolve_global_id(info: Info, gid: relay.GlobalID) -> relay.Node | None:
+    """`node(id:)`: the object, or None for an id of no node type, of a missing row or of
+    another organization (the caller cannot tell these apart)."""
+    definition = info.schema.get_type_by_name(gid.type_name)
+    origin = getattr(definition, "origin", None)
+    if not (isinstance(origin, type) and issubclass(origin, relay.Node)):
+        return None
+    if nodes.database_id(gid.node_id) is None:
+        return None
+    found = origin.resolve_nodes(info=info, node_ids=[gid.node_id], required=False)
+    if inspect.isawaitable(found):
+        found = await found
+    return next(iter(found), None)
+
+
 def decode_id(gid: relay.GlobalID | str, *types: str) -> int:
     """The database id inside a global id of one of `types`; anything else is NOT_FOUND."""
     if isinstance(gid, str):
@@ -110,10 +126,10 @@ def decode_id(gid: relay.GlobalID | str, *types: str) -> int:
             raise NotFound("Not found.") from None
     if types and gid.type_name not in types:
         raise NotFound(f"{types[0]} not found.")
-    try:
-        return int(gid.node_id)
-    except ValueError:
-        raise NotFound(f"{types[0] if types else 'Object'} not found.") from None
+    db_id = nodes.database_id(gid.node_id)
+    if db_id is None:
+        raise NotFound(f"{types[0] if types else 'Object'} not found.")
+    return db_id
 
 
 def encode_id(type_name: str, db_id: int) -> relay.GlobalID:

@@ -168,7 +168,10 @@ async def test_graphql_response_json_success(client, owner):
     response = await post(client, "{ me { role } }", GRAPHQL_RESPONSE, owner.token)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith(GRAPHQL_RESPONSE)
-    assert response.json() == {"data": {"me": {"role": "OWNER"}}}
+    assert response.json() == {
+        "data": {"me": {"role": "OWNER"}},
+        "extensions": {"cost": {"requested": 1, "limit": 5000}},
+    }
 
 
 @pytest.mark.parametrize(

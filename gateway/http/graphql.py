@@ -32,9 +32,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError
-from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
 from gateway import response_cache
@@ -125,17 +126,47 @@ class GatewayGraphQL(GraphQL):
         return parsed
 
     async def execute_single(
-        self, request: Any, request_adapter: Any, *args: Any, **kw: Any
+        self,
+        request: Any,
+        request_adapter: Any,
+        sub_response: Any,
+        context: Any,
+        root_value: Any,
+        request_data: Any,
     ) -> Any:  # type: ignore[override]
+        """Strawberry's, with subscriptions refused over HTTP (they are served over the
+        WebSocket, where each operation's principal is checked) and GraphQL over HTTP's
+        405 for a mutation sent with GET."""
+        method = request_adapter.method
+        allowed = OperationType.from_http(method) - {OperationType.SUBSCRIPTION}
         try:
-            return await super().execute_single(request, request_adapter, *args, **kw)
-        except HTTPException as exc:
-            # GraphQL over HTTP: a mutation sent with GET is 405 (use POST), not 400.
-            if isinstance(exc.__cause__, InvalidOperationTypeError) and (
-                request_adapter.method == "GET"
-            ):
-                raise HTTPException(405, exc.reason) from None
-            raise
+            return await self.schema.execute(
+                request_data.query,
+                root_value=root_value,
+                variable_values=request_data.variables,
+                context_value=context,
+                operation_name=request_data.operation_name,
+                allowed_operation_types=allowed,
+                operation_extensions=request_data.extensions,
+            )
+        except CannotGetOperationTypeError as exc:
+            raise HTTPException(400, exc.as_http_error_reason()) from exc
+        except InvalidOperationTypeError as exc:
+            if exc.operation_type is OperationType.SUBSCRIPTION:
+                raise HTTPException(
+                    400,
+                    "Subscriptions are served over WebSocket (graphql-transport-ws) at "
+                    "/graphql, not over HTTP.",
+                ) from exc
+            if method == "GET":
+                raise HTTPException(405, exc.as_http_error_reason(method)) from exc
+            raise HTTPException(400, exc.as_http_error_reason(method)) from exc
+        except MissingQueryError as exc:
+            raise HTTPException(400, "No GraphQL query found in the request") from exc
+
+    def _get_stream_transport(self, protocol: Any) -> Any:
+        # No multipart/SSE subscriptions over HTTP: they would bypass the socket's checks.
+        return None
 
     async def get_sub_response(self, request: Request | WebSocket) -> Response:
         response = await super().get_sub_response(request)
