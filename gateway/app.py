@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from gateway import db
-from gateway.http import health
+from gateway.http import graphiql, health
 from gateway.http import metrics as metrics_routes
 from gateway.http import sandbox as sandbox_routes
 from gateway.http import webhooks as webhook_routes
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         *metrics_routes.routes(services),
         *webhook_routes.routes(services),
         *sandbox_routes.routes(services),
+        *(graphiql.routes() if settings.graphiql_enabled else []),
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
     ]
@@ -61,6 +62,10 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         auto_migrate = settings.switchboard_env is Environment.DEVELOPMENT
+        if not auto_migrate:
+            services.pending_migrations = await db.pending_migrations(settings)
+            if services.pending_migrations and settings.is_production:
+                raise db.MigrationsPending(services.pending_migrations)
         await db.open_store(settings, apply_migrations=auto_migrate)
         if settings.gc_freeze:
             # Objects alive after start-up (schema, modules) move to the permanent

@@ -24,19 +24,38 @@ def _settings():  # type: ignore[no-untyped-def]
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from gateway import db
     from gateway.app import create_app
+    from gateway.server import Server, listen
 
     settings = _settings()
+    host, port = args.host or settings.host, args.port or settings.port
+    if settings.is_production:
+        pending = asyncio.run(db.pending_migrations(settings))
+        if pending:
+            print(f"switchboard: {db.MigrationsPending(pending)}", file=sys.stderr)
+            return 2
+    # Listen before anything starts: a taken port ends the command at once, before the
+    # store, the worker and the relay are up (uvicorn would start them, then fail to bind).
+    try:
+        sock = listen(host, port)
+    except OSError as exc:
+        print(
+            f"switchboard: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr
+        )
+        return 1
     app = create_app(settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
+        host=host,
+        port=port,
         log_config=None,
         ws_per_message_deflate=False,
         proxy_headers=False,
     )
-    return 0
+    server = Server(config, grace=settings.worker_shutdown_grace_seconds)
+    server.run(sockets=[sock])
+    return 0 if server.started else 1
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ context is registered as the process-wide fallback.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from tortoise import Tortoise
 from tortoise.backends.base.executor import EXECUTOR_CACHE
@@ -24,6 +25,33 @@ async def migrate(settings: Settings) -> None:
     """Apply pending migrations (idempotent), in a context of its own."""
     async with TortoiseContext():
         await migrate_api(config=settings.tortoise_config())
+
+
+class MigrationsPending(RuntimeError):
+    """Production will not serve a store its code does not match."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(
+            f"{len(names)} database migration(s) pending ({', '.join(names)}); "
+            "run `switchboard migrate` first"
+        )
+        self.names = names
+
+
+async def pending_migrations(settings: Settings) -> list[str]:
+    """Migrations the store has not applied yet (`app.name`), nothing changed."""
+    pending: list[str] = []
+
+    def report(_connection: str, plan: list[Any], _fake: bool, _dry_run: bool) -> None:
+        pending.extend(
+            f"{step.migration.app_label}.{step.migration.name}"
+            for step in plan
+            if not step.backward
+        )
+
+    async with TortoiseContext():
+        await migrate_api(config=settings.tortoise_config(), dry_run=True, reporter=report)
+    return pending
 
 
 async def open_store(settings: Settings, *, apply_migrations: bool = False) -> None:

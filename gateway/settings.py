@@ -10,7 +10,7 @@ from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -105,7 +105,12 @@ class Settings(BaseSettings):
     max_query_cost: int = Field(5_000, ge=10)
     max_page_size: int = Field(100, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1024)
+    # A request body must arrive whole within this many seconds (408 beyond).
+    body_read_timeout_seconds: float = Field(30.0, gt=0, le=3600)
     graphiql: bool | None = None  # default: on outside production
+    # Who may ask for the schema: public | authenticated | off (default: authenticated in
+    # production, where tools use an API key; public elsewhere).
+    introspection: Literal["public", "authenticated", "off"] | None = None
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
@@ -263,6 +268,12 @@ class Settings(BaseSettings):
     @property
     def graphiql_enabled(self) -> bool:
         return (not self.is_production) if self.graphiql is None else self.graphiql
+
+    @property
+    def introspection_policy(self) -> str:
+        if self.introspection is not None:
+            return self.introspection
+        return "authenticated" if self.is_production else "public"
 
     @property
     def sandboxes_enabled(self) -> bool:

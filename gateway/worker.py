@@ -30,6 +30,7 @@ from gateway.settings import Settings
 from models.jobs import Job
 from resolvers import events, jobs
 
+STOP_TIMEOUT_SECONDS = 5.0
 log = logging.getLogger("switchboard.worker")
 
 
@@ -81,9 +82,12 @@ class Runtime:
         jobs.remove_waker(self._job_wake.set)
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            # A loop caught mid-call by the cancellation has seconds to unwind, not forever:
+            # shutdown must end (seen: the relay's first query at start-up never returning).
+            _, stuck = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT_SECONDS)
+            for task in stuck:
+                log.warning("%s did not stop when cancelled; leaving it", task.get_name())
         self._tasks.clear()
         await self._drain()
         if self._heartbeat is not None:

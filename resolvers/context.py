@@ -22,6 +22,9 @@ class Services:
     settings: Settings
     limiter: RateLimiter
     extras: dict[str, Any] = field(default_factory=dict)
+    # Migrations the store lacked at start-up (production refuses to serve then); /health/ready
+    # looks again until none is left.
+    pending_migrations: list[str] = field(default_factory=list)
 
 
 @dataclass

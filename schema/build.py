@@ -13,7 +13,7 @@ from strawberry import relay
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import Info
 
-from gateway.settings import Settings
+from gateway.settings import Environment, Settings
 from schema import (
     accounts,
     activity,
@@ -93,6 +93,8 @@ def build_schema(settings: Settings) -> GatewaySchema:
             aliases=settings.max_aliases,
             fragments=settings.max_query_fragments,
             cost=settings.max_query_cost,
+            introspection=settings.introspection_policy,
+            suggestions_for_anonymous=settings.switchboard_env is not Environment.PRODUCTION,
         )
     )
 

@@ -8,6 +8,7 @@ request id.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from graphql import GraphQLError
@@ -63,7 +64,12 @@ def _mask(error: GraphQLError, request_id: str | None) -> GraphQLError:
     )
 
 
-def finish_errors(errors: list[GraphQLError], request_id: str | None) -> list[GraphQLError]:
+_SUGGESTION = re.compile(r" Did you mean .*\?$")
+
+
+def finish_errors(
+    errors: list[GraphQLError], request_id: str | None, *, hide_suggestions: bool = False
+) -> list[GraphQLError]:
     """Mask the unexpected (logging their traceback), give every error its code and the
     request id. Errors are copied, never changed in place: ValidationCache hands the same
     error objects to every request that sends the same invalid document. Idempotent, so
@@ -85,9 +91,13 @@ def finish_errors(errors: list[GraphQLError], request_id: str | None) -> list[Gr
             extensions = {**current, **extra, "code": code}
         if request_id:
             extensions["requestId"] = request_id
+        message = error.message
+        if hide_suggestions:
+            # "Did you mean …?" spells out the schema to a caller who may not introspect it.
+            message = _SUGGESTION.sub("", message)
         finished.append(
             GraphQLError(
-                error.message,
+                message,
                 nodes=error.nodes,
                 source=error.source,
                 positions=error.positions,
@@ -109,5 +119,8 @@ class GatewayErrors(MaskErrors):
         context = self.execution_context.context
         return getattr(context, "request_id", None)
 
+    def _hide_suggestions(self) -> bool:
+        return False
+
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
-        return finish_errors(errors, self._request_id())
+        return finish_errors(errors, self._request_id(), hide_suggestions=self._hide_suggestions())

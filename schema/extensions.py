@@ -36,7 +36,7 @@ from strawberry.types.graphql import OperationType
 from gateway.text import find_bad_text
 from schema.cache_control import cached_policy
 from schema.errors import GatewayErrors
-from schema.limits import Figures, operation_figures
+from schema.limits import Figures, operation_figures, uses_introspection
 from schema.memo import Memo
 from schema.metrics import record_operation
 from schema.redaction import redact_operation
@@ -48,6 +48,7 @@ _parse = functools.lru_cache(maxsize=CACHE_SIZE)(parse)
 _validated: Memo[list[GraphQLError]] = Memo(CACHE_SIZE)
 # Figures of documents whose page sizes are all literals: they depend on the text only.
 _figures: Memo[Figures] = Memo(CACHE_SIZE)
+_introspects: Memo[bool] = Memo(CACHE_SIZE)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,8 @@ class Limits:
     aliases: int
     fragments: int
     cost: int
+    introspection: str = "public"  # public | authenticated | off
+    suggestions_for_anonymous: bool = True
 
 
 def _validate(
@@ -104,9 +107,36 @@ class GatewayExtension(GatewayErrors):
             ctx.schema._schema, ctx.query, ctx.graphql_document, ctx.validation_rules
         )
         if not errors:
-            errors = _check_variables(ctx.variables) or self._check_cost(ctx)
+            errors = (
+                self._check_introspection(ctx)
+                or _check_variables(ctx.variables)
+                or self._check_cost(ctx)
+            )
         ctx.pre_execution_errors = errors
         yield
+
+    def _hide_suggestions(self) -> bool:
+        if self.limits.suggestions_for_anonymous:
+            return False
+        return getattr(self.execution_context.context, "principal", None) is None
+
+    def _check_introspection(self, ctx: Any) -> list[GraphQLError]:
+        """INTROSPECTION: `public`, `authenticated` (tools use an API key) or `off`."""
+        policy = self.limits.introspection
+        if policy == "public":
+            return []
+        key = ("introspection", ctx.query)
+        asks = _introspects.get(key, lambda: uses_introspection(ctx.graphql_document))
+        if not asks:
+            return []
+        if policy == "authenticated" and getattr(ctx.context, "principal", None) is not None:
+            return []
+        if policy == "off":
+            message, code = "Introspection is turned off on this gateway.", "FORBIDDEN"
+        else:
+            message = "Introspection needs a signed-in caller; send an API key."
+            code = "UNAUTHENTICATED"
+        return [GraphQLError(message, extensions={"code": code})]
 
     def _check_cost(self, ctx: Any) -> list[GraphQLError]:
         schema, document = ctx.schema._schema, ctx.graphql_document

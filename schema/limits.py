@@ -257,3 +257,22 @@ def operation_figures(
     if not chosen:
         return None
     return measure(schema, document, chosen[0], variables)
+
+
+INTROSPECTION_FIELDS = frozenset({"__schema", "__type"})
+
+
+def uses_introspection(document: DocumentNode) -> bool:
+    """The document asks for the schema (`__schema`, `__type`; `__typename` is data)."""
+    stack: list[Any] = [
+        d.selection_set for d in document.definitions if hasattr(d, "selection_set")
+    ]
+    while stack:
+        selection_set = stack.pop()
+        if selection_set is None:
+            continue
+        for node in selection_set.selections:
+            if isinstance(node, FieldNode) and node.name.value in INTROSPECTION_FIELDS:
+                return True
+            stack.append(getattr(node, "selection_set", None))
+    return False

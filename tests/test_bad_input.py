@@ -67,7 +67,7 @@ async def test_unsupported_content_type(client):
         content=json.dumps({"query": "{ serverInfo { version } }"}),
         headers={"content-type": "text/plain"},
     )
-    assert_coded(response, 400, "BAD_REQUEST")
+    assert_coded(response, 415, "UNSUPPORTED_MEDIA_TYPE")
 
 
 @pytest.mark.usefixtures("unchanged")

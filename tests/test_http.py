@@ -259,14 +259,14 @@ async def test_health_ready_reports_unreachable_redis(settings):
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "unavailable"
-    assert body["checks"] == {"store": True, "redis": False}
+    assert body["checks"] == {"store": True, "migrations": True, "redis": False}
 
 
 async def test_health_ready_with_redis(settings, redis_url):
     async with client_for(app_with(settings, redis_url=redis_url)) as c:
         response = await c.get("/health/ready")
     assert response.status_code == 200
-    assert response.json()["checks"] == {"store": True, "redis": True}
+    assert response.json()["checks"] == {"store": True, "migrations": True, "redis": True}
 
 
 # Client address ----------------------------------------------------------------------

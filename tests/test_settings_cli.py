@@ -107,3 +107,67 @@ def test_help_lists_commands():
     out = run_cli("--help")
     for command in ("serve", "migrate", "export-schema", "create-owner"):
         assert command in out.stdout
+
+
+PRODUCTION_KEYS = {
+    "SWITCHBOARD_ENV": "production",
+    "JWT_SIGNING_KEYS": "k1:" + "s" * 40,
+    "VAULT_KEYS": "cHJvZHVjdGlvbi12YXVsdC1rZXktMzItYnl0ZXMhISE=",
+}
+
+
+def test_production_serve_refuses_pending_migrations_naming_the_command(tmp_path):
+    env = {**PRODUCTION_KEYS, "DATABASE_URL": f"sqlite://{tmp_path}/new.sqlite3"}
+    out = run_cli("serve", env=env, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert "switchboard migrate" in out.stderr and "0001_initial" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_serve_on_a_taken_port_exits_at_once(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {"PORT": str(port), "DATABASE_URL": f"sqlite://{tmp_path}/db.sqlite3"}
+        out = run_cli("serve", env=env, cwd=tmp_path)  # run_cli's timeout stops a hang
+    assert out.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
+    assert "background runtime started" not in out.stderr
+
+
+@pytest.mark.parametrize("after_seconds", [0.2, 3.0])
+def test_sigterm_ends_serve_within_the_grace(tmp_path, after_seconds):
+    import signal
+    import socket
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LOG_JSON": "false",
+        "PORT": str(port),
+        "DATABASE_URL": f"sqlite://{tmp_path}/db.sqlite3",
+        "WORKER_SHUTDOWN_GRACE_SECONDS": "2",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve"],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(after_seconds)  # before start-up ends, and once serving
+        process.send_signal(signal.SIGTERM)
+        # The grace (2 s) plus the close margin (5 s), and slack for a loaded machine.
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+            pytest.fail("serve ignored SIGTERM")

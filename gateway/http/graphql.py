@@ -40,7 +40,14 @@ from strawberry.types.unset import UNSET, UnsetType
 
 from gateway import response_cache
 from gateway.errors import GatewayError
-from gateway.http.responses import GRAPHQL_RESPONSE, error_body, prefers_graphql_response
+from gateway.http.graphiql import offline_html
+from gateway.http.responses import (
+    GRAPHQL_RESPONSE,
+    JSON,
+    error_body,
+    negotiate,
+    prefers_graphql_response,
+)
 from resolvers import viewer_cache
 from resolvers.auth import authenticate, bearer_token
 from resolvers.context import Context, Services
@@ -69,6 +76,36 @@ def _is_request_error(data: Any) -> bool:
     return all("path" not in error for error in data["errors"])
 
 
+ACCEPTED_BODIES = ("application/json",)
+
+
+def _refused_media(scope: Any) -> tuple[int, str, str] | None:
+    """GraphQL over HTTP: a POST body that is not JSON is 415; an Accept header that allows
+    neither JSON answer is 406 (a browser's GET for GraphiQL asks for HTML, and gets it)."""
+    content_type = accept = None
+    for name, value in scope["headers"]:  # the first of each, as starlette's Headers
+        if name == b"content-type" and content_type is None:
+            content_type = value.decode("latin-1")
+        elif name == b"accept" and accept is None:
+            accept = value.decode("latin-1")
+    if scope["method"] == "POST":
+        media = (content_type or "").split(";", 1)[0].strip().lower()
+        if media not in ACCEPTED_BODIES:
+            return (
+                415,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "Send the request as application/json.",
+            )
+    if accept is not None and negotiate(accept) is None:
+        if not (scope["method"] == "GET" and "text/html" in accept):
+            return (
+                406,
+                "NOT_ACCEPTABLE",
+                f"Accept {JSON} or {GRAPHQL_RESPONSE}.",
+            )
+    return None
+
+
 class GatewayGraphQL(GraphQL):
     def __init__(self, schema: Any, services: Services) -> None:
         settings = services.settings
@@ -81,6 +118,7 @@ class GatewayGraphQL(GraphQL):
             keep_alive=False,
         )
         self.services = services
+        self.ide_html = offline_html() if settings.graphiql_enabled else ""
         self.responses: response_cache.ResponseCache | None = None
         if settings.viewer_cache_seconds > 0 and settings.response_cache_entries > 0:
             self.responses = response_cache.cache_of(services.extras)
@@ -113,6 +151,10 @@ class GatewayGraphQL(GraphQL):
         except GatewayError as exc:
             raise ConnectionRejectionError({"code": exc.code, "message": exc.message}) from None
         return UNSET  # a plain `connection_ack`, no payload
+
+    @property
+    def graphql_ide_html(self) -> str:
+        return self.ide_html
 
     def parse_json(self, data: str | bytes) -> Any:
         """JSON that is an object (or a list, which batching then refuses); anything else,
@@ -192,6 +234,12 @@ class GatewayGraphQL(GraphQL):
             await super().__call__(scope, receive, send)
             return
         request = Request(scope=scope, receive=receive)
+        refusal = _refused_media(scope)
+        if refusal is not None:
+            status, code, message = refusal
+            body = error_body("/graphql", code, message, scope.get("state", {}).get("request_id"))
+            await Response(body, status, media_type="application/json")(scope, receive, send)
+            return
         pending = None
         if self.responses is not None and scope["method"] == "POST":
             pending = await self._cached(scope, request, send)

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from gateway.db import store_ready
+from gateway.db import pending_migrations, store_ready
 from resolvers.context import Services
 from resolvers.integrations import provider_summary
 
@@ -17,6 +17,9 @@ def routes(services: Services) -> list[BaseRoute]:
 
     async def ready(_: Request) -> JSONResponse:
         checks = {"store": await store_ready()}
+        if services.pending_migrations:
+            services.pending_migrations = await pending_migrations(services.settings)
+        checks["migrations"] = not services.pending_migrations
         if services.settings.redis_url:
             try:
                 checks["redis"] = await services.limiter.check_storage()

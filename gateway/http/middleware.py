@@ -9,6 +9,7 @@ request and BaseHTTPMiddleware's task hop costs real throughput.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import ipaddress
 import json
@@ -18,7 +19,7 @@ import time
 import uuid
 from typing import Any
 
-from gateway.errors import GatewayError, RateLimited
+from gateway.errors import GatewayError, RateLimited, Unauthenticated
 from gateway.http.metrics import observe_request
 from gateway.http.responses import (
     GRAPHQL_PREFIX,
@@ -36,7 +37,7 @@ from resolvers.context import Services
 
 log = logging.getLogger("switchboard.http")
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-EXEMPT_PREFIXES = ("/health", "/metrics", "/sandbox")
+EXEMPT_PREFIXES = ("/health", "/metrics", "/sandbox", "/graphiql/assets")
 WEBHOOK_PREFIX = "/webhooks/"
 
 
@@ -172,12 +173,18 @@ class GatewayMiddleware:
             limit = self.settings.max_body_bytes
             if length is not None and length.isdigit() and int(length) > limit:
                 raise BodyTooLarge(f"Request body is larger than {limit} bytes.", limit=limit)
-            receive = _capped(receive, limit)
+            receive = _capped(receive, limit, self.settings.body_read_timeout_seconds)
             exempt = path.startswith(EXEMPT_PREFIXES)
             if not exempt:
                 principal = None
                 if not path.startswith(WEBHOOK_PREFIX):
-                    principal = await self.principal(_header(scope, b"authorization"))
+                    try:
+                        principal = await self.principal(_header(scope, b"authorization"))
+                    except Unauthenticated:
+                        # A refused bearer is an anonymous request: it spends the address's
+                        # budget, so guessing keys and replaying dead tokens is throttled.
+                        await self._spend_anonymous(state, extra_headers)
+                        raise
                 state["principal"] = principal
                 if self.settings.rate_limit_enabled:
                     decision = await self._rate_limit(path, principal, state)
@@ -224,6 +231,15 @@ class GatewayMiddleware:
                 },
             )
 
+    async def _spend_anonymous(self, state: dict[str, Any], headers: dict[str, str]) -> None:
+        if not self.settings.rate_limit_enabled:
+            return
+        decision = await self._rate_limit("", None, state)
+        if decision is not None:
+            headers.update(decision.headers())
+            if not decision.allowed:
+                raise RateLimited(decision.retry_after, "Rate limit exceeded.")
+
     async def _rate_limit(
         self, path: str, principal: Any, state: dict[str, Any]
     ) -> Decision | None:
@@ -243,17 +259,39 @@ class GatewayMiddleware:
             return None
 
 
-def _capped(receive: Any, limit: int) -> Any:
-    """Stop reading a chunked body that grows past the limit."""
+class BodyTimeout(GatewayError):
+    code = "REQUEST_TIMEOUT"
+    http_status = 408
+
+
+def _capped(receive: Any, limit: int, timeout: float) -> Any:
+    """Stop reading a chunked body that grows past the limit, or that takes longer than
+    `timeout` seconds in all to arrive (a client trickling bytes holds a slot otherwise)."""
     seen = 0
+    deadline: float | None = None
+    done = False
 
     async def wrapped() -> dict[str, Any]:
-        nonlocal seen
-        message = await receive()
+        nonlocal seen, deadline, done
+        if done:  # the body is in; what follows is the wait for a disconnect
+            return await receive()
+        loop = asyncio.get_running_loop()
+        if deadline is None:
+            deadline = loop.time() + timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                message = await receive()
+        except TimeoutError:
+            raise BodyTimeout(
+                f"The request body did not arrive within {timeout:g} seconds.", limit=timeout
+            ) from None
         if message["type"] == "http.request":
             seen += len(message.get("body", b""))
             if seen > limit:
                 raise BodyTooLarge(f"Request body is larger than {limit} bytes.", limit=limit)
+            done = not message.get("more_body", False)
+        else:
+            done = True
         return message
 
     return wrapped

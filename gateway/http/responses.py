@@ -11,14 +11,57 @@ GRAPHQL_PREFIX = "/graphql"
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 
 
+JSON = "application/json"
+_CANDIDATES = (GRAPHQL_RESPONSE, JSON)
+_SIMPLE = {"": JSON, JSON: JSON, "*/*": JSON, GRAPHQL_RESPONSE: GRAPHQL_RESPONSE}
+
+
+def negotiate(accept: str) -> str | None:
+    """The media type to answer a GraphQL request with, by the Accept header's q-values
+    (RFC 9110: the most specific range names a type's q; q=0 refuses it): `GRAPHQL_RESPONSE`
+    or `application/json`, or None when the header allows neither (406). Ties go to the
+    type listed first; no header, or only wildcards, means `application/json`."""
+    simple = _SIMPLE.get(accept.strip())
+    if simple is not None:
+        return simple
+    best: dict[str, tuple[int, float, int]] = {}  # candidate -> (specificity, q, position)
+    for position, part in enumerate(accept.split(",")):
+        media, *params = (p.strip() for p in part.split(";"))
+        media = media.lower()
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = min(max(float(value), 0.0), 1.0)
+                except ValueError:
+                    q = 0.0
+        for candidate in _CANDIDATES:
+            if media == candidate:
+                specificity = 2
+            elif media == "application/*":
+                specificity = 1
+            elif media == "*/*":
+                specificity = 0
+            else:
+                continue
+            known = best.get(candidate)
+            if known is None or specificity > known[0]:
+                best[candidate] = (specificity, q, position)
+    ranked = [
+        (q, specificity > 0, -position, candidate)
+        for candidate, (specificity, q, position) in best.items()
+        if q > 0
+    ]
+    if not ranked:
+        return None
+    return max(ranked)[3]
+
+
 def prefers_graphql_response(accept: str) -> bool:
     """GraphQL over HTTP: answer `application/graphql-response+json` when the client
-    accepts it, unless it lists `application/json` first."""
-    pos = accept.find(GRAPHQL_RESPONSE)
-    if pos == -1:
-        return False
-    json_pos = accept.find("application/json")
-    return json_pos == -1 or pos < json_pos
+    prefers it (see `negotiate`)."""
+    return negotiate(accept) == GRAPHQL_RESPONSE
 
 
 def error_body(path: str, code: str, message: str, request_id: str | None, **extra: Any) -> bytes:
