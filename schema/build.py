@@ -93,6 +93,7 @@ def build_schema(settings: Settings) -> GatewaySchema:
             aliases=settings.max_aliases,
             fragments=settings.max_query_fragments,
             cost=settings.max_query_cost,
+            page=settings.max_page_size,
             introspection=settings.introspection_policy,
             suggestions_for_anonymous=settings.switchboard_env is not Environment.PRODUCTION,
         )

@@ -60,6 +60,7 @@ class Limits:
     aliases: int
     fragments: int
     cost: int
+    page: int = 100  # MAX_PAGE_SIZE
     introspection: str = "public"  # public | authenticated | off
     suggestions_for_anonymous: bool = True
 
@@ -143,7 +144,9 @@ class GatewayExtension(GatewayErrors):
         key = (schema, ctx.query, ctx.operation_name)
         figures = _figures.peek(key)
         if figures is None:
-            figures = operation_figures(schema, document, ctx.operation_name, ctx.variables)
+            figures = operation_figures(
+                schema, document, ctx.operation_name, ctx.variables, self.limits.page
+            )
             if figures is not None and not figures.variable_pages:
                 _figures.put(key, figures)
         if figures is None:

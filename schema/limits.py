@@ -12,7 +12,8 @@ every spread (`_Measure`), so validation is linear in the document, whatever it 
 - cost: what the operation may make the gateway materialise: every object or list field
   costs its weight (1, or `FIELD_WEIGHTS` for fields that call a vendor), and a field
   with `first`/`last` multiplies what is below it by that page size (the default page,
-  20, when absent; a variable counts with its value). Leaves cost nothing. Lists without
+  20, when absent; a variable counts with its value; never more than MAX_PAGE_SIZE, which
+  the list itself enforces). Leaves cost nothing. Lists without
   a page argument count as one item: they are short by construction (memberships).
 
 Depth, aliases and fragments depend on the text only, so they run as a validation rule
@@ -78,10 +79,13 @@ class _Measure:
         schema: GraphQLSchema,
         fragments: Mapping[str, FragmentDefinitionNode],
         variables: Mapping[str, Any] | None,
+        max_page: int | None = None,
     ) -> None:
         self.schema = schema
         self.fragments = fragments
         self.variables = variables or {}
+        # A larger page is refused by the list itself (BAD_USER_INPUT naming `first`).
+        self.max_page = max_page
         self.memo: dict[str, Figures] = {}
         self.active: set[str] = set()  # spreads being measured (cycles are invalid anyway)
 
@@ -143,6 +147,12 @@ class _Measure:
 
     def page_size(self, node: FieldNode) -> tuple[int, bool]:
         """The items a page argument asks for (1 for a field without one)."""
+        size, variable = self._page_size(node)
+        if self.max_page is not None:
+            size = min(size, self.max_page)
+        return size, variable
+
+    def _page_size(self, node: FieldNode) -> tuple[int, bool]:
         has_page = False
         for argument in node.arguments or ():
             if argument.name.value not in PAGE_ARGUMENTS:
@@ -176,9 +186,10 @@ def measure(
     document: DocumentNode,
     operation: OperationDefinitionNode,
     variables: Mapping[str, Any] | None = None,
+    max_page: int | None = None,
 ) -> Figures:
     root = schema.get_root_type(operation.operation)
-    return _Measure(schema, _fragments(document), variables).selections(
+    return _Measure(schema, _fragments(document), variables, max_page).selections(
         operation.selection_set, root
     )
 
@@ -246,6 +257,7 @@ def operation_figures(
     document: DocumentNode,
     operation_name: str | None,
     variables: Mapping[str, Any] | None,
+    max_page: int | None = None,
 ) -> Figures | None:
     """The figures of the operation that will run (None when there is no such operation;
     graphql-core reports that itself)."""
@@ -256,7 +268,7 @@ def operation_figures(
         chosen = operations if len(operations) == 1 else []
     if not chosen:
         return None
-    return measure(schema, document, chosen[0], variables)
+    return measure(schema, document, chosen[0], variables, max_page)
 
 
 INTROSPECTION_FIELDS = frozenset({"__schema", "__type"})

@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from tests.conftest import error_codes, gql
-from tests.factories import app_with, client_for, store_counts
+from tests.conftest import error_codes, gql, running_server
+from tests.factories import app_with, store_counts
 
 
 def doubling_fragments(levels: int) -> str:
@@ -103,15 +103,29 @@ async def test_costly_operation_is_refused_before_it_runs(client, owner):
 
 
 async def test_subscriptions_are_costed_too(settings, owner):
-    async with client_for(app_with(settings, max_query_cost=40)) as tight:
-        body = await gql(
-            tight,
-            'subscription { chatCompletion(input: {messages: [{role: USER, content: "hi"}]})'
-            " { delta } }",
-            token=owner.token,
-        )
-    assert error_codes(body) == ["GRAPHQL_VALIDATION_FAILED"], body
-    assert body["errors"][0]["extensions"]["cost"] == 50
+    from tests.test_websocket import open_session, receive, subscribe
+
+    async with running_server(app_with(settings, max_query_cost=40)) as url:
+        ws = await open_session(url, {"Authorization": f"Bearer {owner.token}"})
+        try:
+            assert await receive(ws) == {"type": "connection_ack"}
+            query = (
+                'subscription { chatCompletion(input: {messages: [{role: USER, content: "hi"}]})'
+                " { delta } }"
+            )
+            await subscribe(ws, "1", query, {})
+            message = await receive(ws)
+        finally:
+            await ws.close()
+    assert message["type"] == "error", message
+    [error] = message["payload"]
+    assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED", error
+    assert error["extensions"]["cost"] == 50
+
+
+async def test_a_page_beyond_the_maximum_is_refused_by_the_list_not_the_cost(client, owner):
+    body = await gql(client, "{ contacts(first: 100000) { totalCount } }", token=owner.token)
+    assert error_codes(body) == ["BAD_USER_INPUT"], body
 
 
 async def test_health_answers_while_documents_are_validated(client):
