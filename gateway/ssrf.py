@@ -322,12 +322,11 @@ class GuardedResolver(AbstractResolver):
         literal = literal_address(name)
         if literal is not None and not allowed_name:
             check_address(literal, self.policy)  # a numeric form the resolver would map
-        try:
-            results = await self._inner.resolve(host, port, family)
-        except OSError:
-            raise UnsafeDestination(f"{name} does not resolve") from None
+        # A name that does not resolve is a failed connection (OSError, which aiohttp
+        # reports as a DNS error), not a refusal: nothing is dialled either way.
+        results = await self._inner.resolve(host, port, family)
         if not results:
-            raise UnsafeDestination(f"{name} does not resolve")
+            raise OSError(f"{name} does not resolve")
         if not allowed_name:
             for result in results:
                 check_address(ipaddress.ip_address(result["host"].split("%", 1)[0]), self.policy)
@@ -364,10 +363,10 @@ async def check_destination(
         return target
     try:
         addresses = await resolve_checked(target.host, target.port, policy, resolver=resolver)
-    except UnsafeDestination as exc:
-        if exc.reason.endswith("does not resolve") and not require_resolvable:
-            return target
-        raise
+    except OSError:
+        if require_resolvable:
+            raise UnsafeDestination(f"{target.host} does not resolve") from None
+        return target
     return Target(
         target.scheme, target.host, target.port, url=target.url, addresses=tuple(addresses)
     )
