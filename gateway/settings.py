@@ -10,10 +10,13 @@ from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from gateway.ssrf import Policy
 
 DEV_SIGNING_KEY = "dev:insecure-development-signing-key-change-me"
 DEV_VAULT_KEY = "ZGV2LWluc2VjdXJlLXZhdWx0LWtleS0zMi1ieXRlcyE="  # base64 of a 32-byte dev key
@@ -192,9 +195,13 @@ class Settings(BaseSettings):
     webhook_system_secrets: dict[str, str] = Field(default_factory=dict, repr=False)
     webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     webhook_require_https: bool | None = None
+    # Hosts or CIDRs every tenant- or user-set URL (webhook endpoints, credentials' base
+    # URLs) may reach despite the outbound guard; WEBHOOK_ALLOWED_HOSTS counts too (its
+    # older name). Empty by default, in production too: private targets only by choice.
+    outbound_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     webhook_disable_after_seconds: int = Field(5 * 24 * 3600, ge=60)
 
-    @field_validator("webhook_allowed_hosts", mode="before")
+    @field_validator("webhook_allowed_hosts", "outbound_allowed_hosts", mode="before")
     @classmethod
     def _split_webhook_hosts(cls, value: Any) -> Any:
         return _split_csv(value)
@@ -278,6 +285,17 @@ class Settings(BaseSettings):
     @property
     def sandboxes_enabled(self) -> bool:
         return (not self.is_production) if self.sandbox_enabled is None else self.sandbox_enabled
+
+    def outbound_policy(self) -> Policy:
+        """The outbound guard's policy for tenant- and user-set URLs (gateway/ssrf.py)."""
+        from gateway.ssrf import Policy
+
+        https = self.webhook_require_https
+        if https is None:
+            https = self.is_production
+        return Policy.build(
+            [*self.outbound_allowed_hosts, *self.webhook_allowed_hosts], require_https=https
+        )
 
     @property
     def base_url(self) -> str:

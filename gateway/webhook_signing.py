@@ -17,7 +17,13 @@ vendor is one small class:
 
 Verifiers never raise anything else for hostile input: malformed headers, bad base64,
 non-integer timestamps all become `SignatureInvalid`; a body that is authentic but not
-JSON is `PayloadInvalid` (400).
+JSON is `PayloadInvalid` (400). Every event field comes from what was signed, never from
+an unsigned header. `parse_json` returns what every store accepts: nesting deeper than
+`MAX_JSON_DEPTH` (or deep enough to exhaust Python's recursion), NaN and infinite numbers
+are `PayloadInvalid`; NUL characters and lone surrogates in strings and keys (valid JSON
+escapes that PostgreSQL's jsonb refuses, and that cannot be encoded as UTF-8) become
+U+FFFD, so an authentic event is stored whole instead of failing with a 500 that the
+vendor would retry for days.
 
 Leaf module: imports nothing above `gateway/`.
 """
@@ -29,6 +35,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import secrets
 import time
 from abc import ABC, abstractmethod
@@ -41,6 +48,7 @@ from gateway.errors import GatewayError
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
 DEFAULT_TOLERANCE_SECONDS = 300
+MAX_JSON_DEPTH = 64
 
 
 # Errors ---------------------------------------------------------------------------------
@@ -121,11 +129,44 @@ class VerifiedEvent:
     payload: Any
 
 
+def _refuse_constant(name: str) -> Any:
+    raise PayloadInvalid(f"Webhook body contains {name}, which JSON stores cannot hold.")
+
+
 def parse_json(raw_body: bytes) -> Any:
+    """The body as JSON every store accepts (see the module docstring), or PayloadInvalid."""
     try:
-        return json.loads(raw_body)
+        data = json.loads(raw_body, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError):
         raise PayloadInvalid("Webhook body is not valid JSON.") from None
+    except RecursionError:
+        raise PayloadInvalid("Webhook body is nested too deeply.") from None
+    return _storable(data, 0)
+
+
+def _storable(value: Any, depth: int) -> Any:
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, dict | list):
+        if depth >= MAX_JSON_DEPTH:
+            raise PayloadInvalid(f"Webhook body is nested deeper than {MAX_JSON_DEPTH} levels.")
+        if isinstance(value, list):
+            return [_storable(v, depth + 1) for v in value]
+        return {_text(k): _storable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PayloadInvalid("Webhook body contains a number too large to store.")
+    return value
+
+
+def _text(value: str) -> str:
+    """`value` without NUL and lone surrogates (U+FFFD in their place)."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (pairs were joined by the parser)
+        value = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in value)
+    return value
 
 
 def check_timestamp(raw: str | None, tolerance: int, now: float | None) -> int:
@@ -196,51 +237,48 @@ def _get(headers: Mapping[str, str], name: str) -> str | None:
 
 @register_verifier
 class HmacSha256Verifier(Verifier):
-    """Generic: `X-Signature: sha256=<hex>` (HMAC-SHA256 with the secret as UTF-8).
+    """Generic: HMAC-SHA256 of the raw body with the secret as UTF-8, hex, in the forms
+    vendors send it: `X-Signature: sha256=<hex>`, bare hex in `X-Signature`, or
+    `X-Webhook-Signature: <hex>` (with or without `sha256=`).
 
     Without `X-Webhook-Timestamp` the signed message is the raw body. With it (unix
     seconds, refused outside ±5 min) the signed message is `"{timestamp}.{raw_body}"`,
     so the timestamp cannot be changed without the secret. Several signatures may be
-    sent comma-separated (secret rotation); one match is enough. The event id is
-    `X-Event-Id`, else the payload's `id`, else the SHA-256 of the body (a byte-identical
-    re-send is then a duplicate); the type is `X-Event-Type`, else `type` / `event`.
+    sent comma-separated (secret rotation); one match is enough. The event id and type
+    come from the signed body only (`id`; `type` / `event`): unsigned headers such as
+    `X-Event-Id` / `X-Event-Type` could otherwise store one signed body many times, or
+    retype it. A body without an id is known by its SHA-256 (a byte-identical re-send
+    is a duplicate).
     """
 
     name = "generic"
-    audit_headers = ("x-event-id", "x-event-type", "x-webhook-timestamp")
+    audit_headers = ("x-webhook-timestamp",)
+    signature_headers = ("x-signature", "x-webhook-signature")
 
     def verify(
         self, headers: Mapping[str, str], raw_body: bytes, secret: str, *, now: float | None = None
     ) -> VerifiedEvent:
-        header = _get(headers, "x-signature")
-        if not header:
+        sent = [v for v in (_get(headers, h) for h in self.signature_headers) if v]
+        if not sent:
             raise SignatureInvalid("MISSING_SIGNATURE")
         message = raw_body
         stamp = _get(headers, "x-webhook-timestamp")
         if stamp is not None:
             ts = check_timestamp(stamp, self.tolerance_seconds, now)
             message = f"{ts}.".encode() + raw_body
-        expected = hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+        expected = hmac.new(secret.encode(), message, hashlib.sha256).hexdigest().encode()
         ok = False
-        for part in header.split(","):
-            algo, sep, value = part.strip().partition("=")
-            if (
-                sep
-                and algo.lower() == "sha256"
-                and hmac.compare_digest(
-                    value.strip().lower().encode("ascii", "replace"), expected.encode()
-                )
-            ):
+        for part in (p for header in sent for p in header.split(",")):
+            algo, sep, value = part.strip().rpartition("=")
+            if sep and algo.strip().lower() != "sha256":
+                continue  # another algorithm's signature
+            if hmac.compare_digest(value.strip().lower().encode("ascii", "replace"), expected):
                 ok = True
         if not ok:
             raise SignatureInvalid("SIGNATURE_MISMATCH")
         payload = parse_json(raw_body)
-        event_id = (
-            _get(headers, "x-event-id")
-            or _field(payload, "id")
-            or "sha256:" + hashlib.sha256(raw_body).hexdigest()
-        )
-        event_type = _get(headers, "x-event-type") or _field(payload, "type", "event") or "unknown"
+        event_id = _field(payload, "id") or "sha256:" + hashlib.sha256(raw_body).hexdigest()
+        event_type = _field(payload, "type", "event") or "unknown"
         return VerifiedEvent(event_id[:255], event_type[:100], payload)
 
 

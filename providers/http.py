@@ -17,7 +17,16 @@ One `ProviderHTTP` per provider (the registry hands them out) owns:
   idempotent;
 - a circuit breaker per provider (opened by 5xx, 408, timeouts and connection
   errors; caller 4xx errors count as the vendor being up) and one per credential
-  for auth failures (401/403), so one tenant's revoked key pauses only that key;
+  for auth failures (401/403), so one tenant's revoked key pauses only that key. The
+  provider's breaker counts the shared credentials only (system key, sandbox): a call
+  made with a tenant's or user's own credential (`own_credential=True`), perhaps to a
+  base URL of its own, neither asks nor feeds it; every failure of such a call counts
+  against that credential's breaker alone, so one tenant's dead endpoint never opens
+  the provider for everyone (across processes too, the breakers living in Redis);
+- tenant- and user-set URLs (`guard_url=True`) go through the outbound guard
+  (`gateway.ssrf`): checked before the call, and dialled by a second pooled session
+  whose resolver checks and pins every address, never following redirects; a refused
+  address raises `UnsafeDestination` (BAD_USER_INPUT) and touches no breaker;
 - an outbound rate limit per provider and credential (gateway.ratelimit, shared
   through Redis when configured): over budget it waits when the window frees soon,
   else fails with a retryable `RateLimitedLocally`;
@@ -55,6 +64,7 @@ from tenacity.stop import stop_after_attempt, stop_base, stop_before_delay
 
 from gateway import metrics
 from gateway.ratelimit import RateLimiter, parse_limit
+from gateway.ssrf import Policy, UnsafeDestination, check_url, guarded_session, refusal_in
 from providers.breaker import (
     STATE_GAUGE,
     Admission,
@@ -236,14 +246,18 @@ class ProviderHTTP:
         limiter: RateLimiter | None = None,
         hooks: list[FailureHook] | None = None,
         stats: ProviderStats | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self.config = config
+        # The outbound guard's policy for tenant- and user-set URLs (OUTBOUND_ALLOWED_HOSTS).
+        self.policy = policy if policy is not None else Policy()
         self.name = config.name
         self.breakers: BreakerStore = breakers or MemoryBreakerStore()
         self.limiter = limiter
         self.hooks: list[FailureHook] = hooks if hooks is not None else []
         self.stats = stats or ProviderStats()
         self._session: aiohttp.ClientSession | None = None
+        self._guarded: aiohttp.ClientSession | None = None
         self._window: SlidingWindowCounterRateLimiter | MovingWindowRateLimiter | None = None
         self._leases: dict[str, list[Any]] = {}
         self._cred_names: dict[str, str] = {}
@@ -285,10 +299,26 @@ class ProviderHTTP:
             self._session = session
         return session
 
+    def guarded_session(self) -> aiohttp.ClientSession:
+        """The pooled session for tenant- and user-set URLs: every request and address
+        passes the outbound guard (checked and pinned, no DNS cache)."""
+        session = self._guarded
+        if session is None or session.closed:
+            session = guarded_session(
+                self.policy,
+                limit=self.config.pool_size,
+                timeout=self._client_timeout,
+                headers={"User-Agent": self.config.user_agent},
+                raise_for_status=False,
+            )
+            self._guarded = session
+        return session
+
     async def aclose(self) -> None:
-        session, self._session = self._session, None
-        if session is not None and not session.closed:
-            await session.close()
+        for session in (self._session, self._guarded):
+            if session is not None and not session.closed:
+                await session.close()
+        self._session = self._guarded = None
 
     # Calls ------------------------------------------------------------------------
 
@@ -307,9 +337,19 @@ class ProviderHTTP:
         timeouts: Timeouts | None = None,
         parse_error: ErrorParser = default_error_parser,
         labels: Mapping[str, str] | None = None,
+        own_credential: bool = False,
+        guard_url: bool = False,
     ) -> ProviderResponse:
-        """Make one logical call (maybe several attempts). Raises ProviderError."""
+        """Make one logical call (maybe several attempts). Raises ProviderError, or
+        UnsafeDestination when `guard_url` and the URL's address is refused.
+
+        `own_credential`: the credential is a tenant's or user's own (not the system key
+        or the sandbox): its failures trip its own breaker only. `guard_url`: the URL
+        (a base URL) was set by a tenant or user: it is dialled through the guard."""
         method = method.upper()
+        if guard_url:
+            url = check_url(url, self.policy).url  # exactly what the guarded session dials
+        shared = not (own_credential and credential)
         idempotent = method in IDEMPOTENT_METHODS or bool(idempotency_key)
         if idempotency_key:
             headers = {**(headers or {}), self.config.idempotency_header: idempotency_key}
@@ -338,7 +378,7 @@ class ProviderHTTP:
             try:
                 return await self._attempt(
                     method, url, operation, fp, headers, json, data, params,
-                    client_timeout, parse_error,
+                    client_timeout, parse_error, shared, guard_url,
                 )  # fmt: skip
             except _Failure as failure:
                 err = failure.error
@@ -379,6 +419,7 @@ class ProviderHTTP:
         slot: asyncio.Semaphore | None = None,
         queue_timeout: float | None = None,
         labels: Mapping[str, str] | None = None,
+        own_credential: bool = False,
     ) -> CallGuard:
         """This layer around one logical call made through a vendor SDK (see `CallGuard`).
 
@@ -386,7 +427,8 @@ class ProviderHTTP:
         per-credential breaker and rate budget. `classify(exc, operation)` turns what the
         SDK raised into a `ProviderError` (default: `classify_unexpected`). `slot`: a
         semaphore to queue on instead of the provider's own (e.g. one per key), for at
-        most `queue_timeout` seconds (default: the attempt's total timeout)."""
+        most `queue_timeout` seconds (default: the attempt's total timeout).
+        `own_credential`: a tenant's or user's own credential (see `request()`)."""
         return CallGuard(
             self,
             operation,
@@ -396,6 +438,7 @@ class ProviderHTTP:
             slot=slot,
             queue_timeout=queue_timeout,
             labels=labels,
+            own_credential=own_credential,
         )
 
     async def _retry(
@@ -440,6 +483,8 @@ class ProviderHTTP:
         params: Mapping[str, str] | None,
         client_timeout: aiohttp.ClientTimeout,
         parse_error: ErrorParser,
+        shared: bool = True,
+        guard_url: bool = False,
     ) -> ProviderResponse:
         if self.config.rate_limit and self.limiter is not None:
             await self._take_budget(operation, fp)
@@ -448,7 +493,7 @@ class ProviderHTTP:
             cred_name = self._cred_names.get(fp)
             if cred_name is None:
                 cred_name = self._cred_names[fp] = f"{self.name}:cred:{fp}"
-        admission = await self._admit(operation, cred_name)
+        admission = await self._admit(operation, cred_name, shared)
 
         semaphore = self._semaphore
         if semaphore.locked():  # queue for a slot, but not past the attempt's timeout
@@ -466,8 +511,9 @@ class ProviderHTTP:
                 ) from None  # fmt: skip
         else:
             await semaphore.acquire()
+        session = self.guarded_session() if guard_url else self.session()
         try:
-            async with self.session().request(
+            async with session.request(
                 method,
                 url,
                 headers=headers,
@@ -480,8 +526,13 @@ class ProviderHTTP:
                 body = await resp.read()
                 status = resp.status
                 resp_headers = resp.headers
+        except UnsafeDestination:
+            # The guard refused the address (DNS answered inside): nobody was called,
+            # so no breaker learns anything; the probe slots go back.
+            await self._release_probe(admission, cred_name)
+            raise
         except (aiohttp.ClientError, TimeoutError) as exc:
-            await self._breaker_failure(admission, cred_name)
+            await self._breaker_failure(admission, cred_name, shared)
             code, message, sent = _transport_failure(exc)
             error = ProviderError(
                 self.name, operation, vendor_code=code, message=message, retryable=True
@@ -491,7 +542,7 @@ class ProviderHTTP:
             semaphore.release()
 
         if status < 400:
-            await self._breaker_success(admission, cred_name)
+            await self._breaker_success(admission, cred_name, provider_ok=shared)
             return ProviderResponse(status, resp_headers, body)
 
         vendor_code, message = parse_error(status, resp_headers, body)
@@ -506,14 +557,14 @@ class ProviderHTTP:
             retry_after=parse_retry_after(resp_headers, status) if retryable else None,
         )
         if status >= 500 or status == 408:
-            await self._breaker_failure(admission, cred_name)
+            await self._breaker_failure(admission, cred_name, shared)
             raise _Failure(error, sent=True, breaker_failure=True)
         if error.is_auth_error and cred_name is not None:
             # The vendor is up (it answered); this key is refused.
-            await self._breaker_success(admission, None)
-            await self._credential_failure(cred_name)
+            await self._breaker_success(admission, None, provider_ok=shared)
+            await self._credential_failure(cred_name, admission[1])
         else:
-            await self._breaker_success(admission, cred_name)
+            await self._breaker_success(admission, cred_name, provider_ok=shared)
         # 429s are not caller errors: the vendor processed nothing, so retrying is safe.
         raise _Failure(error, sent=status != 429, breaker_failure=False)
 
@@ -587,17 +638,22 @@ class ProviderHTTP:
 
     # Breaker ----------------------------------------------------------------------
 
-    async def _admit(self, operation: str, cred_name: str | None) -> tuple[bool, bool]:
+    async def _admit(
+        self, operation: str, cred_name: str | None, shared: bool = True
+    ) -> tuple[bool, bool]:
         """Ask the credential's breaker, then the provider's; (provider probe, cred probe).
 
         The credential goes first so that a refused key never takes the provider's
-        single half-open probe slot."""
+        single half-open probe slot. A tenant's or user's own credential (`shared` False)
+        asks its own breaker only: the provider's is about the shared credentials."""
         policy = self.config.breaker
         cred = _ADMIT_NONE
         if cred_name is not None:
             cred = await self.breakers.admit(cred_name, policy)
             if not cred.allowed:
                 raise CircuitOpen(self.name, operation, cred.retry_after, scope="credential")
+        if not shared:
+            return False, cred.probe
         provider = await self.breakers.admit(self.name, policy)
         if not provider.allowed:
             if cred.probe and cred_name is not None:  # hand the key's probe slot back
@@ -626,8 +682,15 @@ class ProviderHTTP:
         if cred_name is not None:
             await self.breakers.success(cred_name, policy, admission[1])
 
-    async def _breaker_failure(self, admission: tuple[bool, bool], cred_name: str | None) -> None:
+    async def _breaker_failure(
+        self, admission: tuple[bool, bool], cred_name: str | None, shared: bool = True
+    ) -> None:
         policy = self.config.breaker
+        if not shared and cred_name is not None:
+            # A tenant's own credential or base URL failed: that credential's breaker
+            # counts it, the provider's (the shared credentials') never does.
+            await self._credential_failure(cred_name, admission[1])
+            return
         state = await self.breakers.failure(self.name, policy, admission[0])
         self._gauge.set(STATE_GAUGE[state])
         if state is BreakerState.OPEN:
@@ -637,8 +700,8 @@ class ProviderHTTP:
             # slot is handed back (its breaker re-opens for one more cool-down).
             await self.breakers.failure(cred_name, policy, probe=True)
 
-    async def _credential_failure(self, cred_name: str) -> None:
-        state = await self.breakers.failure(cred_name, self.config.breaker, probe=False)
+    async def _credential_failure(self, cred_name: str, probe: bool = False) -> None:
+        state = await self.breakers.failure(cred_name, self.config.breaker, probe=probe)
         if state is BreakerState.OPEN:
             log.warning("credential breaker open", extra={"provider": self.name})
 
@@ -646,6 +709,10 @@ class ProviderHTTP:
         state, failures = await self.breakers.state(self.name)
         self._gauge.set(STATE_GAUGE[state])
         return state, failures
+
+    async def credential_breaker_state(self, credential: str) -> tuple[BreakerState, int]:
+        """One credential's breaker (what a tenant's own key sees instead of the provider's)."""
+        return await self.breakers.state(f"{self.name}:cred:{_cached_fingerprint(credential)}")
 
     # Bookkeeping ------------------------------------------------------------------
 
@@ -764,6 +831,7 @@ class CallGuard:
         slot: asyncio.Semaphore | None,
         queue_timeout: float | None,
         labels: Mapping[str, str] | None,
+        own_credential: bool = False,
     ) -> None:
         self.http = http
         self.operation = operation
@@ -778,6 +846,7 @@ class CallGuard:
         self._slot = slot
         self._queue_timeout = queue_timeout
         self._labels = labels
+        self._shared = not (own_credential and credential)
         self._admission: tuple[bool, bool] | None = None  # held from a successful try
         self._held: asyncio.Semaphore | None = None
         self._finished = False  # the outcome is recorded
@@ -795,7 +864,9 @@ class CallGuard:
         if exc_type is not None and issubclass(exc_type, Exception):
             return  # the caller's own failure, not the vendor's
         # Completed, or the consumer left (cancellation): the vendor was fine.
-        await asyncio.shield(self.http._breaker_success(admission, self._cred_name))
+        await asyncio.shield(
+            self.http._breaker_success(admission, self._cred_name, provider_ok=self._shared)
+        )
         self._record_success()
 
     def classify(self, exc: BaseException) -> ProviderError:
@@ -822,6 +893,12 @@ class CallGuard:
                 self._release_slot()
                 if not isinstance(exc, Exception):
                     raise  # cancelled: the vendor's answer is unknown, nothing recorded
+                unsafe = refusal_in(exc)
+                if unsafe is not None:
+                    # The outbound guard refused the address: nobody was called.
+                    await self.http._release_probe(admission, self._cred_name)
+                    self._finished = True
+                    raise unsafe from None
                 error = self.classify(exc)
                 await self._record_failure(admission, error)
                 wait = self._retry_wait(error, policy)
@@ -856,7 +933,7 @@ class CallGuard:
                 await http._take_budget(self.operation, self.fingerprint)
             except _Failure as failure:
                 raise failure.error from None
-        admission = await http._admit(self.operation, self._cred_name)
+        admission = await http._admit(self.operation, self._cred_name, self._shared)
         slot = self._slot if self._slot is not None else http._semaphore
         timeout = (
             self._queue_timeout if self._queue_timeout is not None else http.config.timeouts.total
@@ -883,15 +960,15 @@ class CallGuard:
     async def _record_failure(self, admission: tuple[bool, bool], error: ProviderError) -> None:
         """The breakers' view of a failed try, as `request()` records an HTTP answer."""
         http = self.http
-        status = error.status
+        status, shared = error.status, self._shared
         if status is None or status >= 500 or status == 408:
-            await http._breaker_failure(admission, self._cred_name)
+            await http._breaker_failure(admission, self._cred_name, shared)
         elif error.is_auth_error and self._cred_name is not None:
             # The vendor is up (it answered); this key is refused.
-            await http._breaker_success(admission, None)
-            await http._credential_failure(self._cred_name)
+            await http._breaker_success(admission, None, provider_ok=shared)
+            await http._credential_failure(self._cred_name, admission[1])
         else:
-            await http._breaker_success(admission, self._cred_name)
+            await http._breaker_success(admission, self._cred_name, provider_ok=shared)
 
     def _retry_wait(self, error: ProviderError, policy: RetryPolicy) -> float | None:
         """Seconds before the next try, or None when this error ends the call."""

@@ -7,6 +7,12 @@ credential, retries with jittered backoff that honour `Retry-After`, metrics, th
 health statistics and the failure hooks. So the SDK runs with `max_retries=0`.
 
 - One `AsyncOpenAI` per credential (key, organisation, base URL), cached, bounded.
+- A base URL a tenant or user set (`OpenAICredential.guarded`) is dialled only through
+  the outbound guard (`gateway.ssrf`): the SDK gets the URL as the guard normalised it,
+  an aiohttp transport whose session checks and pins every address, and no redirects
+  (the SDK follows them by default). A refused address raises `UnsafeDestination`.
+- A tenant's or user's own credential (`OpenAICredential.own`) trips its own breaker
+  only, never the provider's, which the system key and the sandbox share.
 - Limits per key: `max_concurrent` requests in flight (a stream holds its slot until
   it is closed) and the requests-per-minute budget of the shared limiter. Over them,
   a call waits briefly and then fails with a retryable `RateLimitedLocally` /
@@ -34,7 +40,9 @@ import httpx2  # the SDK's HTTP client: its response streams raise these
 import openai
 from openai import AsyncOpenAI
 from openai._constants import RAW_RESPONSE_HEADER
+from openai._vendor.httpx_aiohttp.transport import AiohttpTransport
 
+from gateway.ssrf import check_url, guarded_session
 from providers.errors import ProviderError
 from providers.http import CallGuard, ProviderHTTP, fingerprint
 from providers.retry import RETRYABLE_STATUSES, parse_retry_after
@@ -55,6 +63,8 @@ class OpenAICredential:
     api_key: str = field(repr=False)
     organization: str | None = None
     base_url: str | None = None
+    own: bool = False  # a tenant's or user's own key: its failures trip its breaker only
+    guarded: bool = False  # base_url was set by a tenant or user: dial it through the guard
 
     @property
     def fingerprint(self) -> str:
@@ -109,7 +119,9 @@ class OpenAIProvider:
         self.max_concurrent = max_concurrent
         self.queue_timeout = queue_timeout
         self._timeout = openai.Timeout(read_timeout, connect=connect_timeout)
-        self._clients: OrderedDict[tuple[str, str | None, str | None], AsyncOpenAI] = OrderedDict()
+        self._clients: OrderedDict[tuple[str, str | None, str | None, bool], AsyncOpenAI] = (
+            OrderedDict()
+        )
         self._max_clients = max_clients
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._users: dict[AsyncOpenAI, int] = {}  # calls in flight per client
@@ -120,20 +132,33 @@ class OpenAIProvider:
 
     def client(self, cred: OpenAICredential) -> AsyncOpenAI:
         """The cached SDK client for this credential (key, organisation, base URL)."""
-        key = (cred.fingerprint, cred.organization, cred.base_url)
+        key = (cred.fingerprint, cred.organization, cred.base_url, cred.guarded)
         client = self._clients.get(key)
         if client is not None:
             self._clients.move_to_end(key)
             return client
+        base_url = cred.base_url or None
+        if cred.guarded and base_url:
+            base_url = check_url(base_url, self.http.policy).url
+            policy = self.http.policy
+            # The SDK's aiohttp transport over a guarded session (made on first use,
+            # inside the loop); the SDK's own redirect following is off.
+            http_client = openai.DefaultAioHttpClient(
+                timeout=self._timeout,
+                follow_redirects=False,
+                transport=AiohttpTransport(client=lambda: guarded_session(policy, timeout=None)),
+            )
+        else:
+            # The SDK's aiohttp transport: aiohttp's C HTTP parser reads a stream's many
+            # small chunks for a fraction of the default transport's per-chunk cost.
+            http_client = openai.DefaultAioHttpClient(timeout=self._timeout)
         client = AsyncOpenAI(
             api_key=cred.api_key,
             organization=cred.organization or None,
-            base_url=cred.base_url or None,
+            base_url=base_url,
             max_retries=0,  # retries, breaker and limits come from the shared layer
             timeout=self._timeout,
-            # The SDK's aiohttp transport: aiohttp's C HTTP parser reads a stream's many
-            # small chunks for a fraction of the default transport's per-chunk cost.
-            http_client=openai.DefaultAioHttpClient(timeout=self._timeout),
+            http_client=http_client,
         )
         self._clients[key] = client
         while len(self._clients) > self._max_clients:
@@ -241,7 +266,10 @@ class OpenAIProvider:
 
     def guard(self, cred: OpenAICredential, operation: str, *, idempotent: bool) -> CallGuard:
         """The shared layer around one call as this key: its rate budget, breakers and
-        `max_concurrent` slots, retries, metrics and failure hooks."""
+        `max_concurrent` slots, retries, metrics and failure hooks. A guarded base URL
+        is checked first: a refused one (UnsafeDestination) costs no budget or slot."""
+        if cred.guarded and cred.base_url:
+            check_url(cred.base_url, self.http.policy)
         return self.http.guard(
             operation,
             credential=cred.api_key,
@@ -249,6 +277,7 @@ class OpenAIProvider:
             classify=to_provider_error,
             slot=self._slot(cred),
             queue_timeout=self.queue_timeout,
+            own_credential=cred.own,
         )
 
     async def _guarded(

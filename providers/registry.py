@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from gateway.ratelimit import RateLimiter
 from gateway.settings import Settings
+from gateway.ssrf import Policy
 from providers import resend
 from providers.breaker import BreakerState, BreakerStore, make_breaker_store
 from providers.http import FailureHook, ProviderConfig, ProviderHTTP, ProviderStats
@@ -60,7 +61,10 @@ class ProviderRegistry:
         configs: dict[str, ProviderConfig] | None = None,
         redis_url: str = "",
         prefix: str = "switchboard",
+        policy: Policy | None = None,
     ) -> None:
+        # The outbound guard's policy for tenant- and user-set base URLs.
+        self.policy = policy if policy is not None else Policy()
         self.limiter = limiter if limiter is not None else RateLimiter(redis_url, prefix=prefix)
         self.breakers = (
             breakers if breakers is not None else make_breaker_store(redis_url, prefix=prefix)
@@ -88,6 +92,7 @@ class ProviderRegistry:
                 limiter=self.limiter,
                 hooks=self.hooks,  # shared list: hooks added later reach every provider
                 stats=self._stats.setdefault(provider, ProviderStats()),
+                policy=self.policy,
             )
             self._clients[provider] = client
         return client
@@ -103,8 +108,14 @@ class ProviderRegistry:
     def providers(self) -> list[str]:
         return sorted(set(self.configs) | set(self._clients))
 
-    async def health_of(self, provider: str) -> ProviderHealth:
-        state, failures = await self.http(provider).breaker_state()
+    async def health_of(self, provider: str, credential: str | None = None) -> ProviderHealth:
+        """The provider's health; with `credential` (a tenant's or user's own), its
+        breaker is that credential's, since the provider's counts shared ones only."""
+        http = self.http(provider)
+        if credential is None:
+            state, failures = await http.breaker_state()
+        else:
+            state, failures = await http.credential_breaker_state(credential)
         stats = self._stats.setdefault(provider, ProviderStats())
         return ProviderHealth(
             provider=provider,
@@ -132,7 +143,12 @@ class ProviderRegistry:
 def build_registry(settings: Settings, limiter: RateLimiter | None = None) -> ProviderRegistry:
     """The app's registry: Redis-shared breakers and limits when REDIS_URL is set."""
     prefix = settings.redis_key_prefix
-    registry = ProviderRegistry(limiter=limiter, redis_url=settings.redis_url, prefix=prefix)
+    registry = ProviderRegistry(
+        limiter=limiter,
+        redis_url=settings.redis_url,
+        prefix=prefix,
+        policy=settings.outbound_policy(),
+    )
     for provider, spec in settings.outbound_rate_limits.items():
         base = registry.config(provider)
         registry.configure(dataclasses.replace(base, rate_limit=spec or None))

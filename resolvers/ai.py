@@ -252,6 +252,8 @@ async def _credential(ctx: Context) -> tuple[OpenAICredential, str]:
         api_key=secrets.get("api_key", ""),
         organization=secrets.get("organization") or None,
         base_url=resolved.base_url or secrets.get("base_url") or None,
+        own=resolved.own,
+        guarded=resolved.guard_url,
     )
     return cred, resolved.source.value
 
@@ -984,6 +986,8 @@ async def verify_openai_credential(ctx: Context, resolved: Any) -> bool:
         api_key=resolved.secrets.get("api_key", ""),
         organization=resolved.secrets.get("organization") or None,
         base_url=resolved.base_url or resolved.secrets.get("base_url") or None,
+        own=resolved.own,
+        guarded=resolved.guard_url,
     )
     try:
         await asyncio.wait_for(provider(ctx.services).list_models(cred), credentials.VERIFY_TIMEOUT)

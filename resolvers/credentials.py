@@ -9,6 +9,14 @@ through another process they answer within that bound), or, when that is 0, in a
 per-request DataLoader cache. Nothing here ever returns a stored secret to an API caller: lists show
 the provider, scope, the names of the fields set, the last four characters of the
 main secret, when and by whom.
+
+A URL in a stored credential (`baseUrl`, `endpointUrl`) is the tenant's or user's
+choice, so it goes through the outbound guard (`gateway/ssrf.py`): checked with a lookup
+when saved (BAD_USER_INPUT on the field), and flagged `guard_url` on the resolved
+credential so the provider layer dials it only through the guard. The gateway's own
+sandboxes (`PUBLIC_URL/sandbox/...`) are the operator's, as are system base URLs from
+settings: those are trusted. `ResolvedCredential.own` tells the provider layer that
+failures are this credential's alone (its breaker, not the provider's).
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ from tortoise.transactions import in_transaction
 
 from gateway.errors import BadUserInput, NotFound, UpstreamUnavailable
 from gateway.roles import allowed
+from gateway.settings import Settings
+from gateway.ssrf import UnsafeDestination, check_destination, normalise
 from gateway.ttl_cache import TTLCache, read_through
 from gateway.vault import VaultError, vault_for
 from models.credentials import TENANT_SLOT, Credential, user_slot
@@ -161,10 +171,16 @@ class ResolvedCredential:
     source: CredentialSource
     secrets: dict[str, str] = field(repr=False)
     base_url: str | None = None
+    guard_url: bool = False  # base_url is tenant- or user-set: dial it through the guard
 
     @property
     def is_sandbox(self) -> bool:
         return self.source is CredentialSource.SANDBOX
+
+    @property
+    def own(self) -> bool:
+        """A tenant's or user's own credential: its failures are its own (its breaker)."""
+        return self.source in (CredentialSource.USER, CredentialSource.TENANT)
 
 
 # -- validation on save -----------------------------------------------------------------
@@ -219,6 +235,8 @@ async def _verify_resend(ctx: Context, credential: ResolvedCredential) -> bool:
                 parse_error=resend.parse_error,
                 timeouts=Timeouts(connect=3.0, read=5.0, total=5.0),
                 labels=labels,
+                own_credential=credential.own,
+                guard_url=credential.guard_url,
             ),
             VERIFY_TIMEOUT,
         )
@@ -308,6 +326,32 @@ def _valid_url(text: str, *, production: bool) -> bool:
     return text.startswith(schemes) and len(text) > 10 and " " not in text
 
 
+def is_own_sandbox(settings: Settings, url: str) -> bool:
+    """Whether `url` is one of this gateway's sandboxes (PUBLIC_URL/sandbox/...), as the
+    client will read it (dot segments resolved): operator-run, so not guarded."""
+    try:
+        target, base = normalise(url), normalise(settings.base_url)
+    except UnsafeDestination:
+        return False
+    return target.origin() == base.origin() and target.path.startswith(
+        base.path.rstrip("/") + "/sandbox/"
+    )
+
+
+async def check_urls(settings: Settings, values: dict[str, str]) -> None:
+    """The outbound guard on every URL field of a credential being saved: BAD_USER_INPUT
+    naming the field when its address (after the lookup) is refused."""
+    policy = settings.outbound_policy()
+    for name in sorted(_URL_FIELDS & values.keys()):
+        url = values[name]
+        if is_own_sandbox(settings, url):
+            continue
+        try:
+            await check_destination(url, policy)
+        except UnsafeDestination as exc:
+            raise exc.for_field(f"secrets.{camel(name)}") from None
+
+
 def hint_for(provider: IntegrationProvider, values: dict[str, str]) -> str:
     """The last four characters of the main secret, only when it is long enough to hide."""
     secret = values.get(PROVIDERS[provider].primary, "")
@@ -339,10 +383,12 @@ def _decrypt(ctx: Context, row: Credential) -> dict[str, str]:
 
 
 def _resolved(
-    provider: str, source: CredentialSource, values: dict[str, str]
+    settings: Settings, provider: str, source: CredentialSource, values: dict[str, str]
 ) -> ResolvedCredential:
     base_url = values.get("base_url") or None
-    return ResolvedCredential(provider, source, dict(values), base_url)
+    own = source in (CredentialSource.USER, CredentialSource.TENANT)
+    guard = bool(own and base_url and not is_own_sandbox(settings, base_url))
+    return ResolvedCredential(provider, source, dict(values), base_url, guard)
 
 
 async def _resolve_many(ctx: Context, providers: list[str]) -> list[Any]:
@@ -375,12 +421,12 @@ def _chain(
     user_slot_name: str | None,
 ) -> ResolvedCredential:
     if user_slot_name and (row := rows.get((provider, user_slot_name))) is not None:
-        return _resolved(provider, CredentialSource.USER, _decrypt(ctx, row))
+        return _resolved(ctx.settings, provider, CredentialSource.USER, _decrypt(ctx, row))
     if (row := rows.get((provider, TENANT_SLOT))) is not None:
-        return _resolved(provider, CredentialSource.TENANT, _decrypt(ctx, row))
+        return _resolved(ctx.settings, provider, CredentialSource.TENANT, _decrypt(ctx, row))
     system = ctx.settings.system_credentials(provider)
     if system:
-        return _resolved(provider, CredentialSource.SYSTEM, system)
+        return _resolved(ctx.settings, provider, CredentialSource.SYSTEM, system)
     if ctx.settings.sandboxes_enabled:
         return ResolvedCredential(
             provider,
@@ -469,12 +515,13 @@ async def set_credential(
     kind = parse_provider(provider)
     slot, user_id = _slot_for(ctx, scope)
     values = clean_secrets(kind, secrets, production=ctx.settings.is_production)
+    await check_urls(ctx.settings, values)
 
     verified = False
     check = VALIDATORS.get(kind)
     if check is not None:
         source = CredentialSource.USER if scope is CredentialScope.USER else CredentialSource.TENANT
-        verified = await check(ctx, _resolved(kind.value, source, values))
+        verified = await check(ctx, _resolved(ctx.settings, kind.value, source, values))
 
     token = vault_for(ctx.settings.vault_keys).encrypt(json.dumps(values, sort_keys=True))
     hint = hint_for(kind, values)

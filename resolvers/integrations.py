@@ -31,6 +31,7 @@ from providers.registry import ProviderHealth, ProviderRegistry
 from resolvers.context import Context, Services
 from resolvers.credentials import (
     LABEL_PURPOSE,
+    PROVIDERS,
     PURPOSE_VERIFY,
     CredentialSource,
     IntegrationProvider,
@@ -192,10 +193,29 @@ def _status(source: CredentialSource | None, health: ProviderHealth | None) -> P
 
 
 async def _source(ctx: Context, provider: IntegrationProvider) -> CredentialSource | None:
+    resolved = await _resolved(ctx, provider)
+    return resolved.source if resolved is not None else None
+
+
+async def _resolved(ctx: Context, provider: IntegrationProvider) -> ResolvedCredential | None:
     try:
-        return (await resolve_credential(ctx, provider)).source
+        return await resolve_credential(ctx, provider)
     except UpstreamUnavailable:
         return None
+
+
+async def _health_for(
+    registry: ProviderRegistry | None,
+    snapshot: dict[str, ProviderHealth],
+    provider: IntegrationProvider,
+    resolved: ResolvedCredential | None,
+) -> ProviderHealth | None:
+    """The health the caller's calls see: a tenant's or user's own credential has a
+    breaker of its own (the provider's counts the shared credentials only)."""
+    secret = resolved.secrets.get(PROVIDERS[provider].primary) if resolved else None
+    if registry is None or resolved is None or not resolved.own or not secret:
+        return snapshot.get(provider.value)
+    return await registry.health_of(provider.value, credential=secret)
 
 
 def _report(
@@ -230,8 +250,12 @@ async def integration_health(
     registry = registry_of(ctx.services)
     snapshot = await _snapshot(registry) if registry is not None else {}
     # Gathered, so the per-request credential loader answers all of them in one query.
-    sources = await asyncio.gather(*(_source(ctx, p) for p in wanted))
-    return [_report(p, src, snapshot.get(p.value)) for p, src in zip(wanted, sources, strict=True)]
+    chains = await asyncio.gather(*(_resolved(ctx, p) for p in wanted))
+    reports = []
+    for provider, resolved in zip(wanted, chains, strict=True):
+        health = await _health_for(registry, snapshot, provider, resolved)
+        reports.append(_report(provider, resolved.source if resolved else None, health))
+    return reports
 
 
 async def provider_summary(services: Services) -> dict[str, dict[str, Any]]:

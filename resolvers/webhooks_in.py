@@ -25,6 +25,11 @@ transaction with the inbox row locked, and marks it `processed`; with no handler
 is marked `ignored`. A handler that raises is retried by the job queue (its writes undone
 each time), then the row is `failed`; raising `PermanentFailure` fails it at once.
 `replayWebhookEvent` runs any stored event again.
+
+Rate limits (`throttle`, given by the HTTP route): counted once the source is known, per
+source (`RATE_LIMIT_WEBHOOKS`), so one tenant's flood never uses another's budget;
+requests to an unknown address are counted per client address, so junk sent to made-up
+tokens cannot exhaust anybody's budget.
 """
 
 from __future__ import annotations
@@ -145,21 +150,36 @@ async def _secret_for(
     )
 
 
+Throttle = Callable[[str | None], Awaitable[None]]
+
+
 async def receive(
     settings: Settings,
     provider: str,
     token: str | None,
     headers: Mapping[str, str],
     raw_body: bytes,
+    *,
+    throttle: Throttle | None = None,
 ) -> Received:
-    """Verify and store one incoming webhook (the HTTP route's whole job)."""
+    """Verify and store one incoming webhook (the HTTP route's whole job).
+
+    `throttle(source_key)` is awaited once the address is resolved: with the source's
+    key, or None for an unknown address (it raises RateLimited when over budget)."""
     verifier = get_verifier(provider)
     if verifier is None:
         raise NotFound("Unknown webhook provider.")
     limit = settings.webhook_max_body_bytes
     if len(raw_body) > limit:
         raise PayloadTooLarge(f"Webhook body is larger than {limit} bytes.", limit=limit)
-    secret, tenant_id, source_key = await _secret_for(settings, provider, token)
+    try:
+        secret, tenant_id, source_key = await _secret_for(settings, provider, token)
+    except NotFound:
+        if throttle is not None:
+            await throttle(None)
+        raise
+    if throttle is not None:
+        await throttle(source_key)
     event = verifier.verify(headers, raw_body, secret)
     audit = {
         name: headers[name]

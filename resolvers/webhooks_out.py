@@ -12,8 +12,11 @@
   so every attempt — after a crash too — carries the same id.
 - Attempts (`webhooks.deliver` job): each is logged before the request (so one cut short
   by a dying worker shows as interrupted) and finished with status, duration, the first
-  2 KB of the response and the error. 2xx within 15 s (connect 2 s) is success; redirects
-  are not followed; the address is checked and pinned by `gateway/ssrf.py`.
+  1 KiB of the response (enough to debug a receiver, too little to make the log a way
+  of reading someone's service) and the error. 2xx within 15 s (connect 2 s) is success;
+  redirects are not followed; the address is checked at creation (with a lookup) and
+  again at every attempt, and pinned, by `gateway/ssrf.py`: a refused address is a
+  failed attempt with no response at all.
 - Retries: immediately, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h, each ±20 %;
   at least 60 s after a 429 or a timeout; a later `Retry-After` wins (capped at 24 h).
   410 disables the endpoint at once. An endpoint with failures and no success for
@@ -43,7 +46,7 @@ from tortoise.transactions import in_transaction
 
 from gateway.errors import require
 from gateway.settings import Settings, get_settings
-from gateway.ssrf import Policy, UnsafeDestination, check_url, guarded_session
+from gateway.ssrf import Policy, UnsafeDestination, check_destination, check_url, guarded_session
 from gateway.vault import vault_for
 from gateway.webhook_signing import generate_secret, new_message_id, signed_headers
 from models.tenancy import get_many_scoped, get_scoped, scoped
@@ -62,7 +65,7 @@ JITTER = 0.2
 MIN_DELAY_AFTER_THROTTLE = 60.0  # after a 429 or a timeout
 MAX_RETRY_AFTER = 24 * 3600.0
 SECRET_GRACE = dt.timedelta(hours=24)
-RESPONSE_BODY_LIMIT = 2048
+RESPONSE_BODY_LIMIT = 1024
 CONNECT_TIMEOUT = 2.0
 TOTAL_TIMEOUT = 15.0
 USER_AGENT = "Switchboard-Webhooks/1.0"
@@ -85,12 +88,7 @@ def current_settings() -> Settings:
 
 
 def policy_for(settings: Settings) -> Policy:
-    https = (
-        settings.is_production
-        if settings.webhook_require_https is None
-        else settings.webhook_require_https
-    )
-    return Policy.build(settings.webhook_allowed_hosts, require_https=https)
+    return settings.outbound_policy()
 
 
 # Secrets ---------------------------------------------------------------------------------
@@ -112,10 +110,12 @@ def live_secrets(settings: Settings, endpoint: WebhookEndpoint, at: dt.datetime)
 # Validation ------------------------------------------------------------------------------
 
 
-def _clean_url(settings: Settings, url: str) -> str:
+async def _clean_url(settings: Settings, url: str) -> str:
     url = (url or "").strip()
     require(0 < len(url) <= 2000, "url", "must be 1 to 2000 characters")
-    check_url(url, policy_for(settings))  # UnsafeDestination is BAD_USER_INPUT on `url`
+    # The URL as it will be dialled, its name looked up: UnsafeDestination is
+    # BAD_USER_INPUT on `url`. Every attempt checks again (DNS and settings change).
+    await check_destination(url, policy_for(settings))
     return url
 
 
@@ -158,7 +158,7 @@ async def create_endpoint(
     ctx: Context, *, url: str, event_types: Sequence[str], description: str | None
 ) -> EndpointWithSecret:
     principal = ctx.require("webhooks:manage")
-    clean_url = _clean_url(ctx.settings, url)
+    clean_url = await _clean_url(ctx.settings, url)
     types = _clean_event_types(event_types)
     text = _clean_description(description)
     secret = generate_secret()
@@ -183,7 +183,7 @@ async def update_endpoint(
     principal = ctx.require("webhooks:manage")
     endpoint = await get_scoped(WebhookEndpoint, principal.tenant_id, endpoint_id)
     if url is not None:
-        endpoint.url = _clean_url(ctx.settings, url)
+        endpoint.url = await _clean_url(ctx.settings, url)
     if event_types is not None:
         endpoint.event_types = _clean_event_types(event_types)
     if description is not None:
@@ -425,19 +425,19 @@ async def post(settings: Settings, url: str, body: bytes, headers: dict[str, str
     started = time.perf_counter()
     outcome = Outcome()
     try:
-        check_url(url, policy)
+        target = check_url(url, policy)  # dial the URL exactly as it was checked
         async with (
             guarded_session(
                 policy, connect_timeout=CONNECT_TIMEOUT, total_timeout=TOTAL_TIMEOUT
             ) as session,
-            session.post(url, data=body, headers=headers, allow_redirects=False) as response,
+            session.post(target.url, data=body, headers=headers, allow_redirects=False) as response,
         ):
             outcome.status_code = response.status
             outcome.retry_after = parse_retry_after(response.headers.get("Retry-After"))
             raw = await response.content.read(RESPONSE_BODY_LIMIT)
             outcome.body = raw.decode("utf-8", errors="replace")
     except UnsafeDestination as exc:
-        outcome.error = f"refused: {exc.reason}"
+        outcome = Outcome(error=f"refused: {exc.reason}")  # nothing of a refused address
     except (TimeoutError, aiohttp.ServerTimeoutError):
         outcome.error = "timed out"
         outcome.timed_out = True

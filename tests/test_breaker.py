@@ -307,3 +307,65 @@ async def test_redis_down_fails_open(rig: Rig) -> None:
     finally:
         await registry.aclose()
     assert await rig.count() == 2
+
+
+# One tenant's dead endpoint ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_own_credentials_dead_base_url_leaves_shared_callers_alone(backend: str) -> None:
+    """Tenant A set its own OpenAI key with a base URL nobody answers. Its failures open
+    A's credential breaker only: tenant B, on the shared (sandbox/system) credential, is
+    served, in this process and in another one sharing the breakers through Redis."""
+    from gateway.ssrf import Policy
+    from providers.openai import OpenAICredential, OpenAIProvider
+    from providers.sandbox.openai import create_app
+    from tests.conftest import free_port
+
+    redis_url = ""
+    if backend == "redis":
+        probe = RedisBreakerStore(REDIS_URL, prefix="probe")
+        try:
+            await asyncio.wait_for(probe._redis.ping(), 3)
+        except Exception as exc:
+            unavailable("Redis", exc)
+        finally:
+            await probe.aclose()
+        redis_url = REDIS_URL
+    prefix = f"test-{uuid.uuid4().hex}"
+    policy = Policy.build(["127.0.0.1/32"])  # the operator allows loopback (the test rig)
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    registries = [
+        ProviderRegistry(redis_url=redis_url, prefix=prefix, policy=policy) for _ in range(2)
+    ]
+    config = ProviderConfig(name="openai", retry=NO_RETRY, breaker=POLICY)
+    for registry in registries:
+        registry.configure(config)
+    one, two = (OpenAIProvider(r.http("openai")) for r in registries)
+    tenant_a = OpenAICredential("sk-tenant-a-" + uuid.uuid4().hex, base_url=dead, own=True,
+                                guarded=True)  # fmt: skip
+    try:
+        async with running_server(create_app(tokens_per_second=0)) as sandbox:
+            shared = OpenAICredential("sk-test-abcdef123456", base_url=f"{sandbox}/v1")
+            for _ in range(POLICY.threshold):
+                with pytest.raises(ProviderError) as failed:
+                    await one.list_models(tenant_a)
+                assert not isinstance(failed.value, CircuitOpen)  # the endpoint was tried
+            with pytest.raises(CircuitOpen) as fast:
+                await one.list_models(tenant_a)
+            assert fast.value.scope == "credential"
+            # Tenant B, same process and another one: the provider is closed for them.
+            for provider in (one, two):
+                assert [m.id for m in await provider.list_models(shared)]
+            for registry in registries:
+                health = (await registry.health(["openai"]))["openai"]
+                assert health.breaker_state is BreakerState.CLOSED
+                assert health.consecutive_failures == 0
+            own = await registries[1].health_of("openai", credential=tenant_a.api_key)
+            expected = BreakerState.OPEN if backend == "redis" else BreakerState.CLOSED
+            assert own.breaker_state is expected  # shared through Redis, else per process
+    finally:
+        await one.aclose()
+        await two.aclose()
+        for registry in registries:
+            await registry.aclose()

@@ -285,3 +285,53 @@ async def test_resolution_is_cached_per_request(owner, store):
     assert await resolve_credential(ctx, "stripe") is first
     other_request = ctx_for(settings, tenant_id_of(owner), user_id_of(owner), "OWNER")
     assert await resolve_credential(other_request, "stripe") is not first
+
+
+async def test_base_urls_go_through_the_outbound_guard(client, owner, settings, app):
+    """A SUPPORT user's own OpenAI base URL on loopback (the key would be sent to it as
+    bearer) is refused when saved, however it is written; a credential stored before the
+    guard existed is refused when used, before anything is dialled; the gateway's own
+    sandbox stays usable."""
+    import json
+
+    from gateway.vault import vault_for
+    from models.credentials import TENANT_SLOT
+
+    support, _ = await member_token(settings, owner, "SUPPORT")
+    for base in (
+        "http://127.0.0.1:9/v1",
+        "http://\u2460\u2461\u2466.\u24ea.\u24ea.\u2460:9/v1",
+        "http://127\u30020\u30020\u30021:9/v1",
+        "http://[::ffff:169.254.169.254]/v1",
+        "http://evil.example@127.0.0.1/v1",
+        "http://localhost:9/v1",
+        f"{settings.base_url}/sandbox/../graphql",
+    ):
+        body = await gql(
+            client, SET_MINE, {"input": {"provider": "OPENAI", "secrets": secrets(
+                "sk-mine-" + uuid.uuid4().hex, baseUrl=base)}}, support,
+        )  # fmt: skip
+        assert error_codes(body) == ["BAD_USER_INPUT"], (base, body)
+        assert "secrets.baseUrl" in body["errors"][0]["extensions"]["details"], body
+    assert await Credential.filter(tenant_id=tenant_id_of(owner)).count() == 0
+
+    # A row saved before the guard: refused at use time, nothing dialled.
+    values = {"api_key": "sk-old-" + uuid.uuid4().hex, "base_url": "http://127.0.0.1:9/v1"}
+    await Credential.create(
+        tenant_id=tenant_id_of(owner), provider="openai", slot=TENANT_SLOT,
+        ciphertext=vault_for(settings.vault_keys).encrypt(json.dumps(values)),
+        field_names="api_key,base_url",
+    )  # fmt: skip
+    used = await gql(client, "{ aiModels { name } }", token=owner.token)
+    assert error_codes(used) == ["BAD_USER_INPUT"], used
+    assert "loopback" in used["errors"][0]["message"]
+    registry = app.state.services.extras["providers"]
+    assert (await registry.health(["openai"]))["openai"].consecutive_failures == 0
+
+    # The gateway's own sandbox (PUBLIC_URL/sandbox/...) is the operator's: accepted.
+    own_sandbox = f"{settings.base_url}/sandbox/openai/v1"
+    ok = await gql(
+        client, SET_MINE, {"input": {"provider": "OPENAI", "secrets": secrets(
+            "sk-mine-" + uuid.uuid4().hex, baseUrl=own_sandbox)}}, support,
+    )  # fmt: skip
+    assert "errors" not in ok, ok

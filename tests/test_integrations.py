@@ -6,9 +6,11 @@ from __future__ import annotations
 import uuid
 
 import httpx
+import pytest
 
+from gateway.settings import Settings
 from models.integrations import IntegrationError
-from tests.conftest import error_codes, gql, register
+from tests.conftest import Store, error_codes, gql, make_settings, register
 from tests.test_credentials import SET_TENANT, TENANT_LIST, member_token, tenant_id_of
 
 ERRORS = """
@@ -22,6 +24,13 @@ query($provider: IntegrationProvider) {
 HEALTH = """
 { integrationHealth { provider status credentialSource breakerState consecutiveFailures
   recentFailures lastError latencyMs } }"""
+
+
+@pytest.fixture
+def settings(store: Store) -> Settings:
+    # The sandbox runs on a loopback port other than PUBLIC_URL's, so to the outbound
+    # guard it is a private address like any other: the operator allows loopback here.
+    return make_settings(database_url=store.url, outbound_allowed_hosts=["127.0.0.1/32"])
 
 
 def resend_input(key: str, base: str) -> dict:
@@ -93,7 +102,8 @@ async def _key_checks_and_error_log(client, owner, live_server):
 
     ready = (await client.get("/health/ready")).json()
     assert ready["providers"]["notion"]["status"] == "sandbox"
-    assert ready["providers"]["resend"]["status"] in {"degraded", "down"}
+    # The failures were the tenant's own key's: the shared (sandbox) view is untouched.
+    assert ready["providers"]["resend"]["status"] == "sandbox"
 
 
 async def test_integration_errors_roles_and_tenants(client, owner, settings):

@@ -6,11 +6,21 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import create_app
-from tests.conftest import gql, make_settings
+from gateway.settings import Settings
+from tests.conftest import Store, gql, make_settings
 from tests.test_credentials import SET_TENANT
+
+
+@pytest.fixture
+def settings(store: Store) -> Settings:
+    # The sandbox below runs on a loopback port other than PUBLIC_URL's: to the outbound
+    # guard a private address like any other, so the operator allows loopback here.
+    return make_settings(database_url=store.url, outbound_allowed_hosts=["127.0.0.1/32"])
+
 
 TOKEN = "metrics-" + uuid.uuid4().hex
 

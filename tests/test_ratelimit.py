@@ -1,5 +1,6 @@
 """Inbound budgets over real HTTP, on in-memory counters and on Redis: per address for
-anonymous callers, per principal for signed-in ones, per provider for webhooks."""
+anonymous callers, per principal for signed-in ones, per identified source for webhooks
+(unknown webhook addresses per client address)."""
 
 from __future__ import annotations
 
@@ -90,25 +91,48 @@ async def test_authenticated_budget_per_principal(settings, backend):
         assert anonymous.headers["x-ratelimit-limit"] == "1000"
 
 
-async def test_webhook_budget_per_provider(settings, backend):
-    app = app_with(settings, rate_limit_webhooks="2/hour", **backend)
-    async with client_for(app) as c:
-        for remaining in (1, 0):
-            response = await c.post("/webhooks/stripe", content=b"{}")
-            assert response.status_code != 429
-            assert_budget_headers(response, 2, remaining)
-        limited = await c.post("/webhooks/stripe", content=b"{}")
+def signed(body: bytes, secret: str) -> dict[str, str]:
+    import hashlib
+    import hmac
+
+    return {"X-Signature": "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()}
+
+
+async def test_webhook_budget_per_source_and_unknown_addresses_per_client(settings, backend):
+    """Junk sent to made-up addresses uses the sender's own budget (per client address),
+    never the budget of a real source, whose signed events still go through."""
+    secret = "system-secret-0123"
+    app = app_with(
+        settings, rate_limit_webhooks="2/hour", rate_limit_anonymous="3/hour",
+        webhook_system_secrets={"generic": secret}, **backend,
+    )  # fmt: skip
+    async with client_for(app, "198.51.100.7") as junk, client_for(app, "198.51.100.8") as c:
+        for remaining in (2, 1, 0):
+            response = await junk.post(f"/webhooks/generic/whk_junk{remaining}", content=b"{}")
+            assert response.status_code == 404
+            assert_budget_headers(response, 3, remaining)
+        limited = await junk.post("/webhooks/generic/whk_more", content=b"{}")
         assert limited.status_code == 429
-        assert_budget_headers(limited, 2, 0)
+        assert_budget_headers(limited, 3, 0)
         assert int(limited.headers["retry-after"]) >= 1
         # Outside /graphql the error has the plain shape.
         error = limited.json()["error"]
         assert error["code"] == "RATE_LIMITED"
         assert error["retryAfter"] == int(limited.headers["retry-after"])
         assert error["requestId"] == limited.headers["x-request-id"]
-        other = await c.post("/webhooks/resend", content=b"{}")
-        assert other.status_code != 429
-        assert_budget_headers(other, 2, 1)
+        # The identified source has a budget of its own, untouched by the junk.
+        for remaining in (1, 0):
+            body = f'{{"id": "evt_{remaining}", "type": "ping"}}'.encode()
+            response = await junk.post(
+                "/webhooks/generic", content=body, headers=signed(body, secret)
+            )
+            assert response.status_code == 200, response.text
+            assert_budget_headers(response, 2, remaining)
+        body = b'{"id": "evt_x", "type": "ping"}'
+        over = await c.post("/webhooks/generic", content=body, headers=signed(body, secret))
+        assert over.status_code == 429  # the source's budget, wherever it is sent from
+        # Another client's junk has its own per-address budget.
+        assert (await c.post("/webhooks/generic/whk_junk", content=b"{}")).status_code == 404
 
 
 async def test_graphql_response_json_429(settings, backend):

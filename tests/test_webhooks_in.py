@@ -373,3 +373,141 @@ async def test_source_input_errors(client: httpx.AsyncClient) -> None:
     assert ok.status_code == 200
     anonymous = await gql(client, INBOX, {})
     assert error_codes(anonymous) == ["UNAUTHENTICATED"]
+
+
+# Hardening (issue 9) ----------------------------------------------------------------------
+
+
+def hex_hmac(secret: str, body: bytes) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+async def test_generic_accepts_the_documented_signature_forms(client: httpx.AsyncClient) -> None:
+    """`X-Signature: sha256=<hex>`, bare hex in `X-Signature`, `X-Webhook-Signature: <hex>`,
+    each an HMAC-SHA256 of the raw body with the source's secret, as vendors compute it."""
+    forms = {
+        "prefixed": lambda d: {"X-Signature": f"sha256={d}"},
+        "bare": lambda d: {"X-Signature": d},
+        "webhook-signature": lambda d: {"X-Webhook-Signature": d},
+        "upper-case hex": lambda d: {"X-Webhook-Signature": d.upper()},
+    }
+    for name, headers in forms.items():
+        body = json.dumps({"id": f"evt_{uuid.uuid4().hex}", "type": name}).encode()
+        ok = await post(client, "/webhooks/generic", body, headers(hex_hmac(SYSTEM_GENERIC, body)))
+        assert ok.status_code == 200, (name, ok.text)
+        wrong = headers(hex_hmac("another-secret", body))
+        assert (await post(client, "/webhooks/generic", body, wrong)).status_code == 401, name
+    body = b'{"id": "evt_md5"}'
+    other_algo = {"X-Signature": "md5=" + hex_hmac(SYSTEM_GENERIC, body)}
+    assert (await post(client, "/webhooks/generic", body, other_algo)).status_code == 401
+
+
+async def test_unsigned_headers_never_override_the_signed_body(client: httpx.AsyncClient) -> None:
+    """One signed body sent three times with different unsigned X-Event-Id / X-Event-Type
+    headers is one event, with the signed type."""
+    event_id = f"evt_{uuid.uuid4().hex}"
+    body = json.dumps({"id": event_id, "type": "invoice.paid"}).encode()
+    signature = {"X-Signature": "sha256=" + hex_hmac(SYSTEM_GENERIC, body)}
+    answers = []
+    for extra in (
+        {},
+        {"X-Event-Id": "evt_forged_1"},
+        {"X-Event-Id": "evt_forged_2", "X-Event-Type": "refund.issued"},
+    ):
+        response = await post(client, "/webhooks/generic", body, {**signature, **extra})
+        assert response.status_code == 200, response.text
+        answers.append(response.json())
+    assert [a["eventId"] for a in answers] == [event_id] * 3
+    assert [a["duplicate"] for a in answers] == [False, True, True]
+    rows = await WebhookInbox.filter(provider="generic", event_id__startswith="evt_")
+    mine = [r for r in rows if r.event_id in (event_id, "evt_forged_1", "evt_forged_2")]
+    assert [(r.event_id, r.event_type) for r in mine] == [(event_id, "invoice.paid")]
+
+    # Without an id in the body, the body's hash is the id: a re-send is a duplicate.
+    plain = b'{"type": "ping"}'
+    signature = {"X-Signature": "sha256=" + hex_hmac(SYSTEM_GENERIC, plain)}
+    first = await post(client, "/webhooks/generic", plain, {**signature, "X-Event-Id": "a"})
+    again = await post(client, "/webhooks/generic", plain, {**signature, "X-Event-Id": "b"})
+    assert first.json()["eventId"] == again.json()["eventId"]
+    assert first.json()["eventId"].startswith("sha256:") and again.json()["duplicate"] is True
+
+
+async def test_hostile_json_in_signed_bodies_is_stored_or_refused_never_500(
+    client: httpx.AsyncClient,
+) -> None:
+    """NUL characters and lone surrogates (JSON escapes PostgreSQL's jsonb refuses) are
+    stored as U+FFFD; nesting beyond the limit, or deep enough to exhaust the parser's
+    recursion, and NaN/huge numbers are a coded 400; nothing is stored half."""
+    event_id = f"evt_{uuid.uuid4().hex}"
+    hostile = r', "text": "a\u0000b", "lone": "x\ud800y", "\u0000key": ["\udfff",'
+    raw = (
+        '{"id": "' + event_id + '", "type": "note"' + hostile + r' {"ok": "\ud83d\ude00"}]}'
+    ).encode()
+    response = await post(client, "/webhooks/generic", raw, generic_headers(SYSTEM_GENERIC, raw))
+    assert response.status_code == 200, response.text
+    row = await WebhookInbox.get(event_id=event_id)
+    assert row.payload["text"] == "a\ufffdb" and row.payload["lone"] == "x\ufffdy"
+    assert row.payload["\ufffdkey"] == ["\ufffd", {"ok": "\U0001f600"}]
+
+    too_deep = b'{"id": "evt_deep", "a": ' + b"[" * 70 + b"]" * 70 + b"}"
+    very_deep = b"[" * 2000 + b"]" * 2000  # RecursionError in the parser
+    nan = b'{"id": "evt_nan", "amount": NaN}'
+    huge = b'{"id": "evt_huge", "amount": 1e400}'
+    for body in (too_deep, very_deep, nan, huge):
+        refused = await post(
+            client, "/webhooks/generic", body, generic_headers(SYSTEM_GENERIC, body)
+        )
+        assert refused.status_code == 400, (body[:30], refused.text)
+        assert refused.json()["error"]["code"] == "WEBHOOK_PAYLOAD_INVALID"
+    assert await inbox_count(event_id__in=["evt_deep", "evt_nan", "evt_huge"]) == 0
+
+
+async def test_source_token_never_in_a_log_line(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    acct = await register(client)
+    created = await gql(client, CREATE_SOURCE, {"i": {"provider": "generic"}}, token=acct.token)
+    data = created["data"]["createWebhookSource"]
+    path = httpx.URL(data["url"]).path
+    token = path.rsplit("/", 1)[1]
+    body = b'{"id": "evt_logged", "type": "ping"}'
+    with caplog.at_level("DEBUG"):
+        ok = await post(client, path, body, generic_headers(data["secret"], body))
+        bad = await post(client, path, body, generic_headers("wrong-secret", body))
+        junk = await post(client, path + "x", body, {})
+    assert (ok.status_code, bad.status_code, junk.status_code) == (200, 401, 404)
+    # every record but the test's own HTTP client's (which knows the URL it calls)
+    lines = [r.getMessage() + " " + str(r.__dict__) for r in caplog.records if r.name != "httpx"]
+    assert any("/webhooks/generic/{token}" in line for line in lines)
+    assert not [line for line in lines if token in line]
+
+
+async def test_junk_to_unknown_addresses_never_throttles_a_real_source(
+    store: Store, client: httpx.AsyncClient
+) -> None:
+    """Another tenant's signed event goes through while junk floods made-up tokens of the
+    same provider (the budget used to be one per provider, counted before the source)."""
+    from tests.factories import app_with, client_for
+
+    app = app_with(
+        make_settings(database_url=store.url),
+        rate_limit_webhooks="3/hour",
+        rate_limit_anonymous="2/hour",
+    )
+    acct = await register(client)
+    created = await gql(client, CREATE_SOURCE, {"i": {"provider": "generic"}}, token=acct.token)
+    data = created["data"]["createWebhookSource"]
+    path = httpx.URL(data["url"]).path
+    async with client_for(app, "203.0.113.9") as attacker, client_for(app, "192.0.2.1") as vendor:
+        statuses = [
+            (await attacker.post(f"/webhooks/generic/whk_{i}", content=b"{}")).status_code
+            for i in range(6)
+        ]
+        assert statuses == [404, 404, 429, 429, 429, 429]
+        for i in range(3):
+            body = json.dumps({"id": f"evt_real_{uuid.uuid4().hex}", "n": i}).encode()
+            response = await post(vendor, path, body, generic_headers(data["secret"], body))
+            assert response.status_code == 200, response.text
+        body = b'{"id": "evt_over"}'
+        over = await post(vendor, path, body, generic_headers(data["secret"], body))
+        assert over.status_code == 429  # the source's own budget, counted per source

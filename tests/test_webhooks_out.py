@@ -240,7 +240,7 @@ async def test_retry_after_a_500_keeps_the_same_webhook_id(
     assert [a["number"] for a in attempts] == [2, 1]
     first = attempts[1]
     assert first["statusCode"] == 500 and first["error"] == "HTTP 500"
-    assert len(first["responseBody"]) == 2048  # cut at 2 KB
+    assert len(first["responseBody"]) == 1024  # cut at 1 KiB
     assert first["manual"] is True and attempts[0]["manual"] is False
 
 
@@ -504,3 +504,52 @@ async def test_killed_worker_mid_delivery_then_same_webhook_id(
     assert [a.number for a in attempts] == [1, 2]
     assert attempts[0].status_code is None and "interrupted" in (attempts[0].error or "")
     assert attempts[1].status_code == 200
+
+
+async def test_send_time_recheck_after_the_allow_list_changes(
+    client: httpx.AsyncClient, receiver: Receiver, settings: Settings
+) -> None:
+    """OUTBOUND_ALLOWED_HOSTS lets a private receiver through; an endpoint saved while
+    its address was allowed is refused at send time once the operator narrows the
+    allow-list: no request, no response body in the attempt."""
+    acct = await register(client)
+    endpoint, secret = await create_endpoint(client, acct.token, receiver.url)
+    receiver.secrets = [secret]
+    url = settings.database_url
+    for allowed in (["127.0.0.1/32"], []):
+        await gql(client, TEST, {"i": {"id": endpoint}}, token=acct.token)
+        delivery = await WebhookDelivery.filter(endpoint_id=decode_id(endpoint)).order_by("-id")
+        webhooks_out.use_settings(make_settings(database_url=url, outbound_allowed_hosts=allowed))
+        try:
+            await webhooks_out.attempt_delivery(delivery[0].id)
+        finally:
+            webhooks_out.use_settings(settings)
+    allowed_attempt, refused_attempt = await WebhookAttempt.filter(
+        delivery__endpoint_id=decode_id(endpoint)
+    ).order_by("id")
+    assert allowed_attempt.status_code == 200 and allowed_attempt.response_body == "ok"
+    assert len(receiver.requests) == 1
+    assert (refused_attempt.error or "").startswith("refused: 127.0.0.1 is a loopback address")
+    assert refused_attempt.status_code is None and refused_attempt.response_body is None
+
+
+async def test_send_time_recheck_after_dns_changes(
+    client: httpx.AsyncClient, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name that resolved to a public address when saved and to a private one when
+    sent (DNS rebinding over days, not milliseconds) is refused at send time."""
+    from gateway import ssrf
+    from tests.test_ssrf import FakeDNS
+
+    dns = FakeDNS({"hooks.attacker.example": ["93.184.216.34"]})
+    monkeypatch.setattr(ssrf, "system_resolver", lambda: dns)
+    acct = await register(client)
+    endpoint, _ = await create_endpoint(client, acct.token, "http://hooks.attacker.example/hook")
+    dns.table["hooks.attacker.example"] = ["10.1.2.3"]
+    await gql(client, TEST, {"i": {"id": endpoint}}, token=acct.token)
+    delivery = await delivery_row(endpoint)
+    assert delivery is not None
+    await webhooks_out.attempt_delivery(delivery.id)
+    attempt = await WebhookAttempt.get(delivery_id=delivery.id)
+    assert attempt.error == "refused: 10.1.2.3 is a private address"
+    assert attempt.status_code is None and attempt.response_body is None

@@ -25,9 +25,10 @@ from resolvers.context import Services
 UNMATCHED = "unmatched"
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 _children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+SECRET_PATH_PARAMS = frozenset({"token"})
 
 
-def _route_path(scope: dict[str, Any]) -> str:
+def route_path(scope: dict[str, Any]) -> str:
     """The path template of the route that handled the request."""
     route = scope.get("route")
     if route is not None and getattr(route, "path", None) is not None:
@@ -46,11 +47,21 @@ def _route_path(scope: dict[str, Any]) -> str:
     return UNMATCHED
 
 
+def loggable_path(scope: dict[str, Any]) -> str:
+    """The path for a log line: the route template with its parameters filled in, except
+    a secret one (`{token}`, the webhook source token), which stays a placeholder."""
+    template = route_path(scope)
+    for name, value in (scope.get("path_params") or {}).items():
+        if name not in SECRET_PATH_PARAMS:
+            template = template.replace("{" + name + "}", str(value))
+    return template
+
+
 def observe_request(scope: dict[str, Any], status: int, seconds: float) -> None:
     """Count one HTTP request by route template, method and status class."""
     method = scope.get("method", "GET")
     method = method if method in _METHODS else "OTHER"
-    route = _route_path(scope)
+    route = route_path(scope)
     status_class = f"{status // 100}xx"
     key = (route, method, status_class)
     children = _children.get(key)

@@ -2,8 +2,9 @@
 
 Request id (kept when the caller sends a sane one), client address (trusting
 X-Forwarded-For only from configured proxies), body size cap, authentication of
-the bearer token, the per-principal / per-address / webhook rate limits with
-their headers, and one access-log line. Pure ASGI because it runs on every
+the bearer token, the per-principal / per-address rate limits with their headers
+(webhooks are limited by their route, per identified source), and one access-log
+line naming the route, never a secret path parameter. Pure ASGI because it runs on every
 request and BaseHTTPMiddleware's task hop costs real throughput.
 """
 
@@ -20,7 +21,7 @@ import uuid
 from typing import Any
 
 from gateway.errors import GatewayError, RateLimited, Unauthenticated
-from gateway.http.metrics import observe_request
+from gateway.http.metrics import loggable_path, observe_request
 from gateway.http.responses import (
     GRAPHQL_PREFIX,
     GRAPHQL_RESPONSE,
@@ -186,7 +187,9 @@ class GatewayMiddleware:
                         await self._spend_anonymous(state, extra_headers)
                         raise
                 state["principal"] = principal
-                if self.settings.rate_limit_enabled:
+                # Webhooks are limited by their route once the source is known (per
+                # source; unknown addresses per client), not here by provider.
+                if self.settings.rate_limit_enabled and not path.startswith(WEBHOOK_PREFIX):
                     decision = await self._rate_limit(path, principal, state)
                     if decision is not None:
                         extra_headers.update(decision.headers())
@@ -211,7 +214,7 @@ class GatewayMiddleware:
         except Exception:
             # Anything unexpected: the traceback goes to the log under the request id, the
             # caller gets a coded 500 with that id and no detail.
-            log.exception("unhandled error in %s %s", scope["method"], path)
+            log.exception("unhandled error in %s %s", scope["method"], loggable_path(scope))
             if response_started[0]:
                 raise
             status_box[0] = 500
@@ -222,7 +225,7 @@ class GatewayMiddleware:
             log.info(
                 "%s %s %s",
                 scope["method"],
-                path,
+                loggable_path(scope),  # never a token from the path
                 status_box[0],
                 extra={
                     "status": status_box[0],
@@ -246,9 +249,7 @@ class GatewayMiddleware:
         """The caller's budget, or None when the counter store is unreachable: the request
         then goes through (an outage of Redis must not become an outage of the API)."""
         s = self.settings
-        if path.startswith(WEBHOOK_PREFIX):
-            spec, identity = s.rate_limit_webhooks, ("webhooks", path.split("/")[2])
-        elif principal is not None:
+        if principal is not None:
             spec, identity = s.rate_limit_authenticated, ("principal", principal.key)
         else:
             spec, identity = s.rate_limit_anonymous, ("address", state["client_ip"])

@@ -3,20 +3,26 @@
 The raw body is read up to `WEBHOOK_MAX_BODY_BYTES` (413 beyond), handed with the
 headers to `resolvers.webhooks_in.receive` (verify, store in the inbox, queue the job),
 and answered 200 only once the event is stored. Errors are coded JSON: 404 unknown
-provider or address, 401 bad signature (nothing stored), 400 unreadable payload. See
-`resolvers/webhooks_in.py` for which secret applies.
+provider or address, 401 bad signature (nothing stored), 400 unreadable payload, 429
+over the rate limit: `RATE_LIMIT_WEBHOOKS` per identified source, and for unknown
+addresses `RATE_LIMIT_ANONYMOUS` per client address. See `resolvers/webhooks_in.py` for
+which secret applies.
 """
 
 from __future__ import annotations
+
+import logging
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, RateLimited
 from gateway.http.responses import gateway_error_body
 from resolvers import webhooks_in, webhooks_out
 from resolvers.context import Services
+
+log = logging.getLogger("switchboard.webhooks.in")
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -44,22 +50,48 @@ def routes(services: Services) -> list[BaseRoute]:
     async def receive(request: Request) -> Response:
         provider = request.path_params["provider"]
         token = request.path_params.get("token")
+        state = request.scope.get("state", {})
+        budget: dict[str, str] = {}  # the X-RateLimit-* headers of the budget counted
+
+        async def throttle(source_key: str | None) -> None:
+            if not settings.rate_limit_enabled:
+                return
+            if source_key is None:
+                spec = settings.rate_limit_anonymous
+                identity: tuple[str, ...] = ("webhooks:unknown", str(state.get("client_ip")))
+            else:
+                spec, identity = settings.rate_limit_webhooks, ("webhooks", provider, source_key)
+            try:
+                decision = await services.limiter.hit(spec, *identity)
+            except Exception:
+                log.error("rate limiter unavailable; webhook let through", exc_info=True)
+                return
+            budget.update(decision.headers())
+            if not decision.allowed:
+                raise RateLimited(decision.retry_after, "Rate limit exceeded.")
+
         try:
             body = await _read_body(request, settings.webhook_max_body_bytes)
-            received = await webhooks_in.receive(settings, provider, token, request.headers, body)
+            received = await webhooks_in.receive(
+                settings, provider, token, request.headers, body, throttle=throttle
+            )
         except GatewayError as exc:
-            request_id = request.scope.get("state", {}).get("request_id")
+            headers = dict(budget)
+            if isinstance(exc, RateLimited):
+                headers["Retry-After"] = str(exc.retry_after)
             return Response(
-                gateway_error_body(request.url.path, exc, request_id),
+                gateway_error_body(request.url.path, exc, state.get("request_id")),
                 status_code=exc.http_status,
                 media_type="application/json",
+                headers=headers,
             )
         return JSONResponse(
             {
                 "received": True,
                 "eventId": received.inbox.event_id,
                 "duplicate": received.duplicate,
-            }
+            },
+            headers=budget,
         )
 
     return [
