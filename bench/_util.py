@@ -125,7 +125,7 @@ def temp_sqlite_url() -> str:
 
 
 def bench_settings(**overrides: Any) -> Any:
-    from gateway.settings import load_settings
+    from kit.settings import load_settings
 
     base: dict[str, Any] = {
         "switchboard_env": "test",

@@ -279,7 +279,7 @@ async def main() -> None:
     from tortoise import Tortoise
 
     from gateway import db
-    from gateway.settings import load_settings
+    from kit.settings import load_settings
 
     await db.open_store(load_settings(database_url=env["DATABASE_URL"], switchboard_env="test"))
     await Tortoise.generate_schemas()

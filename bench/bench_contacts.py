@@ -39,10 +39,10 @@ from tortoise.connection import get_connection
 
 from gateway import db
 from gateway.app import create_app
-from gateway.ratelimit import RateLimiter
-from gateway.roles import Role
-from gateway.security import Principal, issue_access_token
-from gateway.settings import Settings, load_settings
+from kit.ratelimit import RateLimiter
+from kit.roles import Role
+from kit.security import Principal, issue_access_token
+from kit.settings import Settings, load_settings
 from models.accounts import User
 from models.contacts import Contact
 from models.members import Membership

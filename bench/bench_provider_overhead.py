@@ -40,7 +40,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.ratelimit import RateLimiter  # noqa: E402
+from kit.ratelimit import RateLimiter  # noqa: E402
 from providers.breaker import BreakerPolicy, make_breaker_store  # noqa: E402
 from providers.http import ProviderConfig, ProviderHTTP, Timeouts  # noqa: E402
 from providers.resend import ResendClient  # noqa: E402

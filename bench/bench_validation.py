@@ -18,7 +18,7 @@ import time
 from _util import ROOT  # noqa: F401  (puts the project on sys.path)
 from graphql import parse, specified_rules, validate
 
-from gateway.settings import load_settings
+from kit.settings import load_settings
 from schema.build import build_schema
 from schema.limits import operation_figures
 

@@ -18,10 +18,10 @@ from gateway.http import sandbox as sandbox_routes
 from gateway.http import webhooks as webhook_routes
 from gateway.http.graphql import GatewayGraphQL
 from gateway.http.middleware import GatewayMiddleware
-from gateway.logging import configure_logging
-from gateway.ratelimit import RateLimiter
-from gateway.settings import Environment, Settings, get_settings
 from gateway.worker import Runtime
+from kit.logging import configure_logging
+from kit.ratelimit import RateLimiter
+from kit.settings import Environment, Settings, get_settings
 from providers.registry import build_registry
 from resolvers.ai import close_provider as close_openai
 from resolvers.context import Services

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway.settings import SettingsError, get_settings
+from kit.settings import SettingsError, get_settings
+from models.config import tortoise_config
 
 
 def _settings():  # type: ignore[no-untyped-def]
@@ -98,7 +99,7 @@ async def _pending_migrations(settings: Any) -> list[str]:
     from tortoise.cli.cli import tortoise_cli_context
     from tortoise.migrations.autodetector import MigrationAutodetector
 
-    config = settings.tortoise_config()
+    config = tortoise_config(settings)
     async with tortoise_cli_context(config) as ctx:
         assert ctx.apps is not None  # initialised by the context
         writers = await MigrationAutodetector(ctx.apps, config["apps"]).changes()
@@ -128,7 +129,7 @@ def cmd_export_schema(args: argparse.Namespace) -> int:
 def cmd_create_owner(args: argparse.Namespace) -> int:
     from gateway import db
     from gateway.app import build_services
-    from gateway.errors import GatewayError
+    from kit.errors import GatewayError
     from resolvers import accounts
     from resolvers.context import Context
 
@@ -196,7 +197,7 @@ def cmd_rotate_vault_key(args: argparse.Namespace) -> int:
 
 
 def cmd_generate_vault_key(args: argparse.Namespace) -> int:
-    from gateway.vault import generate_key
+    from kit.vault import generate_key
 
     print(generate_key())
     return 0
@@ -207,8 +208,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import signal
 
     from gateway import db
-    from gateway.logging import configure_logging
     from gateway.worker import Runtime, load_handlers
+    from kit.logging import configure_logging
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_json)
@@ -236,7 +237,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_jobs(args: argparse.Namespace) -> int:
     """Operators: list failed/dead jobs of every tenant (and system jobs), or re-run one."""
     from gateway import db
-    from gateway.errors import GatewayError
+    from kit.errors import GatewayError
     from resolvers import jobs
 
     settings = _settings()

@@ -15,7 +15,8 @@ from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.context import TortoiseContext
 from tortoise.migrations.api.migrate import migrate as migrate_api
 
-from gateway.settings import Settings
+from kit.settings import Settings
+from models.config import tortoise_config
 
 log = logging.getLogger("switchboard.db")
 _context: TortoiseContext | None = None
@@ -24,7 +25,7 @@ _context: TortoiseContext | None = None
 async def migrate(settings: Settings) -> None:
     """Apply pending migrations (idempotent), in a context of its own."""
     async with TortoiseContext():
-        await migrate_api(config=settings.tortoise_config())
+        await migrate_api(config=tortoise_config(settings))
 
 
 class MigrationsPending(RuntimeError):
@@ -50,7 +51,7 @@ async def pending_migrations(settings: Settings) -> list[str]:
         )
 
     async with TortoiseContext():
-        await migrate_api(config=settings.tortoise_config(), dry_run=True, reporter=report)
+        await migrate_api(config=tortoise_config(settings), dry_run=True, reporter=report)
     return pending
 
 
@@ -64,7 +65,7 @@ async def open_store(settings: Settings, *, apply_migrations: bool = False) -> N
     # Entered only while initialising (init needs a current context); afterwards every
     # task, whatever context it copied, reaches the store through the global fallback.
     with ctx:
-        await ctx.init(config=settings.tortoise_config(), _enable_global_fallback=True)
+        await ctx.init(config=tortoise_config(settings), _enable_global_fallback=True)
     _context = ctx
 
 

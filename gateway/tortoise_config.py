@@ -1,5 +1,6 @@
 """`TORTOISE_ORM` for Tortoise's own CLI (makemigrations, history), from the settings."""
 
-from gateway.settings import get_settings
+from kit.settings import get_settings
+from models.config import tortoise_config
 
-TORTOISE_ORM = get_settings().tortoise_config()
+TORTOISE_ORM = tortoise_config(get_settings())

@@ -25,8 +25,8 @@ import socket
 import uuid
 from collections.abc import Iterable
 
-from gateway.events import EventBus, create_bus
-from gateway.settings import Settings
+from kit.bus import EventBus, create_bus
+from kit.settings import Settings
 from models.jobs import Job
 from resolvers import events, jobs
 

@@ -2,7 +2,7 @@
 
 One row per (tenant, provider, slot): slot `tenant` for the organization's key,
 `user:<id>` for a member's own key. The secret fields are one JSON object
-encrypted with `gateway.vault`; only a hint (the last four characters of the
+encrypted with `kit.vault`; only a hint (the last four characters of the
 main secret) is stored in clear, for lists.
 """
 

@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from tortoise.queryset import QuerySet
 
-from gateway.errors import NotFound
+from kit.errors import NotFound
 from models.base import TenantModel
 
 M = TypeVar("M", bound=TenantModel)

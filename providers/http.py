@@ -24,13 +24,13 @@ One `ProviderHTTP` per provider (the registry hands them out) owns:
   against that credential's breaker alone, so one tenant's dead endpoint never opens
   the provider for everyone (across processes too, the breakers living in Redis);
 - tenant- and user-set URLs (`guard_url=True`) go through the outbound guard
-  (`gateway.ssrf`): checked before the call, and dialled by a second pooled session
+  (`kit.ssrf`): checked before the call, and dialled by a second pooled session
   whose resolver checks and pins every address, never following redirects; a refused
   address raises `UnsafeDestination` (BAD_USER_INPUT) and touches no breaker;
-- an outbound rate limit per provider and credential (gateway.ratelimit, shared
+- an outbound rate limit per provider and credential (kit.ratelimit, shared
   through Redis when configured): over budget it waits when the window frees soon,
   else fails with a retryable `RateLimitedLocally`;
-- metrics (gateway.metrics), per-provider health stats, and `on_failure` hooks
+- metrics (kit.metrics), per-provider health stats, and `on_failure` hooks
   called with a `FailureEvent` for every call that finally failed.
 
 Vendor clients build URLs and headers, call `request()`, and get a
@@ -62,9 +62,9 @@ from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterR
 from tenacity import AsyncRetrying, DoAttempt, DoSleep, RetryCallState, retry_if_exception_type
 from tenacity.stop import stop_after_attempt, stop_base, stop_before_delay
 
-from gateway import metrics
-from gateway.ratelimit import RateLimiter, parse_limit
-from gateway.ssrf import Policy, UnsafeDestination, check_url, guarded_session, refusal_in
+from kit import metrics
+from kit.ratelimit import RateLimiter, parse_limit
+from kit.ssrf import Policy, UnsafeDestination, check_url, guarded_session, refusal_in
 from providers.breaker import (
     STATE_GAUGE,
     Admission,
@@ -592,7 +592,7 @@ class ProviderHTTP:
         size = max(1, item.amount // 100)
         window = self._window
         if window is None:
-            # Same storage as gateway.ratelimit (memory, or Redis shared by every
+            # Same storage as kit.ratelimit (memory, or Redis shared by every
             # process). Small budgets use the exact moving window. Large ones use a
             # sliding-window counter (O(1) per draw; the moving window keeps one entry
             # per unit, ~100 us a call at thousands per second) drawn in leases.

@@ -8,7 +8,7 @@ health statistics and the failure hooks. So the SDK runs with `max_retries=0`.
 
 - One `AsyncOpenAI` per credential (key, organisation, base URL), cached, bounded.
 - A base URL a tenant or user set (`OpenAICredential.guarded`) is dialled only through
-  the outbound guard (`gateway.ssrf`): the SDK gets the URL as the guard normalised it,
+  the outbound guard (`kit.ssrf`): the SDK gets the URL as the guard normalised it,
   an aiohttp transport whose session checks and pins every address, and no redirects
   (the SDK follows them by default). A refused address raises `UnsafeDestination`.
 - A tenant's or user's own credential (`OpenAICredential.own`) trips its own breaker
@@ -42,7 +42,7 @@ from openai import AsyncOpenAI
 from openai._constants import RAW_RESPONSE_HEADER
 from openai._vendor.httpx_aiohttp.transport import AiohttpTransport
 
-from gateway.ssrf import check_url, guarded_session
+from kit.ssrf import check_url, guarded_session
 from providers.errors import ProviderError
 from providers.http import CallGuard, ProviderHTTP, fingerprint
 from providers.retry import RETRYABLE_STATUSES, parse_retry_after

@@ -26,9 +26,9 @@ import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gateway.ratelimit import RateLimiter
-from gateway.settings import Settings
-from gateway.ssrf import Policy
+from kit.ratelimit import RateLimiter
+from kit.settings import Settings
+from kit.ssrf import Policy
 from providers import resend
 from providers.breaker import BreakerState, BreakerStore, make_breaker_store
 from providers.http import FailureHook, ProviderConfig, ProviderHTTP, ProviderStats

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from gateway.errors import BadUserInput, Conflict, NotFound, Unauthenticated, require
-from gateway.roles import Role
-from gateway.security import (
+from kit.errors import BadUserInput, Conflict, NotFound, Unauthenticated, require
+from kit.roles import Role
+from kit.security import (
     REFRESH_PREFIX,
     Principal,
     check_password_strength,
@@ -26,8 +26,8 @@ from gateway.security import (
     password_needs_rehash,
     verify_password,
 )
-from gateway.text import one_line
-from gateway.ttl_cache import read_through
+from kit.text import one_line
+from kit.ttl_cache import read_through
 from models.accounts import EmailToken, RefreshToken, User
 from models.members import Membership
 from models.tenants import Tenant

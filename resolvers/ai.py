@@ -53,15 +53,15 @@ from tortoise.expressions import Subquery
 from tortoise.functions import Count, Sum
 from tortoise.transactions import in_transaction
 
-from gateway.errors import (
+from kit.errors import (
     BadUserInput,
     Forbidden,
     GatewayError,
     NotFound,
     QuotaExceeded,
 )
-from gateway.security import Principal
-from gateway.ttl_cache import TTLCache, read_through
+from kit.security import Principal
+from kit.ttl_cache import TTLCache, read_through
 from models.accounts import User
 from models.ai import (
     AiUsage,

@@ -1,7 +1,7 @@
 """API keys for machine clients: created with a role, shown once, stored hashed.
 
 A key acts in its tenant with its role (see `resolvers.auth`). A caller creates or
-revokes only keys whose role it could grant (`gateway.roles.can_grant`); an API key
+revokes only keys whose role it could grant (`kit.roles.can_grant`); an API key
 caller is held to the same rule with its own role, so a key never mints a stronger one.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.errors import require
-from gateway.security import API_KEY_PREFIX, hash_token, new_token
+from kit.errors import require
+from kit.security import API_KEY_PREFIX, hash_token, new_token
 from models.apikeys import ApiKey
 from models.tenancy import get_scoped, scoped
 from resolvers.accounts import now

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from gateway.errors import Unauthenticated
-from gateway.roles import Role
-from gateway.security import API_KEY_PREFIX, Principal, decode_access_token, hash_token
-from gateway.settings import Settings
+from kit.errors import Unauthenticated
+from kit.roles import Role
+from kit.security import API_KEY_PREFIX, Principal, decode_access_token, hash_token
+from kit.settings import Settings
 from models.apikeys import ApiKey
 
 _LAST_USED_GRANULARITY = dt.timedelta(seconds=60)

@@ -19,7 +19,7 @@ from tortoise.expressions import Q, Subquery
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
-from gateway.errors import BadUserInput, GatewayError, NotFound
+from kit.errors import BadUserInput, GatewayError, NotFound
 from models.accounts import User
 from models.contacts import Contact, plain_rows
 from models.members import Membership

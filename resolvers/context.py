@@ -8,11 +8,11 @@ from typing import Any
 
 from aiodataloader import DataLoader
 
-from gateway.errors import Forbidden, Unauthenticated
-from gateway.ratelimit import RateLimiter
-from gateway.roles import allowed
-from gateway.security import Principal
-from gateway.settings import Settings
+from kit.errors import Forbidden, Unauthenticated
+from kit.ratelimit import RateLimiter
+from kit.roles import allowed
+from kit.security import Principal
+from kit.settings import Settings
 
 
 @dataclass

@@ -11,7 +11,7 @@ the provider, scope, the names of the fields set, the last four characters of th
 main secret, when and by whom.
 
 A URL in a stored credential (`baseUrl`, `endpointUrl`) is the tenant's or user's
-choice, so it goes through the outbound guard (`gateway/ssrf.py`): checked with a lookup
+choice, so it goes through the outbound guard (`kit/ssrf.py`): checked with a lookup
 when saved (BAD_USER_INPUT on the field), and flagged `guard_url` on the resolved
 credential so the provider layer dials it only through the guard. The gateway's own
 sandboxes (`PUBLIC_URL/sandbox/...`) are the operator's, as are system base URLs from
@@ -34,12 +34,12 @@ from typing import Any
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from gateway.errors import BadUserInput, NotFound, UpstreamUnavailable
-from gateway.roles import allowed
-from gateway.settings import Settings
-from gateway.ssrf import UnsafeDestination, check_destination, normalise
-from gateway.ttl_cache import TTLCache, read_through
-from gateway.vault import VaultError, vault_for
+from kit.errors import BadUserInput, NotFound, UpstreamUnavailable
+from kit.roles import allowed
+from kit.settings import Settings
+from kit.ssrf import UnsafeDestination, check_destination, normalise
+from kit.ttl_cache import TTLCache, read_through
+from kit.vault import VaultError, vault_for
 from models.credentials import TENANT_SLOT, Credential, user_slot
 from models.tenancy import scoped
 from resolvers.context import Context

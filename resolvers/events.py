@@ -35,10 +35,10 @@ from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient, TransactionalDBClient
 from tortoise.transactions import in_transaction
 
-from gateway.errors import BadUserInput, RateLimited, Unauthenticated
-from gateway.events import EventBus, InProcessBus, SubscriberTooSlow
-from gateway.roles import allowed
-from gateway.security import Principal
+from kit.bus import EventBus, InProcessBus, SubscriberTooSlow
+from kit.errors import BadUserInput, RateLimited, Unauthenticated
+from kit.roles import allowed
+from kit.security import Principal
 from models.apikeys import ApiKey
 from models.events import OutboxEvent
 from models.members import Membership

@@ -2,7 +2,7 @@
 
 - `record_failure` is the `on_failure` hook installed on the provider registry: one
   `IntegrationError` row per failed outbound call made for a tenant (message
-  scrubbed of secrets). Counting in `gateway.metrics.outbound_calls` is the HTTP
+  scrubbed of secrets). Counting in `kit.metrics.outbound_calls` is the HTTP
   layer's job; this hook does not count again.
 - `call_labels(ctx, credential)` is what a resolver passes to a provider client
   (`labels=`) so that a failure can be attributed to its tenant and request.
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from gateway.errors import UpstreamUnavailable
-from gateway.logging import request_id_var, scrub
+from kit.errors import UpstreamUnavailable
+from kit.logging import request_id_var, scrub
 from models.integrations import IntegrationError
 from models.tenancy import scoped
 from providers.breaker import BreakerState

@@ -33,8 +33,8 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from gateway.errors import BadUserInput, NotFound
-from gateway.settings import Settings
+from kit.errors import BadUserInput, NotFound
+from kit.settings import Settings
 from models.events import OutboxEvent
 from models.jobs import Job, JobStatus
 from resolvers.context import Context

@@ -9,7 +9,7 @@ from typing import Any
 
 from tortoise.transactions import in_transaction
 
-from gateway.errors import BadUserInput, NotFound
+from kit.errors import BadUserInput, NotFound
 from models.contacts import Contact
 from models.leads import Lead, LeadStatus
 from models.tenancy import get_scoped, scoped

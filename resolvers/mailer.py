@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from gateway.text import header_safe
+from kit.text import header_safe
 from models.mail import RecordedMail
 
 log = logging.getLogger("switchboard.mail")

@@ -1,7 +1,7 @@
 """Members of a tenant: who they are, their roles, invitations to join.
 
 Rules kept here, for GraphQL and any HTTP caller alike:
-- a caller hands out only roles it could hold itself (`gateway.roles.can_grant`);
+- a caller hands out only roles it could hold itself (`kit.roles.can_grant`);
 - an organization always keeps at least one OWNER (removal, demotion, leaving);
 - changes to one tenant's memberships are serialised by locking the tenant row, so two
   owners demoting each other at once cannot leave the organization without an owner;
@@ -21,9 +21,9 @@ from tortoise.exceptions import IntegrityError
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
-from gateway.errors import BadUserInput, Conflict, Forbidden, Unauthenticated, require
-from gateway.roles import Role, can_grant
-from gateway.security import (
+from kit.errors import BadUserInput, Conflict, Forbidden, Unauthenticated, require
+from kit.roles import Role, can_grant
+from kit.security import (
     Principal,
     check_password_strength,
     hash_password,
@@ -31,7 +31,7 @@ from gateway.security import (
     new_token,
     verify_password,
 )
-from gateway.text import one_line
+from kit.text import one_line
 from models.accounts import User
 from models.apikeys import ApiKey
 from models.members import Invitation, Membership

@@ -15,8 +15,8 @@ from tortoise.expressions import Q
 from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
-from gateway.errors import BadUserInput
-from gateway.text import text_problem
+from kit.errors import BadUserInput
+from kit.text import text_problem
 
 T = TypeVar("T", bound=Model)
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from importlib import metadata
 
-from gateway.errors import require
+from kit.errors import require
 from resolvers.context import Context
 
 HEARTBEAT_MIN_SECONDS = 1

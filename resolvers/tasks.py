@@ -8,7 +8,7 @@ from typing import Any
 
 from tortoise.transactions import in_transaction
 
-from gateway.errors import BadUserInput, NotFound
+from kit.errors import BadUserInput, NotFound
 from models.contacts import plain_rows
 from models.leads import Lead
 from models.tasks import Task, TaskStatus

@@ -7,7 +7,7 @@
   breaker, our own outbound limit) → `UpstreamUnavailable` (UPSTREAM_UNAVAILABLE)
   with `provider` and `retryAfter` when known.
 
-Vendor messages pass through `gateway.logging.scrub` so an echoed key never
+Vendor messages pass through `kit.logging.scrub` so an echoed key never
 reaches an answer.
 
     async with upstream_errors(field="to"):
@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from gateway.errors import BadUserInput, GatewayError, UpstreamUnavailable
-from gateway.logging import scrub
+from kit.errors import BadUserInput, GatewayError, UpstreamUnavailable
+from kit.logging import scrub
 from providers.errors import CircuitOpen, ProviderError
 from providers.registry import ProviderRegistry
 

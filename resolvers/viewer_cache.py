@@ -11,7 +11,7 @@ id, for `VIEWER_CACHE_SECONDS` (0 turns it off).
   (`forget_user`) and otherwise stops answering within the TTL.
 - Writes through this process drop the entry at once (`forget_user`,
   `forget_tenant`, which also drop the cached answers built from it:
-  `gateway/response_cache.py`); a read that started before such a write never stores its
+  `kit/response_cache.py`); a read that started before such a write never stores its
   (possibly older) row afterwards (generation check). Other processes see a change
   within the TTL: that is the bound on staleness, stated in the setting and the
   field descriptions.
@@ -23,8 +23,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from gateway import response_cache
-from gateway.ttl_cache import TTLCache
+from kit import response_cache
+from kit.ttl_cache import TTLCache
 from resolvers.context import Services
 
 
@@ -68,7 +68,7 @@ def cache_of(services: Services) -> ViewerCache:
 
 
 def forget_user(services: Services, user_id: int) -> None:
-    """Drop the user's profile and every cached answer of theirs (gateway.response_cache)."""
+    """Drop the user's profile and every cached answer of theirs (kit.response_cache)."""
     cache_of(services).users.forget(user_id)
     response_cache.cache_of(services.extras).forget_user(user_id)
 

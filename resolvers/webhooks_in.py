@@ -5,14 +5,14 @@ Which secret verifies a request:
 - `POST /webhooks/{provider}/{token}` — a tenant's inbound configuration
   (`WebhookSource`, created with `createWebhookSource`). The token in the URL picks the
   source (stored as its SHA-256; the URL is shown once); the source holds the secret the
-  vendor signs with, encrypted with the vault (`gateway/vault.py`, `VAULT_KEYS`) because
+  vendor signs with, encrypted with the vault (`kit/vault.py`, `VAULT_KEYS`) because
   verifying needs the plaintext. Events are stored under that tenant.
 - `POST /webhooks/{provider}` — the system-level secret for that provider from the
   `WEBHOOK_SYSTEM_SECRETS` setting (JSON object provider → secret): the sandboxes, tests,
   and single-tenant installs. Events are stored without a tenant. A provider with no
   system secret answers 404 here.
 
-The verifier comes from the one registry in `gateway/webhook_signing.py` (provider →
+The verifier comes from the one registry in `kit/signing.py` (provider →
 `Verifier`); an unknown provider is 404, a bad / stale / missing signature is 401
 (`WEBHOOK_SIGNATURE_INVALID` with a `reason`) and stores nothing. An authentic event is
 written to `WebhookInbox`, unique per (provider, source, vendor event id), together with
@@ -47,17 +47,17 @@ from tortoise.exceptions import IntegrityError
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
-from gateway.errors import BadUserInput, GatewayError, NotFound, require
-from gateway.security import hash_token, new_token
-from gateway.settings import Settings
-from gateway.vault import vault_for
-from gateway.webhook_signing import (
+from kit.errors import BadUserInput, GatewayError, NotFound, require
+from kit.security import hash_token, new_token
+from kit.settings import Settings
+from kit.signing import (
     SECRET_PREFIX,
     VERIFIERS,
     generate_secret,
     get_verifier,
     secret_key,
 )
+from kit.vault import vault_for
 from models.jobs import Job
 from models.tenancy import get_scoped, scoped
 from models.webhooks import SYSTEM_SOURCE, InboxStatus, WebhookInbox, WebhookSource

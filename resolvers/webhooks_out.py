@@ -15,7 +15,7 @@
   1 KiB of the response (enough to debug a receiver, too little to make the log a way
   of reading someone's service) and the error. 2xx within 15 s (connect 2 s) is success;
   redirects are not followed; the address is checked at creation (with a lookup) and
-  again at every attempt, and pinned, by `gateway/ssrf.py`: a refused address is a
+  again at every attempt, and pinned, by `kit/ssrf.py`: a refused address is a
   failed attempt with no response at all.
 - Retries: immediately, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h, each ±20 %;
   at least 60 s after a 429 or a timeout; a later `Retry-After` wins (capped at 24 h).
@@ -44,11 +44,11 @@ import aiohttp
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
-from gateway.errors import require
-from gateway.settings import Settings, get_settings
-from gateway.ssrf import Policy, UnsafeDestination, check_destination, check_url, guarded_session
-from gateway.vault import vault_for
-from gateway.webhook_signing import generate_secret, new_message_id, signed_headers
+from kit.errors import require
+from kit.settings import Settings, get_settings
+from kit.signing import generate_secret, new_message_id, signed_headers
+from kit.ssrf import Policy, UnsafeDestination, check_destination, check_url, guarded_session
+from kit.vault import vault_for
 from models.tenancy import get_many_scoped, get_scoped, scoped
 from models.webhooks import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from resolvers.context import Context

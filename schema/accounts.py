@@ -10,7 +10,7 @@ from graphql import FieldNode, FragmentSpreadNode, InlineFragmentNode
 from strawberry import relay
 from strawberry.types import Info
 
-from gateway.roles import Role
+from kit.roles import Role
 from models.tenants import Tenant
 from resolvers import accounts
 from resolvers.accounts import AuthResult
@@ -74,7 +74,7 @@ class Organization(ModelNode):
 NOT_LOADED: Any = object()  # a profile `me` did not read ahead
 
 # `me` and what hangs under it depend only on the caller and change rarely: their
-# answers may be cached per caller (gateway/response_cache.py), bounded by
+# answers may be cached per caller (kit/response_cache.py), bounded by
 # VIEWER_CACHE_SECONDS; the writes that change them drop the entries at once.
 VIEWER_HINT = [cache_hint(60)]
 

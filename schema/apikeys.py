@@ -9,7 +9,7 @@ import strawberry
 from strawberry import relay
 from strawberry.types import Info
 
-from gateway.roles import Role
+from kit.roles import Role
 from models.apikeys import ApiKey as ApiKeyRow
 from resolvers import apikeys, members
 from schema.accounts import User

@@ -13,7 +13,7 @@ from strawberry import relay
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import Info
 
-from gateway.settings import Environment, Settings
+from kit.settings import Environment, Settings
 from schema import (
     accounts,
     activity,

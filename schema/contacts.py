@@ -11,7 +11,7 @@ from strawberry import relay
 from strawberry.types import Info
 from strawberry.types.nodes import SelectedField
 
-from gateway.errors import GatewayError
+from kit.errors import GatewayError
 from models import contacts as models
 from resolvers import contacts as crm
 from resolvers import tasks as crm_tasks

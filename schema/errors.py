@@ -14,7 +14,7 @@ from typing import Any
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 
-from gateway.errors import GatewayError
+from kit.errors import GatewayError
 
 log = logging.getLogger("switchboard.graphql")
 

@@ -8,7 +8,7 @@ does the same things, in the same order, with three hooks:
 - on_operation: adds the depth/alias/introspection rules and the token limit; after
   the operation, finishes errors (mask the unexpected, codes, request id), cuts echoed
   variable values out of messages, records the operation's metrics, and, when the view
-  waits to store the answer (`gateway/response_cache.py`), says whether and how long
+  waits to store the answer (`kit/response_cache.py`), says whether and how long
   an error-free answer may be cached (`schema/cache_control.py`);
 - on_parse: parses through a process-wide LRU cache (as strawberry's ParserCache);
 - on_validate: validates through a process-wide LRU cache keyed by schema, query TEXT
@@ -33,7 +33,7 @@ from graphql import GraphQLError, GraphQLSchema, parse
 from strawberry.schema.schema import validate_document
 from strawberry.types.graphql import OperationType
 
-from gateway.text import find_bad_text
+from kit.text import find_bad_text
 from schema.cache_control import cached_policy
 from schema.errors import GatewayErrors
 from schema.limits import Figures, operation_figures, uses_introspection

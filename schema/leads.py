@@ -11,7 +11,7 @@ import strawberry
 from strawberry import relay
 from strawberry.types import Info
 
-from gateway.errors import GatewayError
+from kit.errors import GatewayError
 from models import leads as models
 from models.leads import LeadStatus
 from resolvers import contacts as crm

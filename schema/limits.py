@@ -48,7 +48,7 @@ from graphql import (
     is_leaf_type,
 )
 
-from gateway.text import text_problem
+from kit.text import text_problem
 
 DEFAULT_PAGE = 20
 PAGE_ARGUMENTS = ("first", "last")
@@ -241,7 +241,7 @@ def limits_rule(max_depth: int, max_aliases: int, max_fragments: int) -> type[Va
 
 class StorableStrings(ValidationRule):
     """String literals in the document carry no NUL and no unpaired surrogate
-    (gateway/text.py); variables are checked by the extension, literals here, once per
+    (kit/text.py); variables are checked by the extension, literals here, once per
     text thanks to the validation cache."""
 
     def enter_string_value(self, node: StringValueNode, *_: Any) -> None:

@@ -9,8 +9,8 @@ import strawberry
 from strawberry import relay
 from strawberry.types import Info
 
-from gateway.errors import NotFound
-from gateway.roles import Role
+from kit.errors import NotFound
+from kit.roles import Role
 from models.members import Invitation as InvitationRow
 from models.members import Membership
 from resolvers import members

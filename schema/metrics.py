@@ -13,7 +13,7 @@ from typing import Any
 
 from strawberry.types import ExecutionContext
 
-from gateway import metrics
+from kit import metrics
 
 MAX_NAMES = 300
 _NAME_RE = re.compile(r"^[_A-Za-z][_0-9A-Za-z]{0,63}$")

@@ -1,4 +1,4 @@
-"""Field declarations with their permission: the roles come from `gateway.roles.MATRIX`.
+"""Field declarations with their permission: the roles come from `kit.roles.MATRIX`.
 
 `query`, `mutation` and `subscription` wrap strawberry's decorators so every root
 field states its permission once, gets the permission class, and prints the roles
@@ -13,8 +13,8 @@ import strawberry
 from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.types import Info
 
-from gateway.errors import Forbidden, Unauthenticated
-from gateway.roles import allowed, describe
+from kit.errors import Forbidden, Unauthenticated
+from kit.roles import allowed, describe
 
 
 class Authenticated(BasePermission):

@@ -11,7 +11,7 @@ import strawberry
 from strawberry import relay
 from strawberry.types import Info
 
-from gateway.errors import NotFound
+from kit.errors import NotFound
 from resolvers import nodes
 from resolvers.pagination import Page
 

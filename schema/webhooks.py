@@ -11,7 +11,7 @@ from strawberry import relay
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from gateway.errors import NotFound
+from kit.errors import NotFound
 from models.webhooks import DeliveryStatus, InboxStatus
 from models.webhooks import WebhookAttempt as AttemptRow
 from models.webhooks import WebhookDelivery as DeliveryRow

@@ -24,7 +24,7 @@ from tortoise import Tortoise
 
 from gateway import db
 from gateway.app import create_app
-from gateway.settings import Settings, load_settings
+from kit.settings import Settings, load_settings
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")

@@ -27,7 +27,7 @@ from strawberry import relay
 from tortoise import Tortoise
 
 from gateway.app import create_app
-from gateway.settings import Settings
+from kit.settings import Settings
 from models.mail import RecordedMail
 from resolvers.jobs import JobContext, enqueue, job_handler
 from tests.conftest import (

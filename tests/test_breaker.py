@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from gateway import metrics
-from gateway.errors import UpstreamUnavailable
+from kit import metrics
+from kit.errors import UpstreamUnavailable
 from providers.breaker import (
     BreakerPolicy,
     BreakerState,
@@ -317,7 +317,7 @@ async def test_own_credentials_dead_base_url_leaves_shared_callers_alone(backend
     """Tenant A set its own OpenAI key with a base URL nobody answers. Its failures open
     A's credential breaker only: tenant B, on the shared (sandbox/system) credential, is
     served, in this process and in another one sharing the breakers through Redis."""
-    from gateway.ssrf import Policy
+    from kit.ssrf import Policy
     from providers.openai import OpenAICredential, OpenAIProvider
     from providers.sandbox.openai import create_app
     from tests.conftest import free_port

@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
-from gateway.roles import Role
-from gateway.security import hash_password
+from kit.roles import Role
+from kit.security import hash_password
 from models.accounts import User
 from models.members import Membership
 from schema.relay import decode_id

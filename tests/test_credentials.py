@@ -10,9 +10,9 @@ import pytest
 from strawberry import relay
 
 from gateway.app import create_app
-from gateway.roles import Role
-from gateway.security import Principal, hash_password, issue_access_token
-from gateway.settings import Settings
+from kit.roles import Role
+from kit.security import Principal, hash_password, issue_access_token
+from kit.settings import Settings
 from models.accounts import User
 from models.credentials import Credential
 from models.members import Membership
@@ -67,7 +67,7 @@ async def member_token(settings: Settings, account: Account, role: str) -> tuple
 
 
 def ctx_for(settings: Settings, tenant_id: int, user_id: int | None, role: str) -> Context:
-    from gateway.ratelimit import RateLimiter
+    from kit.ratelimit import RateLimiter
 
     services = Services(settings=settings, limiter=RateLimiter(""))
     return Context(
@@ -268,7 +268,7 @@ async def test_resolution_chain_user_tenant_system_sandbox(client, owner, store)
 
 
 async def test_without_sandbox_an_unconfigured_provider_is_upstream_unavailable(owner, store):
-    from gateway.errors import UpstreamUnavailable
+    from kit.errors import UpstreamUnavailable
 
     settings = make_settings(database_url=store.url, sandbox_enabled=False)
     ctx = ctx_for(settings, tenant_id_of(owner), user_id_of(owner), "OWNER")
@@ -294,7 +294,7 @@ async def test_base_urls_go_through_the_outbound_guard(client, owner, settings, 
     sandbox stays usable."""
     import json
 
-    from gateway.vault import vault_for
+    from kit.vault import vault_for
     from models.credentials import TENANT_SLOT
 
     support, _ = await member_token(settings, owner, "SUPPORT")

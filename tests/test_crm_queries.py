@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from tortoise.connection import get_connection
 
-from gateway.roles import Role
+from kit.roles import Role
 from tests.conftest import Account, error_codes, gql
 from tests.test_contacts import UPSERT as UPSERT_CONTACTS
 from tests.test_contacts import add_member, create_contact

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from gateway.app import create_app
-from gateway.security import hash_token
+from kit.security import hash_token
 from models.accounts import EmailToken
 from models.mail import RecordedMail
 from tests.conftest import STRONG_PASSWORD, Store, error_codes, gql, make_settings, register

@@ -1,4 +1,4 @@
-"""The event bus (gateway/events.py) on its own: in-process and over Redis."""
+"""The event bus (kit/bus.py) on its own: in-process and over Redis."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.events import (
+from kit.bus import (
     SUBSCRIBER_BUFFER,
     EventBus,
     InProcessBus,

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from gateway.app import build_services
 from gateway.http.graphql import GatewayGraphQL
 from gateway.http.middleware import GatewayMiddleware
-from gateway.logging import make_handler
+from kit.logging import make_handler
 from models.mail import RecordedMail
 from schema.errors import GatewayErrors
 from tests.conftest import STRONG_PASSWORD, error_codes, free_port, gql, register

@@ -140,7 +140,7 @@ async def test_introspection_policy(settings, owner, policy, anonymous, signed_i
 
 
 def test_production_defaults_to_authenticated_introspection():
-    from gateway.settings import load_settings
+    from kit.settings import load_settings
 
     production = load_settings(
         switchboard_env="production",

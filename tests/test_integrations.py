@@ -8,7 +8,7 @@ import uuid
 import httpx
 import pytest
 
-from gateway.settings import Settings
+from kit.settings import Settings
 from models.integrations import IntegrationError
 from tests.conftest import Store, error_codes, gql, make_settings, register
 from tests.test_credentials import SET_TENANT, TENANT_LIST, member_token, tenant_id_of

@@ -1,4 +1,4 @@
-"""gateway.logging.scrub(): vendor key shapes the gateway stores never reach a log line,
+"""kit.logging.scrub(): vendor key shapes the gateway stores never reach a log line,
 and ids that merely look random (request ids, 32 hex) stay readable."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from gateway.logging import RequestIdFilter, make_handler, request_id_var, scrub
+from kit.logging import RequestIdFilter, make_handler, request_id_var, scrub
 
 TWILIO_TOKEN = "9f86d081884c7d659a2feaa0c55ad015"  # 32 hex, the shape of an auth token
 TWILIO_SID = "AC" + "0123456789abcdef0123456789abcdef"

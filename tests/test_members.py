@@ -7,7 +7,7 @@ import datetime as dt
 import re
 import uuid
 
-from gateway.security import hash_token, new_token
+from kit.security import hash_token, new_token
 from models.mail import RecordedMail
 from models.members import Invitation
 from tests.conftest import STRONG_PASSWORD, Account, error_codes, gql, register

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import create_app
-from gateway.settings import Settings
+from kit.settings import Settings
 from tests.conftest import Store, gql, make_settings
 from tests.test_credentials import SET_TENANT
 

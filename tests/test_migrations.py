@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from gateway import db
+from models.config import tortoise_config
 from tests.conftest import _create_pg_database, _drop_pg_database, make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +52,7 @@ async def test_migrations_build_every_table_on_postgres():
         from tortoise.context import TortoiseContext
 
         async with TortoiseContext() as ctx:
-            await ctx.init(config=make_settings(database_url=url).tortoise_config())
+            await ctx.init(config=tortoise_config(make_settings(database_url=url)))
             conn = ctx.db()
             _, rows = await conn.execute_query(
                 "SELECT table_name FROM information_schema.tables WHERE table_schema='public'"

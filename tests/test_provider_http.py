@@ -12,8 +12,8 @@ from email.utils import formatdate
 import httpx
 import pytest
 
-from gateway.errors import BadUserInput, UpstreamUnavailable
-from gateway.ratelimit import RateLimiter
+from kit.errors import BadUserInput, UpstreamUnavailable
+from kit.ratelimit import RateLimiter
 from providers.breaker import BreakerPolicy
 from providers.errors import FailureEvent, ProviderError, RateLimitedLocally
 from providers.http import ProviderConfig, ProviderHTTP, Timeouts

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.ratelimit import LocalWindows, parse_limit
+from kit.ratelimit import LocalWindows, parse_limit
 
 T0 = 1_800_000_000.0  # a window start for 60-second limits (divisible by 60)
 

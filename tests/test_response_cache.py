@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 from graphql import parse
 
-from gateway import metrics
 from gateway.app import create_app
-from gateway.response_cache import MAX_ENTRY_BYTES, CachedAnswer, ResponseCache, cache_of
+from kit import metrics
+from kit.response_cache import MAX_ENTRY_BYTES, CachedAnswer, ResponseCache, cache_of
 from models.members import Membership
 from models.tenants import Tenant
 from schema.build import build_schema

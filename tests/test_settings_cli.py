@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.settings import SettingsError, generate_signing_key, load_settings
+from kit.settings import SettingsError, generate_signing_key, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway import ssrf
-from gateway.ssrf import (
+from kit import ssrf
+from kit.ssrf import (
     GuardedResolver,
     Policy,
     UnsafeDestination,

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from gateway.roles import Role
+from kit.roles import Role
 from tests.conftest import error_codes, gql, register
 from tests.factories import store_counts
 from tests.test_contacts import add_member, create_contact, details

@@ -10,8 +10,8 @@ import time
 import jwt
 import pytest
 
-from gateway.roles import Role
-from gateway.security import Principal, issue_access_token
+from kit.roles import Role
+from kit.security import Principal, issue_access_token
 from tests.conftest import error_codes, gql, register
 from tests.factories import app_with, client_for, store_counts
 

@@ -1,4 +1,4 @@
-"""gateway.ttl_cache: single flight, forget during a read, `usable`, errors not stored."""
+"""kit.ttl_cache: single flight, forget during a read, `usable`, errors not stored."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gateway.ttl_cache import TTLCache, read_through
+from kit.ttl_cache import TTLCache, read_through
 
 
 async def test_concurrent_misses_share_one_read():

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.settings import DEV_VAULT_KEY, SettingsError, load_settings
-from gateway.vault import Vault, VaultError, generate_key
+from kit.settings import DEV_VAULT_KEY, SettingsError, load_settings
+from kit.vault import Vault, VaultError, generate_key
 from models.credentials import Credential
 from resolvers.credentials import CredentialSource, resolve_credential
 from tests.conftest import gql, make_settings

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from gateway.app import create_app
-from gateway.ttl_cache import TTLCache, read_through
+from kit.ttl_cache import TTLCache, read_through
 from models.tenants import Tenant
 from tests.conftest import Store, gql, make_settings, register
 

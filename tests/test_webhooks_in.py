@@ -19,7 +19,7 @@ import httpx
 import pytest
 from standardwebhooks import Webhook
 
-from gateway.settings import Settings
+from kit.settings import Settings
 from models.webhooks import WebhookInbox, WebhookSource
 from resolvers.jobs import PermanentFailure
 from resolvers.webhooks_in import inbox_handler

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.settings import Settings
+from kit.settings import Settings
 from models.events import OutboxEvent
 from models.webhooks import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from resolvers import webhooks_out
@@ -538,7 +538,7 @@ async def test_send_time_recheck_after_dns_changes(
 ) -> None:
     """A name that resolved to a public address when saved and to a private one when
     sent (DNS rebinding over days, not milliseconds) is refused at send time."""
-    from gateway import ssrf
+    from kit import ssrf
     from tests.test_ssrf import FakeDNS
 
     dns = FakeDNS({"hooks.attacker.example": ["93.184.216.34"]})

@@ -6,7 +6,7 @@
 - speaks `application/graphql-response+json` with the spec's status codes when the
   client accepts it (GraphQL over HTTP), plain `application/json` otherwise;
 - answers repeated viewer-scoped queries from the response cache
-  (`gateway/response_cache.py`) before any context is built.
+  (`kit/response_cache.py`) before any context is built.
 
 The response cache, per request: a signed-in caller's JSON POST is keyed by (principal
 key, tenant, role, raw body). A fresh entry is sent as it is, with the content type the
@@ -38,8 +38,6 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
-from gateway import response_cache
-from gateway.errors import GatewayError
 from gateway.http.graphiql import offline_html
 from gateway.http.responses import (
     GRAPHQL_RESPONSE,
@@ -48,6 +46,8 @@ from gateway.http.responses import (
     negotiate,
     prefers_graphql_response,
 )
+from kit import response_cache
+from kit.errors import GatewayError
 from resolvers import viewer_cache
 from resolvers.auth import authenticate, bearer_token
 from resolvers.context import Context, Services

@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Mount, Route
 
-from gateway import metrics
 from gateway.http.responses import error_body
+from kit import metrics
 from resolvers.context import Services
 
 UNMATCHED = "unmatched"

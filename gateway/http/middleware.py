@@ -20,7 +20,6 @@ import time
 import uuid
 from typing import Any
 
-from gateway.errors import GatewayError, RateLimited, Unauthenticated
 from gateway.http.metrics import loggable_path, observe_request
 from gateway.http.responses import (
     GRAPHQL_PREFIX,
@@ -30,9 +29,10 @@ from gateway.http.responses import (
     prefers_graphql_response,
     send_json,
 )
-from gateway.logging import request_id_var
-from gateway.ratelimit import Decision
-from gateway.security import API_KEY_PREFIX, Principal
+from kit.errors import GatewayError, RateLimited, Unauthenticated
+from kit.logging import request_id_var
+from kit.ratelimit import Decision
+from kit.security import API_KEY_PREFIX, Principal
 from resolvers.auth import authenticate, bearer_token
 from resolvers.context import Services
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gateway.errors import GatewayError
+from kit.errors import GatewayError
 
 GRAPHQL_PREFIX = "/graphql"
 GRAPHQL_RESPONSE = "application/graphql-response+json"

@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.errors import GatewayError, RateLimited
 from gateway.http.responses import gateway_error_body
+from kit.errors import GatewayError, RateLimited
 from resolvers import webhooks_in, webhooks_out
 from resolvers.context import Services
 

@@ -68,7 +68,7 @@ def header_safe(value: str) -> str:
 
 def one_line(value: str, field: str) -> str:
     """`value` stripped, refused (BAD_USER_INPUT on `field`) when it is not one clean line."""
-    from gateway.errors import BadUserInput
+    from kit.errors import BadUserInput
 
     cleaned = value.strip()
     problem = single_line_problem(cleaned)

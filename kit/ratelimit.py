@@ -16,7 +16,7 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 
-from gateway.errors import RateLimited
+from kit.errors import RateLimited
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from gateway.errors import GatewayError
+from kit.errors import GatewayError
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32

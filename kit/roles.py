@@ -75,7 +75,7 @@ def roles_for(permission: str) -> frozenset[Role]:
     try:
         return MATRIX[permission]
     except KeyError:
-        raise KeyError(f"unknown permission {permission!r}; add it to gateway/roles.py") from None
+        raise KeyError(f"unknown permission {permission!r}; add it to kit/roles.py") from None
 
 
 def allowed(role: Role | str | None, permission: str) -> bool:

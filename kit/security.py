@@ -14,9 +14,9 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from gateway.errors import BadUserInput, Unauthenticated
-from gateway.roles import Role
-from gateway.settings import Settings
+from kit.errors import BadUserInput, Unauthenticated
+from kit.roles import Role
+from kit.settings import Settings
 
 _hasher = PasswordHasher()  # argon2id with the library's RFC 9106 low-memory profile
 _DUMMY_HASH = _hasher.hash("switchboard-timing-equaliser")

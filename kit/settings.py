@@ -9,14 +9,13 @@ import secrets
 from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 if TYPE_CHECKING:
-    from gateway.ssrf import Policy
+    from kit.ssrf import Policy
 
 DEV_SIGNING_KEY = "dev:insecure-development-signing-key-change-me"
 DEV_VAULT_KEY = "ZGV2LWluc2VjdXJlLXZhdWx0LWtleS0zMi1ieXRlcyE="  # base64 of a 32-byte dev key
@@ -228,7 +227,7 @@ class Settings(BaseSettings):
     @field_validator("vault_keys")
     @classmethod
     def _check_vault_keys(cls, keys: list[str]) -> list[str]:
-        from gateway.vault import check_key
+        from kit.vault import check_key
 
         if not keys:
             raise ValueError("at least one vault key is required")
@@ -287,8 +286,8 @@ class Settings(BaseSettings):
         return (not self.is_production) if self.sandbox_enabled is None else self.sandbox_enabled
 
     def outbound_policy(self) -> Policy:
-        """The outbound guard's policy for tenant- and user-set URLs (gateway/ssrf.py)."""
-        from gateway.ssrf import Policy
+        """The outbound guard's policy for tenant- and user-set URLs (kit/ssrf.py)."""
+        from kit.ssrf import Policy
 
         https = self.webhook_require_https
         if https is None:
@@ -320,34 +319,6 @@ class Settings(BaseSettings):
     def signing_keys(self) -> list[tuple[str, str]]:
         """(kid, secret) pairs; the first one signs new tokens."""
         return [tuple(k.split(":", 1)) for k in self.jwt_signing_keys]  # type: ignore[misc]
-
-    def tortoise_config(self) -> dict[str, Any]:
-        from models import MODEL_MODULES
-
-        url = self.database_url
-        if url.startswith("sqlite://"):
-            path = url.removeprefix("sqlite://")
-            if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-        else:
-            if url.startswith("postgresql://"):
-                url = "postgres://" + url.removeprefix("postgresql://")
-            # Tortoise's asyncpg pool defaults to 5 connections: too few for the worker's
-            # concurrent jobs plus requests. An explicit maxsize in the URL wins.
-            if "maxsize=" not in url:
-                url += ("&" if "?" in url else "?") + f"maxsize={self.database_pool_size}"
-        return {
-            "connections": {"default": url},
-            "apps": {
-                "switchboard": {
-                    "models": MODEL_MODULES,
-                    "default_connection": "default",
-                    "migrations": "models.migrations",
-                }
-            },
-            "use_tz": True,
-            "timezone": "UTC",
-        }
 
 
 # provider -> {credential field -> settings attribute}; the first field is the one

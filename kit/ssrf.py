@@ -38,7 +38,7 @@ the environment are ignored.
 lookup, for the moment a URL is saved. Both raise `UnsafeDestination`, a
 BAD_USER_INPUT whose details name the `url` field.
 
-Leaf module: imports nothing of the project but `gateway.errors`.
+Leaf module: imports nothing of the project but `kit.errors`.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
-from gateway.errors import BadUserInput
+from kit.errors import BadUserInput
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

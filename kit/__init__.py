@@ -1,0 +1,1 @@
+"""The ground every layer stands on: imports no project package."""
