@@ -16,11 +16,11 @@ from strawberry.types import Info
 from kit.settings import Environment, Settings
 from schema import (
     accounts,
-    activity,
     ai,
     apikeys,
     contacts,
     credentials,
+    events,
     integrations,
     jobs,
     leads,
@@ -42,7 +42,7 @@ AREAS: list[ModuleType] = [
     system,
     webhooks,
     jobs,
-    activity,
+    events,
     integrations,
     ai,
     contacts,

@@ -1,4 +1,6 @@
-"""The activity stream: the current organization's domain events, live."""
+"""Domain events, as the API shows them: the `activity` subscription streams the current
+organization's events live (resolvers/events.py keeps the outbox and relay, kit/bus.py the
+transport)."""
 
 from __future__ import annotations
 
