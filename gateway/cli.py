@@ -213,7 +213,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_json)
-    load_handlers(settings, args.imports)
+    load_handlers(args.imports)
 
     async def run() -> None:
         await db.open_store(settings)

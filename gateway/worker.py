@@ -25,20 +25,20 @@ import socket
 import uuid
 from collections.abc import Iterable
 
+from gateway import job_runs
 from kit.bus import EventBus, create_bus
 from kit.settings import Settings
 from models.jobs import Job
-from resolvers import events, jobs
+from resolvers import events, handlers, jobs
 
 STOP_TIMEOUT_SECONDS = 5.0
 log = logging.getLogger("switchboard.worker")
 
 
-def load_handlers(settings: Settings, extra_modules: Iterable[str] = ()) -> None:
-    """Import every module that registers job handlers, periodic jobs and listeners."""
-    from schema.build import build_schema
-
-    build_schema(settings)  # imports every area's schema, hence its resolvers
+def load_handlers(extra_modules: Iterable[str] = ()) -> None:
+    """Import the modules that register job handlers, periodic jobs and event listeners:
+    the explicit list in `resolvers/handlers.py`, plus any the operator names."""
+    handlers.load()
     for name in extra_modules:
         importlib.import_module(name)
 
@@ -59,6 +59,7 @@ class Runtime:
     # lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        handlers.load()
         self.bus = create_bus(self.settings.redis_url, prefix=self.settings.redis_key_prefix)
         events.install_bus(self.bus)
         events.add_nudge(self._relay_wake.set)
@@ -141,7 +142,7 @@ class Runtime:
             claimed: list[Job] = []
             if free > 0:
                 try:
-                    claimed = await jobs.claim(
+                    claimed = await job_runs.claim(
                         self.worker_id, limit=free, lease_seconds=self.settings.job_lease_seconds
                     )
                 except asyncio.CancelledError:
@@ -164,12 +165,12 @@ class Runtime:
 
     async def _run(self, job: Job) -> None:
         try:
-            await jobs.run_claimed(job, self.worker_id, self.settings)
+            await job_runs.run_claimed(job, self.worker_id, self.settings)
         except asyncio.CancelledError:
             # Shutdown past the grace period, or the lease was lost: back to the queue
             # (a no-op when another worker holds the job now: the write is fenced).
             with contextlib.suppress(Exception):
-                await jobs.release(job)
+                await job_runs.release(job)
             raise
         except Exception:
             # The outcome could not be written (store down): the lease runs out and the
@@ -185,7 +186,7 @@ class Runtime:
             if not running:
                 continue
             try:
-                held = await jobs.extend_leases(list(running.values()), lease)
+                held = await job_runs.extend_leases(list(running.values()), lease)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -206,7 +207,7 @@ class Runtime:
                 shortest = min(s.every.total_seconds() for s in specs)
                 tick = max(0.5, min(30.0, shortest / 4))
                 try:
-                    ids = {job.id for job in await jobs.schedule_periodics()}
+                    ids = {job.id for job in await job_runs.schedule_periodics()}
                     if ids - seen:
                         self._job_wake.set()
                     seen = ids

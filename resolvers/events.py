@@ -229,6 +229,11 @@ def listener(pattern: str) -> Callable[[Listener], Listener]:
     return register
 
 
+def registered_listeners() -> list[str]:
+    """`pattern module.function` of every registered listener (operators, tests)."""
+    return [f"{r.pattern} {r.fn.__module__}.{r.fn.__qualname__}" for r in _listeners]
+
+
 def matches(pattern: str, type: str) -> bool:
     return fnmatch.fnmatchcase(type, pattern)
 

@@ -1,0 +1,21 @@
+"""Every module that registers job handlers, periodic jobs or event listeners.
+
+The worker imports exactly these (`gateway/worker.py`), without building the GraphQL
+schema; a test checks that the schema's import graph registers nothing more. A new area
+with a `@job_handler`, `@periodic` or `@listener` adds its module here.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+HANDLER_MODULES: tuple[str, ...] = (
+    "resolvers.jobs",  # retention
+    "resolvers.webhooks_in",  # process an incoming webhook
+    "resolvers.webhooks_out",  # deliver an outgoing webhook; the outbox listener
+)
+
+
+def load() -> None:
+    for name in HANDLER_MODULES:
+        importlib.import_module(name)
