@@ -6,7 +6,7 @@ one stream). Messages are JSON-able dicts. Delivery is live and best-effort: a
 subscriber receives what is published while it is subscribed; durability lives in
 the outbox (models/events.py), not here.
 
-Leaf module: imports nothing above `gateway/`.
+Part of kit/: imports no project package.
 """
 
 from __future__ import annotations

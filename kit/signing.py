@@ -25,13 +25,16 @@ escapes that PostgreSQL's jsonb refuses, and that cannot be encoded as UTF-8) be
 U+FFFD, so an authentic event is stored whole instead of failing with a 500 that the
 vendor would retry for days.
 
-Leaf module: imports nothing above `gateway/`.
+Signing and the signature comparison are the `standardwebhooks` package's.
+
+Part of kit/: imports no project package.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -42,6 +45,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
+
+from standardwebhooks.webhooks import Webhook
 
 from kit.errors import GatewayError
 
@@ -92,15 +97,20 @@ def secret_key(secret: str) -> bytes:
     return key
 
 
+def _webhook(secret: str) -> Webhook:
+    """The standardwebhooks library's signer for `secret` (checked as `secret_key` does,
+    since the library pads and decodes leniently)."""
+    return Webhook(secret_key(secret))
+
+
 def new_message_id() -> str:
     return "msg_" + secrets.token_hex(16)
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
-    """One `v1,<base64>` signature of `"{msg_id}.{timestamp}.{body}"`."""
-    to_sign = f"{msg_id}.{timestamp}.".encode() + body
-    digest = hmac.new(secret_key(secret), to_sign, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
+    """One `v1,<base64>` signature of `"{msg_id}.{timestamp}.{body}"` (the standardwebhooks
+    library's; bodies are the JSON we encode, so always UTF-8)."""
+    return _webhook(secret).sign(msg_id, _at(timestamp), body.decode())
 
 
 def signature_header(secrets_: Iterable[str], msg_id: str, timestamp: int, body: bytes) -> str:
@@ -305,20 +315,37 @@ class StandardWebhooksVerifier(Verifier):
             raise SignatureInvalid("MISSING_SIGNATURE")
         ts = check_timestamp(stamp, self.tolerance_seconds, now)
         try:
-            expected = sign(secret, msg_id, ts, raw_body).partition(",")[2].encode()
+            webhook = _webhook(secret)
         except ValueError:
             raise SignatureInvalid("BAD_SECRET", "Webhook secret is misconfigured.") from None
-        ok = False
-        for candidate in header.split():
-            version, sep, value = candidate.partition(",")
-            if (
-                sep
-                and version == "v1"
-                and hmac.compare_digest(value.encode("ascii", "replace"), expected)
-            ):
-                ok = True
-        if not ok:
+        # Only well-formed `v1,<base64>` candidates reach the library, which would raise
+        # on others (no comma, bad base64) instead of trying the next one.
+        candidates = [c for c in header.split() if _well_formed(c)]
+        if not candidates:
+            raise SignatureInvalid("SIGNATURE_MISMATCH")
+        try:
+            # The library's signature of what was sent, at the timestamp checked above
+            # (its own verify() reads the clock itself, which tests cannot set).
+            expected = webhook.sign(msg_id, _at(ts), raw_body.decode())
+        except ValueError:  # not UTF-8: it cannot carry a valid signature
+            raise SignatureInvalid("SIGNATURE_MISMATCH") from None
+        if not any(hmac.compare_digest(c, expected) for c in candidates):
             raise SignatureInvalid("SIGNATURE_MISMATCH")
         payload = parse_json(raw_body)
         event_type = _field(payload, "type", "event_type", "event") or "unknown"
         return VerifiedEvent(msg_id[:255], event_type[:100], payload)
+
+
+def _well_formed(candidate: str) -> bool:
+    version, sep, value = candidate.partition(",")
+    if not sep or version != "v1":
+        return False
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
+def _at(timestamp: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC)

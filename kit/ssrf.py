@@ -38,7 +38,7 @@ the environment are ignored.
 lookup, for the moment a URL is saved. Both raise `UnsafeDestination`, a
 BAD_USER_INPUT whose details name the `url` field.
 
-Leaf module: imports nothing of the project but `kit.errors`.
+Part of kit/: imports nothing of the project but `kit.errors`.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ was done. They are refused at the door instead: in GraphQL variables and literal
 (schema/extensions.py, schema/limits.py), in every other decoded body that is stored.
 Names end up in mail headers and log lines, where CR/LF would start a new header.
 
-Leaf module: imports nothing above the standard library.
+Part of kit/: imports nothing but the standard library (and kit.errors, lazily).
 """
 
 from __future__ import annotations
