@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import re
 import sys
-import time
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
@@ -113,65 +111,15 @@ _PLAIN_FIELDS = frozenset({"time", "level", "logger", "request_id", "status", "d
 
 
 class ScrubbingJsonFormatter(JsonFormatter):
-    """Scrubs every value before JSON encoding (so quoted secrets are seen unescaped),
-    then the encoded line once more.
-
-    Plain records (no exception, no stack, a string message: the access line and nearly
-    every other) take a short path with the same fields in the same order as
-    python-json-logger's: the record's extras picked in one pass, the date part of the
-    time formatted once per second, one JSON encoder kept instead of one per line.
-    Records with an exception or stack go through python-json-logger itself.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        encoder = self.json_encoder or json.JSONEncoder
-        self._encode = encoder(
-            default=self.json_default, indent=self.json_indent, ensure_ascii=self.json_ensure_ascii
-        ).encode
-        self._fixed = [(field, self._get_rename(field)) for field in self._required_fields]
-        self._second = -1
-        self._second_text = ""
+    """python-json-logger's formatter, scrubbing every value before JSON encoding (so
+    quoted secrets are seen unescaped), then the encoded line once more."""
 
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
         data = super().process_log_record(log_data)
         return {k: v if k in _PLAIN_FIELDS else _scrub_value(v) for k, v in data.items()}
 
     def format(self, record: logging.LogRecord) -> str:
-        if (
-            record.exc_info
-            or record.exc_text
-            or record.stack_info
-            or isinstance(record.msg, dict)
-            or self.datefmt is not None
-            or self.defaults
-            or self.static_fields
-            or self.timestamp
-            or self.rename_fields_keep_missing
-        ):
-            return scrub(super().format(record))
-        record.message = record.getMessage()
-        record.asctime = self._asctime(record)
-        attrs = record.__dict__
-        data = {renamed: attrs.get(field) for field, renamed in self._fixed}
-        skip, rename = self._skip_fields, self.rename_fields
-        for key, value in attrs.items():
-            if key not in skip and not key.startswith("_"):
-                data[rename.get(key, key)] = value
-        data = self.process_log_record(data)
-        return scrub(self.prefix + self._encode(data))
-
-    def _asctime(self, record: logging.LogRecord) -> str:
-        """logging.Formatter.formatTime with the default format, its strftime cached per
-        second (it is most of formatTime's cost)."""
-        second = int(record.created)
-        if second != self._second:
-            self._second_text = time.strftime(self.default_time_format, self.converter(second))
-            self._second = second
-        msec_format = self.default_msec_format
-        if msec_format is None:
-            return self._second_text
-        return msec_format % (self._second_text, record.msecs)
+        return scrub(super().format(record))
 
 
 class ScrubbingTextFormatter(logging.Formatter):

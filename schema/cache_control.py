@@ -166,4 +166,4 @@ def cached_policy(
         except GraphQLError:
             return None
 
-    return _policies.get((schema, query, operation_name), compute)
+    return _policies.compute((schema, query, operation_name), compute)

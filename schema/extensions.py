@@ -68,7 +68,7 @@ class Limits:
 def _validate(
     schema: GraphQLSchema, query: str | None, document: Any, rules: tuple[Any, ...]
 ) -> list[GraphQLError]:
-    return _validated.get(
+    return _validated.compute(
         (schema, query, rules), lambda: validate_document(schema, document, rules)
     )
 
@@ -127,7 +127,7 @@ class GatewayExtension(GatewayErrors):
         if policy == "public":
             return []
         key = ("introspection", ctx.query)
-        asks = _introspects.get(key, lambda: uses_introspection(ctx.graphql_document))
+        asks = _introspects.compute(key, lambda: uses_introspection(ctx.graphql_document))
         if not asks:
             return []
         if policy == "authenticated" and getattr(ctx.context, "principal", None) is not None:
@@ -142,13 +142,13 @@ class GatewayExtension(GatewayErrors):
     def _check_cost(self, ctx: Any) -> list[GraphQLError]:
         schema, document = ctx.schema._schema, ctx.graphql_document
         key = (schema, ctx.query, ctx.operation_name)
-        figures = _figures.peek(key)
+        figures = _figures.get(key)
         if figures is None:
             figures = operation_figures(
                 schema, document, ctx.operation_name, ctx.variables, self.limits.page
             )
             if figures is not None and not figures.variable_pages:
-                _figures.put(key, figures)
+                _figures[key] = figures
         if figures is None:
             return []
         self.cost = figures.cost
