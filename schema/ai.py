@@ -18,7 +18,7 @@ from models.ai import MessageRole, MessageStatus
 from resolvers import ai
 from schema.accounts import User
 from schema.permissions import mutation, query, subscription
-from schema.relay import Connection, ModelNode, decode_id, encode_id
+from schema.relay import After, Connection, First, ModelNode, decode_id, encode_id
 
 strawberry.enum(MessageRole, name="ChatRole", description="Who wrote a chat message.")
 strawberry.enum(
@@ -46,14 +46,6 @@ def finish_reason(value: str | None) -> FinishReason | None:
         return FinishReason(value)
     except ValueError:
         return FinishReason.OTHER
-
-
-First = Annotated[
-    int | None, strawberry.argument(description="Page size (default 20, at most the maximum).")
-]
-After = Annotated[
-    str | None, strawberry.argument(description="Cursor after which the page starts.")
-]
 
 
 @strawberry.type(description="A model the caller's AI credential can use, with its price.")

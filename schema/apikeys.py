@@ -13,9 +13,8 @@ from kit.roles import Role
 from models.apikeys import ApiKey as ApiKeyRow
 from resolvers import apikeys, members
 from schema.accounts import User
-from schema.members import After, First
 from schema.permissions import mutation, query
-from schema.relay import Connection, ModelNode, decode_id
+from schema.relay import After, Connection, First, ModelNode, decode_id
 
 
 @strawberry.type(

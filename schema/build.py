@@ -27,7 +27,8 @@ from schema import (
     members,
     system,
     tasks,
-    webhooks,
+    webhooks_in,
+    webhooks_out,
 )
 from schema.extensions import Limits, gateway_extension
 from schema.limits import StorableStrings, limits_rule
@@ -40,7 +41,8 @@ AREAS: list[ModuleType] = [
     apikeys,
     credentials,
     system,
-    webhooks,
+    webhooks_in,
+    webhooks_out,
     jobs,
     events,
     integrations,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, ClassVar
+from typing import Any, ClassVar
 
 import strawberry
 from strawberry import relay
@@ -15,7 +15,7 @@ from resolvers import accounts, credentials
 from resolvers.credentials import CredentialScope, CredentialSource, IntegrationProvider
 from schema.accounts import User
 from schema.permissions import mutation, query
-from schema.relay import Connection, ModelNode
+from schema.relay import After, Connection, First, ModelNode
 
 strawberry.enum(
     IntegrationProvider, description="A third-party service the gateway can call on your behalf."
@@ -30,12 +30,6 @@ strawberry.enum(
     "organization's (TENANT), the operator's (SYSTEM) or the built-in emulator (SANDBOX).",
 )
 
-First = Annotated[
-    int | None, strawberry.argument(description="Page size (default 20, at most the maximum).")
-]
-After = Annotated[
-    str | None, strawberry.argument(description="Cursor after which the page starts.")
-]
 
 SECRETS_DESCRIPTION = (
     'The provider\'s fields as an object with camelCase keys, e.g. `{apiKey: "…"}`. '

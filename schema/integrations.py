@@ -13,9 +13,8 @@ from models.integrations import IntegrationError as IntegrationErrorRow
 from resolvers import integrations
 from resolvers.credentials import CredentialSource, IntegrationProvider
 from resolvers.integrations import ProviderHealthReport, ProviderStatus
-from schema.credentials import After, First
 from schema.permissions import query
-from schema.relay import Connection, ModelNode
+from schema.relay import After, Connection, First, ModelNode
 
 strawberry.enum(
     ProviderStatus,

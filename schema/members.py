@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, ClassVar
+from typing import Any, ClassVar
 
 import strawberry
 from strawberry import relay
@@ -16,19 +16,12 @@ from models.members import Membership
 from resolvers import members
 from schema.accounts import AuthPayload, OkPayload, User
 from schema.permissions import PUBLIC, SIGNED_IN, mutation, query
-from schema.relay import Connection, ModelNode, decode_id, encode_id
+from schema.relay import After, Connection, First, ModelNode, decode_id, encode_id
 
 ROLE_NOTE = (
     "Roles travel inside access tokens: a change reaches the member's session at their "
     "next `refreshToken` (within the access-token lifetime)."
 )
-
-First = Annotated[
-    int | None, strawberry.argument(description="Page size (default 20, at most the maximum).")
-]
-After = Annotated[
-    str | None, strawberry.argument(description="Cursor after which the page starts.")
-]
 
 
 @strawberry.type(description="A person's membership in the current organization.")

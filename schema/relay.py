@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from enum import Enum
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar
 
 import strawberry
 from strawberry import relay
@@ -16,6 +16,14 @@ from resolvers import nodes
 from resolvers.pagination import Page
 
 NodeT = TypeVar("NodeT")
+
+# The arguments of every connection field.
+First = Annotated[
+    int | None, strawberry.argument(description="Page size (default 20, at most the maximum).")
+]
+After = Annotated[
+    str | None, strawberry.argument(description="Cursor after which the page starts.")
+]
 
 
 @strawberry.type(description="Where a page of a connection sits in the whole list.")
