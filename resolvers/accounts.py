@@ -30,7 +30,7 @@ from gateway.ttl_cache import read_through
 from models.accounts import EmailToken, RefreshToken, User
 from models.members import Membership
 from models.tenants import Tenant
-from resolvers import viewer_cache
+from resolvers import authority, viewer_cache
 from resolvers.context import Context
 from resolvers.mailer import RecordingMailer
 from resolvers.viewer_cache import TenantProfile, UserProfile
@@ -72,13 +72,19 @@ def _slugify(name: str) -> str:
 # Sessions --------------------------------------------------------------------
 
 
-async def start_session(ctx: Context, user: User, tenant: Tenant, role: Role) -> AuthResult:
+async def start_session(
+    ctx: Context, user: User, tenant: Tenant, membership: Membership
+) -> AuthResult:
     """A new refresh-token family and its first access token."""
-    return await _issue(ctx, user, tenant, role, family=uuid.uuid4().hex)
+    return await _issue(ctx, user, tenant, membership, family=uuid.uuid4().hex)
 
 
-async def _issue(ctx: Context, user: User, tenant: Tenant, role: Role, family: str) -> AuthResult:
+async def _issue(
+    ctx: Context, user: User, tenant: Tenant, membership: Membership, family: str
+) -> AuthResult:
+    """Tokens for `membership`: the access token names it, so it dies with it."""
     settings = ctx.settings
+    role = Role(membership.role)
     refresh = new_token(REFRESH_PREFIX)
     await RefreshToken.create(
         user_id=user.id,
@@ -87,7 +93,13 @@ async def _issue(ctx: Context, user: User, tenant: Tenant, role: Role, family: s
         token_hash=hash_token(refresh),
         expires_at=now() + dt.timedelta(seconds=settings.refresh_token_ttl_seconds),
     )
-    principal = Principal(user_id=user.id, tenant_id=tenant.id, role=role, session_family=family)
+    principal = Principal(
+        user_id=user.id,
+        tenant_id=tenant.id,
+        role=role,
+        session_family=family,
+        membership_id=membership.id,
+    )
     access, exp = issue_access_token(settings, principal)
     return AuthResult(access, exp, refresh, user, tenant, role)
 
@@ -132,7 +144,7 @@ async def refresh_session(ctx: Context, refresh_token: str) -> AuthResult:
         await revoke_family(row.family)
         raise Unauthenticated("The session's membership no longer exists.")
     tenant = await Tenant.get(id=row.tenant_id)
-    return await _issue(ctx, user, tenant, Role(membership.role), family=row.family)
+    return await _issue(ctx, user, tenant, membership, family=row.family)
 
 
 async def logout(ctx: Context, refresh_token: str | None, everywhere: bool) -> bool:
@@ -178,14 +190,16 @@ async def register_organization(
             user = await User.create(
                 email=email, name=(name or "").strip(), password_hash=password_hash
             )
-            await Membership.create(user_id=user.id, tenant_id=tenant.id, role=Role.OWNER.value)
+            membership = await Membership.create(
+                user_id=user.id, tenant_id=tenant.id, role=Role.OWNER.value
+            )
     except IntegrityError:
         raise Conflict(
             "An account with this email already exists; log in instead.",
             details={"email": "is already registered"},
         ) from None
     await send_email_token(user, VERIFY_EMAIL, ctx)
-    return await start_session(ctx, user, tenant, Role.OWNER)
+    return await start_session(ctx, user, tenant, membership)
 
 
 async def throttle(ctx: Context, bucket: str, identity: str, spec: str) -> None:
@@ -216,7 +230,7 @@ async def login(ctx: Context, *, email: str, password: str, tenant_id: int | Non
             raise NotFound("Organization not found.")
         raise Unauthenticated("This account belongs to no organization.")
     tenant = await Tenant.get(id=membership.tenant_id)
-    return await start_session(ctx, user, tenant, Role(membership.role))
+    return await start_session(ctx, user, tenant, membership)
 
 
 async def switch_tenant(ctx: Context, tenant_id: int) -> AuthResult:
@@ -231,7 +245,7 @@ async def switch_tenant(ctx: Context, tenant_id: int) -> AuthResult:
         raise NotFound("Organization not found.")
     user = await User.get(id=principal.user_id)
     tenant = await Tenant.get(id=tenant_id)
-    return await start_session(ctx, user, tenant, Role(membership.role))
+    return await start_session(ctx, user, tenant, membership)
 
 
 # Viewer ---------------------------------------------------------------------------
@@ -330,15 +344,29 @@ def forget_tenant(ctx: Context, tenant_id: int) -> None:
 
 async def my_memberships(ctx: Context) -> list[Membership]:
     """The viewer's memberships, oldest first, each with its organization read in the
-    same statement (a join), however many organizations the viewer belongs to."""
+    same statement (a join), however many organizations the viewer belongs to. An API
+    key sees only its own organization: its creator's other organizations are none of
+    its business."""
     principal = ctx.require_principal()
     if principal.user_id is None:
         return []
-    return list(
-        await Membership.filter(user_id=principal.user_id)
-        .select_related("tenant")
-        .order_by("created_at", "id")
-    )
+    rows = Membership.filter(user_id=principal.user_id)
+    if principal.api_key_id is not None:
+        rows = rows.filter(tenant_id=principal.tenant_id)
+    return list(await rows.select_related("tenant").order_by("created_at", "id"))
+
+
+async def deactivate_user(ctx: Context, user_id: int) -> bool:
+    """Disable an account (operators: `switchboard deactivate-user`): it can no longer
+    sign in, its sessions end, and every token and API key of it stops at its next
+    request in every process (`resolvers.authority`). False when there is no such user."""
+    found = await User.filter(id=user_id).update(is_active=False)
+    if not found:
+        return False
+    await revoke_user_sessions(user_id)
+    forget_user(ctx, user_id)
+    await authority.changed(ctx.services, user_id=user_id)
+    return True
 
 
 async def update_profile(ctx: Context, *, name: str | None) -> User:

@@ -135,7 +135,8 @@ class Viewer:
         return Organization.from_row(await accounts.viewer_tenant(info.context))
 
     @strawberry.field(
-        description="Every organization the user belongs to, with their role. May be up to "
+        description="Every organization the user belongs to, with their role; for an API "
+        "key, only the key's own organization (with its creator's role there). May be up to "
         "`VIEWER_CACHE_SECONDS` (default 5) old when changed through another gateway process.",
         directives=VIEWER_HINT,
     )
