@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
@@ -130,6 +131,23 @@ async def current(services: Services, principal: Principal) -> Principal:
     cache = authority_of(services).standings
     standing = await read_through(cache, (user_id, tenant_id), ttl, load)
     return apply(principal, standing or GONE)
+
+
+async def recheck(services: Services, principal: Principal) -> Principal:
+    """A long-lived principal (an open socket's) re-validated: token expiry, the key row
+    (revoked? capped?) from the store, then the member's standing."""
+    if principal.expires_at is not None and principal.expires_at <= time.time():
+        raise Unauthenticated("Access token expired.", reason="TOKEN_EXPIRED")
+    if principal.api_key_id is not None:
+        key = (
+            await ApiKey.filter(id=principal.api_key_id, revoked_at=None)
+            .only("id", "role", "created_by_id")
+            .first()
+        )
+        if key is None:
+            raise Unauthenticated("Invalid API key.")
+        principal = replace(principal, role=Role(key.role), user_id=key.created_by_id)
+    return await current(services, principal)
 
 
 async def confirm(ctx: Context, permission: str) -> Principal:
