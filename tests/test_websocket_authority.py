@@ -71,7 +71,8 @@ async def test_demoted_member_socket_is_closed_4403(live_server, client, owner):
     ws = await _streaming(live_server, member.token)
     try:
         mid = await member_id(client, owner, member.email)
-        body = await gql(client, CHANGE_ROLE, {"i": {"memberId": mid, "role": "SUPPORT"}}, owner.token)
+        change = {"i": {"memberId": mid, "role": "SUPPORT"}}
+        body = await gql(client, CHANGE_ROLE, change, owner.token)
         assert "errors" not in body, body
         reason = await _closed_with(ws, 4403)
         assert "SUPPORT" in reason
