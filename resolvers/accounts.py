@@ -115,17 +115,32 @@ async def revoke_user_sessions(user_id: int, tenant_id: int | None = None) -> No
     await qs.update(revoked_at=now())
 
 
+def _reused() -> Unauthenticated:
+    return Unauthenticated(
+        "Refresh token was already used; the session has been revoked.",
+        reason="REFRESH_TOKEN_REUSED",
+    )
+
+
+async def _end_session(ctx: Context, user_id: int, family: str) -> None:
+    """Revoke a family; its access tokens stop at their next request, everywhere."""
+    await revoke_family(family)
+    await authority.changed(ctx.services, user_id=user_id)
+
+
 async def refresh_session(ctx: Context, refresh_token: str) -> AuthResult:
-    """Rotate: the presented token is spent; presenting a spent one revokes its family."""
+    """Rotate: the presented token is spent; presenting a spent one ends its session.
+
+    One rule, concurrency included: a refresh token works once; a second use, even at the
+    same moment as the first, revokes the whole session, the pair the first use got
+    included (its refresh token is refused, its access token stops at its next request).
+    """
     row = await RefreshToken.filter(token_hash=hash_token(refresh_token or "")).first()
     if row is None or row.revoked_at is not None:
         raise Unauthenticated("Invalid refresh token.")
     if row.rotated_at is not None:
-        await revoke_family(row.family)
-        raise Unauthenticated(
-            "Refresh token was already used; the session has been revoked.",
-            reason="REFRESH_TOKEN_REUSED",
-        )
+        await _end_session(ctx, row.user_id, row.family)
+        raise _reused()
     if row.expires_at <= now():
         raise Unauthenticated("Refresh token expired.", reason="TOKEN_EXPIRED")
     # Conditional update: of two concurrent refreshes with one token, only one wins.
@@ -133,35 +148,44 @@ async def refresh_session(ctx: Context, refresh_token: str) -> AuthResult:
         rotated_at=now()
     )
     if not claimed:
-        await revoke_family(row.family)
-        raise Unauthenticated(
-            "Refresh token was already used; the session has been revoked.",
-            reason="REFRESH_TOKEN_REUSED",
-        )
+        await _end_session(ctx, row.user_id, row.family)
+        raise _reused()
     membership = await Membership.filter(user_id=row.user_id, tenant_id=row.tenant_id).first()
     user = await User.filter(id=row.user_id, is_active=True).first()
     if membership is None or user is None:
         await revoke_family(row.family)
         raise Unauthenticated("The session's membership no longer exists.")
     tenant = await Tenant.get(id=row.tenant_id)
-    return await _issue(ctx, user, tenant, membership, family=row.family)
+    issued = await _issue(ctx, user, tenant, membership, family=row.family)
+    # A concurrent second use may have revoked the family before the new row existed:
+    # then the new pair dies too (after it, the revocation covers the new row itself).
+    if await RefreshToken.filter(family=row.family).exclude(revoked_at=None).exists():
+        await _end_session(ctx, row.user_id, row.family)
+        raise _reused()
+    return issued
 
 
 async def logout(ctx: Context, refresh_token: str | None, everywhere: bool) -> bool:
     principal = ctx.require_principal()
     if principal.user_id is not None:
         forget_user(ctx, principal.user_id)
+    await _logout(principal, refresh_token, everywhere)
+    if principal.user_id is not None:  # the ended sessions' access tokens stop now
+        await authority.changed(ctx.services, user_id=principal.user_id)
+    return True
+
+
+async def _logout(principal: Principal, refresh_token: str | None, everywhere: bool) -> None:
     if everywhere and principal.user_id is not None:
         await revoke_user_sessions(principal.user_id)
-        return True
+        return
     if refresh_token:
         row = await RefreshToken.filter(token_hash=hash_token(refresh_token)).first()
         if row is not None and row.user_id == principal.user_id:
             await revoke_family(row.family)
-            return True
+            return
     if principal.session_family:
         await revoke_family(principal.session_family)
-    return True
 
 
 # Registration and login --------------------------------------------------------
@@ -410,6 +434,7 @@ async def change_password(ctx: Context, *, current_password: str, new_password: 
     if family:
         others = others.exclude(family=family)
     await others.update(revoked_at=now())
+    await authority.changed(ctx.services, user_id=user.id)  # their access tokens stop too
     return True
 
 
@@ -499,4 +524,5 @@ async def reset_password(ctx: Context, token: str, new_password: str) -> bool:
     user.password_hash = hash_password(new_password)
     await user.save(update_fields=["password_hash", "updated_at"])
     await revoke_user_sessions(user.id)
+    await authority.changed(ctx.services, user_id=user.id)  # their access tokens stop too
     return True

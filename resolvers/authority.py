@@ -12,12 +12,15 @@ and API key of theirs (open sockets included: `gateway/http/websocket.py`). So:
   membership (removed, then invited again), is UNAUTHENTICATED. An API key acts with its
   own role capped at its creator's current role (`gateway.roles.cap`): a key never holds
   more than the member who made it.
+- An access token also dies with its session (refresh-token family): revoked by logout,
+  refresh-token reuse, a password change or reset. Same cache and TTL, keyed by
+  (user, family).
 - `changed(...)` is called after commit by every write to a standing (role change,
-  removal, leaving, joining, deactivation) and by key revocation: it drops this process's
-  entry and the user's cached answers (`gateway/response_cache.py` keys on role), wakes
-  this process's sockets of that member, and publishes on the bus (channel `authz`) so
-  every other process does the same at once (`listen`). The TTL only bounds a lost bus
-  message; a hit costs a dict lookup, so `me` stays fast.
+  removal, leaving, joining, deactivation), session revocation and key revocation: it
+  drops this process's entries and the user's cached answers (`gateway/response_cache.py`
+  keys on role), wakes this process's sockets of that member, and publishes on the bus
+  (channel `authz`) so every other process does the same at once (`listen`). The TTL
+  only bounds a lost bus message; a hit costs a dict lookup, so `me` stays fast.
 - `confirm(ctx, permission)`: whatever grants or changes authority (members,
   invitations, API keys, credentials, webhook endpoints, organization settings) reads
   the caller's standing from the store, never the cache, inside its own transaction when
@@ -40,6 +43,7 @@ from gateway.errors import Forbidden, Unauthenticated
 from gateway.roles import Role, allowed, cap
 from gateway.security import Principal
 from gateway.ttl_cache import TTLCache, read_through
+from models.accounts import RefreshToken
 from models.apikeys import ApiKey
 from models.members import Membership
 from resolvers import viewer_cache
@@ -70,6 +74,8 @@ class Authority:
     """Per app (one per Services): the standing cache and the sockets' watchers."""
 
     standings: TTLCache[tuple[int, int], Standing] = field(default_factory=TTLCache)
+    # (user_id, session family) -> whether the session is still live (not revoked)
+    sessions: TTLCache[tuple[int, str], bool] = field(default_factory=TTLCache)
     # ("user", user_id, tenant_id) or ("key", key_id) -> callbacks of open sockets
     watchers: dict[Hashable, set[Watcher]] = field(default_factory=dict)
     origin: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -128,9 +134,19 @@ async def current(services: Services, principal: Principal) -> Principal:
         return await read_standing(user_id, tenant_id)
 
     ttl = services.settings.authz_cache_seconds
-    cache = authority_of(services).standings
-    standing = await read_through(cache, (user_id, tenant_id), ttl, load)
-    return apply(principal, standing or GONE)
+    found = authority_of(services)
+    standing = await read_through(found.standings, (user_id, tenant_id), ttl, load)
+    fresh = apply(principal, standing or GONE)
+    family = principal.session_family
+    if principal.api_key_id is None and family is not None:
+
+        async def live() -> bool:
+            ended = RefreshToken.filter(user_id=user_id, family=family).exclude(revoked_at=None)
+            return not await ended.exists()
+
+        if not await read_through(found.sessions, (user_id, family), ttl, live):
+            raise Unauthenticated("This session has ended.", reason="SESSION_ENDED")
+    return fresh
 
 
 async def recheck(services: Services, principal: Principal) -> Principal:
@@ -182,9 +198,11 @@ def _forget(services: Services, message: dict[str, Any]) -> None:
     if isinstance(user, int):
         if isinstance(tenant, int):
             authority.standings.forget((user, tenant))
+            authority.sessions.forget_where(lambda k: k[0] == user)
             keys.append(("user", user, tenant))
         else:  # every membership of the user (deactivation)
             authority.standings.forget_where(lambda k: k[0] == user)
+            authority.sessions.forget_where(lambda k: k[0] == user)
             keys.extend(
                 k for k in authority.watchers if isinstance(k, tuple) and k[:2] == ("user", user)
             )

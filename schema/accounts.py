@@ -307,7 +307,13 @@ class Mutation:
             )
         )
 
-    @mutation(permission=PUBLIC, description="Exchange a refresh token for new tokens (rotation).")
+    @mutation(
+        permission=PUBLIC,
+        description="Exchange a refresh token for new tokens (rotation). Each refresh token "
+        "works once: a second use, even at the same moment as the first, ends the whole "
+        "session (REFRESH_TOKEN_REUSED): the pair the first use got is revoked too, its "
+        "access token stopping at its next request; sign in again.",
+    )
     async def refresh_token(self, info: Info, input: RefreshTokenInput) -> AuthPayload:
         return AuthPayload.of(await accounts.refresh_session(info.context, input.refresh_token))
 

@@ -8,6 +8,7 @@ its creator; who manages whom follows the product's role table (MANAGES), pair b
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 
@@ -292,3 +293,41 @@ async def test_who_manages_whom_every_pair(app, client, owner, actor):
             assert error_codes(body) == ([] if ok else ["FORBIDDEN"]), ("change", old, new)
             if ok:
                 assert body["data"]["changeMemberRole"]["member"]["role"] == new
+
+
+# Concurrent refreshes with one token: both lose -----------------------------------------
+
+REFRESH = """mutation($i: RefreshTokenInput!) {
+  refreshToken(input: $i) { accessToken refreshToken } }"""
+
+
+async def test_concurrent_refreshes_with_one_token_end_the_whole_session(client):
+    """Truly concurrent: whichever wins, no token of the session works afterwards."""
+    account = await register(client)
+    token = account.refresh
+    for _ in range(8):
+        first, second = await asyncio.gather(
+            gql(client, REFRESH, {"i": {"refreshToken": token}}),
+            gql(client, REFRESH, {"i": {"refreshToken": token}}),
+        )
+        outcomes = [first, second]
+        assert any(error_codes(r) == ["UNAUTHENTICATED"] for r in outcomes), outcomes
+        for body in outcomes:
+            if "errors" in body:
+                continue
+            pair = body["data"]["refreshToken"]
+            again = await gql(client, REFRESH, {"i": {"refreshToken": pair["refreshToken"]}})
+            assert error_codes(again) == ["UNAUTHENTICATED"]
+            me = await gql(client, "{ me { role } }", token=pair["accessToken"])
+            assert error_codes(me) == ["UNAUTHENTICATED"], me
+        assert error_codes(await gql(client, "{ me { role } }", token=account.token)) == [
+            "UNAUTHENTICATED"
+        ]
+        # A fresh session for the next round.
+        login = await gql(
+            client,
+            """mutation($i: LoginInput!) { login(input: $i) { accessToken refreshToken } }""",
+            {"i": {"email": account.email, "password": account.password}},
+        )
+        account.token = login["data"]["login"]["accessToken"]
+        token = account.refresh = login["data"]["login"]["refreshToken"]
