@@ -23,6 +23,7 @@ from kit.logging import configure_logging
 from kit.ratelimit import RateLimiter
 from kit.settings import Environment, Settings, get_settings
 from providers.registry import build_registry
+from resolvers import authority
 from resolvers.ai import close_provider as close_openai
 from resolvers.context import Services
 from resolvers.integrations import install_error_log
@@ -75,10 +76,12 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         runtime = Runtime(settings)  # event bus, outbox relay, job worker (RUN_WORKER)
         await runtime.start()
         app.state.runtime = runtime
+        authority.start_listening(services)  # other processes' role changes and removals
         log.info("switchboard ready", extra={"env": settings.switchboard_env.value})
         try:
             yield
         finally:
+            await authority.stop_listening(services)
             await runtime.stop()
             await close_openai(services)  # the OpenAI SDK clients' connection pools
             await services.extras["providers"].aclose()  # provider sessions, breaker store

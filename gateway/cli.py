@@ -1,4 +1,4 @@
-"""The `switchboard` command: serve, migrate, export-schema, create-owner."""
+"""The `switchboard` command: serve, migrate, export-schema, create-owner, deactivate-user…"""
 
 from __future__ import annotations
 
@@ -167,6 +167,39 @@ def cmd_create_owner(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def cmd_deactivate_user(args: argparse.Namespace) -> int:
+    """Disable an account; its tokens and keys stop at their next request in every
+    process (the change goes out on the event bus: Redis when REDIS_URL is set)."""
+    from gateway import db
+    from gateway.app import build_services
+    from kit.bus import create_bus
+    from models.accounts import User
+    from resolvers import accounts, events
+    from resolvers.context import Context
+
+    settings = _settings()
+
+    async def run() -> int:
+        await db.open_store(settings)
+        bus = create_bus(settings.redis_url, prefix=settings.redis_key_prefix)
+        events.install_bus(bus)
+        try:
+            user = await User.filter(email=args.email.strip().lower()).first()
+            ctx = Context(services=build_services(settings), request_id="cli", client_ip="cli")
+            done = user is not None and await accounts.deactivate_user(ctx, user.id)
+        finally:
+            events.install_bus(None)
+            await bus.close()
+            await db.close_store()
+        if not done:
+            print(f"switchboard: no account with email {args.email}", file=sys.stderr)
+            return 1
+        print(f"deactivated {args.email}; its sessions, tokens and API keys have stopped")
+        return 0
+
+    return asyncio.run(run())
+
+
 def cmd_rotate_vault_key(args: argparse.Namespace) -> int:
     """Re-encrypt every stored secret under the first VAULT_KEYS key (batched transactions)."""
     from gateway import db
@@ -302,6 +335,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--password", default=None, help="default: $SWITCHBOARD_OWNER_PASSWORD or a prompt"
     )
     owner.set_defaults(func=cmd_create_owner)
+    deactivate = sub.add_parser(
+        "deactivate-user", help="disable an account: sign-ins, sessions, tokens and keys stop"
+    )
+    deactivate.add_argument("--email", required=True)
+    deactivate.set_defaults(func=cmd_deactivate_user)
     worker = sub.add_parser("worker", help="run background jobs and the event relay only")
     worker.add_argument(
         "--import",

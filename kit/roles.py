@@ -30,8 +30,8 @@ MATRIX: dict[str, frozenset[Role]] = {
     "tenant:read": ALL,
     "tenant:update": frozenset({O}),
     "members:read": ALL,
-    "members:invite": frozenset({O, M}),
-    "members:manage": frozenset({O}),
+    "members:invite": frozenset({O, M}),  # which roles: MANAGES below
+    "members:manage": frozenset({O, M}),  # which roles: MANAGES below
     "apikeys:manage": frozenset({O, M}),
     # CRM
     "crm:read": ALL,
@@ -52,23 +52,61 @@ MATRIX: dict[str, frozenset[Role]] = {
     "webhooks:manage": frozenset({O, M}),
 }
 
+# Permissions whose mutations grant or change authority (who belongs, with which role,
+# keys, credentials, where data is sent, the organization itself): their mutations check
+# the caller's current membership against the store, never a token or a cache.
+AUTHORITY: frozenset[str] = frozenset(
+    {
+        "tenant:update",
+        "members:invite",
+        "members:manage",
+        "apikeys:manage",
+        "credentials:tenant",
+        "credentials:own",
+        "webhooks:manage",
+    }
+)
 
-# Who may hand out which role (inviting, changing roles, creating API keys): a role
-# can grant itself or any role ranked strictly below it. SUPPORT and ACCOUNTING share
-# a rank but hold different permissions, so neither can grant the other.
-RANK: dict[Role, int] = {
-    Role.OWNER: 3,
-    Role.MANAGER: 2,
-    Role.SUPPORT: 1,
-    Role.ACCOUNTING: 1,
-    Role.READ_ONLY: 0,
+
+# Who manages whom (inviting as, removing, promoting to, demoting from), as the
+# product's role table says: an OWNER manages every role; a MANAGER manages the members
+# below MANAGER; nobody else manages members. The `members:*` permissions say who may
+# call the operations at all; this table says which roles each caller may touch there.
+MANAGES: dict[Role, frozenset[Role]] = {
+    Role.OWNER: ALL,
+    Role.MANAGER: frozenset({S, A, Role.READ_ONLY}),
+    Role.SUPPORT: frozenset(),
+    Role.ACCOUNTING: frozenset(),
+    Role.READ_ONLY: frozenset(),
 }
 
 
-def can_grant(granter: Role | str, role: Role | str) -> bool:
-    """True when a caller with role `granter` may give someone (or a key) `role`."""
-    granter, role = Role(granter), Role(role)
-    return role == granter or RANK[role] < RANK[granter]
+def manages(actor: Role | str, role: Role | str) -> bool:
+    """True when a member with role `actor` may invite as, remove, or move a member
+    from or to `role`."""
+    return Role(role) in MANAGES[Role(actor)]
+
+
+def permissions_of(role: Role | str) -> frozenset[str]:
+    """Every permission `role` holds, read from MATRIX."""
+    role = Role(role)
+    return frozenset(p for p, roles in MATRIX.items() if role in roles)
+
+
+def within(role: Role | str, limit: Role | str) -> bool:
+    """True when `role` holds no permission that `limit` lacks. The rule for API keys: a
+    key never holds more than its creator. (Ranks are not enough: ACCOUNTING sits below
+    MANAGER yet reads AI usage, which a MANAGER cannot.)"""
+    return permissions_of(role) <= permissions_of(limit)
+
+
+def cap(role: Role | str, limit: Role | str) -> Role:
+    """`role` cut down to what `limit` holds: itself when within `limit`, else the
+    strongest role within both (READ_ONLY at worst, which every role contains)."""
+    role, limit = Role(role), Role(limit)
+    if within(role, limit):
+        return role
+    return next(r for r in Role if within(r, role) and within(r, limit))
 
 
 def roles_for(permission: str) -> frozenset[Role]:

@@ -41,6 +41,11 @@ class Principal:
     role: Role
     api_key_id: int | None = None
     session_family: str | None = None
+    # The membership an access token was issued for (a member removed and invited again
+    # has a new one, so older tokens stay dead), and when the credential lapses (unix
+    # seconds; None: an API key, valid until revoked). See resolvers/authority.py.
+    membership_id: int | None = None
+    expires_at: float | None = None
 
     @property
     def key(self) -> str:
@@ -114,6 +119,7 @@ def issue_access_token(settings: Settings, principal: Principal) -> tuple[str, i
         "tid": principal.tenant_id,
         "role": principal.role.value,
         "sid": principal.session_family,
+        "mid": principal.membership_id,
         "iat": now,
         "exp": exp,
         "jti": uuid.uuid4().hex,
@@ -155,6 +161,8 @@ def decode_access_token(settings: Settings, token: str) -> Principal:
             tenant_id=int(claims["tid"]),
             role=Role(claims["role"]),
             session_family=claims.get("sid"),
+            membership_id=int(claims["mid"]) if claims.get("mid") is not None else None,
+            expires_at=float(claims["exp"]),
         )
     except (ValueError, TypeError):
         raise Unauthenticated("Invalid access token.") from None

@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     email_token_ttl_seconds: int = Field(24 * 3600, ge=60)
     password_reset_ttl_seconds: int = Field(3600, ge=60)
     invitation_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
+    # How long a member's current role may be taken from this process's memory on each
+    # request; changes drop it at once in every process through the event bus, so this
+    # only bounds a lost bus message (0: read the store on every request).
+    authz_cache_seconds: float = Field(30.0, ge=0, le=300)
     # How long `me` may answer the viewer's user/organization profile from memory (0: never).
     viewer_cache_seconds: float = Field(5.0, ge=0, le=60)
     # Whole answers of queries whose fields all carry a cache hint (`me`), per caller, kept

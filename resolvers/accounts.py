@@ -31,7 +31,7 @@ from kit.ttl_cache import read_through
 from models.accounts import EmailToken, RefreshToken, User
 from models.members import Membership
 from models.tenants import Tenant
-from resolvers import viewer_cache
+from resolvers import authority, viewer_cache
 from resolvers.context import Context
 from resolvers.mailer import RecordingMailer
 from resolvers.viewer_cache import TenantProfile, UserProfile
@@ -73,13 +73,19 @@ def _slugify(name: str) -> str:
 # Sessions --------------------------------------------------------------------
 
 
-async def start_session(ctx: Context, user: User, tenant: Tenant, role: Role) -> AuthResult:
+async def start_session(
+    ctx: Context, user: User, tenant: Tenant, membership: Membership
+) -> AuthResult:
     """A new refresh-token family and its first access token."""
-    return await _issue(ctx, user, tenant, role, family=uuid.uuid4().hex)
+    return await _issue(ctx, user, tenant, membership, family=uuid.uuid4().hex)
 
 
-async def _issue(ctx: Context, user: User, tenant: Tenant, role: Role, family: str) -> AuthResult:
+async def _issue(
+    ctx: Context, user: User, tenant: Tenant, membership: Membership, family: str
+) -> AuthResult:
+    """Tokens for `membership`: the access token names it, so it dies with it."""
     settings = ctx.settings
+    role = Role(membership.role)
     refresh = new_token(REFRESH_PREFIX)
     await RefreshToken.create(
         user_id=user.id,
@@ -88,7 +94,13 @@ async def _issue(ctx: Context, user: User, tenant: Tenant, role: Role, family: s
         token_hash=hash_token(refresh),
         expires_at=now() + dt.timedelta(seconds=settings.refresh_token_ttl_seconds),
     )
-    principal = Principal(user_id=user.id, tenant_id=tenant.id, role=role, session_family=family)
+    principal = Principal(
+        user_id=user.id,
+        tenant_id=tenant.id,
+        role=role,
+        session_family=family,
+        membership_id=membership.id,
+    )
     access, exp = issue_access_token(settings, principal)
     return AuthResult(access, exp, refresh, user, tenant, role)
 
@@ -104,17 +116,32 @@ async def revoke_user_sessions(user_id: int, tenant_id: int | None = None) -> No
     await qs.update(revoked_at=now())
 
 
+def _reused() -> Unauthenticated:
+    return Unauthenticated(
+        "Refresh token was already used; the session has been revoked.",
+        reason="REFRESH_TOKEN_REUSED",
+    )
+
+
+async def _end_session(ctx: Context, user_id: int, family: str) -> None:
+    """Revoke a family; its access tokens stop at their next request, everywhere."""
+    await revoke_family(family)
+    await authority.changed(ctx.services, user_id=user_id)
+
+
 async def refresh_session(ctx: Context, refresh_token: str) -> AuthResult:
-    """Rotate: the presented token is spent; presenting a spent one revokes its family."""
+    """Rotate: the presented token is spent; presenting a spent one ends its session.
+
+    One rule, concurrency included: a refresh token works once; a second use, even at the
+    same moment as the first, revokes the whole session, the pair the first use got
+    included (its refresh token is refused, its access token stops at its next request).
+    """
     row = await RefreshToken.filter(token_hash=hash_token(refresh_token or "")).first()
     if row is None or row.revoked_at is not None:
         raise Unauthenticated("Invalid refresh token.")
     if row.rotated_at is not None:
-        await revoke_family(row.family)
-        raise Unauthenticated(
-            "Refresh token was already used; the session has been revoked.",
-            reason="REFRESH_TOKEN_REUSED",
-        )
+        await _end_session(ctx, row.user_id, row.family)
+        raise _reused()
     if row.expires_at <= now():
         raise Unauthenticated("Refresh token expired.", reason="TOKEN_EXPIRED")
     # Conditional update: of two concurrent refreshes with one token, only one wins.
@@ -122,35 +149,44 @@ async def refresh_session(ctx: Context, refresh_token: str) -> AuthResult:
         rotated_at=now()
     )
     if not claimed:
-        await revoke_family(row.family)
-        raise Unauthenticated(
-            "Refresh token was already used; the session has been revoked.",
-            reason="REFRESH_TOKEN_REUSED",
-        )
+        await _end_session(ctx, row.user_id, row.family)
+        raise _reused()
     membership = await Membership.filter(user_id=row.user_id, tenant_id=row.tenant_id).first()
     user = await User.filter(id=row.user_id, is_active=True).first()
     if membership is None or user is None:
         await revoke_family(row.family)
         raise Unauthenticated("The session's membership no longer exists.")
     tenant = await Tenant.get(id=row.tenant_id)
-    return await _issue(ctx, user, tenant, Role(membership.role), family=row.family)
+    issued = await _issue(ctx, user, tenant, membership, family=row.family)
+    # A concurrent second use may have revoked the family before the new row existed:
+    # then the new pair dies too (after it, the revocation covers the new row itself).
+    if await RefreshToken.filter(family=row.family).exclude(revoked_at=None).exists():
+        await _end_session(ctx, row.user_id, row.family)
+        raise _reused()
+    return issued
 
 
 async def logout(ctx: Context, refresh_token: str | None, everywhere: bool) -> bool:
     principal = ctx.require_principal()
     if principal.user_id is not None:
         forget_user(ctx, principal.user_id)
+    await _logout(principal, refresh_token, everywhere)
+    if principal.user_id is not None:  # the ended sessions' access tokens stop now
+        await authority.changed(ctx.services, user_id=principal.user_id)
+    return True
+
+
+async def _logout(principal: Principal, refresh_token: str | None, everywhere: bool) -> None:
     if everywhere and principal.user_id is not None:
         await revoke_user_sessions(principal.user_id)
-        return True
+        return
     if refresh_token:
         row = await RefreshToken.filter(token_hash=hash_token(refresh_token)).first()
         if row is not None and row.user_id == principal.user_id:
             await revoke_family(row.family)
-            return True
+            return
     if principal.session_family:
         await revoke_family(principal.session_family)
-    return True
 
 
 # Registration and login --------------------------------------------------------
@@ -180,14 +216,16 @@ async def register_organization(
             user = await User.create(
                 email=email, name=(name or "").strip(), password_hash=password_hash
             )
-            await Membership.create(user_id=user.id, tenant_id=tenant.id, role=Role.OWNER.value)
+            membership = await Membership.create(
+                user_id=user.id, tenant_id=tenant.id, role=Role.OWNER.value
+            )
     except IntegrityError:
         raise Conflict(
             "An account with this email already exists; log in instead.",
             details={"email": "is already registered"},
         ) from None
     await send_email_token(user, VERIFY_EMAIL, ctx)
-    return await start_session(ctx, user, tenant, Role.OWNER)
+    return await start_session(ctx, user, tenant, membership)
 
 
 async def throttle(ctx: Context, bucket: str, identity: str, spec: str) -> None:
@@ -218,7 +256,7 @@ async def login(ctx: Context, *, email: str, password: str, tenant_id: int | Non
             raise NotFound("Organization not found.")
         raise Unauthenticated("This account belongs to no organization.")
     tenant = await Tenant.get(id=membership.tenant_id)
-    return await start_session(ctx, user, tenant, Role(membership.role))
+    return await start_session(ctx, user, tenant, membership)
 
 
 async def switch_tenant(ctx: Context, tenant_id: int) -> AuthResult:
@@ -233,7 +271,7 @@ async def switch_tenant(ctx: Context, tenant_id: int) -> AuthResult:
         raise NotFound("Organization not found.")
     user = await User.get(id=principal.user_id)
     tenant = await Tenant.get(id=tenant_id)
-    return await start_session(ctx, user, tenant, Role(membership.role))
+    return await start_session(ctx, user, tenant, membership)
 
 
 # Viewer ---------------------------------------------------------------------------
@@ -332,15 +370,29 @@ def forget_tenant(ctx: Context, tenant_id: int) -> None:
 
 async def my_memberships(ctx: Context) -> list[Membership]:
     """The viewer's memberships, oldest first, each with its organization read in the
-    same statement (a join), however many organizations the viewer belongs to."""
+    same statement (a join), however many organizations the viewer belongs to. An API
+    key sees only its own organization: its creator's other organizations are none of
+    its business."""
     principal = ctx.require_principal()
     if principal.user_id is None:
         return []
-    return list(
-        await Membership.filter(user_id=principal.user_id)
-        .select_related("tenant")
-        .order_by("created_at", "id")
-    )
+    rows = Membership.filter(user_id=principal.user_id)
+    if principal.api_key_id is not None:
+        rows = rows.filter(tenant_id=principal.tenant_id)
+    return list(await rows.select_related("tenant").order_by("created_at", "id"))
+
+
+async def deactivate_user(ctx: Context, user_id: int) -> bool:
+    """Disable an account (operators: `switchboard deactivate-user`): it can no longer
+    sign in, its sessions end, and every token and API key of it stops at its next
+    request in every process (`resolvers.authority`). False when there is no such user."""
+    found = await User.filter(id=user_id).update(is_active=False)
+    if not found:
+        return False
+    await revoke_user_sessions(user_id)
+    forget_user(ctx, user_id)
+    await authority.changed(ctx.services, user_id=user_id)
+    return True
 
 
 async def update_profile(ctx: Context, *, name: str | None) -> User:
@@ -384,6 +436,7 @@ async def change_password(ctx: Context, *, current_password: str, new_password: 
     if family:
         others = others.exclude(family=family)
     await others.update(revoked_at=now())
+    await authority.changed(ctx.services, user_id=user.id)  # their access tokens stop too
     return True
 
 
@@ -473,4 +526,5 @@ async def reset_password(ctx: Context, token: str, new_password: str) -> bool:
     user.password_hash = hash_password(new_password)
     await user.save(update_fields=["password_hash", "updated_at"])
     await revoke_user_sessions(user.id)
+    await authority.changed(ctx.services, user_id=user.id)  # their access tokens stop too
     return True

@@ -1,13 +1,18 @@
 """Members of a tenant: who they are, their roles, invitations to join.
 
 Rules kept here, for GraphQL and any HTTP caller alike:
-- a caller hands out only roles it could hold itself (`kit.roles.can_grant`);
+- who touches which role is `kit.roles.MANAGES` (an OWNER every role, a MANAGER the
+  roles below MANAGER): inviting as, revoking an invitation for, removing, and moving a
+  member from or to a role;
 - an organization always keeps at least one OWNER (removal, demotion, leaving);
-- changes to one tenant's memberships are serialised by locking the tenant row, so two
-  owners demoting each other at once cannot leave the organization without an owner;
-- a role is carried in the access token, so a change shows at the member's next
-  `refreshToken` (at most `ACCESS_TOKEN_TTL_SECONDS` later); removal revokes the
-  member's sessions in the tenant and the API keys they created there at once.
+- changes to one tenant's memberships are serialised by locking the tenant row, and the
+  caller's own membership is read inside that lock (`resolvers.authority.confirm`), so
+  two owners demoting each other at once cannot leave the organization without an owner,
+  and a caller demoted or removed a moment ago acts with what it holds now;
+- a change applies on the member's next request, whatever token they hold
+  (`resolvers.authority.changed`); removal also revokes the member's sessions in the
+  tenant and the API keys they created there; a demotion caps those keys at the new
+  role (`kit.roles.cap`).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from kit.errors import BadUserInput, Conflict, Forbidden, Unauthenticated, require
-from kit.roles import Role, can_grant
+from kit.roles import Role, cap, manages
 from kit.security import (
     Principal,
     check_password_strength,
@@ -37,7 +42,7 @@ from models.apikeys import ApiKey
 from models.members import Invitation, Membership
 from models.tenancy import get_scoped, scoped
 from models.tenants import Tenant
-from resolvers import accounts
+from resolvers import accounts, authority
 from resolvers.accounts import AuthResult, normalize_email, now
 from resolvers.context import Context
 from resolvers.events import emit, global_id
@@ -69,11 +74,11 @@ def parse_role(value: str, field: str = "role") -> Role:
         ) from None
 
 
-def require_grantable(principal: Principal, role: Role, what: str) -> None:
-    if not can_grant(principal.role, role):
+def require_manages(principal: Principal, role: Role, what: str) -> None:
+    if not manages(principal.role, role):
         raise Forbidden(
             f"A {principal.role.value} cannot {what} with role {role.value}.",
-            details={"role": f"is above what a {principal.role.value} can grant"},
+            details={"role": f"is not a role a {principal.role.value} manages"},
         )
 
 
@@ -112,11 +117,12 @@ async def list_members(ctx: Context, *, first: int | None, after: str | None) ->
 async def change_member_role(ctx: Context, *, member_id: int, role: str) -> Membership:
     principal = ctx.require("members:manage")
     new_role = parse_role(role)
-    require_grantable(principal, new_role, "give a member")
     async with tenant_lock(principal.tenant_id):
+        principal = await authority.confirm(ctx, "members:manage")
+        require_manages(principal, new_role, "give a member")
         member = await get_scoped(Membership, principal.tenant_id, member_id)
         old_role = Role(member.role)
-        require_grantable(principal, old_role, "change the role of a member")
+        require_manages(principal, old_role, "change the role of a member")
         if old_role == new_role:
             return member
         if old_role is Role.OWNER and await _owner_count(principal.tenant_id) <= 1:
@@ -132,23 +138,27 @@ async def change_member_role(ctx: Context, *, member_id: int, role: str) -> Memb
             "member.role_changed",
             {"id": global_id("Member", member.id), "role": new_role.value},
         )
-        # Keys this member created may not outrank what the member can now grant.
+        # A key never holds more than its creator: each is capped at the new role.
         keys = scoped(ApiKey, principal.tenant_id).filter(
             created_by_id=member.user_id, revoked_at=None
         )
-        stale = [k.id for k in await keys if not can_grant(new_role, k.role)]
-        if stale:
-            await ApiKey.filter(id__in=stale).update(revoked_at=now())
+        for key in await keys:
+            capped = cap(key.role, new_role)
+            if capped.value != key.role:
+                await ApiKey.filter(id=key.id).update(role=capped.value)
+    await authority.changed(ctx.services, user_id=member.user_id, tenant_id=member.tenant_id)
     return member
 
 
 async def remove_member(ctx: Context, *, member_id: int) -> Membership:
     principal = ctx.require("members:manage")
     async with tenant_lock(principal.tenant_id):
+        principal = await authority.confirm(ctx, "members:manage")
         member = await get_scoped(Membership, principal.tenant_id, member_id)
-        require_grantable(principal, Role(member.role), "remove a member")
+        require_manages(principal, Role(member.role), "remove a member")
         await _delete_membership(member)
         accounts.forget_user(ctx, member.user_id)
+    await authority.changed(ctx.services, user_id=member.user_id, tenant_id=member.tenant_id)
     return member
 
 
@@ -164,6 +174,7 @@ async def leave_organization(ctx: Context) -> bool:
             raise Unauthenticated("You are no longer a member of this organization.")
         await _delete_membership(member)
         accounts.forget_user(ctx, member.user_id)
+    await authority.changed(ctx.services, user_id=member.user_id, tenant_id=member.tenant_id)
     return True
 
 
@@ -203,7 +214,7 @@ async def invite_member(ctx: Context, *, email: str, role: str) -> Invitation:
     principal = ctx.require("members:invite")
     email = normalize_email(email)
     new_role = parse_role(role)
-    require_grantable(principal, new_role, "invite a member")
+    require_manages(principal, new_role, "invite a member")
     tenant = await Tenant.get(id=principal.tenant_id)
     existing = await User.filter(email=email).first()
     if (
@@ -217,7 +228,9 @@ async def invite_member(ctx: Context, *, email: str, role: str) -> Invitation:
         )
     token = new_token()
     ttl = ctx.settings.invitation_ttl_seconds
-    async with in_transaction():
+    async with tenant_lock(tenant.id):
+        principal = await authority.confirm(ctx, "members:invite")
+        require_manages(principal, new_role, "invite a member")
         # A new invitation replaces any pending one for the same address.
         await pending(scoped(Invitation, tenant.id)).filter(email=email).update(revoked_at=now())
         invitation = await Invitation.create(
@@ -249,9 +262,9 @@ async def invite_member(ctx: Context, *, email: str, role: str) -> Invitation:
 
 
 async def revoke_invitation(ctx: Context, *, invitation_id: int) -> Invitation:
-    principal = ctx.require("members:invite")
+    principal = await authority.confirm(ctx, "members:invite")
     invitation = await get_scoped(Invitation, principal.tenant_id, invitation_id)
-    require_grantable(principal, Role(invitation.role), "revoke an invitation")
+    require_manages(principal, Role(invitation.role), "revoke an invitation")
     if invitation.accepted_at is not None:
         raise Conflict(
             "This invitation was already accepted; remove the member instead.",
@@ -340,7 +353,9 @@ async def accept_invitation(
                     password_hash=joiner.password_hash,
                     email_verified_at=now(),  # the token arrived at this address
                 )
-            await Membership.create(user_id=user.id, tenant_id=row.tenant_id, role=row.role)
+            membership = await Membership.create(
+                user_id=user.id, tenant_id=row.tenant_id, role=row.role
+            )
             await emit(
                 row.tenant_id,
                 "member.joined",
@@ -353,8 +368,9 @@ async def accept_invitation(
             details={"token": "is for an organization you already belong to"},
         ) from None
     accounts.forget_user(ctx, user.id)  # a new entry in their `me { memberships }`
+    await authority.changed(ctx.services, user_id=user.id, tenant_id=row.tenant_id)
     tenant = await Tenant.get(id=row.tenant_id)
-    return await accounts.start_session(ctx, user, tenant, Role(row.role))
+    return await accounts.start_session(ctx, user, tenant, membership)
 
 
 async def load_member_user(ctx: Context, user_id: int) -> User | None:

@@ -135,7 +135,8 @@ class Viewer:
         return Organization.from_row(await accounts.viewer_tenant(info.context))
 
     @strawberry.field(
-        description="Every organization the user belongs to, with their role. May be up to "
+        description="Every organization the user belongs to, with their role; for an API "
+        "key, only the key's own organization (with its creator's role there). May be up to "
         "`VIEWER_CACHE_SECONDS` (default 5) old when changed through another gateway process.",
         directives=VIEWER_HINT,
     )
@@ -306,7 +307,13 @@ class Mutation:
             )
         )
 
-    @mutation(permission=PUBLIC, description="Exchange a refresh token for new tokens (rotation).")
+    @mutation(
+        permission=PUBLIC,
+        description="Exchange a refresh token for new tokens (rotation). Each refresh token "
+        "works once: a second use, even at the same moment as the first, ends the whole "
+        "session (REFRESH_TOKEN_REUSED): the pair the first use got is revoked too, its "
+        "access token stopping at its next request; sign in again.",
+    )
     async def refresh_token(self, info: Info, input: RefreshTokenInput) -> AuthPayload:
         return AuthPayload.of(await accounts.refresh_session(info.context, input.refresh_token))
 

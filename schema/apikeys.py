@@ -26,7 +26,12 @@ class ApiKey(ModelNode):
     _permission: ClassVar[str] = "apikeys:manage"
     id: relay.NodeID[int]
     name: str = strawberry.field(description="What the key is for.")
-    role: Role = strawberry.field(description="The role the key acts with.")
+    role: Role = strawberry.field(
+        description="The role the key acts with, never more than its creator's current role: "
+        "when the creator is demoted, the key is capped at the new role (it keeps only the "
+        "permissions both hold); when the creator is removed or deactivated, the key is "
+        "revoked and refused at once."
+    )
     prefix: str = strawberry.field(
         description="The key's first 12 characters, to recognise it; not enough to use it."
     )
@@ -64,7 +69,10 @@ class ApiKey(ModelNode):
 class CreateApiKeyInput:
     name: str = strawberry.field(description="What the key is for (1 to 120 characters).")
     role: Role = strawberry.field(
-        description="The role the key acts with: your own role or one below it."
+        description="The role the key acts with: one holding no permission your role lacks "
+        "(your own, or READ_ONLY, SUPPORT… below it; a MANAGER cannot make an ACCOUNTING key, "
+        "which reads AI usage). It never holds more than your current role: demoting you "
+        "caps it, removing you revokes it."
     )
 
 
@@ -108,8 +116,8 @@ class Query:
 class Mutation:
     @mutation(
         permission="apikeys:manage",
-        description="Create an API key with your role or one below it; the secret is in the "
-        "answer once.",
+        description="Create an API key with a role within yours (see `role`); the secret is in "
+        "the answer once.",
     )
     async def create_api_key(self, info: Info, input: CreateApiKeyInput) -> CreateApiKeyPayload:
         created = await apikeys.create_api_key(info.context, name=input.name, role=input.role.value)

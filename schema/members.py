@@ -19,8 +19,13 @@ from schema.permissions import PUBLIC, SIGNED_IN, mutation, query
 from schema.relay import After, Connection, First, ModelNode, decode_id, encode_id
 
 ROLE_NOTE = (
-    "Roles travel inside access tokens: a change reaches the member's session at their "
-    "next `refreshToken` (within the access-token lifetime)."
+    "A change applies on the member's next request, with whatever token or API key they "
+    "hold (the role inside an access token is not trusted beyond the current membership)."
+)
+MANAGES_NOTE = (
+    "An OWNER manages every role; a MANAGER only members below MANAGER (SUPPORT, "
+    "ACCOUNTING, READ_ONLY): only an OWNER invites as, removes, promotes to or demotes "
+    "from OWNER or MANAGER."
 )
 
 
@@ -87,9 +92,7 @@ class Invitation(ModelNode):
 @strawberry.input(description="Whom to invite, and with which role.")
 class InviteMemberInput:
     email: str = strawberry.field(description="The invitee's email address.")
-    role: Role = strawberry.field(
-        description="Role on acceptance; at most your own (a MANAGER cannot invite an OWNER)."
-    )
+    role: Role = strawberry.field(description=f"Role on acceptance. {MANAGES_NOTE}")
 
 
 @strawberry.type(description="The invitation just sent.")
@@ -125,7 +128,10 @@ class AcceptInvitationInput:
 @strawberry.input(description="A member and their new role.")
 class ChangeMemberRoleInput:
     member_id: relay.GlobalID = strawberry.field(description="Id of the member.")
-    role: Role = strawberry.field(description="The new role.")
+    role: Role = strawberry.field(
+        description="The new role. API keys the member created are capped at it (each keeps "
+        "only the permissions the new role also holds)."
+    )
 
 
 @strawberry.type(description="The member with their new role.")
@@ -178,7 +184,10 @@ class Mutation:
         row = await members.invite_member(info.context, email=input.email, role=input.role.value)
         return InviteMemberPayload(invitation=Invitation.from_row(row))
 
-    @mutation(permission="members:invite", description="Withdraw a pending invitation.")
+    @mutation(
+        permission="members:invite",
+        description=f"Withdraw a pending invitation (of a role you manage). {MANAGES_NOTE}",
+    )
     async def revoke_invitation(
         self, info: Info, input: RevokeInvitationInput
     ) -> RevokeInvitationPayload:
@@ -201,7 +210,8 @@ class Mutation:
 
     @mutation(
         permission="members:manage",
-        description=f"Change a member's role; the last owner cannot be demoted. {ROLE_NOTE}",
+        description="Change a member's role; the last owner cannot be demoted. API keys the "
+        f"member created are capped at the new role. {MANAGES_NOTE} {ROLE_NOTE}",
     )
     async def change_member_role(
         self, info: Info, input: ChangeMemberRoleInput
@@ -213,8 +223,9 @@ class Mutation:
 
     @mutation(
         permission="members:manage",
-        description="Remove a member: their sessions here and the API keys they created end "
-        "at once. The last owner cannot be removed.",
+        description="Remove a member: their sessions, access tokens and open sockets here "
+        "end on their next request, and the API keys they created here are revoked. The "
+        f"last owner cannot be removed. {MANAGES_NOTE}",
     )
     async def remove_member(self, info: Info, input: RemoveMemberInput) -> RemoveMemberPayload:
         row = await members.remove_member(info.context, member_id=_member_id(input.member_id))

@@ -14,7 +14,8 @@ from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.types import Info
 
 from kit.errors import Forbidden, Unauthenticated
-from kit.roles import allowed, describe
+from kit.roles import AUTHORITY, allowed, describe
+from resolvers.authority import confirm
 
 
 class Authenticated(BasePermission):
@@ -40,6 +41,18 @@ class HasPermission(BasePermission):
         return True
 
 
+class HasCurrentPermission(HasPermission):
+    """For mutations that grant or change authority (`kit.roles.AUTHORITY`): the
+    caller's membership is read from the store now, not taken from its token or a cache
+    (`resolvers.authority.confirm`), and the operation runs with that reading."""
+
+    async def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:  # type: ignore[override]
+        if info.context.principal is None:
+            raise Unauthenticated()
+        await confirm(info.context, self.permission)
+        return True
+
+
 PUBLIC = "public"
 SIGNED_IN = "signed-in"
 
@@ -51,6 +64,9 @@ def _decorate(kind: Any, permission: str, description: str, kwargs: dict[str, An
     elif permission == SIGNED_IN:
         checks = [Authenticated()]
         note = "Requires authentication, any role."
+    elif kind is strawberry.mutation and permission in AUTHORITY:
+        checks = [HasCurrentPermission(permission)]
+        note = describe(permission)
     else:
         checks = [HasPermission(permission)]
         note = describe(permission)

@@ -1,7 +1,9 @@
 """Strawberry's ASGI view, configured for the gateway.
 
 - builds the resolvers' Context from what the middleware found (principal, ids);
-- authenticates WebSocket connections from the `connection_init` payload;
+- authenticates WebSocket connections from the `connection_init` payload, with the
+  caller's current authority, and keeps checking it per operation and on every change
+  (`gateway/http/websocket.py`);
 - answers malformed requests with coded JSON errors instead of plain text;
 - speaks `application/graphql-response+json` with the spec's status codes when the
   client accepts it (GraphQL over HTTP), plain `application/json` otherwise;
@@ -46,9 +48,10 @@ from gateway.http.responses import (
     negotiate,
     prefers_graphql_response,
 )
+from gateway.http.websocket import GuardedTransportWS
 from kit import response_cache
 from kit.errors import GatewayError
-from resolvers import viewer_cache
+from resolvers import authority, viewer_cache
 from resolvers.auth import authenticate, bearer_token
 from resolvers.context import Context, Services
 from schema.errors import finish_errors
@@ -107,6 +110,8 @@ def _refused_media(scope: Any) -> tuple[int, str, str] | None:
 
 
 class GatewayGraphQL(GraphQL):
+    graphql_transport_ws_handler_class = GuardedTransportWS  # type: ignore[assignment]
+
     def __init__(self, schema: Any, services: Services) -> None:
         settings = services.settings
         super().__init__(
@@ -148,6 +153,8 @@ class GatewayGraphQL(GraphQL):
                 )
             elif token:
                 context.principal = await authenticate(self.services.settings, str(token))
+            if context.principal is not None:
+                context.principal = await authority.current(self.services, context.principal)
         except GatewayError as exc:
             raise ConnectionRejectionError({"code": exc.code, "message": exc.message}) from None
         return UNSET  # a plain `connection_ack`, no payload

@@ -33,6 +33,7 @@ from kit.errors import GatewayError, RateLimited, Unauthenticated
 from kit.logging import request_id_var
 from kit.ratelimit import Decision
 from kit.security import API_KEY_PREFIX, Principal
+from resolvers import authority
 from resolvers.auth import authenticate, bearer_token
 from resolvers.context import Services
 
@@ -58,10 +59,11 @@ class VerifiedTokens:
     """Access tokens already verified by this process, until they expire.
 
     A client sends the same JWT on every request for its whole life; verifying the
-    signature and claims once is enough, since a token's content cannot change and
-    access tokens are not revocable one by one (sessions end through refresh tokens).
-    Expiry is checked on every use. API keys are never cached: revoking one must bite
-    at once.
+    signature and claims once is enough, since a token's content cannot change. What
+    the token claims is not trusted beyond that: the member's current standing (role,
+    removal, deactivation) is checked after this cache on every request
+    (`resolvers.authority.current`). Expiry is checked on every use. API keys are never
+    cached: revoking one must bite at once.
     """
 
     def __init__(self, size: int = 10_000) -> None:
@@ -98,18 +100,18 @@ class GatewayMiddleware:
         self.tokens = VerifiedTokens()
 
     async def principal(self, header: str | None) -> Principal | None:
+        """The caller with the authority it holds now (not what its token claims)."""
         token = bearer_token(header)
         if token is None:
             return None
-        if token.startswith(API_KEY_PREFIX):
-            return await authenticate(self.settings, token)
-        cached = self.tokens.get(token)
-        if cached is not None:
-            return cached
-        principal = await authenticate(self.settings, token)
-        if principal is not None:
-            self.tokens.put(token, principal)
-        return principal
+        principal = self.tokens.get(token)
+        if principal is None:
+            principal = await authenticate(self.settings, token)
+            if principal is None:
+                return None
+            if not token.startswith(API_KEY_PREFIX):
+                self.tokens.put(token, principal)
+        return await authority.current(self.services, principal)
 
     def client_ip(self, scope: dict[str, Any]) -> str:
         """The peer, or behind trusted proxies the right-most X-Forwarded-For hop that is
