@@ -248,8 +248,10 @@ async def test_unreachable_redis_lets_requests_through_and_logs_it(settings, log
     assert "errors" not in response.json()
     assert "x-ratelimit-limit" not in response.headers
     request_id = response.headers["x-request-id"]
-    [logged] = [r for r in logs.for_request(request_id) if r["level"] == "ERROR"]
-    assert "rate limiter unavailable" in logged["message"]
+    errors = [r for r in logs.for_request(request_id) if r["level"] == "ERROR"]
+    # Other ERROR lines of the request may come along (a dead Redis fails more than the
+    # limiter); the limiter's must be among them.
+    assert any("rate limiter unavailable" in r["message"] for r in errors), errors
 
 
 async def test_health_ready_reports_unreachable_redis(settings):
