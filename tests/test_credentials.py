@@ -10,12 +10,12 @@ import pytest
 from strawberry import relay
 
 from gateway.app import create_app
+from gateway.errors import UpstreamUnavailable
 from gateway.roles import Role
 from gateway.security import Principal, hash_password, issue_access_token
 from gateway.settings import Settings
 from models.accounts import User
 from models.credentials import Credential
-from gateway.errors import UpstreamUnavailable
 from models.members import Membership
 from resolvers.context import Context, Services
 from resolvers.credentials import CredentialSource, resolve_credential
