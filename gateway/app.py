@@ -73,7 +73,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             # generation, so collections stop re-scanning them on every request.
             gc.collect()
             gc.freeze()
-        runtime = Runtime(settings)  # event bus, outbox relay, job worker (RUN_WORKER)
+        # Event bus, outbox relay, health probes, job worker (RUN_WORKER).
+        runtime = Runtime(settings, services=services)
         await runtime.start()
         app.state.runtime = runtime
         authority.start_listening(services)  # other processes' role changes and removals
