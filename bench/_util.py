@@ -147,7 +147,7 @@ def bench_settings(**overrides: Any) -> Any:
 async def open_bench_store(settings: Any) -> None:
     from tortoise import Tortoise
 
-    from gateway import db
+    from models import store as db
 
     await db.open_store(settings)
     await Tortoise.generate_schemas()

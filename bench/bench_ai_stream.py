@@ -278,8 +278,8 @@ async def main() -> None:
     # Tables straight from the models (as the tests build them).
     from tortoise import Tortoise
 
-    from gateway import db
     from kit.settings import load_settings
+    from models import store as db
 
     await db.open_store(load_settings(database_url=env["DATABASE_URL"], switchboard_env="test"))
     await Tortoise.generate_schemas()

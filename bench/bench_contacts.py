@@ -37,12 +37,12 @@ from strawberry.extensions import ParserCache, ValidationCache
 from tortoise import Tortoise
 from tortoise.connection import get_connection
 
-from gateway import db
 from gateway.app import create_app
 from kit.ratelimit import RateLimiter
 from kit.roles import Role
 from kit.security import Principal, issue_access_token
 from kit.settings import Settings, load_settings
+from models import store as db
 from models.accounts import User
 from models.contacts import Contact
 from models.members import Membership

@@ -81,7 +81,7 @@ async def child(freeze: bool, requests: int) -> dict:
         t0 = perf()
         gc.collect()
         pauses.append(perf() - t0)
-    from gateway import db
+    from models import store as db
 
     await db.close_store()
     return {

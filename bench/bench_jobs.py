@@ -118,7 +118,7 @@ async def main() -> None:
     os.environ["BENCH_DB"] = url
     pool: asyncpg.Pool | None = None
     try:
-        from gateway import db
+        from models import store as db
         from models.jobs import Job
 
         # The gateway's pool gets as many connections as the baseline's (plus two for

@@ -167,7 +167,7 @@ async def main() -> None:
         target = " (target >= 0.80x)" if name == "me" else ""
         print(f"ratio {name}/baseline: {rate[name] / rate['baseline']:.2f}x{target}")
 
-    from gateway import db
+    from models import store as db
 
     await db.close_store()
 

@@ -117,8 +117,8 @@ async def main() -> None:
     url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
     pool: asyncpg.Pool | None = None
     try:
-        from gateway import db
         from gateway.app import create_app
+        from models import store as db
 
         settings = bench_settings(
             database_url=url,

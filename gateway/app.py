@@ -11,7 +11,6 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from gateway import db
 from gateway.http import graphiql, health
 from gateway.http import metrics as metrics_routes
 from gateway.http import sandbox as sandbox_routes
@@ -22,6 +21,7 @@ from gateway.worker import Runtime
 from kit.logging import configure_logging
 from kit.ratelimit import RateLimiter
 from kit.settings import Environment, Settings, get_settings
+from models import store as db
 from providers.registry import build_registry
 from resolvers import authority
 from resolvers.ai import close_provider as close_openai
@@ -73,7 +73,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             # generation, so collections stop re-scanning them on every request.
             gc.collect()
             gc.freeze()
-        runtime = Runtime(settings)  # event bus, outbox relay, job worker (RUN_WORKER)
+        # Event bus, outbox relay, health probes, job worker (RUN_WORKER).
+        runtime = Runtime(settings, services=services)
         await runtime.start()
         app.state.runtime = runtime
         authority.start_listening(services)  # other processes' role changes and removals

@@ -25,9 +25,9 @@ def _settings():  # type: ignore[no-untyped-def]
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from gateway import db
     from gateway.app import create_app
     from gateway.server import Server, listen
+    from models import store as db
 
     settings = _settings()
     host, port = args.host or settings.host, args.port or settings.port
@@ -60,7 +60,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from gateway import db
+    from models import store as db
 
     settings = _settings()
 
@@ -127,9 +127,9 @@ def cmd_export_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_create_owner(args: argparse.Namespace) -> int:
-    from gateway import db
     from gateway.app import build_services
     from kit.errors import GatewayError
+    from models import store as db
     from resolvers import accounts
     from resolvers.context import Context
 
@@ -170,9 +170,9 @@ def cmd_create_owner(args: argparse.Namespace) -> int:
 def cmd_deactivate_user(args: argparse.Namespace) -> int:
     """Disable an account; its tokens and keys stop at their next request in every
     process (the change goes out on the event bus: Redis when REDIS_URL is set)."""
-    from gateway import db
     from gateway.app import build_services
     from kit.bus import create_bus
+    from models import store as db
     from models.accounts import User
     from resolvers import accounts, events
     from resolvers.context import Context
@@ -202,7 +202,7 @@ def cmd_deactivate_user(args: argparse.Namespace) -> int:
 
 def cmd_rotate_vault_key(args: argparse.Namespace) -> int:
     """Re-encrypt every stored secret under the first VAULT_KEYS key (batched transactions)."""
-    from gateway import db
+    from models import store as db
     from resolvers.credentials import rotate_vault
 
     settings = _settings()
@@ -240,9 +240,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """Run only the background runtime (jobs, periodic jobs, outbox relay) until SIGTERM/SIGINT."""
     import signal
 
-    from gateway import db
     from gateway.worker import Runtime, load_handlers
     from kit.logging import configure_logging
+    from models import store as db
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_json)
@@ -269,8 +269,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     """Operators: list failed/dead jobs of every tenant (and system jobs), or re-run one."""
-    from gateway import db
     from kit.errors import GatewayError
+    from models import store as db
     from resolvers import jobs
 
     settings = _settings()

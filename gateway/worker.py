@@ -10,6 +10,9 @@ and by `switchboard worker` alone. Shell module: may import anything.
   come back when their lease expires.
 - Periodic jobs: each process enqueues the current slot of every `@periodic` job under
   a unique key, so a slot runs once whatever the number of processes.
+- Health probes (given the app's `services`, every `HEALTH_PROBE_SECONDS`, 0: off): each
+  serving process probes the providers' system credentials itself, not through the job
+  queue, since health reports what this process saw (resolvers/health.py).
 - Shutdown: stop claiming, let running jobs finish within
   `WORKER_SHUTDOWN_GRACE_SECONDS`, give the rest back to the queue.
 """
@@ -29,7 +32,8 @@ from gateway import job_runs
 from kit.bus import EventBus, create_bus
 from kit.settings import Settings
 from models.jobs import Job
-from resolvers import events, handlers, jobs
+from resolvers import events, handlers, health, jobs
+from resolvers.context import Services
 
 STOP_TIMEOUT_SECONDS = 5.0
 log = logging.getLogger("switchboard.worker")
@@ -44,8 +48,15 @@ def load_handlers(extra_modules: Iterable[str] = ()) -> None:
 
 
 class Runtime:
-    def __init__(self, settings: Settings, *, run_jobs: bool | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        run_jobs: bool | None = None,
+        services: Services | None = None,
+    ) -> None:
         self.settings = settings
+        self.services = services  # the app's: its provider registry is what health reads
         self.run_jobs = settings.run_worker if run_jobs is None else run_jobs
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.bus: EventBus | None = None
@@ -64,6 +75,9 @@ class Runtime:
         events.install_bus(self.bus)
         events.add_nudge(self._relay_wake.set)
         self._tasks.append(asyncio.create_task(self._relay_loop(), name="outbox-relay"))
+        if self.services is not None and self.settings.health_probe_seconds > 0:
+            probes = self._probe_loop(self.services)
+            self._tasks.append(asyncio.create_task(probes, name="health-probes"))
         if self.run_jobs:
             jobs.add_waker(self._job_wake.set)
             self._tasks.append(asyncio.create_task(self._worker_loop(), name="job-worker"))
@@ -131,6 +145,20 @@ class Runtime:
                 raise
             except Exception:
                 log.exception("outbox relay pass failed")
+
+    # health probes ------------------------------------------------------------------
+
+    async def _probe_loop(self, services: Services) -> None:
+        interval = self.settings.health_probe_seconds
+        while not self._stopping.is_set():
+            try:
+                await health.probe_providers(services)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("health probe round failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), interval)
 
     # jobs ---------------------------------------------------------------------------
 

@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     # e.g. {"resend": "2/second"}; overrides the provider module's default.
     outbound_rate_limits: dict[str, str] = Field(default_factory=dict)
     metrics_token: SecretStr | None = None  # bearer token for /metrics off loopback
+    # Every process probes each provider whose system credential is set with one cheap
+    # authenticated call this often (seconds; 0: never); health reports the last outcome.
+    health_probe_seconds: float = Field(60.0, ge=0)
 
     # System credentials per provider: used when neither the user nor the tenant set
     # one (the chain is user -> tenant -> system -> sandbox). See `system_credentials`.

@@ -44,10 +44,13 @@ from openai._vendor.httpx_aiohttp.transport import AiohttpTransport
 
 from kit.ssrf import check_url, guarded_session
 from providers.errors import ProviderError
-from providers.http import CallGuard, ProviderHTTP, fingerprint
+from providers.http import CallGuard, ProviderConfig, ProviderHTTP, fingerprint
 from providers.retry import RETRYABLE_STATUSES, parse_retry_after
 
 PROVIDER = "openai"
+# The shared layer's defaults; the requests-per-minute budget per key comes from settings
+# (`resolvers.ai.provider`), the timeouts from the SDK client.
+CONFIG = ProviderConfig(name=PROVIDER)
 # `client.post` options for a stream: the SDK's bearer auth, and the response handed
 # back unread (the header the SDK's own `with_streaming_response` sets).
 _STREAM_RAW: Any = {"headers": {RAW_RESPONSE_HEADER: "stream"}, "security": {"bearer_auth": True}}

@@ -7,8 +7,10 @@ get their shared layer from it:
     http = registry.http("resend")            # one ProviderHTTP per provider
     client = ResendClient(http, api_key, base_url=...)
 
-Configuration per provider comes from `DEFAULT_CONFIGS` (the vendor modules'
-`CONFIG`), overridden by `OUTBOUND_RATE_LIMITS`; unknown providers get defaults.
+`CLIENTS` is the one list of providers that have a client: each vendor module declares
+its `CONFIG` and is added there. Health lists these providers only, and credentials are
+accepted for these only (`has_client`). Configuration per provider comes from it too,
+overridden by `OUTBOUND_RATE_LIMITS`; unknown providers get defaults.
 
 `on_failure` hooks (`add_failure_hook`) receive a `providers.errors.FailureEvent`
 for every call that finally failed, whatever the provider — the app installs the
@@ -17,26 +19,47 @@ one that writes the integration error log.
 `health()` answers, per provider: breaker state (closed / half_open / open, from
 the shared store, so every process reports the same), failures in the last five
 minutes, the last error and its time, the last call's latency and the last
-success (those four from this process).
+success (those four from this process), and the last health probe's outcome
+(`record_probe`: the background probe's cheap authenticated call with the system
+credential, this process).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kit.ratelimit import RateLimiter
 from kit.settings import Settings
 from kit.ssrf import Policy
-from providers import resend
+from providers import openai, resend
 from providers.breaker import BreakerState, BreakerStore, make_breaker_store
 from providers.http import FailureHook, ProviderConfig, ProviderHTTP, ProviderStats
 
-# Providers whose configuration differs from the defaults. Vendor modules own theirs.
-DEFAULT_CONFIGS: dict[str, ProviderConfig] = {
-    resend.CONFIG.name: resend.CONFIG,
+# Every provider that has a client, with its configuration (vendor modules own theirs).
+# A new vendor module adds its CONFIG here: that is what makes it "have a client".
+CLIENTS: dict[str, ProviderConfig] = {
+    config.name: config for config in (openai.CONFIG, resend.CONFIG)
 }
+
+
+def has_client(provider: str) -> bool:
+    """Whether the gateway has a client for `provider` (health lists it, credentials for
+    it are accepted); the IntegrationProvider enum also names vendors still to come."""
+    return provider in CLIENTS
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """The last background health probe of a provider's system credential (this process)."""
+
+    ok: bool
+    latency: float  # seconds
+    at: float  # epoch seconds
+    error: str | None  # what failed, secrets removed by the caller
+    failures_in_a_row: int  # failed probes since the last good one (0 when ok)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +73,7 @@ class ProviderHealth:
     last_error_at: float | None  # epoch seconds
     last_latency: float | None  # seconds, the last completed call
     last_success_at: float | None  # epoch seconds
+    probe: ProbeResult | None = None  # the last probe; None when never probed
 
 
 class ProviderRegistry:
@@ -69,11 +93,12 @@ class ProviderRegistry:
         self.breakers = (
             breakers if breakers is not None else make_breaker_store(redis_url, prefix=prefix)
         )
-        self.configs: dict[str, ProviderConfig] = dict(DEFAULT_CONFIGS)
+        self.configs: dict[str, ProviderConfig] = dict(CLIENTS)
         self.configs.update(configs or {})
         self.hooks: list[FailureHook] = []
         self._clients: dict[str, ProviderHTTP] = {}
         self._stats: dict[str, ProviderStats] = {}
+        self._probes: dict[str, ProbeResult] = {}
 
     def configure(self, config: ProviderConfig) -> None:
         """Set a provider's configuration (before its first call)."""
@@ -104,6 +129,16 @@ class ProviderRegistry:
         if hook in self.hooks:
             self.hooks.remove(hook)
 
+    def record_probe(
+        self, provider: str, *, ok: bool, latency: float, error: str | None = None
+    ) -> ProbeResult:
+        """Keep the outcome of a health probe; health reports the last one."""
+        previous = self._probes.get(provider)
+        in_a_row = 0 if ok else (previous.failures_in_a_row if previous else 0) + 1
+        result = ProbeResult(ok, latency, time.time(), None if ok else error, in_a_row)
+        self._probes[provider] = result
+        return result
+
     @property
     def providers(self) -> list[str]:
         return sorted(set(self.configs) | set(self._clients))
@@ -127,6 +162,7 @@ class ProviderRegistry:
             last_error_at=stats.last_error_at,
             last_latency=stats.last_latency,
             last_success_at=stats.last_success_at,
+            probe=self._probes.get(provider),
         )
 
     async def health(self, providers: Iterable[str] | None = None) -> dict[str, ProviderHealth]:

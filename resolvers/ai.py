@@ -978,10 +978,10 @@ async def ai_models(ctx: Context) -> list[ModelOption]:
     return options
 
 
-@credentials.validator(credentials.IntegrationProvider.OPENAI)
-async def verify_openai_credential(ctx: Context, resolved: Any) -> bool:
-    """Saving an OpenAI key: list models with it. True when the vendor accepted it,
-    BAD_USER_INPUT when it refused it, False when it could not be asked in time."""
+@credentials.key_check(credentials.IntegrationProvider.OPENAI)
+async def check_openai_key(ctx: Context, resolved: Any) -> None:
+    """OpenAI's cheap authenticated call: list the models the key can use (on save, and
+    by the health probe with the system key). Raises ProviderError when it fails."""
     cred = OpenAICredential(
         api_key=resolved.secrets.get("api_key", ""),
         organization=resolved.secrets.get("organization") or None,
@@ -989,20 +989,7 @@ async def verify_openai_credential(ctx: Context, resolved: Any) -> bool:
         own=resolved.own,
         guarded=resolved.guard_url,
     )
-    try:
-        await asyncio.wait_for(provider(ctx.services).list_models(cred), credentials.VERIFY_TIMEOUT)
-    except ProviderError as error:
-        if error.is_auth_error:
-            raise BadUserInput(
-                "openai refused the API key.",
-                details={"secrets.apiKey": f"was refused by openai ({error.vendor_code})"},
-            ) from None
-        log.warning("openai key not verified: vendor unreachable", extra={"provider": PROVIDER})
-        return False
-    except TimeoutError:
-        log.warning("openai key not verified: no answer in time", extra={"provider": PROVIDER})
-        return False
-    return True
+    await provider(ctx.services).list_models(cred)
 
 
 # Conversations (reads) ---------------------------------------------------------------------

@@ -42,6 +42,9 @@ from kit.ttl_cache import TTLCache, read_through
 from kit.vault import VaultError, vault_for
 from models.credentials import TENANT_SLOT, Credential, user_slot
 from models.tenancy import scoped
+from providers.errors import ProviderError
+from providers.registry import has_client
+from providers.sandbox import has_sandbox
 from resolvers.context import Context
 from resolvers.pagination import Order, Page, page_of
 
@@ -183,34 +186,64 @@ class ResolvedCredential:
         return self.source in (CredentialSource.USER, CredentialSource.TENANT)
 
 
-# -- validation on save -----------------------------------------------------------------
+# -- the vendor's cheap check of a credential ---------------------------------------------
 
-# provider -> async check(ctx, credential) -> verified. It raises BadUserInput naming the
-# field when the vendor refuses the credential, answers True when the vendor accepted
-# it, False when the vendor could not be asked (stored unverified). Providers without
-# a cheap check have no entry and are stored unverified.
-Validator = Callable[[Context, ResolvedCredential], Awaitable[bool]]
-VALIDATORS: dict[IntegrationProvider, Validator] = {}
-VERIFY_TIMEOUT = 8.0  # seconds a save waits for the vendor before storing unverified
+# provider -> async check(ctx, credential): one cheap authenticated call to the vendor as
+# `credential`. It returns when the vendor accepted the credential and raises ProviderError
+# (or TimeoutError) otherwise. It is declared once per vendor and used twice: on save
+# (`verify`: refused -> BAD_USER_INPUT, unreachable -> stored unverified) and by the
+# background health probe with the system credential (resolvers/health.py). Providers
+# without a cheap check have no entry: stored unverified, never probed.
+KeyCheck = Callable[[Context, ResolvedCredential], Awaitable[None]]
+KEY_CHECKS: dict[IntegrationProvider, KeyCheck] = {}
+VERIFY_TIMEOUT = 8.0  # seconds a save (or a probe) waits for the vendor
 LABEL_PURPOSE = "purpose"
 PURPOSE_VERIFY = "verify_credential"
 
 
-def validator(provider: IntegrationProvider) -> Callable[[Validator], Validator]:
-    def register(fn: Validator) -> Validator:
-        VALIDATORS[provider] = fn
+def key_check(provider: IntegrationProvider) -> Callable[[KeyCheck], KeyCheck]:
+    def register(fn: KeyCheck) -> KeyCheck:
+        KEY_CHECKS[provider] = fn
         return fn
 
     return register
 
 
-@validator(IntegrationProvider.RESEND)
-async def _verify_resend(ctx: Context, credential: ResolvedCredential) -> bool:
+def refused(error: ProviderError) -> bool:
+    """The vendor said no to the credential itself (as opposed to: could not be asked)."""
+    return bool(error.is_auth_error or error.status in (400, 422))
+
+
+async def verify(ctx: Context, kind: IntegrationProvider, credential: ResolvedCredential) -> bool:
+    """Run the provider's key check on a credential being saved: True when the vendor
+    accepted it, BAD_USER_INPUT naming the main secret when it refused it, False when it
+    could not be asked in time (stored unverified)."""
+    check = KEY_CHECKS.get(kind)
+    if check is None:
+        return False
+    try:
+        await asyncio.wait_for(check(ctx, credential), VERIFY_TIMEOUT)
+    except ProviderError as err:
+        if refused(err):
+            name = f"secrets.{camel(PROVIDERS[kind].primary)}"
+            raise BadUserInput(
+                f"{kind.value} refused the credential.",
+                details={name: f"was refused by {kind.value} ({err.vendor_code or err.status})"},
+            ) from None
+        log.warning("%s credential not verified: vendor unreachable", kind.value)
+        return False
+    except TimeoutError:
+        log.warning("%s credential not verified: no answer in time", kind.value)
+        return False
+    return True
+
+
+@key_check(IntegrationProvider.RESEND)
+async def _check_resend(ctx: Context, credential: ResolvedCredential) -> None:
     """Ask Resend about an email id that cannot exist: the key is checked before the
     lookup, so 404 means accepted, 401/403 refused. A sending-only key answers
     `restricted_api_key`, which is a valid key for everything we do with it."""
     from providers import resend
-    from providers.errors import ProviderError
     from providers.http import Timeouts
     from resolvers.upstream import provider_registry
 
@@ -225,37 +258,22 @@ async def _verify_resend(ctx: Context, credential: ResolvedCredential) -> bool:
     if ctx.principal is not None:
         labels["tenant_id"] = str(ctx.principal.tenant_id)
     try:
-        await asyncio.wait_for(
-            http.request(
-                "GET",
-                f"{base}/emails/00000000-0000-4000-8000-000000000000",
-                operation="verify_credential",
-                credential=key,
-                headers={"Authorization": f"Bearer {key}", "Accept": "application/json"},
-                parse_error=resend.parse_error,
-                timeouts=Timeouts(connect=3.0, read=5.0, total=5.0),
-                labels=labels,
-                own_credential=credential.own,
-                guard_url=credential.guard_url,
-            ),
-            VERIFY_TIMEOUT,
+        await http.request(
+            "GET",
+            f"{base}/emails/00000000-0000-4000-8000-000000000000",
+            operation="verify_credential",
+            credential=key,
+            headers={"Authorization": f"Bearer {key}", "Accept": "application/json"},
+            parse_error=resend.parse_error,
+            timeouts=Timeouts(connect=3.0, read=5.0, total=5.0),
+            labels=labels,
+            own_credential=credential.own,
+            guard_url=credential.guard_url,
         )
     except ProviderError as err:
         if err.vendor_code == "restricted_api_key" or err.status == 404:
-            return True
-        if err.is_auth_error or err.status in (400, 401, 403, 422):
-            raise BadUserInput(
-                "resend refused the API key.",
-                details={
-                    "secrets.apiKey": f"was refused by resend ({err.vendor_code or err.status})"
-                },
-            ) from None
-        log.warning("resend key not verified: vendor unreachable", extra={"provider": "resend"})
-        return False
-    except TimeoutError:
-        log.warning("resend key not verified: no answer in time", extra={"provider": "resend"})
-        return False
-    return True
+            return
+        raise
 
 
 def camel(name: str) -> str:
@@ -274,6 +292,22 @@ def parse_provider(value: str | IntegrationProvider) -> IntegrationProvider:
         raise BadUserInput(
             "Unknown provider.", details={"provider": "is not a supported provider"}
         ) from None
+
+
+def providers_with_client() -> list[IntegrationProvider]:
+    """The providers the gateway can call today (`providers.registry.CLIENTS`), in the
+    enum's order: health lists these, and credentials are accepted for these only."""
+    return [p for p in IntegrationProvider if has_client(p.value)]
+
+
+def refuse_without_client(kind: IntegrationProvider) -> None:
+    """A credential for a vendor the gateway has no client for would be stored and never
+    used: refuse it (the enum names vendors still to come)."""
+    if not has_client(kind.value):
+        raise BadUserInput(
+            f"{kind.value} is not available yet: this gateway has no client for it.",
+            details={"provider": f"{kind.value} has no client in this gateway yet"},
+        )
 
 
 def clean_secrets(provider: IntegrationProvider, raw: Any, *, production: bool) -> dict[str, str]:
@@ -414,6 +448,12 @@ async def _resolve_many(ctx: Context, providers: list[str]) -> list[Any]:
     return answers
 
 
+def system_credential(settings: Settings, provider: str) -> ResolvedCredential | None:
+    """The operator's credential for `provider` from settings, None when not set."""
+    values = settings.system_credentials(provider)
+    return _resolved(settings, provider, CredentialSource.SYSTEM, values) if values else None
+
+
 def _chain(
     ctx: Context,
     provider: str,
@@ -424,10 +464,10 @@ def _chain(
         return _resolved(ctx.settings, provider, CredentialSource.USER, _decrypt(ctx, row))
     if (row := rows.get((provider, TENANT_SLOT))) is not None:
         return _resolved(ctx.settings, provider, CredentialSource.TENANT, _decrypt(ctx, row))
-    system = ctx.settings.system_credentials(provider)
-    if system:
-        return _resolved(ctx.settings, provider, CredentialSource.SYSTEM, system)
-    if ctx.settings.sandboxes_enabled:
+    system = system_credential(ctx.settings, provider)
+    if system is not None:
+        return system
+    if ctx.settings.sandboxes_enabled and has_sandbox(provider):
         return ResolvedCredential(
             provider,
             CredentialSource.SANDBOX,
@@ -513,15 +553,13 @@ async def set_credential(
         "credentials:tenant" if scope is CredentialScope.TENANT else "credentials:own"
     )
     kind = parse_provider(provider)
+    refuse_without_client(kind)
     slot, user_id = _slot_for(ctx, scope)
     values = clean_secrets(kind, secrets, production=ctx.settings.is_production)
     await check_urls(ctx.settings, values)
 
-    verified = False
-    check = VALIDATORS.get(kind)
-    if check is not None:
-        source = CredentialSource.USER if scope is CredentialScope.USER else CredentialSource.TENANT
-        verified = await check(ctx, _resolved(ctx.settings, kind.value, source, values))
+    source = CredentialSource.USER if scope is CredentialScope.USER else CredentialSource.TENANT
+    verified = await verify(ctx, kind, _resolved(ctx.settings, kind.value, source, values))
 
     token = vault_for(ctx.settings.vault_keys).encrypt(json.dumps(values, sort_keys=True))
     hint = hint_for(kind, values)

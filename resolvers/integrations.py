@@ -7,8 +7,23 @@
 - `call_labels(ctx, credential)` is what a resolver passes to a provider client
   (`labels=`) so that a failure can be attributed to its tenant and request.
 - `integration_health` / `provider_summary` read the registry's snapshot (breaker
-  state, recent failures, last error and latency) and the credential chain; they
-  never call a vendor. The snapshot is cached for a few seconds per process.
+  state, recent failures, last error and latency, the last background probe) and the
+  credential chain; they never call a vendor. The snapshot is cached for a few seconds
+  per process. Only providers with a client are listed (`providers.registry.CLIENTS`):
+  a vendor the gateway cannot call has no health to report.
+
+A provider's status (`provider_status`, the product's words):
+
+- `unconfigured`: no credential reaches it (none stored, no system key, no emulator);
+- `down`: its breaker is open (calls fail fast), or the last `DOWN_AFTER_PROBES` health
+  probes of the system credential failed in a row;
+- `degraded`: the breaker is probing (half open), calls failed since the last success, or
+  the last probe failed;
+- otherwise `sandbox` when the built-in emulator answers, `operational` for a real
+  credential.
+
+Probe results count only where the caller's calls use the system credential (that is
+the credential probed); a tenant's or user's own key is judged by its own breaker.
 """
 
 from __future__ import annotations
@@ -19,7 +34,6 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 from kit.errors import UpstreamUnavailable
 from kit.logging import request_id_var, scrub
@@ -27,7 +41,7 @@ from models.integrations import IntegrationError
 from models.tenancy import scoped
 from providers.breaker import BreakerState
 from providers.errors import FailureEvent
-from providers.registry import ProviderHealth, ProviderRegistry
+from providers.registry import ProbeResult, ProviderHealth, ProviderRegistry
 from resolvers.context import Context, Services
 from resolvers.credentials import (
     LABEL_PURPOSE,
@@ -37,6 +51,7 @@ from resolvers.credentials import (
     IntegrationProvider,
     ResolvedCredential,
     parse_provider,
+    providers_with_client,
     resolve_credential,
 )
 from resolvers.pagination import Page, page_of
@@ -58,8 +73,11 @@ _last_repeat: dict[tuple[int, str, str], float] = {}
 HEALTH_CACHE_SECONDS = 5.0
 
 
+DOWN_AFTER_PROBES = 2  # failed probes in a row before a provider is `down`
+
+
 class ProviderStatus(StrEnum):
-    LIVE = "LIVE"
+    OPERATIONAL = "OPERATIONAL"
     SANDBOX = "SANDBOX"
     DEGRADED = "DEGRADED"
     DOWN = "DOWN"
@@ -165,6 +183,7 @@ class ProviderHealthReport:
     last_error_at: float | None
     latency_ms: float | None
     last_success_at: float | None
+    probe: ProbeResult | None  # the last probe, when the calls use the probed credential
 
 
 _snapshot_cache: dict[int, tuple[float, dict[str, ProviderHealth]]] = {}
@@ -176,20 +195,37 @@ async def _snapshot(registry: ProviderRegistry) -> dict[str, ProviderHealth]:
     cached = _snapshot_cache.get(id(registry))
     if cached is not None and now - cached[0] < HEALTH_CACHE_SECONDS:
         return cached[1]
-    snapshot = await registry.health([p.value for p in IntegrationProvider])
+    snapshot = await registry.health([p.value for p in providers_with_client()])
     _snapshot_cache[id(registry)] = (now, snapshot)
     return snapshot
 
 
-def _status(source: CredentialSource | None, health: ProviderHealth | None) -> ProviderStatus:
+def forget_snapshot(registry: ProviderRegistry) -> None:
+    """Drop the cached snapshot, so news (a probe's outcome) shows at the next request."""
+    _snapshot_cache.pop(id(registry), None)
+
+
+def provider_status(
+    source: CredentialSource | None, health: ProviderHealth | None
+) -> ProviderStatus:
+    """The rule in the module docstring."""
     if source is None:
         return ProviderStatus.UNCONFIGURED
     if health is not None:
-        if health.breaker_state is BreakerState.OPEN:
+        probe = health.probe if source is CredentialSource.SYSTEM else None
+        if health.breaker_state is BreakerState.OPEN or (
+            probe is not None and probe.failures_in_a_row >= DOWN_AFTER_PROBES
+        ):
             return ProviderStatus.DOWN
-        if health.breaker_state is BreakerState.HALF_OPEN or health.consecutive_failures > 0:
+        if (
+            health.breaker_state is BreakerState.HALF_OPEN
+            or health.consecutive_failures > 0
+            or (probe is not None and not probe.ok)
+        ):
             return ProviderStatus.DEGRADED
-    return ProviderStatus.SANDBOX if source is CredentialSource.SANDBOX else ProviderStatus.LIVE
+    if source is CredentialSource.SANDBOX:
+        return ProviderStatus.SANDBOX
+    return ProviderStatus.OPERATIONAL
 
 
 async def _source(ctx: Context, provider: IntegrationProvider) -> CredentialSource | None:
@@ -223,7 +259,7 @@ def _report(
 ) -> ProviderHealthReport:
     return ProviderHealthReport(
         provider=provider,
-        status=_status(source, health),
+        status=provider_status(source, health),
         source=source,
         breaker_state=str(health.breaker_state) if health else BreakerState.CLOSED.value,
         consecutive_failures=health.consecutive_failures if health else 0,
@@ -234,6 +270,7 @@ def _report(
         if health and health.last_latency is not None
         else None,
         last_success_at=health.last_success_at if health else None,
+        probe=health.probe if health and source is CredentialSource.SYSTEM else None,
     )
 
 
@@ -242,10 +279,11 @@ async def integration_health(
 ) -> list[ProviderHealthReport]:
     """Each provider's status as the caller's requests would see it (their credential chain)."""
     ctx.require("integrations:read")
+    listed = providers_with_client()
     wanted = (
-        [parse_provider(p) for p in providers]
+        [p for p in map(parse_provider, providers) if p in listed]
         if providers is not None
-        else list(IntegrationProvider)
+        else listed
     )
     registry = registry_of(ctx.services)
     snapshot = await _snapshot(registry) if registry is not None else {}
@@ -258,19 +296,15 @@ async def integration_health(
     return reports
 
 
-async def provider_summary(services: Services) -> dict[str, dict[str, Any]]:
-    """For /health/ready: each provider's status without a tenant (system key or sandbox)."""
+async def provider_summary(services: Services) -> list[ProviderHealthReport]:
+    """For /health/ready: each listed provider's status without a tenant (the shared view:
+    system key or sandbox). No vendor is called."""
     ctx = Context(services=services, request_id=request_id_var.get() or "health")
     registry = registry_of(services)
     snapshot = await _snapshot(registry) if registry is not None else {}
-    out: dict[str, dict[str, Any]] = {}
-    sources = await asyncio.gather(*(_source(ctx, p) for p in IntegrationProvider))
-    for provider, source in zip(IntegrationProvider, sources, strict=True):
-        report = _report(provider, source, snapshot.get(provider.value))
-        out[provider.value] = {
-            "status": report.status.value.lower(),
-            "breaker": report.breaker_state,
-            "latency_ms": report.latency_ms,
-            "last_error": report.last_error,
-        }
-    return out
+    listed = providers_with_client()
+    sources = await asyncio.gather(*(_source(ctx, p) for p in listed))
+    return [
+        _report(provider, source, snapshot.get(provider.value))
+        for provider, source in zip(listed, sources, strict=True)
+    ]

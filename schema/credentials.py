@@ -18,7 +18,11 @@ from schema.permissions import mutation, query
 from schema.relay import After, Connection, First, ModelNode
 
 strawberry.enum(
-    IntegrationProvider, description="A third-party service the gateway can call on your behalf."
+    IntegrationProvider,
+    description="A third-party service. The gateway has a client today for "
+    + ", ".join(p.name for p in credentials.providers_with_client())
+    + ": credentials are accepted and health is reported for those only; the others name "
+    "vendors still to come.",
 )
 strawberry.enum(
     CredentialScope,

@@ -1,4 +1,4 @@
-"""The integration error log and each provider's health."""
+"""The integration error log, each provider's health and the gateway's overall health."""
 
 from __future__ import annotations
 
@@ -10,17 +10,29 @@ from strawberry import relay
 from strawberry.types import Info
 
 from models.integrations import IntegrationError as IntegrationErrorRow
-from resolvers import integrations
+from resolvers import health, integrations
 from resolvers.credentials import CredentialSource, IntegrationProvider
-from resolvers.integrations import ProviderHealthReport, ProviderStatus
+from resolvers.health import HealthStatus, ServiceHealthReport
+from resolvers.integrations import ProbeResult, ProviderHealthReport, ProviderStatus
 from schema.permissions import query
 from schema.relay import After, Connection, First, ModelNode
 
 strawberry.enum(
     ProviderStatus,
-    description="LIVE: a real credential and a closed breaker. SANDBOX: served by the "
-    "built-in emulator. DEGRADED: recent failures or the breaker is probing. DOWN: the "
-    "breaker is open and calls fail fast. UNCONFIGURED: no credential and no sandbox.",
+    description="How a provider is doing. OPERATIONAL: a real credential, a closed breaker, "
+    "no failure since the last success and (for the operator's system key) a good last "
+    "probe. SANDBOX: the same, served by the built-in emulator. DEGRADED: calls failed "
+    "since the last success, the breaker is probing (half open), or the last probe failed. "
+    "DOWN: the breaker is open (calls fail fast), or the last two probes failed. "
+    "UNCONFIGURED: no credential reaches it (none stored, no system key, no emulator).",
+)
+strawberry.enum(
+    HealthStatus,
+    description="The gateway's overall health. HEALTHY: every check passes and every "
+    "provider is OPERATIONAL or SANDBOX. DEGRADED: every check passes but a provider is "
+    "DEGRADED, DOWN or UNCONFIGURED (the operations it backs fail or may fail). UNHEALTHY: "
+    "the store, Redis (when configured) or the migrations check fails (/health/ready "
+    "answers 503).",
 )
 
 
@@ -71,6 +83,32 @@ class IntegrationError(ModelNode):
         )
 
 
+@strawberry.type(
+    description="The last background probe of a provider's system credential: one cheap "
+    "authenticated call (e.g. listing models) every HEALTH_PROBE_SECONDS, by this process."
+)
+class ProviderProbe:
+    ok: bool = strawberry.field(description="Whether the vendor accepted the call.")
+    latency_ms: float = strawberry.field(description="How long it took, in milliseconds.")
+    at: dt.datetime = strawberry.field(description="When it ended.")
+    error: str | None = strawberry.field(description="What failed, secrets removed.")
+    failures_in_a_row: int = strawberry.field(
+        description="Failed probes since the last good one (0 when this one was good)."
+    )
+
+    @classmethod
+    def of(cls, probe: ProbeResult | None) -> ProviderProbe | None:
+        if probe is None:
+            return None
+        return cls(
+            ok=probe.ok,
+            latency_ms=round(probe.latency * 1000, 2),
+            at=dt.datetime.fromtimestamp(probe.at, dt.UTC),
+            error=probe.error,
+            failures_in_a_row=probe.failures_in_a_row,
+        )
+
+
 @strawberry.type(description="How a provider is doing, as this organization's calls see it.")
 class ProviderHealth:
     provider: IntegrationProvider = strawberry.field(description="The service.")
@@ -95,6 +133,10 @@ class ProviderHealth:
     last_success_at: dt.datetime | None = strawberry.field(
         description="When a call last succeeded (this gateway process)."
     )
+    probe: ProviderProbe | None = strawberry.field(
+        description="The last background probe, when your calls use the operator's system "
+        "key (the credential probed); null otherwise or before the first probe."
+    )
 
     @classmethod
     def of(cls, report: ProviderHealthReport) -> ProviderHealth:
@@ -109,6 +151,35 @@ class ProviderHealth:
             last_error_at=_at(report.last_error_at),
             latency_ms=report.latency_ms,
             last_success_at=_at(report.last_success_at),
+            probe=ProviderProbe.of(report.probe),
+        )
+
+
+@strawberry.type(description="One thing the gateway needs in order to serve at all.")
+class HealthCheck:
+    name: str = strawberry.field(
+        description="`store` (the database answers), `migrations` (none pending) or "
+        "`redis` (answers; only when REDIS_URL is set)."
+    )
+    ok: bool = strawberry.field(description="Whether it passed.")
+
+
+@strawberry.type(description="The gateway's overall health, its checks and its providers.")
+class ServiceHealth:
+    status: HealthStatus = strawberry.field(
+        description="HEALTHY, DEGRADED or UNHEALTHY (see the enum for the rule)."
+    )
+    checks: list[HealthCheck] = strawberry.field(description="The readiness checks.")
+    providers: list[ProviderHealth] = strawberry.field(
+        description="Every provider the gateway has a client for, as your calls see it."
+    )
+
+    @classmethod
+    def of(cls, report: ServiceHealthReport) -> ServiceHealth:
+        return cls(
+            status=report.status,
+            checks=[HealthCheck(name=c.name, ok=c.ok) for c in report.checks],
+            providers=[ProviderHealth.of(p) for p in report.providers],
         )
 
 
@@ -135,9 +206,18 @@ class Query:
 
     @query(
         permission="integrations:read",
-        description="Each provider's status (live, sandbox, degraded, down, unconfigured), "
-        "last error and latency. Read from the gateway's own counters: no vendor is called.",
+        description="Each provider the gateway has a client for: its status (operational, "
+        "sandbox, degraded, down, unconfigured), last error, latency and last probe. Read "
+        "from the gateway's own counters and the background probe: no vendor is called.",
     )
     async def integration_health(self, info: Info) -> list[ProviderHealth]:
         reports = await integrations.integration_health(info.context)
         return [ProviderHealth.of(r) for r in reports]
+
+    @query(
+        permission="integrations:read",
+        description="The gateway's overall health (healthy, degraded, unhealthy), its "
+        "readiness checks and each provider as your calls see it. No vendor is called.",
+    )
+    async def service_health(self, info: Info) -> ServiceHealth:
+        return ServiceHealth.of(await health.service_health(info.context))

@@ -22,9 +22,9 @@ import pytest
 import redis.asyncio as aioredis
 from tortoise import Tortoise
 
-from gateway import db
 from gateway.app import create_app
 from kit.settings import Settings, load_settings
+from models import store as db
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")

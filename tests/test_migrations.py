@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway import db
+from models import store as db
 from models.config import tortoise_config
 from tests.conftest import _create_pg_database, _drop_pg_database, make_settings
 

@@ -82,16 +82,21 @@ def rotate_cli(database_url: str, keys: list[str]) -> subprocess.CompletedProces
 
 
 async def test_rotate_vault_key_command(client, owner, store):
-    keys = {}
-    for provider, field in (("OPENAI", "apiKey"), ("NOTION", "apiKey"), ("STRIPE", "secretKey")):
-        keys[provider] = f"{provider.lower()}-{uuid.uuid4().hex}"
-        body = await gql(
-            client,
-            SET_TENANT,
-            {"input": {"provider": provider, "secrets": {field: keys[provider]}}},
-            owner.token,
+    keys = {"OPENAI": f"openai-{uuid.uuid4().hex}"}
+    body = await gql(
+        client,
+        SET_TENANT,
+        {"input": {"provider": "OPENAI", "secrets": {"apiKey": keys["OPENAI"]}}},
+        owner.token,
+    )
+    assert "errors" not in body, body
+    # Rows of providers without a client (stored before the gateway refused them) are
+    # rotated like any other.
+    for provider, field in (("notion", "api_key"), ("stripe", "secret_key")):
+        token = Vault([DEV_VAULT_KEY]).encrypt(json.dumps({field: uuid.uuid4().hex}))
+        await Credential.create(
+            tenant_id=tenant_id_of(owner), provider=provider, slot="tenant", ciphertext=token
         )
-        assert "errors" not in body, body
 
     new = generate_key()
     total = await Credential.all().count()

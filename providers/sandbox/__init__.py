@@ -2,7 +2,9 @@
 
 `SANDBOXES` maps a provider to the factory of its emulator, as "module:function"
 so a broken or slow emulator module costs nothing until it is served. The gateway
-mounts every entry under `/sandbox/<provider>` when sandboxes are enabled.
+mounts every entry under `/sandbox/<provider>` when sandboxes are enabled. It is the one
+list of providers that have an emulator (`has_sandbox`): only those resolve to the
+sandbox and report `sandbox` in health.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ SANDBOXES: dict[str, str] = {
     "resend": "providers.sandbox.resend:create_app",
     "openai": "providers.sandbox.openai:create_app",
 }
+
+
+def has_sandbox(provider: str) -> bool:
+    return provider in SANDBOXES
 
 
 def create_sandbox(provider: str) -> Any:
