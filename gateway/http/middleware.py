@@ -11,9 +11,7 @@ request and BaseHTTPMiddleware's task hop costs real throughput.
 from __future__ import annotations
 
 import asyncio
-import base64
 import ipaddress
-import json
 import logging
 import re
 import time
@@ -33,12 +31,14 @@ from kit.errors import GatewayError, RateLimited, Unauthenticated
 from kit.logging import request_id_var
 from kit.ratelimit import Decision
 from kit.security import API_KEY_PREFIX, Principal
+from kit.ttl_cache import TTLCache
 from resolvers import authority
 from resolvers.auth import authenticate, bearer_token
 from resolvers.context import Services
 
 log = logging.getLogger("switchboard.http")
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+VERIFIED_TOKENS = 10_000
 EXEMPT_PREFIXES = ("/health", "/metrics", "/sandbox", "/graphiql/assets")
 WEBHOOK_PREFIX = "/webhooks/"
 
@@ -55,62 +55,31 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
     return None
 
 
-class VerifiedTokens:
-    """Access tokens already verified by this process, until they expire.
-
-    A client sends the same JWT on every request for its whole life; verifying the
-    signature and claims once is enough, since a token's content cannot change. What
-    the token claims is not trusted beyond that: the member's current standing (role,
-    removal, deactivation) is checked after this cache on every request
-    (`resolvers.authority.current`). Expiry is checked on every use. API keys are never
-    cached: revoking one must bite at once.
-    """
-
-    def __init__(self, size: int = 10_000) -> None:
-        self.size = size
-        self._entries: dict[str, tuple[Principal, float]] = {}
-
-    def get(self, token: str) -> Principal | None:
-        entry = self._entries.get(token)
-        if entry is None:
-            return None
-        if entry[1] <= time.time():
-            self._entries.pop(token, None)
-            return None
-        return entry[0]
-
-    def put(self, token: str, principal: Principal) -> None:
-        try:
-            payload = token.split(".")[1]
-            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-            expires = float(claims["exp"])
-        except (IndexError, ValueError, KeyError, TypeError):
-            return
-        if len(self._entries) >= self.size:
-            self._entries.pop(next(iter(self._entries)))
-        self._entries[token] = (principal, expires)
-
-
 class GatewayMiddleware:
     def __init__(self, app: Any, services: Services) -> None:
         self.app = app
         self.services = services
         self.settings = services.settings
         self.trusted = set(self.settings.trusted_proxies)
-        self.tokens = VerifiedTokens()
+        # Access tokens this process already verified, until they expire: a client sends
+        # the same JWT all its life, and its content cannot change. What it claims is not
+        # trusted beyond that: the member's current standing is checked after this cache on
+        # every request (`resolvers.authority.current`). API keys are never cached: revoking
+        # one must bite at once.
+        self.tokens: TTLCache[str, Principal] = TTLCache(VERIFIED_TOKENS)
 
     async def principal(self, header: str | None) -> Principal | None:
         """The caller with the authority it holds now (not what its token claims)."""
         token = bearer_token(header)
         if token is None:
             return None
-        principal = self.tokens.get(token)
+        principal = self.tokens.get(token, time.time())
         if principal is None:
             principal = await authenticate(self.settings, token)
             if principal is None:
                 return None
-            if not token.startswith(API_KEY_PREFIX):
-                self.tokens.put(token, principal)
+            if not token.startswith(API_KEY_PREFIX) and principal.expires_at is not None:
+                self.tokens.put(token, principal, principal.expires_at, self.tokens.generation)
         return await authority.current(self.services, principal)
 
     def client_ip(self, scope: dict[str, Any]) -> str:
