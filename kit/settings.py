@@ -206,6 +206,11 @@ class Settings(BaseSettings):
     # older name). Empty by default, in production too: private targets only by choice.
     outbound_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     webhook_disable_after_seconds: int = Field(5 * 24 * 3600, ge=60)
+    # Seconds before each retry of an outgoing webhook (Svix's schedule: at once, 5 s,
+    # 5 min, 30 min, 2 h, 5 h, 10 h, 10 h), each with ±20 % jitter; comma-separated.
+    webhook_retry_schedule: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [0, 5, 300, 1800, 7200, 18000, 36000, 36000]
+    )
 
     @field_validator("webhook_allowed_hosts", "outbound_allowed_hosts", mode="before")
     @classmethod
@@ -213,8 +218,20 @@ class Settings(BaseSettings):
         return _split_csv(value)
 
     _split = field_validator(
-        "jwt_signing_keys", "vault_keys", "allowed_origins", "trusted_proxies", mode="before"
+        "jwt_signing_keys",
+        "vault_keys",
+        "allowed_origins",
+        "trusted_proxies",
+        "webhook_retry_schedule",
+        mode="before",
     )(_split_csv)
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _schedule(cls, value: list[float]) -> list[float]:
+        if not value or any(step < 0 for step in value):
+            raise ValueError("WEBHOOK_RETRY_SCHEDULE: one or more non-negative numbers")
+        return value
 
     @field_validator("jwt_signing_keys")
     @classmethod

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -97,14 +98,16 @@ class MemoryBreakerStore:
 
     backend = "memory"
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._breakers: dict[str, _Local] = {}
+        # Injected by tests, so a cooldown passes without waiting for it.
+        self.clock = clock
 
     async def admit(self, name: str, policy: BreakerPolicy) -> Admission:
         b = self._breakers.get(name)
         if b is None or b.state is BreakerState.CLOSED:
             return ADMIT
-        now = time.monotonic()
+        now = self.clock()
         if now >= b.until:  # cool-down over (or the last probe vanished): this call probes
             b.state = BreakerState.HALF_OPEN
             b.until = now + policy.probe_timeout
@@ -129,14 +132,14 @@ class MemoryBreakerStore:
             or (b.state is BreakerState.CLOSED and b.failures >= policy.threshold)
         ):
             b.state = BreakerState.OPEN
-            b.until = time.monotonic() + policy.cooldown
+            b.until = self.clock() + policy.cooldown
         return b.state
 
     async def state(self, name: str) -> tuple[BreakerState, int]:
         b = self._breakers.get(name)
         if b is None:
             return BreakerState.CLOSED, 0
-        if b.state is BreakerState.OPEN and time.monotonic() >= b.until:
+        if b.state is BreakerState.OPEN and self.clock() >= b.until:
             return BreakerState.HALF_OPEN, b.failures  # the next call will probe
         return b.state, b.failures
 

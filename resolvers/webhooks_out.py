@@ -460,11 +460,14 @@ def _span(delta: dt.timedelta) -> str:
     return f"{seconds} seconds"
 
 
-def next_delay(attempts_made: int, outcome: Outcome) -> float | None:
-    """Seconds until the next attempt, or None when the schedule is exhausted."""
-    if attempts_made >= len(RETRY_SCHEDULE):
+def next_delay(
+    attempts_made: int, outcome: Outcome, schedule: Sequence[float] = RETRY_SCHEDULE
+) -> float | None:
+    """Seconds until the next attempt, or None when the schedule is exhausted.
+    `schedule` is WEBHOOK_RETRY_SCHEDULE (Svix's by default)."""
+    if attempts_made >= len(schedule):
         return None
-    delay = RETRY_SCHEDULE[attempts_made] * random.uniform(1 - JITTER, 1 + JITTER)  # noqa: S311
+    delay = schedule[attempts_made] * random.uniform(1 - JITTER, 1 + JITTER)  # noqa: S311
     if outcome.timed_out or outcome.status_code == 429:
         delay = max(delay, MIN_DELAY_AFTER_THROTTLE)
     if outcome.retry_after is not None:
@@ -581,7 +584,7 @@ async def attempt_delivery(delivery_id: int, *, manual: bool = False) -> float |
                     endpoint, f"failing with no successful delivery for {_span(limit)}", conn
                 )
             else:
-                delay = next_delay(attempts_made, outcome)
+                delay = next_delay(attempts_made, outcome, settings.webhook_retry_schedule)
                 if delay is None:
                     values.update(status=DeliveryStatus.FAILED.value, next_attempt_at=None)
                 else:

@@ -315,14 +315,17 @@ async def worker(store: Store) -> AsyncIterator[Any]:
 
     started: list[Runtime] = []
 
-    async def start() -> Runtime:
+    async def start(**overrides: Any) -> Runtime:
         rt = Runtime(
             make_settings(
-                database_url=store.url,
-                job_poll_seconds=0.05,
-                outbox_poll_seconds=0.05,
-                job_lease_seconds=5,
-                worker_shutdown_grace_seconds=0.5,
+                **{
+                    "database_url": store.url,
+                    "job_poll_seconds": 0.05,
+                    "outbox_poll_seconds": 0.05,
+                    "job_lease_seconds": 5,
+                    "worker_shutdown_grace_seconds": 0.5,
+                    **overrides,
+                }
             ),
             run_jobs=True,
         )

@@ -35,7 +35,20 @@ from tests.conftest import REDIS_URL, running_server, unavailable
 KEY = "re_breaker_key_01"
 EMAIL = {"sender": "hello@acme.test", "to": "ada@example.com", "subject": "Hi", "text": "x"}
 NO_RETRY = RetryPolicy(max_attempts=1)
-POLICY = BreakerPolicy(threshold=3, cooldown=0.5, probe_timeout=5, cache_ttl=0)
+# Short enough for Redis's own clock (server time, ms) to pass it at once; the memory
+# stores run on CLOCK, which wait_out() moves forward.
+POLICY = BreakerPolicy(threshold=3, cooldown=0.05, probe_timeout=5, cache_ttl=0)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+CLOCK = FakeClock()
 
 
 @dataclass
@@ -62,7 +75,7 @@ async def rig() -> AsyncIterator[Rig]:
 @pytest.fixture(params=["memory", "redis"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[BreakerStore]:
     if request.param == "memory":
-        yield MemoryBreakerStore()
+        yield MemoryBreakerStore(clock=CLOCK)
         return
     s = RedisBreakerStore(REDIS_URL, prefix=f"test-{uuid.uuid4().hex}")
     try:
@@ -85,7 +98,10 @@ def gauge() -> float | None:
 
 
 async def wait_out(seconds: float) -> None:
-    await asyncio.sleep(seconds + 0.1)
+    """Let `seconds` pass: the memory stores' clock jumps, Redis's (milliseconds here)
+    passes for real."""
+    CLOCK.now += seconds + 0.01
+    await asyncio.sleep(seconds + 0.01)
 
 
 # The state machine --------------------------------------------------------------------
@@ -125,7 +141,7 @@ async def test_state_machine(store: BreakerStore) -> None:
 
 
 async def test_a_vanished_probe_frees_its_slot(store: BreakerStore) -> None:
-    policy = BreakerPolicy(threshold=1, cooldown=0.2, probe_timeout=0.3, cache_ttl=0)
+    policy = BreakerPolicy(threshold=1, cooldown=0.05, probe_timeout=0.1, cache_ttl=0)
     name = f"p-{uuid.uuid4().hex[:6]}"
     await store.failure(name, policy, probe=False)
     await wait_out(policy.cooldown)
@@ -139,7 +155,7 @@ async def test_a_vanished_probe_frees_its_slot(store: BreakerStore) -> None:
 
 
 async def test_repeated_503s_open_the_breaker_then_a_probe_closes_it(rig: Rig) -> None:
-    http = make_http(MemoryBreakerStore())
+    http = make_http(MemoryBreakerStore(clock=CLOCK))
     client = ResendClient(http, KEY, base_url=rig.url)
     await rig.fault(status=503, count=-1)
     try:
@@ -176,7 +192,7 @@ async def test_repeated_503s_open_the_breaker_then_a_probe_closes_it(rig: Rig) -
 
 
 async def test_caller_errors_do_not_open_the_breaker(rig: Rig) -> None:
-    http = make_http(MemoryBreakerStore())
+    http = make_http(MemoryBreakerStore(clock=CLOCK))
     client = ResendClient(http, KEY, base_url=rig.url)
     try:
         for _ in range(POLICY.threshold * 2):
@@ -190,7 +206,7 @@ async def test_caller_errors_do_not_open_the_breaker(rig: Rig) -> None:
 
 
 async def test_a_bad_key_opens_only_its_own_breaker(rig: Rig) -> None:
-    http = make_http(MemoryBreakerStore())
+    http = make_http(MemoryBreakerStore(clock=CLOCK))
     bad = ResendClient(http, "re_invalid_tenant_key", base_url=rig.url)
     good = ResendClient(http, KEY, base_url=rig.url)
     try:
@@ -264,7 +280,7 @@ async def test_redis_closed_state_is_cached_briefly(rig: Rig, redis_url: str) ->
 
 
 async def test_half_open_lets_exactly_one_probe_through(rig: Rig) -> None:
-    http = make_http(MemoryBreakerStore())
+    http = make_http(MemoryBreakerStore(clock=CLOCK))
     client = ResendClient(http, KEY, base_url=rig.url)
     try:
         await rig.fault(status=500, count=POLICY.threshold)
@@ -338,7 +354,10 @@ async def test_own_credentials_dead_base_url_leaves_shared_callers_alone(backend
     registries = [
         ProviderRegistry(redis_url=redis_url, prefix=prefix, policy=policy) for _ in range(2)
     ]
-    config = ProviderConfig(name="openai", retry=NO_RETRY, breaker=POLICY)
+    # Opened breakers stay open for the test (Redis's clock is real).
+    config = ProviderConfig(
+        name="openai", retry=NO_RETRY, breaker=BreakerPolicy(threshold=3, cooldown=30)
+    )
     for registry in registries:
         registry.configure(config)
     one, two = (OpenAIProvider(r.http("openai")) for r in registries)
