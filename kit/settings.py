@@ -209,7 +209,7 @@ class Settings(BaseSettings):
     # Seconds before each retry of an outgoing webhook (Svix's schedule: at once, 5 s,
     # 5 min, 30 min, 2 h, 5 h, 10 h, 10 h), each with ±20 % jitter; comma-separated.
     webhook_retry_schedule: Annotated[list[float], NoDecode] = Field(
-        default_factory=lambda: [0, 5, 300, 1800, 7200, 18000, 36000, 36000]
+        default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
     )
 
     @field_validator("webhook_allowed_hosts", "outbound_allowed_hosts", mode="before")
