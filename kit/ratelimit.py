@@ -50,8 +50,8 @@ class LocalWindows:
     of the limit's length; the previous window's count weighted by how much of it still
     overlaps the last `expiry` seconds), done synchronously: limits' async memory storage
     spends most of a hit on coroutines, per-key locks and two passes (hit, then stats),
-    where one event-loop thread needs none of it (bench_me measures the edge). Windows older than the previous one
-    are dropped by a sweep at most once a minute.
+    where one event-loop thread needs none of it (bench_me measures the edge). Windows
+    older than the previous one are dropped by a sweep at most once a minute.
     """
 
     SWEEP_SECONDS = 60.0

@@ -22,6 +22,7 @@ from resolvers import authority
 from resolvers.accounts import now
 from resolvers.context import Context
 from resolvers.members import parse_role, tenant_lock
+from resolvers.operations import operation
 from resolvers.pagination import Page, page_of
 
 PREFIX_LENGTH = 12  # "sbk_" and 8 random characters: enough to tell keys apart in a list
@@ -33,8 +34,9 @@ class CreatedKey:
     secret: str  # returned once, never stored
 
 
+@operation("apikeys:manage")
 async def create_api_key(ctx: Context, *, name: str, role: str) -> CreatedKey:
-    principal = ctx.require("apikeys:manage")
+    principal = ctx.require_principal()
     name = (name or "").strip()
     require(0 < len(name) <= 120, "name", "must be 1 to 120 characters")
     key_role = parse_role(role)
@@ -62,16 +64,18 @@ def _require_within(holder: Role, key_role: Role, what: str) -> None:
         )
 
 
+@operation("apikeys:manage")
 async def list_api_keys(
     ctx: Context, *, first: int | None, after: str | None, include_revoked: bool
 ) -> Page[ApiKey]:
-    principal = ctx.require("apikeys:manage")
+    principal = ctx.require_principal()
     qs = scoped(ApiKey, principal.tenant_id)
     if not include_revoked:
         qs = qs.filter(revoked_at=None)
     return await page_of(ctx, qs, first=first, after=after)
 
 
+@operation("apikeys:manage")
 async def revoke_api_key(ctx: Context, *, key_id: int) -> ApiKey:
     """Takes effect at once: the next request with the key is UNAUTHENTICATED."""
     principal = await authority.confirm(ctx, "apikeys:manage")

@@ -96,7 +96,7 @@ class RevokeApiKeyPayload:
 
 @strawberry.type
 class Query:
-    @query(permission="apikeys:manage", description="API keys of the current organization.")
+    @query(operation=apikeys.list_api_keys, description="API keys of the current organization.")
     async def api_keys(
         self,
         info: Info,
@@ -115,7 +115,7 @@ class Query:
 @strawberry.type
 class Mutation:
     @mutation(
-        permission="apikeys:manage",
+        operation=apikeys.create_api_key,
         description="Create an API key with a role within yours (see `role`); the secret is in "
         "the answer once.",
     )
@@ -123,7 +123,10 @@ class Mutation:
         created = await apikeys.create_api_key(info.context, name=input.name, role=input.role.value)
         return CreateApiKeyPayload(api_key=ApiKey.from_row(created.key), secret=created.secret)
 
-    @mutation(permission="apikeys:manage", description="Revoke an API key; it is refused at once.")
+    @mutation(
+        operation=apikeys.revoke_api_key,
+        description="Revoke an API key; it is refused at once.",
+    )
     async def revoke_api_key(self, info: Info, input: RevokeApiKeyInput) -> RevokeApiKeyPayload:
         row = await apikeys.revoke_api_key(info.context, key_id=decode_id(input.id, "ApiKey"))
         return RevokeApiKeyPayload(api_key=ApiKey.from_row(row))

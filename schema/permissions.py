@@ -1,8 +1,11 @@
-"""Field declarations with their permission: the roles come from `kit.roles.MATRIX`.
+"""Root field declarations: the permission comes from the resolver function the field
+calls (`operation=`, declared there once with `resolvers.operations.operation`).
 
-`query`, `mutation` and `subscription` wrap strawberry's decorators so every root
-field states its permission once, gets the permission class, and prints the roles
-that hold it into its description (and so into `schema.graphql`).
+`query`, `mutation` and `subscription` wrap strawberry's decorators so every root field
+gets the permission class (the caller is refused before its arguments are converted) and
+prints the roles that hold the permission into its description (and so into
+`schema.graphql`). `permission=` is still accepted for fields that call no single
+operation (e.g. `me`, `node`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from strawberry.types import Info
 from kit.errors import Forbidden, Unauthenticated
 from kit.roles import AUTHORITY, allowed, describe
 from resolvers.authority import confirm
+from resolvers.operations import PUBLIC, SIGNED_IN, permission_of
 
 
 class Authenticated(BasePermission):
@@ -53,10 +57,6 @@ class HasCurrentPermission(HasPermission):
         return True
 
 
-PUBLIC = "public"
-SIGNED_IN = "signed-in"
-
-
 def _decorate(kind: Any, permission: str, description: str, kwargs: dict[str, Any]) -> Any:
     if permission == PUBLIC:
         checks: list[BasePermission] = []
@@ -76,13 +76,27 @@ def _decorate(kind: Any, permission: str, description: str, kwargs: dict[str, An
     return kind(description=f"{description.rstrip()} {note}", extensions=extensions, **kwargs)
 
 
-def query(*, permission: str, description: str, **kwargs: Any) -> Any:
-    return _decorate(strawberry.field, permission, description, kwargs)
+def _permission(operation: Any, permission: str | None) -> str:
+    if (operation is None) == (permission is None):
+        raise TypeError("a root field names either operation= or permission=")
+    return permission_of(operation) if operation is not None else str(permission)
 
 
-def mutation(*, permission: str, description: str, **kwargs: Any) -> Any:
-    return _decorate(strawberry.mutation, permission, description, kwargs)
+def query(
+    *, description: str, operation: Any = None, permission: str | None = None, **kwargs: Any
+) -> Any:
+    return _decorate(strawberry.field, _permission(operation, permission), description, kwargs)
 
 
-def subscription(*, permission: str, description: str, **kwargs: Any) -> Any:
-    return _decorate(strawberry.subscription, permission, description, kwargs)
+def mutation(
+    *, description: str, operation: Any = None, permission: str | None = None, **kwargs: Any
+) -> Any:
+    return _decorate(strawberry.mutation, _permission(operation, permission), description, kwargs)
+
+
+def subscription(
+    *, description: str, operation: Any = None, permission: str | None = None, **kwargs: Any
+) -> Any:
+    return _decorate(
+        strawberry.subscription, _permission(operation, permission), description, kwargs
+    )
