@@ -589,7 +589,7 @@ def install_trace(path: str) -> None:
 
         setattr(ai, name, traced)
 
-    after("_check_quota", "quota", lambda *a: stream_key.get())
+    after("_reserve", "quota", lambda *a: stream_key.get())
     after("_credential", "credential", lambda *a: stream_key.get())
     after("_settle", "settled", lambda *a: stream_key.get())
 

@@ -93,3 +93,36 @@ class AiUsage(TenantModel):
     class Meta:
         table = "ai_usage"
         indexes = (("tenant_id", "created_at"),)
+
+
+class AiQuotaMonth(TenantModel):
+    """A tenant's AI tokens for one calendar month (UTC): billed (`used`, the ledger's
+    sum) and held by completions still running (`reserved`).
+
+    The quota is enforced on this one row, by a conditional UPDATE that adds a
+    completion's reservation only while `used + reserved` stays within the quota: the
+    row lock (PostgreSQL) or the write lock (SQLite) makes concurrent completions, in
+    any number of processes, take turns, so the sum never passes the quota.
+    """
+
+    month = fields.IntField()  # YYYYMM (UTC)
+    used = fields.BigIntField(default=0)
+    reserved = fields.BigIntField(default=0)
+
+    class Meta:
+        table = "ai_quota_months"
+        unique_together = (("tenant_id", "month"),)
+
+
+class AiReservation(TenantModel):
+    """The tokens one running completion holds in its month's `reserved` until it is
+    billed. Billing deletes the row and releases what it held; a row whose process died
+    before billing is released once it expires (`resolvers.ai_quota.sweep`)."""
+
+    month = fields.IntField()  # YYYYMM (UTC), the AiQuotaMonth it is counted in
+    tokens = fields.BigIntField()
+    expires_at = fields.DatetimeField()
+
+    class Meta:
+        table = "ai_reservations"
+        indexes = (("tenant_id", "expires_at"),)

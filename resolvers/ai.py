@@ -3,8 +3,11 @@
 Every completion goes the same way:
 
 1. check the input (coded BAD_USER_INPUT, nothing stored);
-2. check the tenant's monthly token quota (QUOTA_EXCEEDED before any upstream call);
-3. resolve the credential (user → tenant → system → sandbox, `resolvers.credentials`);
+2. resolve the credential (user → tenant → system → sandbox, `resolvers.credentials`);
+3. reserve the most the completion can cost (the prompt's estimate plus `max_tokens`, or
+   AI_MAX_OUTPUT_TOKENS) in the tenant's monthly token quota, atomically in the store
+   (`resolvers.ai_quota`): QUOTA_EXCEEDED before any upstream call when it does not fit,
+   so concurrent completions, in any number of processes, never use more than the quota;
 4. store the conversation and the new messages while the answer is on its way, so the
    database write does not delay the first token: a plain completion stores them while
    its request is out (and undoes them when the vendor refuses it); a stream stores
@@ -12,7 +15,10 @@ Every completion goes the same way:
    in a burst of streams the upstream requests leave first, and a refusal stores
    nothing;
 5. stream (or wait for) the answer; save it, and one `AiUsage` row with the tokens,
-   latency and cost.
+   latency and cost, which settles the reservation in the same transaction (releases
+   it and counts the tokens used). A completion that ends without a bill (cancelled
+   before the vendor answered) releases its reservation; one whose process died
+   leaves it to expire.
 
 Streams coalesce: a reader task drains the vendor's SSE chunks into a buffer and the
 subscription yields whatever has accumulated each time the consumer is ready, at most
@@ -44,7 +50,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Generic, TypeVar
@@ -61,7 +67,6 @@ from kit.errors import (
     QuotaExceeded,
 )
 from kit.security import Principal
-from kit.ttl_cache import TTLCache, read_through
 from models.accounts import User
 from models.ai import (
     AiUsage,
@@ -84,6 +89,7 @@ from providers.openai import (
     OpenAIProvider,
     StreamChunk,
 )
+from resolvers import ai_quota as quotas
 from resolvers import credentials
 from resolvers.context import Context, Services
 from resolvers.pagination import Order, Page, page_of
@@ -331,50 +337,46 @@ async def quota_state(tenant_id: int, default_quota: int) -> tuple[int, int]:
     return used, quota
 
 
-QUOTA_CACHE_SECONDS = 5.0
-
-
-async def _check_quota(ctx: Context, principal: Principal) -> None:
-    """QUOTA_EXCEEDED when the tenant used its month's tokens.
-
-    A tenant under its quota is remembered for QUOTA_CACHE_SECONDS (with this process's
-    new usage added as it is billed), so a busy tenant does not sum its ledger on every
-    call; a tenant at or over its quota is checked against the store every time. A
-    quota lowered by an operator therefore applies within that many seconds. Checks
-    that miss the cache at the same time share one read of the ledger.
-    """
-    tenant_id = principal.tenant_id
-
-    async def load() -> list[int]:
-        return list(await quota_state(tenant_id, ctx.settings.ai_monthly_token_quota))
-
-    state = await read_through(
-        _quota_cache(ctx), tenant_id, QUOTA_CACHE_SECONDS, load, usable=lambda s: s[0] < s[1]
+def _reservation_tokens(ctx: Context, plan: _Plan) -> int:
+    """The most a completion can cost: the prompt's estimate (words and punctuation, at
+    least a token per four characters, plus framing) and every output token allowed."""
+    return estimate_prompt_tokens(plan.messages) + (
+        plan.max_tokens or ctx.settings.ai_max_output_tokens
     )
-    assert state is not None  # load() always answers
-    used, quota = state
-    if used >= quota:
+
+
+async def _reserve(ctx: Context, plan: _Plan) -> quotas.Reservation:
+    """Hold the completion's maximum in the tenant's monthly quota, or QUOTA_EXCEEDED.
+
+    Completions starting at the same moment reserve in one transaction (group commit,
+    as their prompts are stored): one conditional UPDATE and one INSERT each, one commit
+    for them all."""
+    want = quotas.Want(
+        tenant_id=plan.principal.tenant_id,
+        month=quotas.month_of(),
+        tokens=_reservation_tokens(ctx, plan),
+        default_quota=ctx.settings.ai_monthly_token_quota,
+    )
+    writer = ctx.services.extras.get("ai_reservations")
+    if writer is None or writer.loop is not asyncio.get_running_loop():
+        writer = ctx.services.extras["ai_reservations"] = GroupCommit(quotas.reserve_batch)
+    reservation: quotas.Reservation | None = await writer(want)
+    if reservation is None:
+        reservation = await quotas.reserve_again(want)
+    if reservation is None:
+        state = await quotas.month_state(want.tenant_id, want.month, want.default_quota)
         raise QuotaExceeded(
-            "The organization's monthly AI token quota is used up.",
-            quota=quota,
-            used=used,
+            "The organization's monthly AI token quota is used up."
+            if state.used >= state.quota
+            else "The organization's monthly AI token quota has too few tokens left for this "
+            "completion; lower maxTokens or shorten the prompt.",
+            quota=state.quota,
+            used=state.used,
+            reserved=state.reserved,
+            requested=want.tokens,
             resetsAt=_next_month(_month_start()).isoformat(),
         )
-
-
-def _quota_cache(ctx: Context) -> TTLCache[int, list[int]]:
-    """tenant -> [tokens used this month, monthly quota]; the first grows as this
-    process bills (`_count_usage`)."""
-    cache = ctx.services.extras.get("ai_quota")
-    if cache is None:
-        cache = ctx.services.extras["ai_quota"] = TTLCache()
-    return cache  # type: ignore[no-any-return]
-
-
-def _count_usage(ctx: Context, tenant_id: int, tokens: int) -> None:
-    state = _quota_cache(ctx).get(tenant_id, time.monotonic())
-    if state is not None:
-        state[0] += tokens
+    return reservation
 
 
 def _next_month(start: dt.datetime) -> dt.datetime:
@@ -428,6 +430,7 @@ class _Plan:
     conversation: Conversation | None  # existing conversation, or None to create one
     title: str = ""
     created: list[Any] = field(default_factory=list)  # rows to undo if the vendor refuses
+    reservation: quotas.Reservation | None = None  # held in the quota until billed
 
     @property
     def vendor_user(self) -> str:
@@ -444,12 +447,11 @@ async def _plan(
     if request.conversation_id is not None:
         conversation = await _own_conversation(principal, request.conversation_id)
         history = await _history(principal, conversation)
-    await _check_quota(ctx, principal)
     cred, source = await _credential(ctx)
     if not title:
         first_user = next((m["content"] for m in messages if m["role"] == "user"), "")
         title = " ".join(first_user.split())[:80] or "Conversation"
-    return _Plan(
+    plan = _Plan(
         principal=principal,
         request_messages=messages,
         messages=history + messages,
@@ -462,6 +464,22 @@ async def _plan(
         conversation=conversation,
         title=title,
     )
+    # Last: from here on the caller must settle it (a bill, or `_release_unbilled`).
+    plan.reservation = await _reserve(ctx, plan)
+    return plan
+
+
+async def _release_unbilled(plan: _Plan) -> None:
+    """The completion ended without a bill (cancelled before the vendor answered, or
+    the bill could not be written): give its reservation back."""
+    if plan.reservation is not None and not plan.reservation.settled:
+        try:
+            await quotas.release_unbilled(plan.reservation)
+        except Exception:
+            # It expires (RESERVATION_SECONDS) and is swept when the quota looks full.
+            log.exception(
+                "could not release a reservation", extra={"tenant": plan.principal.tenant_id}
+            )
 
 
 async def _store_prompt(ctx: Context, plan: _Plan) -> tuple[Conversation, ChatMessage]:
@@ -574,18 +592,26 @@ async def _bill(
     ledger = ctx.services.extras.get("ai_ledger")
     if ledger is None or ledger.loop is not asyncio.get_running_loop():
         ledger = ctx.services.extras["ai_ledger"] = GroupCommit(_write_bills)
-    await ledger((answer, row))
-    _count_usage(ctx, plan.principal.tenant_id, usage.total_tokens)
+    reservation = plan.reservation
+    if reservation is not None and reservation.settled:
+        reservation = None  # billed once already: this bill only adds to the ledger
+    await ledger((answer, row, reservation))
+    if reservation is not None:
+        reservation.settled = True
 
 
 _ANSWER_FIELDS = ["content", "status", "finish_reason", "updated_at"]
 
 
-async def _write_bills(bills: list[tuple[ChatMessage | None, AiUsage]]) -> list[None]:
-    """Answers and their ledger rows, in one transaction: one UPDATE statement for the
-    answers and one INSERT for the ledger rows, each executed for all the rows at once
-    (executemany: pipelined on PostgreSQL), however many there are."""
-    answers = [answer for answer, _ in bills if answer is not None]
+Bill = tuple[ChatMessage | None, AiUsage, quotas.Reservation | None]
+
+
+async def _write_bills(bills: list[Bill]) -> list[None]:
+    """Answers, their ledger rows and the quota they settle, in one transaction: one
+    UPDATE statement for the answers and one INSERT for the ledger rows, each executed
+    for all the rows at once (executemany: pipelined on PostgreSQL), however many there
+    are, then one DELETE of the reservations and one UPDATE per tenant's month."""
+    answers = [answer for answer, _, _ in bills if answer is not None]
     async with in_transaction() as conn:
         if len(answers) == 1:
             await answers[0].save(update_fields=_ANSWER_FIELDS, using_db=conn)
@@ -605,7 +631,10 @@ async def _write_bills(bills: list[tuple[ChatMessage | None, AiUsage]]) -> list[
                     for a in answers
                 ],
             )
-        await AiUsage.bulk_create([row for _, row in bills], using_db=conn)
+        await AiUsage.bulk_create([row for _, row, _ in bills], using_db=conn)
+        await quotas.settle(
+            conn, [(held, row.total_tokens) for _, row, held in bills if held is not None]
+        )
     return [None] * len(bills)
 
 
@@ -708,6 +737,13 @@ async def create_chat_completion(ctx: Context, request: ChatRequest) -> Completi
 
 
 async def _complete(ctx: Context, plan: _Plan) -> CompletionResult:
+    try:
+        return await _complete_reserved(ctx, plan)
+    finally:
+        await asyncio.shield(_release_unbilled(plan))
+
+
+async def _complete_reserved(ctx: Context, plan: _Plan) -> CompletionResult:
     client = provider(ctx.services)
     started = time.perf_counter()
     stored = asyncio.create_task(_store_prompt(ctx, plan))
@@ -823,11 +859,17 @@ async def stream_chat_completion(ctx: Context, request: ChatRequest) -> AsyncIte
     """The answer as it arrives; the last event carries the finish reason and the usage."""
     principal = ctx.require("ai:use")
     plan = await _plan(ctx, principal, request, "chat_stream")
-    async for event in _stream(ctx, plan):
-        yield event
+    try:
+        # Closed here, at once, when the subscriber leaves: the vendor stream closes and
+        # the part received is billed before the reservation could be released unbilled.
+        async with contextlib.aclosing(_stream(ctx, plan)) as events:
+            async for event in events:
+                yield event
+    finally:
+        await asyncio.shield(_release_unbilled(plan))
 
 
-async def _stream(ctx: Context, plan: _Plan) -> AsyncIterator[StreamEvent]:
+async def _stream(ctx: Context, plan: _Plan) -> AsyncGenerator[StreamEvent, None]:
     client = provider(ctx.services)
     coalesce = ctx.settings.ai_stream_coalesce_ms / 1000
     started = time.perf_counter()

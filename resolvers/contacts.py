@@ -19,7 +19,7 @@ from tortoise.expressions import Q, Subquery
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
-from kit.errors import BadUserInput, GatewayError, NotFound
+from kit.errors import BadUserInput, Conflict, GatewayError, NotFound
 from models.accounts import User
 from models.contacts import Contact, plain_rows
 from models.members import Membership
@@ -430,24 +430,25 @@ async def run_upsert(
     created_data: Callable[[Any], dict[str, Any]] | None = None,
 ) -> list[UpsertResult]:
     """Create or update rows by external id: one read for all existing rows, then writes
-    in one transaction (bulk insert, bulk update, one `<type>.created` / `<type>.updated`
-    event per created or changed item). One bad item fails alone; unchanged items emit
-    nothing."""
+    in one transaction (insert-or-skip, bulk update, one `<type>.created` /
+    `<type>.updated` event per created or changed item). One bad item fails alone;
+    unchanged items emit nothing.
+
+    Concurrent batches may bring the same new external ids: the insert skips the ids
+    another writer created first (`ON CONFLICT DO NOTHING`, which on PostgreSQL waits
+    for that writer's commit), and those items are judged again against the row now
+    stored, as updates, in the same transaction. So no batch fails for a race, and each
+    id is CREATED (with its event) by exactly one batch."""
     tenant_id = ctx.require("crm:sync").tenant_id
     if len(items) > MAX_UPSERT_ITEMS:
         raise BadUserInput(
             f"At most {MAX_UPSERT_ITEMS} items per call.",
             details={"items": f"at most {MAX_UPSERT_ITEMS} items per call, got {len(items)}"},
         )
-    try:
-        return await _upsert_once(tenant_id, model, type_name, items, prepare, clean, created_data)
-    except IntegrityError:
-        # A concurrent sync created some of these external ids first: read again, and
-        # the rows it created are now updates. The failed transaction emitted nothing.
-        return await _upsert_once(tenant_id, model, type_name, items, prepare, clean, created_data)
+    return await _upsert_batch(tenant_id, model, type_name, items, prepare, clean, created_data)
 
 
-async def _upsert_once(
+async def _upsert_batch(
     tenant_id: int,
     model: type[Any],
     type_name: str,
@@ -456,7 +457,7 @@ async def _upsert_once(
     clean: Clean,
     created_data: Callable[[Any], dict[str, Any]] | None,
 ) -> list[UpsertResult]:
-    items = [dict(item) for item in raw_items]  # cleaning mutates; a retry starts afresh
+    items = [dict(item) for item in raw_items]  # the key checks normalise them
     results: list[UpsertResult] = []
     keys: list[str | None] = []
     seen: set[str] = set()
@@ -489,57 +490,44 @@ async def _upsert_once(
         else {}
     )
     lookups = await prepare(tenant_id, [i for i, k in zip(items, keys, strict=True) if k])
-    to_create: list[Any] = []
-    to_update: list[Any] = []
-    changed_fields: set[str] = set()
-    updated_fields: dict[int, list[str]] = {}
+    first = _Judge(clean, lookups, tenant_id, model)
     for result, item, key in zip(results, items, keys, strict=True):
-        if key is None:
-            continue
-        current = existing.get(key)
-        try:
-            values = clean(item, current, lookups)
-        except GatewayError as exc:
-            result.outcome, result.error = FAILED, exc
-            continue
-        if current is None:
-            row = model(tenant_id=tenant_id, **values)
-            to_create.append(row)
-            result.outcome, result.row = CREATED, row
-            continue
-        diff = changed(current, values)
-        if diff:
-            current.update_from_dict(diff)
-            changed_fields.update(diff)
-            to_update.append(current)
-            updated_fields[current.id] = api_fields(diff)
-            result.outcome = UPDATED
-        else:
-            result.outcome = UNCHANGED
-        result.row = current
-    if not (to_create or to_update):
+        if key is not None:
+            first.judge(result, item, existing.get(key))
+    if not (first.to_create or first.to_update):
         return results
     area = type_name.lower()
     async with in_transaction() as conn:
-        if to_create:
-            await model.bulk_create(to_create, batch_size=MAX_UPSERT_ITEMS, using_db=conn)
-            # bulk inserts do not report ids on every backend: read the new rows back.
-            fresh = {
-                r.external_id: r
-                for r in await scoped(model, tenant_id)
-                .filter(external_id__in=[r.external_id for r in to_create])
-                .using_db(conn)
-            }
-            for result in results:
-                if result.outcome == CREATED:
-                    result.row = fresh[result.row.external_id]
-        if to_update:
-            await model.bulk_update(
-                to_update,
-                [*sorted(changed_fields), "updated_at"],
-                batch_size=100,
-                using_db=conn,
-            )
+        new = sorted(first.to_create, key=lambda r: r.external_id)  # one lock order for all
+        won = await insert_new(conn, model, new) if new else set()
+        # Every row of the batch as it is now, locked (PostgreSQL) in one order for all
+        # writers: what a concurrent batch wrote since the first read, or created first,
+        # is judged here (its rows become updates), never overwritten from a stale read.
+        stored = {
+            r.external_id: r
+            for r in await scoped(model, tenant_id)
+            .filter(external_id__in=sorted(seen))
+            .order_by("id")
+            .select_for_update()
+            .using_db(conn)
+        }
+        final = _Judge(clean, lookups, tenant_id, model)
+        for result, item, key in zip(results, items, keys, strict=True):
+            if key is None:
+                continue
+            if key in won:
+                result.outcome, result.row = CREATED, stored[key]
+            elif key in stored:
+                final.judge(result, item, stored[key])
+            elif result.outcome != FAILED:  # pragma: no cover - deleted by another writer
+                result.outcome, result.row = FAILED, None
+                result.error = Conflict("The row changed while it was written; send again.")
+        # One UPDATE per set of changed fields: a row is written only where it changed.
+        by_fields: dict[tuple[str, ...], list[Any]] = {}
+        for row in final.to_update:
+            by_fields.setdefault(tuple(final.updated_fields[row.id]), []).append(row)
+        for names, rows in by_fields.items():
+            await model.bulk_update(rows, [*names, "updated_at"], batch_size=100, using_db=conn)
         for result in results:
             if result.outcome == CREATED:
                 extra = created_data(result.row) if created_data else {}
@@ -553,9 +541,72 @@ async def _upsert_once(
                     f"{area}.updated",
                     type_name,
                     result.row.id,
-                    fields=updated_fields[result.row.id],
+                    fields=api_fields(final.updated_fields[result.row.id]),
                 )
     return results
+
+
+class _Judge:
+    """Decides each item's outcome against the stored row, and collects the writes."""
+
+    def __init__(self, clean: Clean, lookups: Any, tenant_id: int, model: type[Any]) -> None:
+        self.clean = clean
+        self.lookups = lookups
+        self.tenant_id = tenant_id
+        self.model = model
+        self.to_create: list[Any] = []
+        self.to_update: list[Any] = []
+        self.updated_fields: dict[int, list[str]] = {}
+
+    def judge(self, result: UpsertResult, item: dict[str, Any], current: Any) -> None:
+        """Set `result` to CREATED, UPDATED, UNCHANGED or FAILED against `current` (the
+        stored row, or None), cleaning a copy of the item (cleaning mutates it, and an
+        item is judged twice: before the transaction, and against the locked row)."""
+        item = dict(item)
+        try:
+            values = self.clean(item, current, self.lookups)
+        except GatewayError as exc:
+            result.outcome, result.row, result.error = FAILED, None, exc
+            return
+        result.error = None
+        if current is None:
+            result.outcome = CREATED
+            result.row = self.model(tenant_id=self.tenant_id, **values)
+            self.to_create.append(result.row)
+            return
+        diff = changed(current, values)
+        if diff:
+            current.update_from_dict(diff)
+            self.to_update.append(current)
+            self.updated_fields[current.id] = sorted(diff)
+            result.outcome = UPDATED
+        else:
+            result.outcome = UNCHANGED
+        result.row = current
+
+
+async def insert_new(conn: BaseDBAsyncClient, model: type[Any], rows: list[Any]) -> set[str]:
+    """INSERT the rows, skipping those whose (tenant_id, external_id) is stored already,
+    in one statement on PostgreSQL and SQLite; the external ids actually inserted."""
+    meta = model._meta
+    names = [n for n in meta.fields_db_projection if n != meta.pk_attr]
+    columns = ", ".join(f'"{meta.fields_db_projection[n]}"' for n in names)
+    postgres = conn.capabilities.dialect == "postgres"
+    values: list[Any] = []
+    tuples = []
+    for row in rows:
+        marks = []
+        for name in names:
+            values.append(meta.fields_map[name].to_db_value(getattr(row, name), row))
+            marks.append(f"${len(values)}" if postgres else "?")
+        tuples.append(f"({', '.join(marks)})")
+    # Identifiers come from the model's metadata; every value is a bound parameter.
+    sql = (
+        f'INSERT INTO "{meta.db_table}" ({columns}) VALUES {", ".join(tuples)} '  # noqa: S608
+        "ON CONFLICT (tenant_id, external_id) DO NOTHING RETURNING external_id"
+    )
+    inserted = await conn.execute_query_dict(sql, values)  # execute_query drops RETURNING rows
+    return {str(r["external_id"]) for r in inserted}
 
 
 def _raw_key(item: dict[str, Any]) -> str | None:

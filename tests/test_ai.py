@@ -77,6 +77,13 @@ def prompt(text: str | None = None) -> list[dict[str, str]]:
     return [{"role": "USER", "content": text or f"Tell me about {uuid.uuid4().hex}"}]
 
 
+def reservation(messages: list[dict[str, str]], max_tokens: int) -> int:
+    """The tokens a completion of `messages` holds in the quota while it runs."""
+    from resolvers.ai import estimate_prompt_tokens
+
+    return estimate_prompt_tokens([{"content": m["content"]} for m in messages]) + max_tokens
+
+
 async def expected_text(server: str, content: str, model: str = "gpt-4o-mini") -> str:
     """What the sandbox answers for this prompt, asked directly with the SDK."""
     client = AsyncOpenAI(api_key="sk-direct", base_url=f"{server}/sandbox/openai/v1")
@@ -346,12 +353,21 @@ async def test_quota_exceeded_before_any_upstream_call(server, http):
     listed = await gql(http, "{ conversations { totalCount } }", token=owner.token)
     assert listed["data"]["conversations"]["totalCount"] == 0
 
-    # Under a positive quota, usage counts against it until it is reached.
-    await Tenant.filter(id=tenant_id).update(ai_monthly_token_quota=10)
-    first = await gql(http, COMPLETE, {"input": {"messages": prompt()}}, token=owner.token)
+    # Under a positive quota, usage counts against it until it is reached: a completion
+    # needs room for its prompt and all the output it may have (here maxTokens).
+    held = reservation(prompt(), max_tokens=5)
+    await Tenant.filter(id=tenant_id).update(ai_monthly_token_quota=held)
+    small = {"messages": prompt(), "maxTokens": 5}
+    first = await gql(http, COMPLETE, {"input": small}, token=owner.token)
     assert "errors" not in first
-    second = await gql(http, COMPLETE, {"input": {"messages": prompt()}}, token=owner.token)
+    second = await gql(http, COMPLETE, {"input": small}, token=owner.token)
     assert error_codes(second) == ["QUOTA_EXCEEDED"]
+    assert second["errors"][0]["extensions"]["requested"] == held
+    # Without maxTokens a completion needs room for AI_MAX_OUTPUT_TOKENS.
+    await Tenant.filter(id=tenant_id).update(ai_monthly_token_quota=1000)
+    unbounded = await gql(http, COMPLETE, {"input": {"messages": prompt()}}, token=owner.token)
+    assert error_codes(unbounded) == ["QUOTA_EXCEEDED"]
+    assert "maxTokens" in unbounded["errors"][0]["message"]
 
 
 async def test_client_disconnect_closes_upstream_and_bills_only_received(server, http):
@@ -668,9 +684,157 @@ async def test_answers_and_bills_written_together(store):
         )
         for i in range(3)
     ]
-    await _write_bills([*zip(answers, rows, strict=True), (None, rows[0].clone())])
+    await _write_bills(
+        [(a, r, None) for a, r in zip(answers, rows, strict=True)] + [(None, rows[0].clone(), None)]
+    )
     stored = await ChatMessage.filter(conversation_id=conversation.id).order_by("id")
     assert [(m.content, m.status, m.finish_reason) for m in stored] == [
         (f"answer {i}", MessageStatus.COMPLETE, "stop") for i in range(3)
     ]
     assert await AiUsage.filter(tenant_id=tenant.id).count() == 4
+
+
+# Quota under concurrency ----------------------------------------------------------------------
+
+
+async def quota_books(tenant_id: int) -> tuple[int, int, int, int]:
+    """(ledger tokens, the month's `used`, its `reserved`, reservation rows) for a tenant."""
+    from models.ai import AiQuotaMonth, AiReservation
+
+    ledger = sum(u.total_tokens for u in await AiUsage.filter(tenant_id=tenant_id))
+    month = await AiQuotaMonth.filter(tenant_id=tenant_id).first()
+    held = await AiReservation.filter(tenant_id=tenant_id).count()
+    if month is None:
+        return ledger, 0, 0, held
+    return ledger, month.used, month.reserved, held
+
+
+QUOTA = 100
+MAX_TOKENS = 10
+
+
+async def test_concurrent_completions_never_pass_the_quota(server, http):
+    """Twenty-four completions at once (plain, then streamed), each able to use about a
+    quarter of the quota: the ones that ran used no more than the quota, the others were
+    refused with QUOTA_EXCEEDED before reaching the vendor, and nothing stays reserved."""
+    owner = await register(http)
+    tenant_id = decode_id(owner.org_id, "Organization")
+    await Tenant.filter(id=tenant_id).update(ai_monthly_token_quota=QUOTA)
+    asks = [prompt(f"Question {i} {uuid.uuid4().hex}") for i in range(24)]
+    assert QUOTA // 5 < reservation(asks[0], MAX_TOKENS) <= QUOTA // 3
+    before = len(await completions_seen(http))
+
+    plain = await asyncio.gather(
+        *(
+            gql(
+                http,
+                COMPLETE,
+                {"input": {"messages": a, "maxTokens": MAX_TOKENS}},
+                token=owner.token,
+            )
+            for a in asks
+        )
+    )
+    ran = [b for b in plain if "errors" not in b]
+    refused = [b for b in plain if "errors" in b]
+    assert ran and refused
+    assert all(error_codes(b) == ["QUOTA_EXCEEDED"] for b in refused)
+    used = sum(b["data"]["createChatCompletion"]["usage"]["totalTokens"] for b in ran)
+    assert used <= QUOTA
+    assert len(await completions_seen(http)) - before == len(ran)  # refused: never sent
+    assert await quota_books(tenant_id) == (used, used, 0, 0)
+
+    # The same tenant, a fresh month's worth, through the subscription.
+    await AiUsage.filter(tenant_id=tenant_id).delete()
+    from models.ai import AiQuotaMonth
+
+    await AiQuotaMonth.filter(tenant_id=tenant_id).update(used=0)
+
+    async def stream(messages: list[dict[str, str]]) -> list[dict[str, Any]]:
+        variables = {"input": {"messages": messages, "maxTokens": MAX_TOKENS}}
+        async with Subscription(server, owner.token, variables) as sub:
+            return await sub.all()
+
+    streamed = await asyncio.gather(*(stream(a) for a in asks))
+    totals, codes = [], []
+    for messages in streamed:
+        got = chunks(messages)
+        if got and got[-1]["usage"]:
+            totals.append(got[-1]["usage"]["totalTokens"])
+        codes += [
+            e["extensions"]["code"] for m in messages if m["type"] == "next"
+            for e in m["payload"].get("errors", [])
+        ]  # fmt: skip
+    assert totals and codes
+    assert set(codes) == {"QUOTA_EXCEEDED"}
+    assert len(totals) + len(codes) == len(asks)
+    assert sum(totals) <= QUOTA
+    assert await quota_books(tenant_id) == (sum(totals), sum(totals), 0, 0)
+
+
+async def test_cancelled_stream_and_failed_call_release_their_reservation(server, http):
+    """A subscriber that leaves mid-stream: the part received is billed and the rest of
+    the reservation is released. A call the vendor refuses releases all of it."""
+    owner = await register(http)
+    tenant_id = decode_id(owner.org_id, "Organization")
+    messages = prompt()
+    held = reservation(messages, 400)
+    await Tenant.filter(id=tenant_id).update(ai_monthly_token_quota=held)
+    await sandbox(http, "stream", {"tokens_per_second": 20})
+    try:
+        variables = {"input": {"messages": messages, "maxTokens": 400}}
+        async with Subscription(server, owner.token, variables) as sub:
+            await sub.next()
+            _, _, reserved, rows = await quota_books(tenant_id)
+            assert (reserved, rows) == (held, 1)
+    finally:
+        await sandbox(http, "stream", method="DELETE")
+
+    async def released():
+        ledger, used, reserved, rows = await quota_books(tenant_id)
+        return ledger and (reserved, rows) == (0, 0) and (ledger, used)
+
+    ledger, used = await wait_for(released, "the reservation to be released")
+    assert 0 < ledger == used < held
+    row = await AiUsage.filter(tenant_id=tenant_id).first()
+    assert row.outcome == "INTERRUPTED"
+
+    # The vendor refuses: nothing used, nothing held.
+    await Tenant.filter(id=tenant_id).update(ai_monthly_token_quota=used + held)
+    await sandbox(http, "faults", {"status": 400, "code": "invalid_request_error", "count": 1})
+    refused = await gql(
+        http, COMPLETE, {"input": {"messages": messages, "maxTokens": 400}}, token=owner.token
+    )
+    assert error_codes(refused) == ["BAD_USER_INPUT"]
+    assert await quota_books(tenant_id) == (ledger, used, 0, 0)
+    # So the whole remaining quota is there for the next completion.
+    again = await gql(
+        http, COMPLETE, {"input": {"messages": messages, "maxTokens": 400}}, token=owner.token
+    )
+    assert "errors" not in again, again
+
+
+async def test_expired_reservation_of_a_dead_process_is_swept(server, http):
+    """A process died holding the whole quota: once its reservation expires, the next
+    completion that does not fit sweeps it and runs."""
+    from models.ai import AiQuotaMonth, AiReservation
+    from resolvers.ai_quota import month_of
+
+    owner = await register(http)
+    tenant_id = decode_id(owner.org_id, "Organization")
+    await Tenant.filter(id=tenant_id).update(ai_monthly_token_quota=100)
+    month = month_of()
+    await AiQuotaMonth.create(tenant_id=tenant_id, month=month, used=0, reserved=100)
+    now = dt.datetime.now(dt.UTC)
+    dead = await AiReservation.create(
+        tenant_id=tenant_id, month=month, tokens=100, expires_at=now + dt.timedelta(hours=1)
+    )
+    small = {"messages": prompt(), "maxTokens": 5}
+    blocked = await gql(http, COMPLETE, {"input": small}, token=owner.token)
+    assert error_codes(blocked) == ["QUOTA_EXCEEDED"]  # not expired yet: still held
+
+    await AiReservation.filter(id=dead.id).update(expires_at=now - dt.timedelta(seconds=1))
+    body = await gql(http, COMPLETE, {"input": small}, token=owner.token)
+    assert "errors" not in body, body
+    used = body["data"]["createChatCompletion"]["usage"]["totalTokens"]
+    assert await quota_books(tenant_id) == (used, used, 0, 0)

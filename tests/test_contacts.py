@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,7 @@ from kit.roles import Role
 from kit.security import hash_password
 from models.accounts import User
 from models.members import Membership
+from resolvers.contacts import global_id
 from schema.relay import decode_id
 from tests.conftest import STRONG_PASSWORD, Account, error_codes, gql, register
 from tests.factories import store_counts
@@ -303,3 +305,58 @@ async def test_upsert_limit_and_full_batch(client, owner):
     assert (payload["created"], payload["updated"], payload["unchanged"]) == (0, 250, 250)
     assert payload["results"][1]["contact"]["name"] == "N1!"
     assert {r["contact"]["id"] for r in payload["results"]} == ids
+
+
+async def test_concurrent_upserts_with_overlapping_new_external_ids(client, owner):
+    """Twenty batches of fifty items, each sharing its new external ids with its
+    neighbours (every id is in up to five batches), sent at once: no batch fails, every
+    id exists once, exactly one CREATED (and one `contact.created` event) per id across
+    all batches, and each row holds one writer's values."""
+    from models.contacts import Contact
+    from models.events import OutboxEvent
+
+    tenant_id = decode_id(owner.org_id, "Organization")
+    batches, size, step = 20, 50, 10
+    all_keys = [f"race-{i}" for i in range((batches - 1) * step + size)]
+
+    def item(key: str, writer: int) -> dict[str, Any]:
+        return {
+            "externalId": key,
+            "name": f"{key} by {writer}",
+            "email": f"w{writer}-{key}@example.com",
+            "company": f"Writer {writer}",
+        }
+
+    def batch(b: int) -> list[dict[str, Any]]:
+        keys = all_keys[b * step : b * step + size]
+        if b % 2:
+            keys.reverse()  # the same ids in the other order
+        return [item(key, b) for key in keys]
+
+    sent = (
+        gql(client, UPSERT, {"i": {"items": batch(b)}}, token=owner.token) for b in range(batches)
+    )
+    bodies = await asyncio.gather(*sent)
+    assert [b["errors"] for b in bodies if "errors" in b] == []
+    outcomes: dict[str, list[str]] = {}
+    for body in bodies:
+        payload = body["data"]["upsertContacts"]
+        assert payload["failed"] == 0
+        for result in payload["results"]:
+            outcomes.setdefault(result["externalId"], []).append(result["outcome"])
+    assert set(outcomes) == set(all_keys)
+    for key in all_keys:
+        assert outcomes[key].count("CREATED") == 1, (key, outcomes[key])
+        assert set(outcomes[key]) <= {"CREATED", "UPDATED", "UNCHANGED"}
+
+    rows = await Contact.filter(tenant_id=tenant_id, external_id__in=all_keys)
+    assert sorted(r.external_id for r in rows) == sorted(all_keys)  # each exactly once
+    for row in rows:
+        writer = int(row.company.removeprefix("Writer "))
+        assert (row.name, row.email) == (
+            f"{row.external_id} by {writer}",
+            f"w{writer}-{row.external_id}@example.com",
+        )
+    created = await OutboxEvent.filter(tenant_id=tenant_id, type="contact.created")
+    assert len(created) == len(all_keys)
+    assert {e.data["id"] for e in created} == {global_id("Contact", r.id) for r in rows}
