@@ -13,13 +13,14 @@ from kit.errors import BadUserInput, NotFound
 from models.contacts import Contact
 from models.leads import Lead, LeadStatus
 from models.tenancy import get_scoped, scoped
-from resolvers.contacts import (
+from resolvers.context import Context
+from resolvers.crm import (
     Problems,
     UpsertResult,
-    _check_unique_external_id,
     api_fields,
     by_id_loader,
     changed,
+    check_unique_external_id,
     emit_change,
     external_id,
     members_among,
@@ -30,7 +31,6 @@ from resolvers.contacts import (
     save_unique,
     text,
 )
-from resolvers.context import Context
 from resolvers.pagination import Page, page_of
 
 LEAD_ORDER_FIELDS = frozenset({"id", "title", "amount", "created_at", "updated_at"})
@@ -184,7 +184,7 @@ async def create_lead(ctx: Context, data: dict[str, Any]) -> Lead:
     problems.check()
     await require_member(tenant_id, data.get("owner_id"), "ownerId")
     await require_contact(tenant_id, data.get("contact_id"), "contactId")
-    await _check_unique_external_id(Lead, tenant_id, data.get("external_id"))
+    await check_unique_external_id(Lead, tenant_id, data.get("external_id"))
     row = Lead(tenant_id=tenant_id, **data)
     async with in_transaction() as conn:
         await save_unique(row, using_db=conn)
@@ -203,7 +203,7 @@ async def update_lead(ctx: Context, lead_id: int, changes: dict[str, Any]) -> Le
     if "contact_id" in changes:
         await require_contact(tenant_id, changes["contact_id"], "contactId")
     if "external_id" in changes:
-        await _check_unique_external_id(Lead, tenant_id, changes["external_id"], row.id)
+        await check_unique_external_id(Lead, tenant_id, changes["external_id"], row.id)
     diff = changed(row, changes)
     if not diff:
         return row

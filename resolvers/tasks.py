@@ -13,7 +13,8 @@ from models.contacts import plain_rows
 from models.leads import Lead
 from models.tasks import Task, TaskStatus
 from models.tenancy import get_scoped, scoped
-from resolvers.contacts import (
+from resolvers.context import Context
+from resolvers.crm import (
     Problems,
     api_fields,
     changed,
@@ -23,7 +24,6 @@ from resolvers.contacts import (
     require_member,
     text,
 )
-from resolvers.context import Context
 from resolvers.pagination import Page, page_of
 
 TASK_ORDER_FIELDS = frozenset({"id", "title", "created_at", "updated_at"})

@@ -13,9 +13,10 @@ from strawberry.types.nodes import SelectedField
 
 from kit.errors import GatewayError
 from models import contacts as models
-from resolvers import contacts as crm
+from resolvers import contacts as crm_contacts
+from resolvers import crm
 from resolvers import tasks as crm_tasks
-from resolvers.contacts import UpsertResult
+from resolvers.crm import UpsertResult
 from schema.accounts import User
 from schema.permissions import mutation, query
 from schema.relay import Connection, ModelNode, OrderDirection, decode_id, encode_id
@@ -351,10 +352,10 @@ class UpsertContactsPayload:
         )
 
 
-def contact_filter(f: ContactFilter | None) -> crm.ContactFilter | None:
+def contact_filter(f: ContactFilter | None) -> crm_contacts.ContactFilter | None:
     if f is None:
         return None
-    return crm.ContactFilter(search=f.search, owner_id=optional_id(f.owner_id, "User"))
+    return crm_contacts.ContactFilter(search=f.search, owner_id=optional_id(f.owner_id, "User"))
 
 
 USER_IDS = {"owner_id": "User"}
@@ -377,7 +378,7 @@ class Query:
         ] = None,
     ) -> Connection[Contact]:
         order = order_by or ContactOrder()
-        page = await crm.list_contacts(
+        page = await crm_contacts.list_contacts(
             info.context,
             first=first,
             after=after,
@@ -395,12 +396,12 @@ class Query:
 class Mutation:
     @mutation(permission="crm:write", description="Create a contact.")
     async def create_contact(self, info: Info, input: CreateContactInput) -> CreateContactPayload:
-        row = await crm.create_contact(info.context, provided(input, ids=USER_IDS))
+        row = await crm_contacts.create_contact(info.context, provided(input, ids=USER_IDS))
         return CreateContactPayload(contact=Contact.from_row(row))
 
     @mutation(permission="crm:write", description="Change a contact.")
     async def update_contact(self, info: Info, input: UpdateContactInput) -> UpdateContactPayload:
-        row = await crm.update_contact(
+        row = await crm_contacts.update_contact(
             info.context,
             decode_id(input.id, "Contact"),
             provided(input, ids=USER_IDS, skip=("id",)),
@@ -412,7 +413,7 @@ class Mutation:
         description="Delete a contact; its leads and tasks stay, unlinked.",
     )
     async def delete_contact(self, info: Info, input: DeleteContactInput) -> DeleteContactPayload:
-        deleted = await crm.delete_contact(info.context, decode_id(input.id, "Contact"))
+        deleted = await crm_contacts.delete_contact(info.context, decode_id(input.id, "Contact"))
         return DeleteContactPayload(deleted_id=encode_id("Contact", deleted))
 
     @mutation(
@@ -424,7 +425,7 @@ class Mutation:
         self, info: Info, input: UpsertContactsInput
     ) -> UpsertContactsPayload:
         items = [_upsert_item(item) for item in input.items]
-        return UpsertContactsPayload.of(await crm.upsert_contacts(info.context, items))
+        return UpsertContactsPayload.of(await crm_contacts.upsert_contacts(info.context, items))
 
 
 def _upsert_item(item: Any) -> dict[str, Any]:

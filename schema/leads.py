@@ -14,10 +14,10 @@ from strawberry.types import Info
 from kit.errors import GatewayError
 from models import leads as models
 from models.leads import LeadStatus
-from resolvers import contacts as crm
+from resolvers import crm
 from resolvers import leads as crm_leads
 from resolvers import tasks as crm_tasks
-from resolvers.contacts import UpsertResult
+from resolvers.crm import UpsertResult
 from schema.accounts import User
 from schema.contacts import (
     AFTER,

@@ -12,7 +12,7 @@ from strawberry.types import Info
 
 from models import tasks as models
 from models.tasks import TaskStatus
-from resolvers import contacts as crm
+from resolvers import crm
 from resolvers import leads as crm_leads
 from resolvers import tasks as crm_tasks
 from schema.accounts import User

@@ -13,7 +13,7 @@ from kit.roles import Role
 from kit.security import hash_password
 from models.accounts import User
 from models.members import Membership
-from resolvers.contacts import global_id
+from resolvers.crm import global_id
 from schema.relay import decode_id
 from tests.conftest import STRONG_PASSWORD, Account, error_codes, gql, register
 from tests.factories import store_counts
