@@ -34,6 +34,7 @@ from models.tenants import Tenant
 from resolvers import authority, viewer_cache
 from resolvers.context import Context
 from resolvers.mailer import RecordingMailer
+from resolvers.operations import PUBLIC, SIGNED_IN, operation
 from resolvers.viewer_cache import TenantProfile, UserProfile
 
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
@@ -129,6 +130,7 @@ async def _end_session(ctx: Context, user_id: int, family: str) -> None:
     await authority.changed(ctx.services, user_id=user_id)
 
 
+@operation(PUBLIC)
 async def refresh_session(ctx: Context, refresh_token: str) -> AuthResult:
     """Rotate: the presented token is spent; presenting a spent one ends its session.
 
@@ -166,6 +168,7 @@ async def refresh_session(ctx: Context, refresh_token: str) -> AuthResult:
     return issued
 
 
+@operation(SIGNED_IN)
 async def logout(ctx: Context, refresh_token: str | None, everywhere: bool) -> bool:
     principal = ctx.require_principal()
     if principal.user_id is not None:
@@ -192,6 +195,7 @@ async def _logout(principal: Principal, refresh_token: str | None, everywhere: b
 # Registration and login --------------------------------------------------------
 
 
+@operation(PUBLIC)
 async def register_organization(
     ctx: Context, *, organization_name: str, email: str, password: str, name: str
 ) -> AuthResult:
@@ -236,6 +240,7 @@ async def throttle(ctx: Context, bucket: str, identity: str, spec: str) -> None:
         )
 
 
+@operation(PUBLIC)
 async def login(ctx: Context, *, email: str, password: str, tenant_id: int | None) -> AuthResult:
     email = (email or "").strip().lower()
     settings = ctx.settings
@@ -259,6 +264,7 @@ async def login(ctx: Context, *, email: str, password: str, tenant_id: int | Non
     return await start_session(ctx, user, tenant, membership)
 
 
+@operation(SIGNED_IN)
 async def switch_tenant(ctx: Context, tenant_id: int) -> AuthResult:
     principal = ctx.require_principal()
     if principal.api_key_id is not None:
@@ -334,6 +340,7 @@ async def viewer_tenant(ctx: Context) -> TenantProfile | None:
     return await read_through(cache, tenant_id, ttl, load)
 
 
+@operation(SIGNED_IN)
 async def viewer_profiles(
     ctx: Context, *, user: bool, tenant: bool
 ) -> tuple[UserProfile | None, TenantProfile | None]:
@@ -395,6 +402,7 @@ async def deactivate_user(ctx: Context, user_id: int) -> bool:
     return True
 
 
+@operation(SIGNED_IN)
 async def update_profile(ctx: Context, *, name: str | None) -> User:
     user = await current_user(ctx)
     if name is not None:
@@ -405,10 +413,10 @@ async def update_profile(ctx: Context, *, name: str | None) -> User:
     return user
 
 
+@operation("tenant:update")
 async def update_organization(ctx: Context, *, name: str | None) -> Tenant:
     """Rename the caller's organization (its slug, an identifier, stays). Cached viewer
     answers that show the name are dropped here at once."""
-    ctx.require("tenant:update")
     tenant = await Tenant.get_or_none(id=ctx.tenant_id)
     if tenant is None:
         raise NotFound("Organization not found.")
@@ -422,6 +430,7 @@ async def update_organization(ctx: Context, *, name: str | None) -> Tenant:
     return tenant
 
 
+@operation(SIGNED_IN)
 async def change_password(ctx: Context, *, current_password: str, new_password: str) -> bool:
     user = await current_user(ctx)
     await throttle(ctx, "login-account", user.email, ctx.settings.login_attempts_per_account)
@@ -485,6 +494,7 @@ async def _consume_email_token(token: str, purpose: str) -> EmailToken:
     return row
 
 
+@operation(SIGNED_IN)
 async def request_email_verification(ctx: Context) -> bool:
     user = await current_user(ctx)
     if user.email_verified_at is None:
@@ -493,6 +503,7 @@ async def request_email_verification(ctx: Context) -> bool:
     return True
 
 
+@operation(PUBLIC)
 async def verify_email(ctx: Context, token: str) -> User:
     row = await _consume_email_token(token, VERIFY_EMAIL)
     user = await User.get(id=row.user_id)
@@ -503,6 +514,7 @@ async def verify_email(ctx: Context, token: str) -> User:
     return user
 
 
+@operation(PUBLIC)
 async def request_password_reset(ctx: Context, email: str) -> bool:
     """Always true: the answer must not tell whether an account exists."""
     email = (email or "").strip().lower()
@@ -514,6 +526,7 @@ async def request_password_reset(ctx: Context, email: str) -> bool:
     return True
 
 
+@operation(PUBLIC)
 async def reset_password(ctx: Context, token: str, new_password: str) -> bool:
     row = await EmailToken.filter(
         token_hash=hash_token(token or ""), purpose=RESET_PASSWORD

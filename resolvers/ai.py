@@ -92,6 +92,7 @@ from providers.openai import (
 from resolvers import ai_quota as quotas
 from resolvers import credentials
 from resolvers.context import Context, Services
+from resolvers.operations import operation
 from resolvers.pagination import Order, Page, page_of
 from resolvers.upstream import provider_registry, to_gateway_error
 
@@ -730,8 +731,9 @@ def _usage(
 # Plain completion --------------------------------------------------------------------------
 
 
+@operation("ai:use")
 async def create_chat_completion(ctx: Context, request: ChatRequest) -> CompletionResult:
-    principal = ctx.require("ai:use")
+    principal = ctx.require_principal()
     plan = await _plan(ctx, principal, request, "chat")
     return await _complete(ctx, plan)
 
@@ -855,9 +857,10 @@ class _Pump:
             self.wake.set()
 
 
+@operation("ai:use")
 async def stream_chat_completion(ctx: Context, request: ChatRequest) -> AsyncIterator[StreamEvent]:
     """The answer as it arrives; the last event carries the finish reason and the usage."""
-    principal = ctx.require("ai:use")
+    principal = ctx.require_principal()
     plan = await _plan(ctx, principal, request, "chat_stream")
     try:
         # Closed here, at once, when the subscriber leaves: the vendor stream closes and
@@ -997,9 +1000,9 @@ async def _settle(
 # Models ------------------------------------------------------------------------------------
 
 
+@operation("ai:use")
 async def ai_models(ctx: Context) -> list[ModelOption]:
     """The models the caller's credential can use, with their prices."""
-    ctx.require("ai:use")
     cred, _ = await _credential(ctx)
     cache: dict[tuple[str, str | None, str | None], tuple[float, list[ModelInfo]]]
     cache = ctx.services.extras.setdefault("openai_models", {})
@@ -1037,13 +1040,15 @@ async def check_openai_key(ctx: Context, resolved: Any) -> None:
 # Conversations (reads) ---------------------------------------------------------------------
 
 
+@operation("ai:use")
 async def list_conversations(ctx: Context, *, first: int | None, after: str | None) -> Page:
-    principal = ctx.require("ai:use")
+    principal = ctx.require_principal()
     return await page_of(ctx, _conversations(principal), first=first, after=after)
 
 
+@operation("ai:use")
 async def get_conversation(ctx: Context, conversation_id: int) -> Conversation:
-    principal = ctx.require("ai:use")
+    principal = ctx.require_principal()
     return await _own_conversation(principal, conversation_id)
 
 
@@ -1086,9 +1091,10 @@ async def list_messages(
 MAX_REPORT_DAYS = 366
 
 
+@operation("ai:usage")
 async def ai_usage(ctx: Context, start: dt.date, end: dt.date) -> UsageReport:
     """Tokens and cost from `start` to `end` (whole UTC days, both included)."""
-    principal = ctx.require("ai:usage")
+    principal = ctx.require_principal()
     if end < start:
         raise BadUserInput("`to` is before `from`.", details={"to": "must not be before from"})
     if (end - start).days >= MAX_REPORT_DAYS:
@@ -1143,9 +1149,10 @@ async def ai_usage(ctx: Context, start: dt.date, end: dt.date) -> UsageReport:
     )
 
 
+@operation("ai:use")
 async def ai_quota(ctx: Context) -> tuple[int, int]:
     """(tokens used this month, monthly quota) for the caller's organization."""
-    principal = ctx.require("ai:use")
+    principal = ctx.require_principal()
     return await quota_state(principal.tenant_id, ctx.settings.ai_monthly_token_quota)
 
 
@@ -1158,11 +1165,12 @@ SUMMARY_SYSTEM_PROMPT = (
 MAX_SUMMARY_TASKS = 200
 
 
+@operation("ai:use")
 async def generate_task_summary(
     ctx: Context, day: dt.date, model: str | None = None
 ) -> CompletionResult:
     """A summary of the caller's CRM tasks due on `day` (a UTC day), through the AI path."""
-    principal = ctx.require("ai:use")
+    principal = ctx.require_principal()
     if principal.user_id is None or principal.api_key_id is not None:
         raise Forbidden("Task summaries are for signed-in members (API keys own no tasks).")
     lo = dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)

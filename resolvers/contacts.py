@@ -31,6 +31,7 @@ from resolvers.crm import (
     text,
     users_loader,
 )
+from resolvers.operations import operation
 from resolvers.pagination import Page, page_of
 from resolvers.tasks import open_tasks_loader
 
@@ -83,6 +84,7 @@ class ContactFilter:
     owner_id: int | None = None
 
 
+@operation("crm:read")
 async def list_contacts(
     ctx: Context,
     *,
@@ -100,7 +102,7 @@ async def list_contacts(
     None) and `open_tasks` (plain task dicts) to each item, loaded for the whole page
     through the request's DataLoaders (one statement each, cached for the request):
     the per-contact fields then answer without waiting on a loader each."""
-    tenant_id = ctx.require("crm:read").tenant_id
+    tenant_id = ctx.require_principal().tenant_id
     order = order_of(order_field, descending, CONTACT_ORDER_FIELDS)
     qs = scoped(Contact, tenant_id)
     f = filter or ContactFilter()
@@ -145,8 +147,9 @@ async def get_contact(ctx: Context, contact_id: int) -> Contact:
     return await get_scoped(Contact, ctx.require("crm:read").tenant_id, contact_id)
 
 
+@operation("crm:write")
 async def create_contact(ctx: Context, data: dict[str, Any]) -> Contact:
-    tenant_id = ctx.require("crm:write").tenant_id
+    tenant_id = ctx.require_principal().tenant_id
     problems = Problems()
     clean_contact(data, creating=True, problems=problems)
     problems.check()
@@ -159,8 +162,9 @@ async def create_contact(ctx: Context, data: dict[str, Any]) -> Contact:
     return row
 
 
+@operation("crm:write")
 async def update_contact(ctx: Context, contact_id: int, changes: dict[str, Any]) -> Contact:
-    tenant_id = ctx.require("crm:write").tenant_id
+    tenant_id = ctx.require_principal().tenant_id
     row = await get_scoped(Contact, tenant_id, contact_id)
     problems = Problems()
     clean_contact(changes, creating=False, problems=problems)
@@ -180,8 +184,9 @@ async def update_contact(ctx: Context, contact_id: int, changes: dict[str, Any])
     return row
 
 
+@operation("crm:delete")
 async def delete_contact(ctx: Context, contact_id: int) -> int:
-    tenant_id = ctx.require("crm:delete").tenant_id
+    tenant_id = ctx.require_principal().tenant_id
     async with in_transaction() as conn:
         deleted = await scoped(Contact, tenant_id).filter(id=contact_id).using_db(conn).delete()
         if not deleted:
@@ -207,6 +212,7 @@ def _clean_contact_item(item: dict[str, Any], current: Any, members: set[int]) -
     return item
 
 
+@operation("crm:sync")
 async def upsert_contacts(ctx: Context, items: list[dict[str, Any]]) -> list[UpsertResult]:
     return await run_upsert(
         ctx,

@@ -46,6 +46,7 @@ from providers.errors import ProviderError
 from providers.registry import has_client
 from providers.sandbox import has_sandbox
 from resolvers.context import Context
+from resolvers.operations import operation
 from resolvers.pagination import Order, Page, page_of
 
 log = logging.getLogger("switchboard.credentials")
@@ -549,9 +550,7 @@ def _slot_for(ctx: Context, scope: CredentialScope) -> tuple[str, int | None]:
 async def set_credential(
     ctx: Context, scope: CredentialScope, provider: str | IntegrationProvider, secrets: Any
 ) -> SetResult:
-    principal = ctx.require(
-        "credentials:tenant" if scope is CredentialScope.TENANT else "credentials:own"
-    )
+    principal = ctx.require(SCOPE_PERMISSION[scope])
     kind = parse_provider(provider)
     refuse_without_client(kind)
     slot, user_id = _slot_for(ctx, scope)
@@ -620,7 +619,7 @@ async def _upsert(
 async def remove_credential(
     ctx: Context, scope: CredentialScope, provider: str | IntegrationProvider
 ) -> IntegrationProvider:
-    ctx.require("credentials:tenant" if scope is CredentialScope.TENANT else "credentials:own")
+    ctx.require(SCOPE_PERMISSION[scope])
     kind = parse_provider(provider)
     slot, _ = _slot_for(ctx, scope)
     deleted = (
@@ -636,10 +635,60 @@ async def remove_credential(
 async def list_credentials(
     ctx: Context, scope: CredentialScope, *, first: int | None, after: str | None
 ) -> Page[Credential]:
-    ctx.require("credentials:tenant" if scope is CredentialScope.TENANT else "credentials:own")
+    ctx.require(SCOPE_PERMISSION[scope])
     slot, _ = _slot_for(ctx, scope)
     query = scoped(Credential, ctx.tenant_id).filter(slot=slot)
     return await page_of(ctx, query, first=first, after=after, order=Order("id"))
+
+
+# The operations, one per scope: the organization's credentials (credentials:tenant) and
+# a member's own (credentials:own); the functions above serve both.
+SCOPE_PERMISSION = {
+    CredentialScope.TENANT: "credentials:tenant",
+    CredentialScope.USER: "credentials:own",
+}
+
+
+@operation("credentials:tenant")
+async def list_tenant_credentials(
+    ctx: Context, *, first: int | None, after: str | None
+) -> Page[Credential]:
+    return await list_credentials(ctx, CredentialScope.TENANT, first=first, after=after)
+
+
+@operation("credentials:own")
+async def list_my_credentials(
+    ctx: Context, *, first: int | None, after: str | None
+) -> Page[Credential]:
+    return await list_credentials(ctx, CredentialScope.USER, first=first, after=after)
+
+
+@operation("credentials:tenant")
+async def set_tenant_credential(
+    ctx: Context, provider: str | IntegrationProvider, secrets: Any
+) -> SetResult:
+    return await set_credential(ctx, CredentialScope.TENANT, provider, secrets)
+
+
+@operation("credentials:own")
+async def set_my_credential(
+    ctx: Context, provider: str | IntegrationProvider, secrets: Any
+) -> SetResult:
+    return await set_credential(ctx, CredentialScope.USER, provider, secrets)
+
+
+@operation("credentials:tenant")
+async def remove_tenant_credential(
+    ctx: Context, provider: str | IntegrationProvider
+) -> IntegrationProvider:
+    return await remove_credential(ctx, CredentialScope.TENANT, provider)
+
+
+@operation("credentials:own")
+async def remove_my_credential(
+    ctx: Context, provider: str | IntegrationProvider
+) -> IntegrationProvider:
+    return await remove_credential(ctx, CredentialScope.USER, provider)
 
 
 async def load_nodes(ctx: Context, ids: list[str]) -> list[Credential | None]:

@@ -43,6 +43,7 @@ from models.apikeys import ApiKey
 from models.events import OutboxEvent
 from models.members import Membership
 from resolvers.context import Context
+from resolvers.operations import operation
 
 log = logging.getLogger("switchboard.events")
 
@@ -397,13 +398,14 @@ def _about(principal: Principal, event: Event) -> bool:
     )
 
 
+@operation("activity:read")
 async def activity(ctx: Context, types: list[str] | None) -> AsyncGenerator[Event, None]:
     """The caller's tenant's live events (the `activity` subscription).
 
     Ends with UNAUTHENTICATED once the caller no longer belongs to the tenant (removed,
     key revoked): nothing is sent after that.
     """
-    principal = ctx.require("activity:read")
+    principal = ctx.require_principal()
     wanted = list(types or [])
     if len(wanted) > MAX_TYPE_FILTERS:
         raise BadUserInput(

@@ -55,6 +55,7 @@ from resolvers.integrations import (
     provider_summary,
     registry_of,
 )
+from resolvers.operations import operation
 
 log = logging.getLogger("switchboard.health")
 
@@ -118,9 +119,10 @@ async def readiness(services: Services) -> ServiceHealthReport:
     return _report(checks, await provider_summary(services))
 
 
+@operation("integrations:read")
 async def service_health(ctx: Context) -> ServiceHealthReport:
     """For `serviceHealth`: the checks, and the providers as the caller's calls see them."""
-    ctx.require("integrations:read")
+    ctx.require_principal()
     checks = await readiness_checks(ctx.services)
     return _report(checks, await integration_health(ctx))
 

@@ -54,6 +54,7 @@ from resolvers.credentials import (
     providers_with_client,
     resolve_credential,
 )
+from resolvers.operations import operation
 from resolvers.pagination import Page, page_of
 
 log = logging.getLogger("switchboard.integrations")
@@ -158,10 +159,11 @@ def install_error_log(registry: ProviderRegistry) -> None:
         registry.add_failure_hook(record_failure)
 
 
+@operation("integrations:read")
 async def list_errors(
     ctx: Context, *, first: int | None, after: str | None, provider: str | None
 ) -> Page[IntegrationError]:
-    ctx.require("integrations:read")
+    ctx.require_principal()
     query = scoped(IntegrationError, ctx.tenant_id)
     if provider is not None:
         query = query.filter(provider=parse_provider(provider).value)
@@ -274,11 +276,12 @@ def _report(
     )
 
 
+@operation("integrations:read")
 async def integration_health(
     ctx: Context, providers: Iterable[str] | None = None
 ) -> list[ProviderHealthReport]:
     """Each provider's status as the caller's requests would see it (their credential chain)."""
-    ctx.require("integrations:read")
+    ctx.require_principal()
     listed = providers_with_client()
     wanted = (
         [p for p in map(parse_provider, providers) if p in listed]

@@ -37,6 +37,7 @@ from kit.settings import Settings
 from models.events import OutboxEvent
 from models.jobs import Job, JobStatus
 from resolvers.context import Context
+from resolvers.operations import operation
 from resolvers.pagination import Page, page_of
 
 log = logging.getLogger("switchboard.jobs")
@@ -292,6 +293,7 @@ async def apply_retention(ctx: JobContext, payload: dict[str, Any]) -> None:
 LISTABLE = {s.value for s in JobStatus}
 
 
+@operation("jobs:manage")
 async def list_jobs(
     ctx: Context,
     *,
@@ -301,7 +303,7 @@ async def list_jobs(
     after: str | None,
 ) -> Page[Job]:
     """The caller's tenant's jobs, newest first; by default the ones that need attention."""
-    principal = ctx.require("jobs:manage")
+    principal = ctx.require_principal()
     qs = _listed(Job.filter(tenant_id=principal.tenant_id), status, kind)
     return await page_of(ctx, qs, first=first, after=after)
 
@@ -318,9 +320,10 @@ def _listed(qs: Any, status: str | None, kind: str | None) -> Any:
     return qs.filter(kind=kind) if kind else qs
 
 
+@operation("jobs:manage")
 async def retry_job(ctx: Context, *, job_id: int) -> Job:
     """Re-run a dead (or failed) job of the caller's tenant now, with a fresh set of attempts."""
-    principal = ctx.require("jobs:manage")
+    principal = ctx.require_principal()
     return await requeue(job_id, tenant_id=principal.tenant_id)
 
 

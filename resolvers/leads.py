@@ -31,6 +31,7 @@ from resolvers.crm import (
     save_unique,
     text,
 )
+from resolvers.operations import operation
 from resolvers.pagination import Page, page_of
 
 LEAD_ORDER_FIELDS = frozenset({"id", "title", "amount", "created_at", "updated_at"})
@@ -151,6 +152,7 @@ class LeadFilter:
     source: str | None = None
 
 
+@operation("crm:read")
 async def list_leads(
     ctx: Context,
     *,
@@ -160,7 +162,7 @@ async def list_leads(
     order_field: str = "created_at",
     descending: bool = False,
 ) -> Page[Lead]:
-    tenant_id = ctx.require("crm:read").tenant_id
+    tenant_id = ctx.require_principal().tenant_id
     order = order_of(order_field, descending, LEAD_ORDER_FIELDS)
     qs = scoped(Lead, tenant_id)
     f = filter or LeadFilter()
@@ -177,8 +179,9 @@ async def list_leads(
     return await page_of(ctx, qs, first=first, after=after, order=order)
 
 
+@operation("crm:write")
 async def create_lead(ctx: Context, data: dict[str, Any]) -> Lead:
-    tenant_id = ctx.require("crm:write").tenant_id
+    tenant_id = ctx.require_principal().tenant_id
     problems = Problems()
     clean_lead(data, None, problems)
     problems.check()
@@ -192,8 +195,9 @@ async def create_lead(ctx: Context, data: dict[str, Any]) -> Lead:
     return row
 
 
+@operation("crm:write")
 async def update_lead(ctx: Context, lead_id: int, changes: dict[str, Any]) -> Lead:
-    tenant_id = ctx.require("crm:write").tenant_id
+    tenant_id = ctx.require_principal().tenant_id
     row = await get_scoped(Lead, tenant_id, lead_id)
     problems = Problems()
     clean_lead(changes, row, problems)
@@ -238,8 +242,9 @@ async def update_lead(ctx: Context, lead_id: int, changes: dict[str, Any]) -> Le
     return row
 
 
+@operation("crm:delete")
 async def delete_lead(ctx: Context, lead_id: int) -> int:
-    tenant_id = ctx.require("crm:delete").tenant_id
+    tenant_id = ctx.require_principal().tenant_id
     async with in_transaction() as conn:
         if not await scoped(Lead, tenant_id).filter(id=lead_id).using_db(conn).delete():
             raise NotFound("Lead not found.")
@@ -302,6 +307,7 @@ def _clean_lead_item(item: dict[str, Any], current: Any, lookups: _LeadLookups) 
     return item
 
 
+@operation("crm:sync")
 async def upsert_leads(ctx: Context, items: list[dict[str, Any]]) -> list[UpsertResult]:
     return await run_upsert(
         ctx,

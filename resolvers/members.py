@@ -46,6 +46,7 @@ from resolvers import accounts, authority
 from resolvers.accounts import AuthResult, normalize_email, now
 from resolvers.context import Context
 from resolvers.events import emit, global_id
+from resolvers.operations import PUBLIC, SIGNED_IN, operation
 from resolvers.pagination import Order, Page, page_of
 
 INVITATION_MAIL = "invitation"
@@ -107,15 +108,17 @@ async def _revoke_access(user_id: int, tenant_id: int) -> None:
 # Members -----------------------------------------------------------------------------
 
 
+@operation("members:read")
 async def list_members(ctx: Context, *, first: int | None, after: str | None) -> Page[Membership]:
-    principal = ctx.require("members:read")
+    principal = ctx.require_principal()
     return await page_of(
         ctx, scoped(Membership, principal.tenant_id), first=first, after=after, order=Order("id")
     )
 
 
+@operation("members:manage")
 async def change_member_role(ctx: Context, *, member_id: int, role: str) -> Membership:
-    principal = ctx.require("members:manage")
+    principal = ctx.require_principal()
     new_role = parse_role(role)
     async with tenant_lock(principal.tenant_id):
         principal = await authority.confirm(ctx, "members:manage")
@@ -150,8 +153,9 @@ async def change_member_role(ctx: Context, *, member_id: int, role: str) -> Memb
     return member
 
 
+@operation("members:manage")
 async def remove_member(ctx: Context, *, member_id: int) -> Membership:
-    principal = ctx.require("members:manage")
+    principal = ctx.require_principal()
     async with tenant_lock(principal.tenant_id):
         principal = await authority.confirm(ctx, "members:manage")
         member = await get_scoped(Membership, principal.tenant_id, member_id)
@@ -162,6 +166,7 @@ async def remove_member(ctx: Context, *, member_id: int) -> Membership:
     return member
 
 
+@operation(SIGNED_IN)
 async def leave_organization(ctx: Context) -> bool:
     principal = ctx.require_principal()
     if principal.api_key_id is not None or principal.user_id is None:
@@ -201,17 +206,19 @@ def pending(qs: QuerySet[Invitation]) -> QuerySet[Invitation]:
     return qs.filter(accepted_at=None, revoked_at=None, expires_at__gt=now())
 
 
+@operation("members:invite")
 async def list_invitations(
     ctx: Context, *, first: int | None, after: str | None
 ) -> Page[Invitation]:
-    principal = ctx.require("members:invite")
+    principal = ctx.require_principal()
     return await page_of(
         ctx, pending(scoped(Invitation, principal.tenant_id)), first=first, after=after
     )
 
 
+@operation("members:invite")
 async def invite_member(ctx: Context, *, email: str, role: str) -> Invitation:
-    principal = ctx.require("members:invite")
+    principal = ctx.require_principal()
     email = normalize_email(email)
     new_role = parse_role(role)
     require_manages(principal, new_role, "invite a member")
@@ -261,6 +268,7 @@ async def invite_member(ctx: Context, *, email: str, role: str) -> Invitation:
     return invitation
 
 
+@operation("members:invite")
 async def revoke_invitation(ctx: Context, *, invitation_id: int) -> Invitation:
     principal = await authority.confirm(ctx, "members:invite")
     invitation = await get_scoped(Invitation, principal.tenant_id, invitation_id)
@@ -317,6 +325,7 @@ async def _who_accepts(ctx: Context, email: str, name: str | None, password: str
     return _Joiner(user)
 
 
+@operation(PUBLIC)
 async def accept_invitation(
     ctx: Context, *, token: str, name: str | None, password: str | None
 ) -> AuthResult:

@@ -10,6 +10,7 @@ from importlib import metadata
 
 from kit.errors import require
 from resolvers.context import Context
+from resolvers.operations import SIGNED_IN, operation
 
 HEARTBEAT_MIN_SECONDS = 1
 HEARTBEAT_MAX_SECONDS = 300
@@ -46,6 +47,7 @@ def server_info(ctx: Context) -> ServerInfo:
     )
 
 
+@operation(SIGNED_IN)
 async def heartbeat(ctx: Context, interval_seconds: int) -> AsyncIterator[Beat]:
     """One beat at once, then one every `interval_seconds`, until the client completes.
 

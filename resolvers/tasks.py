@@ -24,6 +24,7 @@ from resolvers.crm import (
     require_member,
     text,
 )
+from resolvers.operations import operation
 from resolvers.pagination import Page, page_of
 
 TASK_ORDER_FIELDS = frozenset({"id", "title", "created_at", "updated_at"})
@@ -139,6 +140,7 @@ class TaskFilter:
     contact_id: int | None = None
 
 
+@operation("crm:read")
 async def list_tasks(
     ctx: Context,
     *,
@@ -148,7 +150,7 @@ async def list_tasks(
     order_field: str = "created_at",
     descending: bool = False,
 ) -> Page[Task]:
-    tenant_id = ctx.require("crm:read").tenant_id
+    tenant_id = ctx.require_principal().tenant_id
     order = order_of(order_field, descending, TASK_ORDER_FIELDS)
     qs = scoped(Task, tenant_id)
     f = filter or TaskFilter()
@@ -175,8 +177,9 @@ async def list_tasks(
     return await page_of(ctx, qs, first=first, after=after, order=order)
 
 
+@operation("crm:write")
 async def create_task(ctx: Context, data: dict[str, Any]) -> Task:
-    tenant_id = ctx.require("crm:write").tenant_id
+    tenant_id = ctx.require_principal().tenant_id
     problems = Problems()
     clean_task(data, None, problems)
     problems.check()
@@ -188,8 +191,9 @@ async def create_task(ctx: Context, data: dict[str, Any]) -> Task:
     return row
 
 
+@operation("crm:write")
 async def update_task(ctx: Context, task_id: int, changes: dict[str, Any]) -> Task:
-    tenant_id = ctx.require("crm:write").tenant_id
+    tenant_id = ctx.require_principal().tenant_id
     row = await get_scoped(Task, tenant_id, task_id)
     problems = Problems()
     clean_task(changes, row, problems)
@@ -211,8 +215,9 @@ async def update_task(ctx: Context, task_id: int, changes: dict[str, Any]) -> Ta
     return row
 
 
+@operation("crm:delete")
 async def delete_task(ctx: Context, task_id: int) -> int:
-    tenant_id = ctx.require("crm:delete").tenant_id
+    tenant_id = ctx.require_principal().tenant_id
     async with in_transaction() as conn:
         if not await scoped(Task, tenant_id).filter(id=task_id).using_db(conn).delete():
             raise NotFound("Task not found.")

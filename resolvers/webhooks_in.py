@@ -66,6 +66,7 @@ from resolvers.jobs import (
     job_handler,
     now,
 )
+from resolvers.operations import operation
 from resolvers.pagination import Page, page_of
 
 log = logging.getLogger("switchboard.webhooks.in")
@@ -250,6 +251,7 @@ async def process_inbox(ctx: JobContext, payload: dict[str, Any]) -> None:
 INBOX_STATUSES = {s.value for s in InboxStatus}
 
 
+@operation("webhooks:inbox")
 async def list_inbox(
     ctx: Context,
     *,
@@ -258,7 +260,7 @@ async def list_inbox(
     first: int | None,
     after: str | None,
 ) -> Page[WebhookInbox]:
-    principal = ctx.require("webhooks:inbox")
+    principal = ctx.require_principal()
     qs = WebhookInbox.filter(tenant_id=principal.tenant_id)
     if provider:
         qs = qs.filter(provider=provider)
@@ -282,9 +284,10 @@ async def load_inbox_events(ctx: Context, ids: list[int]) -> dict[int, WebhookIn
     return {r.id: r for r in rows}
 
 
+@operation("webhooks:inbox")
 async def replay_event(ctx: Context, *, inbox_id: int) -> WebhookInbox:
     """Process a stored event again (whatever its status), in a new job."""
-    principal = ctx.require("webhooks:inbox")
+    principal = ctx.require_principal()
     async with in_transaction() as conn:
         row = (
             await WebhookInbox.filter(id=inbox_id, tenant_id=principal.tenant_id)
@@ -318,10 +321,11 @@ def source_url(settings: Settings, provider: str, token: str) -> str:
     return f"{settings.base_url}/webhooks/{provider}/{token}"
 
 
+@operation("webhooks:manage")
 async def create_source(
     ctx: Context, *, provider: str, secret: str | None, description: str | None
 ) -> CreatedSource:
-    principal = ctx.require("webhooks:manage")
+    principal = ctx.require_principal()
     require(provider in VERIFIERS, "provider", "is not a webhook provider")
     description = (description or "").strip()
     require(len(description) <= 300, "description", "must be at most 300 characters")
@@ -349,16 +353,18 @@ async def create_source(
     return CreatedSource(source, source_url(ctx.settings, provider, token), generated)
 
 
+@operation("webhooks:manage")
 async def list_sources(
     ctx: Context, *, first: int | None, after: str | None
 ) -> Page[WebhookSource]:
-    principal = ctx.require("webhooks:manage")
+    principal = ctx.require_principal()
     return await page_of(ctx, scoped(WebhookSource, principal.tenant_id), first=first, after=after)
 
 
+@operation("webhooks:manage")
 async def delete_source(ctx: Context, *, source_id: int) -> int:
     """Remove an inbound configuration; its URL answers 404 from now on (events stay)."""
-    principal = ctx.require("webhooks:manage")
+    principal = ctx.require_principal()
     source = await get_scoped(WebhookSource, principal.tenant_id, source_id)
     await source.delete()
     return source_id

@@ -54,6 +54,7 @@ from models.webhooks import DeliveryStatus, WebhookAttempt, WebhookDelivery, Web
 from resolvers.context import Context
 from resolvers.events import Event, emit, listener
 from resolvers.jobs import JobContext, RetryLater, enqueue, job_handler, now
+from resolvers.operations import operation
 from resolvers.pagination import Page, page_of
 
 log = logging.getLogger("switchboard.webhooks.out")
@@ -154,10 +155,11 @@ class EndpointWithSecret:
     secret: str  # shown once
 
 
+@operation("webhooks:manage")
 async def create_endpoint(
     ctx: Context, *, url: str, event_types: Sequence[str], description: str | None
 ) -> EndpointWithSecret:
-    principal = ctx.require("webhooks:manage")
+    principal = ctx.require_principal()
     clean_url = await _clean_url(ctx.settings, url)
     types = _clean_event_types(event_types)
     text = _clean_description(description)
@@ -172,6 +174,7 @@ async def create_endpoint(
     return EndpointWithSecret(endpoint, secret)
 
 
+@operation("webhooks:manage")
 async def update_endpoint(
     ctx: Context,
     *,
@@ -180,7 +183,7 @@ async def update_endpoint(
     event_types: Sequence[str] | None = None,
     description: str | None = None,
 ) -> WebhookEndpoint:
-    principal = ctx.require("webhooks:manage")
+    principal = ctx.require_principal()
     endpoint = await get_scoped(WebhookEndpoint, principal.tenant_id, endpoint_id)
     if url is not None:
         endpoint.url = await _clean_url(ctx.settings, url)
@@ -192,9 +195,10 @@ async def update_endpoint(
     return endpoint
 
 
+@operation("webhooks:manage")
 async def set_endpoint_enabled(ctx: Context, *, endpoint_id: int, enabled: bool) -> WebhookEndpoint:
     """Enable (clearing the failure clock) or disable an endpoint by hand."""
-    principal = ctx.require("webhooks:manage")
+    principal = ctx.require_principal()
     endpoint = await get_scoped(WebhookEndpoint, principal.tenant_id, endpoint_id)
     if enabled:
         endpoint.enabled = True
@@ -209,16 +213,18 @@ async def set_endpoint_enabled(ctx: Context, *, endpoint_id: int, enabled: bool)
     return endpoint
 
 
+@operation("webhooks:manage")
 async def delete_endpoint(ctx: Context, *, endpoint_id: int) -> int:
-    principal = ctx.require("webhooks:manage")
+    principal = ctx.require_principal()
     endpoint = await get_scoped(WebhookEndpoint, principal.tenant_id, endpoint_id)
     await endpoint.delete()
     return endpoint_id
 
 
+@operation("webhooks:manage")
 async def rotate_secret(ctx: Context, *, endpoint_id: int) -> EndpointWithSecret:
     """A new secret signs from now on; the old one also signs for 24 h (both are sent)."""
-    principal = ctx.require("webhooks:manage")
+    principal = ctx.require_principal()
     secret = generate_secret()
     vault = vault_for(ctx.settings.vault_keys)
     async with in_transaction() as conn:
@@ -234,10 +240,11 @@ async def rotate_secret(ctx: Context, *, endpoint_id: int) -> EndpointWithSecret
     return EndpointWithSecret(endpoint, secret)
 
 
+@operation("webhooks:manage")
 async def list_endpoints(
     ctx: Context, *, first: int | None, after: str | None
 ) -> Page[WebhookEndpoint]:
-    principal = ctx.require("webhooks:manage")
+    principal = ctx.require_principal()
     return await page_of(
         ctx, scoped(WebhookEndpoint, principal.tenant_id), first=first, after=after
     )
@@ -310,9 +317,10 @@ async def deliver_event(event: Event, connection: BaseDBAsyncClient) -> None:
             )
 
 
+@operation("webhooks:manage")
 async def send_test(ctx: Context, *, endpoint_id: int) -> WebhookDelivery:
     """A `webhook.test` message to one endpoint, whatever types it subscribes to."""
-    principal = ctx.require("webhooks:manage")
+    principal = ctx.require_principal()
     endpoint = await get_scoped(WebhookEndpoint, principal.tenant_id, endpoint_id)
     require(endpoint.enabled, "id", "the endpoint is disabled; enable it first")
     body = message_body(
@@ -329,9 +337,10 @@ async def send_test(ctx: Context, *, endpoint_id: int) -> WebhookDelivery:
         )
 
 
+@operation("webhooks:manage")
 async def resend_delivery(ctx: Context, *, delivery_id: int) -> WebhookDelivery:
     """A new round of attempts for a delivery: same body, same `webhook-id`."""
-    principal = ctx.require("webhooks:manage")
+    principal = ctx.require_principal()
     async with in_transaction() as conn:
         delivery = await get_scoped(
             WebhookDelivery, principal.tenant_id, delivery_id, for_update=True
@@ -354,6 +363,7 @@ async def resend_delivery(ctx: Context, *, delivery_id: int) -> WebhookDelivery:
 DELIVERY_STATUSES = {s.value for s in DeliveryStatus}
 
 
+@operation("webhooks:manage")
 async def list_deliveries(
     ctx: Context,
     *,
@@ -362,7 +372,7 @@ async def list_deliveries(
     first: int | None,
     after: str | None,
 ) -> Page[WebhookDelivery]:
-    principal = ctx.require("webhooks:manage")
+    principal = ctx.require_principal()
     qs = scoped(WebhookDelivery, principal.tenant_id)
     if endpoint_id is not None:
         await get_scoped(WebhookEndpoint, principal.tenant_id, endpoint_id)

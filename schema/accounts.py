@@ -15,7 +15,7 @@ from models.tenants import Tenant
 from resolvers import accounts
 from resolvers.accounts import AuthResult
 from schema.cache_control import cache_hint
-from schema.permissions import PUBLIC, SIGNED_IN, mutation, query
+from schema.permissions import mutation, query
 from schema.relay import ModelNode, decode_id
 
 strawberry.enum(Role, description="What a member may do; see each field's roles.")
@@ -262,7 +262,11 @@ def _org_id(gid: relay.GlobalID | None) -> int | None:
 
 @strawberry.type
 class Query:
-    @query(permission=SIGNED_IN, description="The signed-in caller.", directives=VIEWER_HINT)
+    @query(
+        operation=accounts.viewer_profiles,
+        description="The signed-in caller.",
+        directives=VIEWER_HINT,
+    )
     async def me(self, info: Info) -> Viewer:
         p = info.context.require_principal()
         wanted = _selected(info)
@@ -282,7 +286,10 @@ class Query:
 
 @strawberry.type
 class Mutation:
-    @mutation(permission=PUBLIC, description="Create an organization and its owner; signs in.")
+    @mutation(
+        operation=accounts.register_organization,
+        description="Create an organization and its owner; signs in.",
+    )
     async def register_organization(
         self, info: Info, input: RegisterOrganizationInput
     ) -> AuthPayload:
@@ -296,7 +303,7 @@ class Mutation:
             )
         )
 
-    @mutation(permission=PUBLIC, description="Sign in with email and password.")
+    @mutation(operation=accounts.login, description="Sign in with email and password.")
     async def login(self, info: Info, input: LoginInput) -> AuthPayload:
         return AuthPayload.of(
             await accounts.login(
@@ -308,7 +315,7 @@ class Mutation:
         )
 
     @mutation(
-        permission=PUBLIC,
+        operation=accounts.refresh_session,
         description="Exchange a refresh token for new tokens (rotation). Each refresh token "
         "works once: a second use, even at the same moment as the first, ends the whole "
         "session (REFRESH_TOKEN_REUSED): the pair the first use got is revoked too, its "
@@ -317,7 +324,10 @@ class Mutation:
     async def refresh_token(self, info: Info, input: RefreshTokenInput) -> AuthPayload:
         return AuthPayload.of(await accounts.refresh_session(info.context, input.refresh_token))
 
-    @mutation(permission=SIGNED_IN, description="End the current session, one session, or all.")
+    @mutation(
+        operation=accounts.logout,
+        description="End the current session, one session, or all.",
+    )
     async def logout(self, info: Info, input: LogoutInput | None = None) -> OkPayload:
         input = input or LogoutInput()
         return OkPayload(
@@ -325,35 +335,49 @@ class Mutation:
         )
 
     @mutation(
-        permission=SIGNED_IN, description="Start a session in another organization you belong to."
+        operation=accounts.switch_tenant,
+        description="Start a session in another organization you belong to.",
     )
     async def switch_tenant(self, info: Info, input: SwitchTenantInput) -> AuthPayload:
         tenant_id = decode_id(input.organization_id, "Organization")
         return AuthPayload.of(await accounts.switch_tenant(info.context, tenant_id))
 
-    @mutation(permission=SIGNED_IN, description="Send a new email-verification token.")
+    @mutation(
+        operation=accounts.request_email_verification,
+        description="Send a new email-verification token.",
+    )
     async def request_email_verification(self, info: Info) -> OkPayload:
         return OkPayload(ok=await accounts.request_email_verification(info.context))
 
-    @mutation(permission=PUBLIC, description="Confirm an email address with the emailed token.")
+    @mutation(
+        operation=accounts.verify_email,
+        description="Confirm an email address with the emailed token.",
+    )
     async def verify_email(self, info: Info, input: EmailTokenInput) -> User:
         return User.from_row(await accounts.verify_email(info.context, input.token))
 
-    @mutation(permission=PUBLIC, description="Email a password-reset token if the account exists.")
+    @mutation(
+        operation=accounts.request_password_reset,
+        description="Email a password-reset token if the account exists.",
+    )
     async def request_password_reset(
         self, info: Info, input: RequestPasswordResetInput
     ) -> OkPayload:
         return OkPayload(ok=await accounts.request_password_reset(info.context, input.email))
 
     @mutation(
-        permission=PUBLIC, description="Set a new password with a reset token; ends all sessions."
+        operation=accounts.reset_password,
+        description="Set a new password with a reset token; ends all sessions.",
     )
     async def reset_password(self, info: Info, input: ResetPasswordInput) -> OkPayload:
         return OkPayload(
             ok=await accounts.reset_password(info.context, input.token, input.new_password)
         )
 
-    @mutation(permission=SIGNED_IN, description="Change your password; your other sessions end.")
+    @mutation(
+        operation=accounts.change_password,
+        description="Change your password; your other sessions end.",
+    )
     async def change_password(self, info: Info, input: ChangePasswordInput) -> OkPayload:
         return OkPayload(
             ok=await accounts.change_password(
@@ -363,11 +387,14 @@ class Mutation:
             )
         )
 
-    @mutation(permission=SIGNED_IN, description="Change your profile.")
+    @mutation(operation=accounts.update_profile, description="Change your profile.")
     async def update_profile(self, info: Info, input: UpdateProfileInput) -> User:
         return User.from_row(await accounts.update_profile(info.context, name=input.name))
 
-    @mutation(permission="tenant:update", description="Rename the caller's organization.")
+    @mutation(
+        operation=accounts.update_organization,
+        description="Rename the caller's organization.",
+    )
     async def update_organization(self, info: Info, input: UpdateOrganizationInput) -> Organization:
         return Organization.from_row(
             await accounts.update_organization(info.context, name=input.name)

@@ -269,7 +269,7 @@ class AiQuota:
 @strawberry.type
 class Query:
     @query(
-        permission="ai:use",
+        operation=ai.ai_models,
         description="Models your AI credential (yours, the organization's, the system's or "
         "the sandbox) can use, with prices.",
     )
@@ -284,14 +284,14 @@ class Query:
             for m in await ai.ai_models(info.context)
         ]
 
-    @query(permission="ai:use", description="Your conversations, newest first.")
+    @query(operation=ai.list_conversations, description="Your conversations, newest first.")
     async def conversations(
         self, info: Info, first: First = None, after: After = None
     ) -> Connection[Conversation]:
         page = await ai.list_conversations(info.context, first=first, after=after)
         return Connection.of(page, Conversation.from_row)
 
-    @query(permission="ai:use", description="One of your conversations.")
+    @query(operation=ai.get_conversation, description="One of your conversations.")
     async def conversation(
         self,
         info: Info,
@@ -301,7 +301,7 @@ class Query:
         return Conversation.from_row(row)
 
     @query(
-        permission="ai:usage",
+        operation=ai.ai_usage,
         description="Tokens and cost of the organization's completions, by model and member.",
     )
     async def ai_usage(
@@ -330,7 +330,7 @@ class Query:
             ],
         )
 
-    @query(permission="ai:use", description="The organization's monthly AI token quota.")
+    @query(operation=ai.ai_quota, description="The organization's monthly AI token quota.")
     async def ai_quota(self, info: Info) -> AiQuota:
         used, limit = await ai.ai_quota(info.context)
         return AiQuota(used=used, limit=limit)
@@ -339,7 +339,7 @@ class Query:
 @strawberry.type
 class Mutation:
     @mutation(
-        permission="ai:use",
+        operation=ai.create_chat_completion,
         description="Ask the AI and wait for the whole answer; stored in a conversation and "
         "billed to the organization (QUOTA_EXCEEDED past its monthly tokens).",
     )
@@ -351,7 +351,7 @@ class Mutation:
         )
 
     @mutation(
-        permission="ai:use",
+        operation=ai.generate_task_summary,
         description="Summarise your CRM tasks due on a day, through the AI; stored as a "
         "conversation.",
     )
@@ -366,7 +366,7 @@ class Mutation:
 @strawberry.type
 class Subscription:
     @subscription(
-        permission="ai:use",
+        operation=ai.stream_chat_completion,
         description="Ask the AI and receive the answer as it is written. Provider errors "
         "arrive as a coded error on the stream. Leaving early stops the provider and stores "
         "the part received as INTERRUPTED; only tokens received are billed.",

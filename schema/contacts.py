@@ -363,7 +363,7 @@ USER_IDS = {"owner_id": "User"}
 
 @strawberry.type
 class Query:
-    @query(permission="crm:read", description="The organization's contacts.")
+    @query(operation=crm_contacts.list_contacts, description="The organization's contacts.")
     async def contacts(
         self,
         info: Info,
@@ -394,12 +394,12 @@ class Query:
 
 @strawberry.type
 class Mutation:
-    @mutation(permission="crm:write", description="Create a contact.")
+    @mutation(operation=crm_contacts.create_contact, description="Create a contact.")
     async def create_contact(self, info: Info, input: CreateContactInput) -> CreateContactPayload:
         row = await crm_contacts.create_contact(info.context, provided(input, ids=USER_IDS))
         return CreateContactPayload(contact=Contact.from_row(row))
 
-    @mutation(permission="crm:write", description="Change a contact.")
+    @mutation(operation=crm_contacts.update_contact, description="Change a contact.")
     async def update_contact(self, info: Info, input: UpdateContactInput) -> UpdateContactPayload:
         row = await crm_contacts.update_contact(
             info.context,
@@ -409,7 +409,7 @@ class Mutation:
         return UpdateContactPayload(contact=Contact.from_row(row))
 
     @mutation(
-        permission="crm:delete",
+        operation=crm_contacts.delete_contact,
         description="Delete a contact; its leads and tasks stay, unlinked.",
     )
     async def delete_contact(self, info: Info, input: DeleteContactInput) -> DeleteContactPayload:
@@ -417,7 +417,7 @@ class Mutation:
         return DeleteContactPayload(deleted_id=encode_id("Contact", deleted))
 
     @mutation(
-        permission="crm:sync",
+        operation=crm_contacts.upsert_contacts,
         description=f"Create or update contacts by external id ({UPSERT_LIMIT} per call); "
         "each item succeeds or fails on its own.",
     )

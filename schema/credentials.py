@@ -130,75 +130,65 @@ def _set_payload(result: credentials.SetResult) -> SetCredentialPayload:
 @strawberry.type
 class Query:
     @query(
-        permission="credentials:tenant",
+        operation=credentials.list_tenant_credentials,
         description="The organization's stored provider credentials (no secrets).",
     )
     async def tenant_credentials(
         self, info: Info, first: First = None, after: After = None
     ) -> Connection[ProviderCredential]:
-        page = await credentials.list_credentials(
-            info.context, CredentialScope.TENANT, first=first, after=after
-        )
+        page = await credentials.list_tenant_credentials(info.context, first=first, after=after)
         return Connection.of(page, ProviderCredential.from_row)
 
     @query(
-        permission="credentials:own",
+        operation=credentials.list_my_credentials,
         description="Your own stored provider credentials in this organization (no secrets).",
     )
     async def my_credentials(
         self, info: Info, first: First = None, after: After = None
     ) -> Connection[ProviderCredential]:
-        page = await credentials.list_credentials(
-            info.context, CredentialScope.USER, first=first, after=after
-        )
+        page = await credentials.list_my_credentials(info.context, first=first, after=after)
         return Connection.of(page, ProviderCredential.from_row)
 
 
 @strawberry.type
 class Mutation:
     @mutation(
-        permission="credentials:tenant",
+        operation=credentials.set_tenant_credential,
         description="Store the organization's credential for a provider, checked with the "
         "vendor when it offers a cheap check; a refused key answers BAD_USER_INPUT.",
     )
     async def set_tenant_credential(
         self, info: Info, input: SetCredentialInput
     ) -> SetCredentialPayload:
-        result = await credentials.set_credential(
-            info.context, CredentialScope.TENANT, input.provider, input.secrets
+        result = await credentials.set_tenant_credential(
+            info.context, input.provider, input.secrets
         )
         return _set_payload(result)
 
     @mutation(
-        permission="credentials:tenant",
+        operation=credentials.remove_tenant_credential,
         description="Remove the organization's credential for a provider.",
     )
     async def remove_tenant_credential(
         self, info: Info, input: RemoveCredentialInput
     ) -> RemoveCredentialPayload:
-        provider = await credentials.remove_credential(
-            info.context, CredentialScope.TENANT, input.provider
-        )
+        provider = await credentials.remove_tenant_credential(info.context, input.provider)
         return RemoveCredentialPayload(provider=provider, removed=True)
 
     @mutation(
-        permission="credentials:own",
+        operation=credentials.set_my_credential,
         description="Store your own credential for a provider; it takes precedence over the "
         "organization's for your requests.",
     )
     async def set_my_credential(
         self, info: Info, input: SetCredentialInput
     ) -> SetCredentialPayload:
-        result = await credentials.set_credential(
-            info.context, CredentialScope.USER, input.provider, input.secrets
-        )
+        result = await credentials.set_my_credential(info.context, input.provider, input.secrets)
         return _set_payload(result)
 
-    @mutation(permission="credentials:own", description="Remove your own credential.")
+    @mutation(operation=credentials.remove_my_credential, description="Remove your own credential.")
     async def remove_my_credential(
         self, info: Info, input: RemoveCredentialInput
     ) -> RemoveCredentialPayload:
-        provider = await credentials.remove_credential(
-            info.context, CredentialScope.USER, input.provider
-        )
+        provider = await credentials.remove_my_credential(info.context, input.provider)
         return RemoveCredentialPayload(provider=provider, removed=True)

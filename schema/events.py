@@ -62,7 +62,7 @@ class ActivityEvent:
 @strawberry.type
 class Subscription:
     @subscription(
-        permission="activity:read",
+        operation=events.activity,
         description="Domain events of the current organization as they happen (from every "
         "gateway process), optionally only some types. Never another organization's.",
     )

@@ -186,7 +186,7 @@ class ServiceHealth:
 @strawberry.type
 class Query:
     @query(
-        permission="integrations:read",
+        operation=integrations.list_errors,
         description="Failed calls to third parties made for this organization, newest first.",
     )
     async def integration_errors(
@@ -205,7 +205,7 @@ class Query:
         return Connection.of(page, IntegrationError.from_row)
 
     @query(
-        permission="integrations:read",
+        operation=integrations.integration_health,
         description="Each provider the gateway has a client for: its status (operational, "
         "sandbox, degraded, down, unconfigured), last error, latency and last probe. Read "
         "from the gateway's own counters and the background probe: no vendor is called.",
@@ -215,7 +215,7 @@ class Query:
         return [ProviderHealth.of(r) for r in reports]
 
     @query(
-        permission="integrations:read",
+        operation=health.service_health,
         description="The gateway's overall health (healthy, degraded, unhealthy), its "
         "readiness checks and each provider as your calls see it. No vendor is called.",
     )

@@ -67,7 +67,7 @@ class RetryJobPayload:
 @strawberry.type
 class Query:
     @query(
-        permission="jobs:manage",
+        operation=jobs.list_jobs,
         description="Background jobs of the current organization, newest first; by default "
         "the ones that need attention (FAILED and DEAD).",
     )
@@ -102,7 +102,7 @@ class Query:
 @strawberry.type
 class Mutation:
     @mutation(
-        permission="jobs:manage",
+        operation=jobs.retry_job,
         description="Run a FAILED or DEAD job again now, with a fresh set of attempts.",
     )
     async def retry_job(self, info: Info, input: RetryJobInput) -> RetryJobPayload:

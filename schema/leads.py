@@ -295,7 +295,7 @@ def lead_filter(f: LeadFilter | None) -> crm_leads.LeadFilter | None:
 
 @strawberry.type
 class Query:
-    @query(permission="crm:read", description="The organization's leads.")
+    @query(operation=crm_leads.list_leads, description="The organization's leads.")
     async def leads(
         self,
         info: Info,
@@ -322,13 +322,14 @@ class Query:
 
 @strawberry.type
 class Mutation:
-    @mutation(permission="crm:write", description="Create a lead.")
+    @mutation(operation=crm_leads.create_lead, description="Create a lead.")
     async def create_lead(self, info: Info, input: CreateLeadInput) -> CreateLeadPayload:
         row = await crm_leads.create_lead(info.context, lead_data(input))
         return CreateLeadPayload(lead=Lead.from_row(row))
 
     @mutation(
-        permission="crm:write", description="Change a lead; status moves follow the pipeline."
+        operation=crm_leads.update_lead,
+        description="Change a lead; status moves follow the pipeline.",
     )
     async def update_lead(self, info: Info, input: UpdateLeadInput) -> UpdateLeadPayload:
         row = await crm_leads.update_lead(
@@ -336,13 +337,16 @@ class Mutation:
         )
         return UpdateLeadPayload(lead=Lead.from_row(row))
 
-    @mutation(permission="crm:delete", description="Delete a lead; its tasks stay, unlinked.")
+    @mutation(
+        operation=crm_leads.delete_lead,
+        description="Delete a lead; its tasks stay, unlinked.",
+    )
     async def delete_lead(self, info: Info, input: DeleteLeadInput) -> DeleteLeadPayload:
         deleted = await crm_leads.delete_lead(info.context, decode_id(input.id, "Lead"))
         return DeleteLeadPayload(deleted_id=encode_id("Lead", deleted))
 
     @mutation(
-        permission="crm:sync",
+        operation=crm_leads.upsert_leads,
         description=f"Create or update leads by external id ({UPSERT_LIMIT} per call); "
         "each item succeeds or fails on its own.",
     )

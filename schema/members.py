@@ -14,8 +14,9 @@ from kit.roles import Role
 from models.members import Invitation as InvitationRow
 from models.members import Membership
 from resolvers import members
+from resolvers import members as member_ops  # `members` is also a field of Query
 from schema.accounts import AuthPayload, OkPayload, User
-from schema.permissions import PUBLIC, SIGNED_IN, mutation, query
+from schema.permissions import mutation, query
 from schema.relay import After, Connection, First, ModelNode, decode_id, encode_id
 
 ROLE_NOTE = (
@@ -155,7 +156,7 @@ def _member_id(gid: relay.GlobalID) -> int:
 
 @strawberry.type
 class Query:
-    @query(permission="members:read", description="Members of the current organization.")
+    @query(operation=member_ops.list_members, description="Members of the current organization.")
     async def members(
         self, info: Info, first: First = None, after: After = None
     ) -> Connection[Member]:
@@ -163,7 +164,7 @@ class Query:
         return Connection.of(page, Member.from_row)
 
     @query(
-        permission="members:invite",
+        operation=member_ops.list_invitations,
         description="Pending invitations of the current organization, newest first.",
     )
     async def invitations(
@@ -176,7 +177,7 @@ class Query:
 @strawberry.type
 class Mutation:
     @mutation(
-        permission="members:invite",
+        operation=member_ops.invite_member,
         description="Invite someone by email; a pending invitation to the same address is "
         "replaced. The single-use token goes only to the email.",
     )
@@ -185,7 +186,7 @@ class Mutation:
         return InviteMemberPayload(invitation=Invitation.from_row(row))
 
     @mutation(
-        permission="members:invite",
+        operation=member_ops.revoke_invitation,
         description=f"Withdraw a pending invitation (of a role you manage). {MANAGES_NOTE}",
     )
     async def revoke_invitation(
@@ -197,7 +198,7 @@ class Mutation:
         return RevokeInvitationPayload(invitation=Invitation.from_row(row))
 
     @mutation(
-        permission=PUBLIC,
+        operation=member_ops.accept_invitation,
         description="Join an organization with an invitation token, creating the account if "
         "none exists for the invited email; signs in to that organization.",
     )
@@ -209,7 +210,7 @@ class Mutation:
         )
 
     @mutation(
-        permission="members:manage",
+        operation=member_ops.change_member_role,
         description="Change a member's role; the last owner cannot be demoted. API keys the "
         f"member created are capped at the new role. {MANAGES_NOTE} {ROLE_NOTE}",
     )
@@ -222,7 +223,7 @@ class Mutation:
         return ChangeMemberRolePayload(member=Member.from_row(row))
 
     @mutation(
-        permission="members:manage",
+        operation=member_ops.remove_member,
         description="Remove a member: their sessions, access tokens and open sockets here "
         "end on their next request, and the API keys they created here are revoked. The "
         f"last owner cannot be removed. {MANAGES_NOTE}",
@@ -232,7 +233,7 @@ class Mutation:
         return RemoveMemberPayload(removed_member_id=encode_id("Member", row.id))
 
     @mutation(
-        permission=SIGNED_IN,
+        operation=member_ops.leave_organization,
         description="Leave the current organization; your sessions there and the API keys "
         "you created there end. The last owner cannot leave.",
     )

@@ -10,7 +10,7 @@ import strawberry
 from strawberry.types import Info
 
 from resolvers import system
-from schema.permissions import PUBLIC, SIGNED_IN, query, subscription
+from schema.permissions import PUBLIC, query, subscription
 
 
 @strawberry.type(description="What this gateway runs.")
@@ -41,7 +41,7 @@ class Query:
 @strawberry.type
 class Subscription:
     @subscription(
-        permission=SIGNED_IN,
+        operation=system.heartbeat,
         description="A beat at once and then every `intervalSeconds`: keeps an idle "
         "WebSocket alive through proxies and lets a client notice a stale stream.",
     )

@@ -214,7 +214,7 @@ def task_filter(f: TaskFilter | None) -> crm_tasks.TaskFilter | None:
 
 @strawberry.type
 class Query:
-    @query(permission="crm:read", description="The organization's tasks.")
+    @query(operation=crm_tasks.list_tasks, description="The organization's tasks.")
     async def tasks(
         self,
         info: Info,
@@ -241,19 +241,22 @@ class Query:
 
 @strawberry.type
 class Mutation:
-    @mutation(permission="crm:write", description="Create a task.")
+    @mutation(operation=crm_tasks.create_task, description="Create a task.")
     async def create_task(self, info: Info, input: CreateTaskInput) -> CreateTaskPayload:
         row = await crm_tasks.create_task(info.context, provided(input, ids=TASK_IDS))
         return CreateTaskPayload(task=Task.from_row(row))
 
-    @mutation(permission="crm:write", description="Change a task (also: complete or cancel it).")
+    @mutation(
+        operation=crm_tasks.update_task,
+        description="Change a task (also: complete or cancel it).",
+    )
     async def update_task(self, info: Info, input: UpdateTaskInput) -> UpdateTaskPayload:
         row = await crm_tasks.update_task(
             info.context, decode_id(input.id, "Task"), provided(input, ids=TASK_IDS, skip=("id",))
         )
         return UpdateTaskPayload(task=Task.from_row(row))
 
-    @mutation(permission="crm:delete", description="Delete a task.")
+    @mutation(operation=crm_tasks.delete_task, description="Delete a task.")
     async def delete_task(self, info: Info, input: DeleteTaskInput) -> DeleteTaskPayload:
         deleted = await crm_tasks.delete_task(info.context, decode_id(input.id, "Task"))
         return DeleteTaskPayload(deleted_id=encode_id("Task", deleted))

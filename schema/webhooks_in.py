@@ -129,7 +129,7 @@ class ReplayWebhookEventPayload:
 @strawberry.type
 class Query:
     @query(
-        permission="webhooks:inbox",
+        operation=webhooks_in.list_inbox,
         description="Incoming webhook events of the current organization, newest first.",
     )
     async def webhook_inbox(
@@ -154,7 +154,7 @@ class Query:
         return Connection.of(page, WebhookInboxEvent.from_row)
 
     @query(
-        permission="webhooks:manage",
+        operation=webhooks_in.list_sources,
         description="Inbound webhook configurations of the current organization.",
     )
     async def webhook_sources(
@@ -167,7 +167,7 @@ class Query:
 @strawberry.type
 class Mutation:
     @mutation(
-        permission="webhooks:inbox",
+        operation=webhooks_in.replay_event,
         description="Process a stored incoming event again with its current handler.",
     )
     async def replay_webhook_event(
@@ -179,7 +179,7 @@ class Mutation:
         return ReplayWebhookEventPayload(event=WebhookInboxEvent.from_row(row))
 
     @mutation(
-        permission="webhooks:manage",
+        operation=webhooks_in.create_source,
         description="Create an inbound configuration: a URL for a vendor's webhooks and the "
         "secret they are verified with.",
     )
@@ -197,7 +197,7 @@ class Mutation:
         )
 
     @mutation(
-        permission="webhooks:manage",
+        operation=webhooks_in.delete_source,
         description="Delete an inbound configuration; its URL stops accepting webhooks.",
     )
     async def delete_webhook_source(

@@ -214,7 +214,7 @@ def _endpoint_id(gid: relay.GlobalID) -> int:
 @strawberry.type
 class Query:
     @query(
-        permission="webhooks:manage",
+        operation=webhooks_out.list_endpoints,
         description="Webhook endpoints of the current organization, newest first.",
     )
     async def webhook_endpoints(
@@ -224,7 +224,7 @@ class Query:
         return Connection.of(page, WebhookEndpoint.from_row)
 
     @query(
-        permission="webhooks:manage",
+        operation=webhooks_out.list_deliveries,
         description="Outgoing webhook deliveries, newest first.",
     )
     async def webhook_deliveries(
@@ -254,7 +254,7 @@ class Query:
 @strawberry.type
 class Mutation:
     @mutation(
-        permission="webhooks:manage",
+        operation=webhooks_out.create_endpoint,
         description="Create a webhook endpoint; its signing secret is in the answer once.",
     )
     async def create_webhook_endpoint(
@@ -270,7 +270,7 @@ class Mutation:
             endpoint=WebhookEndpoint.from_row(created.endpoint), secret=created.secret
         )
 
-    @mutation(permission="webhooks:manage", description="Change a webhook endpoint.")
+    @mutation(operation=webhooks_out.update_endpoint, description="Change a webhook endpoint.")
     async def update_webhook_endpoint(
         self, info: Info, input: UpdateWebhookEndpointInput
     ) -> WebhookEndpointPayload:
@@ -284,7 +284,7 @@ class Mutation:
         return WebhookEndpointPayload(endpoint=WebhookEndpoint.from_row(row))
 
     @mutation(
-        permission="webhooks:manage",
+        operation=webhooks_out.set_endpoint_enabled,
         description="Stop sending to an endpoint; pending deliveries to it fail.",
     )
     async def disable_webhook_endpoint(
@@ -296,7 +296,7 @@ class Mutation:
         return WebhookEndpointPayload(endpoint=WebhookEndpoint.from_row(row))
 
     @mutation(
-        permission="webhooks:manage",
+        operation=webhooks_out.set_endpoint_enabled,
         description="Send to an endpoint again (also after an automatic disable).",
     )
     async def enable_webhook_endpoint(
@@ -308,7 +308,7 @@ class Mutation:
         return WebhookEndpointPayload(endpoint=WebhookEndpoint.from_row(row))
 
     @mutation(
-        permission="webhooks:manage",
+        operation=webhooks_out.delete_endpoint,
         description="Delete a webhook endpoint with its deliveries.",
     )
     async def delete_webhook_endpoint(
@@ -322,7 +322,7 @@ class Mutation:
         )
 
     @mutation(
-        permission="webhooks:manage",
+        operation=webhooks_out.rotate_secret,
         description="Give an endpoint a new signing secret (returned once); for 24 h both "
         "the old and the new secret sign each message.",
     )
@@ -335,7 +335,7 @@ class Mutation:
         )
 
     @mutation(
-        permission="webhooks:manage",
+        operation=webhooks_out.send_test,
         description="Send a `webhook.test` message to an endpoint now.",
     )
     async def send_test_webhook(
@@ -345,7 +345,7 @@ class Mutation:
         return WebhookDeliveryPayload(delivery=WebhookDelivery.from_row(row))
 
     @mutation(
-        permission="webhooks:manage",
+        operation=webhooks_out.resend_delivery,
         description="Send a delivery again (same body and `webhook-id`), with a new round of "
         "attempts.",
     )
