@@ -44,7 +44,7 @@ from openai._vendor.httpx_aiohttp.transport import AiohttpTransport
 
 from kit.ssrf import check_url, guarded_session
 from providers.errors import ProviderError
-from providers.http import CallGuard, ProviderConfig, ProviderHTTP, fingerprint
+from providers.http import Call, ProviderConfig, ProviderHTTP, fingerprint
 from providers.retry import RETRYABLE_STATUSES, parse_retry_after
 
 PROVIDER = "openai"
@@ -267,7 +267,7 @@ class OpenAIProvider:
             slot = self._slots[cred.fingerprint] = asyncio.Semaphore(self.max_concurrent)
         return slot
 
-    def guard(self, cred: OpenAICredential, operation: str, *, idempotent: bool) -> CallGuard:
+    def guard(self, cred: OpenAICredential, operation: str, *, idempotent: bool) -> Call:
         """The shared layer around one call as this key: its rate budget, breakers and
         `max_concurrent` slots, retries, metrics and failure hooks. A guarded base URL
         is checked first: a refused one (UnsafeDestination) costs no budget or slot."""
@@ -291,8 +291,7 @@ class OpenAIProvider:
         *,
         idempotent: bool,
     ) -> T:
-        async with self.guard(cred, operation, idempotent=idempotent) as guard:
-            return await guard.attempt(call)
+        return await self.guard(cred, operation, idempotent=idempotent).run(call)
 
 
 class ChatStream:
@@ -304,7 +303,7 @@ class ChatStream:
         self.args = {**args, "stream": True, "stream_options": {"include_usage": True}}
         self._stream: Any = None
         self._client: AsyncOpenAI | None = None
-        self._guard: CallGuard | None = None
+        self._guard: Call | None = None
         self.operation = "chat.completions.stream"
 
     async def __aenter__(self) -> AsyncIterator[StreamChunk]:
