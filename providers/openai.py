@@ -32,7 +32,7 @@ import contextlib
 import json
 import re
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -72,6 +72,20 @@ class OpenAICredential:
     @property
     def fingerprint(self) -> str:
         return fingerprint(self.api_key)
+
+    @classmethod
+    def of(
+        cls, secrets: Mapping[str, str], base_url: str | None, *, own: bool, guarded: bool
+    ) -> OpenAICredential:
+        """From a stored or configured credential's fields (`api_key`, `organization`,
+        `base_url`), as the credential chain resolved them."""
+        return cls(
+            api_key=secrets.get("api_key", ""),
+            organization=secrets.get("organization") or None,
+            base_url=base_url or secrets.get("base_url") or None,
+            own=own,
+            guarded=guarded,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +306,12 @@ class OpenAIProvider:
         idempotent: bool,
     ) -> T:
         return await self.guard(cred, operation, idempotent=idempotent).run(call)
+
+
+async def verify_key(provider: OpenAIProvider, cred: OpenAICredential) -> None:
+    """OpenAI's cheap authenticated call: list the models the key can use. Raises
+    ProviderError when the key was not accepted (or the vendor could not be asked)."""
+    await provider.list_models(cred)
 
 
 class ChatStream:
