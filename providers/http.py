@@ -69,7 +69,6 @@ from providers.retry import IDEMPOTENT_METHODS, RETRYABLE_STATUSES, RetryPolicy,
 
 # Part of this module's API: clients and the registry import them from here.
 __all__ = [
-    "Call",
     "ErrorParser",
     "FailureHook",
     "ProviderConfig",

@@ -43,8 +43,9 @@ from openai._constants import RAW_RESPONSE_HEADER
 from openai._vendor.httpx_aiohttp.transport import AiohttpTransport
 
 from kit.ssrf import check_url, guarded_session
+from providers.call import Call
 from providers.errors import ProviderError
-from providers.http import Call, ProviderConfig, ProviderHTTP, fingerprint
+from providers.http import ProviderConfig, ProviderHTTP, fingerprint
 from providers.retry import RETRYABLE_STATUSES, parse_retry_after
 
 PROVIDER = "openai"
