@@ -24,7 +24,6 @@ from kit.settings import Environment, Settings, get_settings
 from models import store as db
 from providers.registry import build_registry
 from resolvers import authority
-from resolvers.ai import close_provider as close_openai
 from resolvers.context import Services
 from resolvers.integrations import install_error_log
 from schema.build import build_schema
@@ -84,8 +83,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         finally:
             await authority.stop_listening(services)
             await runtime.stop()
-            await close_openai(services)  # the OpenAI SDK clients' connection pools
-            await services.extras["providers"].aclose()  # provider sessions, breaker store
+            await services.extras["providers"].aclose()  # SDK clients, sessions, breakers
             await db.close_store()
 
     app = Starlette(

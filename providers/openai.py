@@ -32,7 +32,7 @@ import contextlib
 import json
 import re
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -43,8 +43,9 @@ from openai._constants import RAW_RESPONSE_HEADER
 from openai._vendor.httpx_aiohttp.transport import AiohttpTransport
 
 from kit.ssrf import check_url, guarded_session
+from providers.call import Call
 from providers.errors import ProviderError
-from providers.http import CallGuard, ProviderConfig, ProviderHTTP, fingerprint
+from providers.http import ProviderConfig, ProviderHTTP, fingerprint
 from providers.retry import RETRYABLE_STATUSES, parse_retry_after
 
 PROVIDER = "openai"
@@ -72,6 +73,20 @@ class OpenAICredential:
     @property
     def fingerprint(self) -> str:
         return fingerprint(self.api_key)
+
+    @classmethod
+    def of(
+        cls, secrets: Mapping[str, str], base_url: str | None, *, own: bool, guarded: bool
+    ) -> OpenAICredential:
+        """From a stored or configured credential's fields (`api_key`, `organization`,
+        `base_url`), as the credential chain resolved them."""
+        return cls(
+            api_key=secrets.get("api_key", ""),
+            organization=secrets.get("organization") or None,
+            base_url=base_url or secrets.get("base_url") or None,
+            own=own,
+            guarded=guarded,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +282,7 @@ class OpenAIProvider:
             slot = self._slots[cred.fingerprint] = asyncio.Semaphore(self.max_concurrent)
         return slot
 
-    def guard(self, cred: OpenAICredential, operation: str, *, idempotent: bool) -> CallGuard:
+    def guard(self, cred: OpenAICredential, operation: str, *, idempotent: bool) -> Call:
         """The shared layer around one call as this key: its rate budget, breakers and
         `max_concurrent` slots, retries, metrics and failure hooks. A guarded base URL
         is checked first: a refused one (UnsafeDestination) costs no budget or slot."""
@@ -291,8 +306,13 @@ class OpenAIProvider:
         *,
         idempotent: bool,
     ) -> T:
-        async with self.guard(cred, operation, idempotent=idempotent) as guard:
-            return await guard.attempt(call)
+        return await self.guard(cred, operation, idempotent=idempotent).run(call)
+
+
+async def verify_key(provider: OpenAIProvider, cred: OpenAICredential) -> None:
+    """OpenAI's cheap authenticated call: list the models the key can use. Raises
+    ProviderError when the key was not accepted (or the vendor could not be asked)."""
+    await provider.list_models(cred)
 
 
 class ChatStream:
@@ -304,7 +324,7 @@ class ChatStream:
         self.args = {**args, "stream": True, "stream_options": {"include_usage": True}}
         self._stream: Any = None
         self._client: AsyncOpenAI | None = None
-        self._guard: CallGuard | None = None
+        self._guard: Call | None = None
         self.operation = "chat.completions.stream"
 
     async def __aenter__(self) -> AsyncIterator[StreamChunk]:

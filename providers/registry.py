@@ -6,6 +6,12 @@ get their shared layer from it:
 
     http = registry.http("resend")            # one ProviderHTTP per provider
     client = ResendClient(http, api_key, base_url=...)
+    ai = registry.openai()                    # the OpenAI SDK clients, on that layer
+
+The registry builds and closes every client: the pooled sessions of each layer, and the
+SDK-based clients that keep connection pools of their own (OpenAI: one `AsyncOpenAI`
+per credential and base URL, made on demand by `OpenAIProvider`). `aclose()` closes them
+all; each reopens on next use.
 
 `CLIENTS` is the one list of providers that have a client: each vendor module declares
 its `CONFIG` and is added there. Health lists these providers only, and credentials are
@@ -86,6 +92,7 @@ class ProviderRegistry:
         redis_url: str = "",
         prefix: str = "switchboard",
         policy: Policy | None = None,
+        openai_max_concurrent: int = 50,
     ) -> None:
         # The outbound guard's policy for tenant- and user-set base URLs.
         self.policy = policy if policy is not None else Policy()
@@ -99,6 +106,8 @@ class ProviderRegistry:
         self._clients: dict[str, ProviderHTTP] = {}
         self._stats: dict[str, ProviderStats] = {}
         self._probes: dict[str, ProbeResult] = {}
+        self.openai_max_concurrent = openai_max_concurrent  # requests in flight per key
+        self._openai: openai.OpenAIProvider | None = None
 
     def configure(self, config: ProviderConfig) -> None:
         """Set a provider's configuration (before its first call)."""
@@ -120,6 +129,16 @@ class ProviderRegistry:
                 policy=self.policy,
             )
             self._clients[provider] = client
+        return client
+
+    def openai(self) -> openai.OpenAIProvider:
+        """The OpenAI SDK clients (one per credential and base URL, made on demand) on
+        this registry's OpenAI layer; closed by `aclose()`."""
+        client = self._openai
+        if client is None:
+            client = self._openai = openai.OpenAIProvider(
+                self.http(openai.PROVIDER), max_concurrent=self.openai_max_concurrent
+            )
         return client
 
     def add_failure_hook(self, hook: FailureHook) -> None:
@@ -170,7 +189,11 @@ class ProviderRegistry:
         return {name: await self.health_of(name) for name in names}
 
     async def aclose(self) -> None:
-        """Close every session and the breaker store (the app's lifespan calls this)."""
+        """Close every SDK client, every session and the breaker store (the app's
+        lifespan calls this)."""
+        sdk, self._openai = self._openai, None
+        if sdk is not None:
+            await sdk.aclose()
         for client in list(self._clients.values()):
             await client.aclose()
         await self.breakers.aclose()
@@ -184,8 +207,13 @@ def build_registry(settings: Settings, limiter: RateLimiter | None = None) -> Pr
         redis_url=settings.redis_url,
         prefix=prefix,
         policy=settings.outbound_policy(),
+        openai_max_concurrent=settings.openai_max_concurrent_requests,
     )
     for provider, spec in settings.outbound_rate_limits.items():
         base = registry.config(provider)
         registry.configure(dataclasses.replace(base, rate_limit=spec or None))
+    ai = registry.config(openai.PROVIDER)
+    if ai.rate_limit is None:  # OPENAI_REQUESTS_PER_MINUTE unless OUTBOUND_RATE_LIMITS says
+        rpm = settings.openai_requests_per_minute
+        registry.configure(dataclasses.replace(ai, rate_limit=f"{rpm}/minute"))
     return registry

@@ -3,8 +3,9 @@
 No SDK: Resend's Python SDK is synchronous, so the client speaks the documented
 API on the shared layer (providers.http): `POST /emails` with `Authorization:
 Bearer re_…` and an `Idempotency-Key` (so a retried send never sends twice), and
-`GET /emails/{id}`. Error bodies are `{"statusCode", "message", "name"}`; a 429
-carries `retry-after` and `ratelimit-*` headers, which the layer honours.
+`GET /emails/{id}` (also the key check, `verify_key`). Error bodies are
+`{"statusCode", "message", "name"}`; a 429 carries `retry-after` and `ratelimit-*`
+headers, which the layer honours.
 
 Resend's documented default limit is 2 requests per second per team (key);
 `CONFIG.rate_limit` keeps us under it (override with OUTBOUND_RATE_LIMITS).
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+from providers.errors import ProviderError
 from providers.http import ProviderConfig, ProviderHTTP, Timeouts
 from providers.retry import RetryPolicy
 
@@ -33,6 +35,9 @@ CONFIG = ProviderConfig(
     rate_limit_max_wait=2.0,
     retry=RetryPolicy(max_attempts=4, base=0.5, cap=8.0, budget=30.0),
 )
+# The key check answers in a save or a health probe: short timeouts.
+VERIFY_TIMEOUTS = Timeouts(connect=3.0, read=5.0, total=5.0)
+_NO_SUCH_EMAIL = "00000000-0000-4000-8000-000000000000"
 
 
 def parse_error(status: int, headers: Mapping[str, str], body: bytes) -> tuple[str | None, str]:
@@ -100,11 +105,17 @@ class ResendClient:
         *,
         base_url: str = API_URL,
         labels: Mapping[str, str] | None = None,
+        own_credential: bool = False,
+        guard_url: bool = False,
     ) -> None:
         self.http = http
         self._api_key = api_key
         self.base_url = base_url.rstrip("/")
         self.labels = dict(labels or {})  # e.g. tenant id, credential source: for error logs
+        # A tenant's or user's own key (its breaker only), and a base URL they set (dialled
+        # through the outbound guard): see `ProviderHTTP.request`.
+        self.own_credential = own_credential
+        self.guard_url = guard_url
 
     def __repr__(self) -> str:  # never the key
         return f"ResendClient(base_url={self.base_url!r})"
@@ -159,17 +170,39 @@ class ResendClient:
             idempotency_key=idempotency_key,
             parse_error=parse_error,
             labels=self.labels,
+            own_credential=self.own_credential,
+            guard_url=self.guard_url,
         )
         return SentEmail(id=str(response.json()["id"]))
 
-    async def get_email(self, email_id: str) -> Email:
+    async def get_email(
+        self, email_id: str, *, operation: str = "get_email", timeouts: Timeouts | None = None
+    ) -> Email:
         response = await self.http.request(
             "GET",
             f"{self.base_url}/emails/{quote(email_id, safe='')}",
-            operation="get_email",
+            operation=operation,
             credential=self._api_key,
             headers=self._headers(),
+            timeouts=timeouts,
             parse_error=parse_error,
             labels=self.labels,
+            own_credential=self.own_credential,
+            guard_url=self.guard_url,
         )
         return Email.from_api(response.json())
+
+
+async def verify_key(client: ResendClient) -> None:
+    """Resend's cheap authenticated call, as `client`'s key: ask about an email id that
+    cannot exist. The key is checked before the lookup, so 404 means accepted and 401/403
+    refused. A sending-only key answers `restricted_api_key`, which is a valid key for
+    everything we do with it. Raises ProviderError when the key was not accepted."""
+    try:
+        await client.get_email(
+            _NO_SUCH_EMAIL, operation="verify_credential", timeouts=VERIFY_TIMEOUTS
+        )
+    except ProviderError as err:
+        if err.vendor_code == "restricted_api_key" or err.status == 404:
+            return
+        raise

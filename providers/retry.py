@@ -6,7 +6,9 @@ together). When the vendor says when to come back — `Retry-After` (seconds or 
 HTTP date) or a rate-limit reset header — that wait is used instead. Every call
 has a total budget: a retry whose wait would cross it is not made.
 
-The loop itself is tenacity's (`providers.http` builds it from a `RetryPolicy`).
+Whether a failed call may be tried again at all (`retry_safe`) and when (`RetryPolicy.
+next_wait`) is decided here; the one loop that applies it, for plain HTTP calls and SDK
+calls alike, is `providers.call.Call.attempt`.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-from tenacity import RetryCallState
-from tenacity.wait import wait_base
-
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+# Failures that prove the vendor did nothing: the connection never opened, or our own
+# limits refused the attempt before anything was sent.
+NOTHING_SENT = frozenset({"connect_failed", "local_concurrency", "outbound_rate_limit"})
 # Statuses worth another try: the vendor timed out, was overloaded or failed inside.
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
@@ -39,6 +41,24 @@ class RetryPolicy:
         """Full jitter for the n-th retry (1-based)."""
         ceiling = min(self.cap, self.base * (2 ** max(0, retry_number - 1)))
         return random.uniform(0, ceiling)  # noqa: S311 - jitter, not security
+
+    def next_wait(self, attempts: int, elapsed: float, retry_after: float | None) -> float | None:
+        """Seconds to wait before another try after `attempts` tries and `elapsed`
+        seconds, or None when the policy ends the call: attempts used up, the vendor
+        asking for longer than `max_retry_after`, or the wait crossing the budget."""
+        if attempts >= self.max_attempts:
+            return None
+        wait = retry_after if retry_after is not None else self.backoff(attempts)
+        if wait > self.max_retry_after or elapsed + wait >= self.budget:
+            return None
+        return float(wait)
+
+
+def retry_safe(idempotent: bool, status: int | None, vendor_code: str | None) -> bool:
+    """Whether trying a failed call again cannot do its effect twice: the call is
+    idempotent (method or idempotency key), nothing was sent, or the vendor refused it
+    before processing (429)."""
+    return idempotent or status == 429 or vendor_code in NOTHING_SENT
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -104,25 +124,3 @@ def parse_retry_after(
             if reset is not None and math.isfinite(reset):
                 waits.append(max(0.0, reset))
     return max(waits) if waits else None
-
-
-class RetryNow(Exception):
-    """Raised inside one attempt to ask the loop for another; carries the real error."""
-
-    def __init__(self, error: Exception, retry_after: float | None) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.retry_after = retry_after
-
-
-class wait_vendor_or_jitter(wait_base):
-    """The vendor's `Retry-After` when it gave one, else full-jitter backoff."""
-
-    def __init__(self, policy: RetryPolicy) -> None:
-        self.policy = policy
-
-    def __call__(self, retry_state: RetryCallState) -> float:
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        if isinstance(exc, RetryNow) and exc.retry_after is not None:
-            return exc.retry_after
-        return self.policy.backoff(retry_state.attempt_number)

@@ -226,41 +226,14 @@ def cost_of(services: Services, model: str, prompt_tokens: int, completion_token
 
 
 def provider(services: Services) -> OpenAIProvider:
-    """The process's OpenAI client, built on the registry's shared layer on first use."""
-    existing = services.extras.get("openai")
-    if existing is not None:
-        return existing  # type: ignore[no-any-return]
-    settings = services.settings
-    registry = provider_registry(services)
-    config = registry.config(PROVIDER)
-    if config.rate_limit is None:
-        import dataclasses
-
-        registry.configure(
-            dataclasses.replace(config, rate_limit=f"{settings.openai_requests_per_minute}/minute")
-        )
-    client = OpenAIProvider(
-        registry.http(PROVIDER), max_concurrent=settings.openai_max_concurrent_requests
-    )
-    services.extras["openai"] = client
-    return client
-
-
-async def close_provider(services: Services) -> None:
-    client = services.extras.pop("openai", None)
-    if client is not None:
-        await client.aclose()
+    """The process's OpenAI client: the registry builds, configures and closes it."""
+    return provider_registry(services).openai()
 
 
 async def _credential(ctx: Context) -> tuple[OpenAICredential, str]:
     resolved = await credentials.resolve_credential(ctx, PROVIDER)
-    secrets = resolved.secrets
-    cred = OpenAICredential(
-        api_key=secrets.get("api_key", ""),
-        organization=secrets.get("organization") or None,
-        base_url=resolved.base_url or secrets.get("base_url") or None,
-        own=resolved.own,
-        guarded=resolved.guard_url,
+    cred = OpenAICredential.of(
+        resolved.secrets, resolved.base_url, own=resolved.own, guarded=resolved.guard_url
     )
     return cred, resolved.source.value
 
@@ -1021,20 +994,6 @@ async def ai_models(ctx: Context) -> list[ModelOption]:
         price_in, price_out = prices(ctx.services, m.id)
         options.append(ModelOption(m.id, m.owned_by, price_in, price_out))
     return options
-
-
-@credentials.key_check(credentials.IntegrationProvider.OPENAI)
-async def check_openai_key(ctx: Context, resolved: Any) -> None:
-    """OpenAI's cheap authenticated call: list the models the key can use (on save, and
-    by the health probe with the system key). Raises ProviderError when it fails."""
-    cred = OpenAICredential(
-        api_key=resolved.secrets.get("api_key", ""),
-        organization=resolved.secrets.get("organization") or None,
-        base_url=resolved.base_url or resolved.secrets.get("base_url") or None,
-        own=resolved.own,
-        guarded=resolved.guard_url,
-    )
-    await provider(ctx.services).list_models(cred)
 
 
 # Conversations (reads) ---------------------------------------------------------------------

@@ -42,12 +42,14 @@ from kit.ttl_cache import TTLCache, read_through
 from kit.vault import VaultError, vault_for
 from models.credentials import TENANT_SLOT, Credential, user_slot
 from models.tenancy import scoped
+from providers import openai, resend
 from providers.errors import ProviderError
 from providers.registry import has_client
 from providers.sandbox import has_sandbox
 from resolvers.context import Context
 from resolvers.operations import operation
 from resolvers.pagination import Order, Page, page_of
+from resolvers.upstream import provider_registry
 
 log = logging.getLogger("switchboard.credentials")
 
@@ -189,25 +191,49 @@ class ResolvedCredential:
 
 # -- the vendor's cheap check of a credential ---------------------------------------------
 
-# provider -> async check(ctx, credential): one cheap authenticated call to the vendor as
-# `credential`. It returns when the vendor accepted the credential and raises ProviderError
-# (or TimeoutError) otherwise. It is declared once per vendor and used twice: on save
-# (`verify`: refused -> BAD_USER_INPUT, unreachable -> stored unverified) and by the
-# background health probe with the system credential (resolvers/health.py). Providers
-# without a cheap check have no entry: stored unverified, never probed.
+# provider -> async check(ctx, credential): the provider module's `verify_key` (one cheap
+# authenticated call to the vendor as `credential`, through the module's own client). It
+# returns when the vendor accepted the credential and raises ProviderError (or
+# TimeoutError) otherwise. One table, used twice: on save (`verify`: refused ->
+# BAD_USER_INPUT, unreachable -> stored unverified) and by the background health probe
+# with the system credential (resolvers/health.py). Providers without a cheap check have
+# no entry: stored unverified, never probed.
 KeyCheck = Callable[[Context, ResolvedCredential], Awaitable[None]]
-KEY_CHECKS: dict[IntegrationProvider, KeyCheck] = {}
 VERIFY_TIMEOUT = 8.0  # seconds a save (or a probe) waits for the vendor
 LABEL_PURPOSE = "purpose"
 PURPOSE_VERIFY = "verify_credential"
 
 
-def key_check(provider: IntegrationProvider) -> Callable[[KeyCheck], KeyCheck]:
-    def register(fn: KeyCheck) -> KeyCheck:
-        KEY_CHECKS[provider] = fn
-        return fn
+async def _verify_openai(ctx: Context, credential: ResolvedCredential) -> None:
+    cred = openai.OpenAICredential.of(
+        credential.secrets, credential.base_url, own=credential.own, guarded=credential.guard_url
+    )
+    await openai.verify_key(provider_registry(ctx.services).openai(), cred)
 
-    return register
+
+async def _verify_resend(ctx: Context, credential: ResolvedCredential) -> None:
+    labels = {
+        "request_id": ctx.request_id,
+        "credential_source": credential.source.value,
+        LABEL_PURPOSE: PURPOSE_VERIFY,
+    }
+    if ctx.principal is not None:
+        labels["tenant_id"] = str(ctx.principal.tenant_id)
+    client = resend.ResendClient(
+        provider_registry(ctx.services).http(resend.PROVIDER),
+        credential.secrets["api_key"],
+        base_url=credential.base_url or resend.API_URL,
+        labels=labels,
+        own_credential=credential.own,
+        guard_url=credential.guard_url,
+    )
+    await resend.verify_key(client)
+
+
+KEY_CHECKS: dict[IntegrationProvider, KeyCheck] = {
+    IntegrationProvider.OPENAI: _verify_openai,
+    IntegrationProvider.RESEND: _verify_resend,
+}
 
 
 def refused(error: ProviderError) -> bool:
@@ -237,44 +263,6 @@ async def verify(ctx: Context, kind: IntegrationProvider, credential: ResolvedCr
         log.warning("%s credential not verified: no answer in time", kind.value)
         return False
     return True
-
-
-@key_check(IntegrationProvider.RESEND)
-async def _check_resend(ctx: Context, credential: ResolvedCredential) -> None:
-    """Ask Resend about an email id that cannot exist: the key is checked before the
-    lookup, so 404 means accepted, 401/403 refused. A sending-only key answers
-    `restricted_api_key`, which is a valid key for everything we do with it."""
-    from providers import resend
-    from providers.http import Timeouts
-    from resolvers.upstream import provider_registry
-
-    key = credential.secrets["api_key"]
-    base = (credential.base_url or resend.API_URL).rstrip("/")
-    http = provider_registry(ctx.services).http(resend.PROVIDER)
-    labels = {
-        "request_id": ctx.request_id,
-        "credential_source": credential.source.value,
-        LABEL_PURPOSE: PURPOSE_VERIFY,
-    }
-    if ctx.principal is not None:
-        labels["tenant_id"] = str(ctx.principal.tenant_id)
-    try:
-        await http.request(
-            "GET",
-            f"{base}/emails/00000000-0000-4000-8000-000000000000",
-            operation="verify_credential",
-            credential=key,
-            headers={"Authorization": f"Bearer {key}", "Accept": "application/json"},
-            parse_error=resend.parse_error,
-            timeouts=Timeouts(connect=3.0, read=5.0, total=5.0),
-            labels=labels,
-            own_credential=credential.own,
-            guard_url=credential.guard_url,
-        )
-    except ProviderError as err:
-        if err.vendor_code == "restricted_api_key" or err.status == 404:
-            return
-        raise
 
 
 def camel(name: str) -> str:

@@ -18,12 +18,12 @@ organization reaches them (its own keys first).
 The probe (`probe_providers`): health requests never call a vendor, so something else
 must find out whether a live system credential still works while no traffic flows. The
 background runtime of each serving process (gateway/worker.py) runs, every
-`HEALTH_PROBE_SECONDS`, the provider's key check (`resolvers.credentials.KEY_CHECKS`: one
-cheap authenticated call, e.g. OpenAI's model list) with the system credential of every
-provider that has a client, a key check and a system credential set (never the sandbox,
-never an unconfigured one), and records ok/failed with the latency on the registry. The
-call goes through the shared outbound layer, so a failing vendor also feeds the
-provider's breaker, as a real call would.
+`HEALTH_PROBE_SECONDS`, the provider module's `verify_key` (dispatched through
+`resolvers.credentials.KEY_CHECKS`: one cheap authenticated call, e.g. OpenAI's model
+list) with the system credential of every provider that has a client, a key check and a
+system credential set (never the sandbox, never an unconfigured one), and records
+ok/failed with the latency on the registry. The call goes through the shared outbound
+layer, so a failing vendor also feeds the provider's breaker, as a real call would.
 """
 
 from __future__ import annotations
@@ -168,5 +168,5 @@ async def probe_providers(services: Services) -> dict[str, ProbeResult]:
     listed = {p.value: p for p in providers_with_client()}
     await asyncio.gather(*(probe(name) for name in listed))
     if results:
-        forget_snapshot(registry)
+        forget_snapshot(services)
     return results

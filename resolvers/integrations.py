@@ -9,7 +9,8 @@
 - `integration_health` / `provider_summary` read the registry's snapshot (breaker
   state, recent failures, last error and latency, the last background probe) and the
   credential chain; they never call a vendor. The snapshot is cached for a few seconds
-  per process. Only providers with a client are listed (`providers.registry.CLIENTS`):
+  per process, in the one TTL cache (`kit.ttl_cache`) kept on the app's Services. Only
+  providers with a client are listed (`providers.registry.CLIENTS`):
   a vendor the gateway cannot call has no health to report.
 
 A provider's status (`provider_status`, the product's words):
@@ -37,6 +38,7 @@ from enum import StrEnum
 
 from kit.errors import UpstreamUnavailable
 from kit.logging import request_id_var, scrub
+from kit.ttl_cache import TTLCache, read_through
 from models.integrations import IntegrationError
 from models.tenancy import scoped
 from providers.breaker import BreakerState
@@ -188,23 +190,32 @@ class ProviderHealthReport:
     probe: ProbeResult | None  # the last probe, when the calls use the probed credential
 
 
-_snapshot_cache: dict[int, tuple[float, dict[str, ProviderHealth]]] = {}
+_SNAPSHOT_CACHE = "integrations:health"  # services.extras key of the snapshot's TTLCache
+_Snapshot = dict[str, ProviderHealth]
 
 
-async def _snapshot(registry: ProviderRegistry) -> dict[str, ProviderHealth]:
-    """The registry's health for every provider, at most HEALTH_CACHE_SECONDS old."""
-    now = time.monotonic()
-    cached = _snapshot_cache.get(id(registry))
-    if cached is not None and now - cached[0] < HEALTH_CACHE_SECONDS:
-        return cached[1]
-    snapshot = await registry.health([p.value for p in providers_with_client()])
-    _snapshot_cache[id(registry)] = (now, snapshot)
+def _snapshot_cache(services: Services) -> TTLCache[str, _Snapshot]:
+    cache = services.extras.get(_SNAPSHOT_CACHE)
+    if cache is None:
+        cache = services.extras[_SNAPSHOT_CACHE] = TTLCache(max_entries=1)
+    return cache  # type: ignore[no-any-return]
+
+
+async def _snapshot(services: Services, registry: ProviderRegistry) -> _Snapshot:
+    """The registry's health for every provider, at most HEALTH_CACHE_SECONDS old
+    (concurrent misses share one read)."""
+
+    async def load() -> _Snapshot:
+        return await registry.health([p.value for p in providers_with_client()])
+
+    snapshot = await read_through(_snapshot_cache(services), "all", HEALTH_CACHE_SECONDS, load)
+    assert snapshot is not None  # load() always answers
     return snapshot
 
 
-def forget_snapshot(registry: ProviderRegistry) -> None:
+def forget_snapshot(services: Services) -> None:
     """Drop the cached snapshot, so news (a probe's outcome) shows at the next request."""
-    _snapshot_cache.pop(id(registry), None)
+    _snapshot_cache(services).forget("all")
 
 
 def provider_status(
@@ -289,7 +300,7 @@ async def integration_health(
         else listed
     )
     registry = registry_of(ctx.services)
-    snapshot = await _snapshot(registry) if registry is not None else {}
+    snapshot = await _snapshot(ctx.services, registry) if registry is not None else {}
     # Gathered, so the per-request credential loader answers all of them in one query.
     chains = await asyncio.gather(*(_resolved(ctx, p) for p in wanted))
     reports = []
@@ -304,7 +315,7 @@ async def provider_summary(services: Services) -> list[ProviderHealthReport]:
     system key or sandbox). No vendor is called."""
     ctx = Context(services=services, request_id=request_id_var.get() or "health")
     registry = registry_of(services)
-    snapshot = await _snapshot(registry) if registry is not None else {}
+    snapshot = await _snapshot(services, registry) if registry is not None else {}
     listed = providers_with_client()
     sources = await asyncio.gather(*(_source(ctx, p) for p in listed))
     return [

@@ -8,16 +8,12 @@
   with `provider` and `retryAfter` when known.
 
 Vendor messages pass through `kit.logging.scrub` so an echoed key never
-reaches an answer.
-
-    async with upstream_errors(field="to"):
-        await client.send_email(...)
+reaches an answer. Resolvers catch `ProviderError` where they have something to do
+about it (bill the failed call, undo what they stored) and raise this mapping.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from kit.errors import BadUserInput, GatewayError, UpstreamUnavailable
@@ -49,15 +45,6 @@ def to_gateway_error(err: ProviderError, *, field: str = "input") -> GatewayErro
         retry_after=err.retry_after,
         vendorCode=err.vendor_code,
     )
-
-
-@asynccontextmanager
-async def upstream_errors(*, field: str = "input") -> AsyncIterator[None]:
-    """Re-raise any ProviderError inside the block as its gateway error."""
-    try:
-        yield
-    except ProviderError as err:
-        raise to_gateway_error(err, field=field) from err
 
 
 def provider_registry(services: Any) -> ProviderRegistry:

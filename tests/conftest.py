@@ -185,14 +185,11 @@ async def running_server(app: Any, port: int | None = None) -> AsyncIterator[str
 
 async def close_app_clients(app: Any) -> None:
     """What the app's lifespan closes at shutdown, except the store (the session's
-    `store` fixture owns it): the OpenAI SDK clients and the provider registry's
-    sessions and breaker store. Both reopen on next use, so the app stays usable."""
+    `store` fixture owns it): the provider registry's SDK clients, sessions and breaker
+    store. They reopen on next use, so the app stays usable."""
     services = getattr(getattr(app, "state", None), "services", None)
     if services is None:  # not the gateway (e.g. a sandbox app)
         return
-    from resolvers.ai import close_provider
-
-    await close_provider(services)
     registry = services.extras.get("providers")
     if registry is not None:
         await registry.aclose()

@@ -177,7 +177,7 @@ async def test_a_single_failed_probe_is_degraded_and_a_tenant_key_is_not_judged_
     settings = app.state.services.settings
 
     registry.record_probe("openai", ok=False, latency=0.012, error="openai.models.list: 500")
-    integrations.forget_snapshot(registry)
+    integrations.forget_snapshot(app.state.services)
     body = await gql(client, SERVICE_HEALTH, token=owner.token)
     openai = {p["provider"]: p for p in body["data"]["serviceHealth"]["providers"]}["OPENAI"]
     assert openai["status"] == "DEGRADED" and openai["credentialSource"] == "SYSTEM"
@@ -185,7 +185,7 @@ async def test_a_single_failed_probe_is_degraded_and_a_tenant_key_is_not_judged_
     assert body["data"]["serviceHealth"]["status"] == "DEGRADED"
 
     registry.record_probe("openai", ok=False, latency=0.02, error="openai.models.list: 500")
-    integrations.forget_snapshot(registry)
+    integrations.forget_snapshot(app.state.services)
     ready = (await client.get("/health/ready")).json()
     assert ready["providers"]["openai"]["status"] == "down"
     assert ready["providers"]["openai"]["probe"]["latency_ms"] == 20.0
@@ -204,7 +204,7 @@ async def test_a_single_failed_probe_is_degraded_and_a_tenant_key_is_not_judged_
     assert body["data"]["serviceHealth"]["status"] == "HEALTHY"
 
     registry.record_probe("openai", ok=True, latency=0.01)
-    integrations.forget_snapshot(registry)
+    integrations.forget_snapshot(app.state.services)
     ready = (await client.get("/health/ready")).json()
     assert ready["providers"]["openai"]["status"] == "operational"
     assert ready["providers"]["openai"]["probe"]["failures_in_a_row"] == 0
