@@ -322,9 +322,9 @@ def _reservation_tokens(ctx: Context, plan: _Plan) -> int:
 async def _reserve(ctx: Context, plan: _Plan) -> quotas.Reservation:
     """Hold the completion's maximum in the tenant's monthly quota, or QUOTA_EXCEEDED.
 
-    Completions starting at the same moment reserve in one transaction (group commit,
-    as their prompts are stored): one conditional UPDATE and one INSERT each, one commit
-    for them all."""
+    Completions starting at the same moment reserve together (group commit, as their
+    prompts are stored): one statement for all of a tenant's when their sum fits; a lone
+    completion pays one statement (PostgreSQL)."""
     want = quotas.Want(
         tenant_id=plan.principal.tenant_id,
         month=quotas.month_of(),

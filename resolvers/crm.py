@@ -271,9 +271,11 @@ async def run_upsert(
 
     Concurrent batches may bring the same new external ids: the insert skips the ids
     another writer created first (`ON CONFLICT DO NOTHING`, which on PostgreSQL waits
-    for that writer's commit), and those items are judged again against the row now
-    stored, as updates, in the same transaction. So no batch fails for a race, and each
-    id is CREATED (with its event) by exactly one batch."""
+    for that writer's commit). Then every row of the batch is read again, locked, and
+    each item is judged against the row as stored now (those that lost their insert
+    become updates), in the same transaction. So no batch fails for a race, each id is
+    CREATED (with its event) by exactly one batch, and an update never writes back a
+    value read before a concurrent writer changed it."""
     tenant_id = ctx.require("crm:sync").tenant_id
     if len(items) > MAX_UPSERT_ITEMS:
         raise BadUserInput(

@@ -163,7 +163,10 @@ class CreateChatCompletionInput:
         default=None, description="Sampling temperature, 0 to 2."
     )
     max_tokens: int | None = strawberry.field(
-        default=None, description="Longest answer in tokens (at most AI_MAX_OUTPUT_TOKENS)."
+        default=None,
+        description="Longest answer in tokens (at most AI_MAX_OUTPUT_TOKENS, the default). "
+        "The prompt and this many tokens are held in the organization's monthly quota while "
+        "the completion runs (QUOTA_EXCEEDED when they do not fit).",
     )
     conversation_id: relay.GlobalID | None = strawberry.field(
         default=None, description="Continue this conversation of yours; default: a new one."

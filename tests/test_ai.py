@@ -838,3 +838,55 @@ async def test_expired_reservation_of_a_dead_process_is_swept(server, http):
     assert "errors" not in body, body
     used = body["data"]["createChatCompletion"]["usage"]["totalTokens"]
     assert await quota_books(tenant_id) == (used, used, 0, 0)
+
+
+async def test_reservations_shared_settled_and_swept_on_the_store(store):
+    """The quota store alone: wants of one tenant that fit together share one row; those
+    that do not fit together are held one by one as far as they fit; a part settled
+    after its row was swept releases nothing but still counts its usage; nothing is
+    released twice."""
+    from tortoise.transactions import in_transaction
+
+    from models.ai import AiQuotaMonth, AiReservation
+    from resolvers import ai_quota as quotas
+
+    one = await Tenant.create(name="One", slug=f"one-{uuid.uuid4().hex[:8]}")
+    two = await Tenant.create(name="Two", slug=f"two-{uuid.uuid4().hex[:8]}")
+    month = quotas.month_of()
+    for tenant in (one, two):
+        await AiQuotaMonth.create(tenant_id=tenant.id, month=month)
+
+    def want(tenant: Tenant, tokens: int) -> quotas.Want:
+        return quotas.Want(tenant.id, month, tokens, default_quota=100)
+
+    async def month_row(tenant: Tenant) -> tuple[int, int]:
+        row = await AiQuotaMonth.get(tenant_id=tenant.id, month=month)
+        return row.used, row.reserved
+
+    together = await quotas.reserve_batch([want(one, 30), want(two, 60), want(one, 40)])
+    assert all(together)
+    assert together[0].row_id == together[2].row_id != together[1].row_id
+    assert await month_row(one) == (0, 70)
+    # 70 + 20 + 20 > 100: not together; one by one, the first fits and the second not.
+    apart = await quotas.reserve_batch([want(one, 20), want(one, 20)])
+    assert apart[0] is not None and apart[1] is None
+    assert await month_row(one) == (0, 90)
+
+    async with in_transaction() as conn:
+        await quotas.settle(conn, [(together[0], 25)])  # used 25 of its 30
+    assert await month_row(one) == (25, 60)
+    assert await AiReservation.filter(id=together[0].row_id).count() == 1  # 40 still held
+
+    # The shared row's process "died": the sweep releases what it still holds (40).
+    await AiReservation.filter(id=together[2].row_id).update(
+        expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    )
+    assert await quotas.sweep(one.id) == 1
+    assert await month_row(one) == (25, 20)
+    async with in_transaction() as conn:
+        await quotas.settle(conn, [(together[2], 7), (apart[0], 20)])
+    assert await month_row(one) == (52, 0)
+    await quotas.release_unbilled(together[1])
+    await quotas.release_unbilled(together[1])  # settled once only
+    assert await month_row(two) == (0, 0)
+    assert await AiReservation.all().count() == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -237,3 +238,34 @@ async def test_upsert_leads(client, owner):
     edges = listed["data"]["leads"]["edges"]
     assert [e["node"]["title"] for e in edges] == ["Two"]
     assert edges[0]["node"]["closedAt"]
+
+
+async def test_concurrent_lead_upserts_with_overlapping_new_external_ids(client, owner):
+    """upsertLeads shares the contacts' engine: batches racing over the same new ids all
+    succeed, and each id is created (with one `lead.created` event) exactly once."""
+    from models.events import OutboxEvent
+    from models.leads import Lead
+    from schema.relay import decode_id
+
+    tenant_id = decode_id(owner.org_id, "Organization")
+    keys = [f"lead-race-{i}" for i in range(60)]
+
+    def batch(b: int) -> list[dict[str, Any]]:
+        mine = keys[b * 3 : b * 3 + 30]
+        return [{"externalId": k, "title": f"{k} by {b}"} for k in (mine[::-1] if b % 2 else mine)]
+
+    sent = (gql(client, UPSERT, {"i": {"items": batch(b)}}, token=owner.token) for b in range(11))
+    bodies = await asyncio.gather(*sent)
+    assert [b["errors"] for b in bodies if "errors" in b] == []
+    created = [
+        r["lead"]["id"]
+        for body in bodies
+        for r in body["data"]["upsertLeads"]["results"]
+        if r["outcome"] == "CREATED"
+    ]
+    assert sum(body["data"]["upsertLeads"]["failed"] for body in bodies) == 0
+    rows = await Lead.filter(tenant_id=tenant_id)
+    assert sorted(r.external_id for r in rows) == sorted(keys)
+    assert len(created) == len(set(created)) == len(keys)
+    events = await OutboxEvent.filter(tenant_id=tenant_id, type="lead.created").count()
+    assert events == len(keys)
