@@ -61,6 +61,7 @@ class GatewayMiddleware:
         self.services = services
         self.settings = services.settings
         self.trusted = set(self.settings.trusted_proxies)
+        self.deadlines = BodyDeadlines(self.settings.body_read_timeout_seconds)
         # Access tokens this process already verified, until they expire: a client sends
         # the same JWT all its life, and its content cannot change. What it claims is not
         # trusted beyond that: the member's current standing is checked after this cache on
@@ -145,7 +146,7 @@ class GatewayMiddleware:
             limit = self.settings.max_body_bytes
             if length is not None and length.isdigit() and int(length) > limit:
                 raise BodyTooLarge(f"Request body is larger than {limit} bytes.", limit=limit)
-            receive = _capped(receive, limit, self.settings.body_read_timeout_seconds)
+            receive = _capped(receive, limit, self.deadlines)
             exempt = path.startswith(EXEMPT_PREFIXES)
             if not exempt:
                 principal = None
@@ -192,6 +193,8 @@ class GatewayMiddleware:
             body = error_body(path, "INTERNAL_SERVER_ERROR", "Unexpected error.", request_id)
             await send_json(send, 500, body, {"X-Request-ID": request_id})
         finally:
+            if self.deadlines.reading:  # a body left half-read must not stay watched
+                self.deadlines.end(asyncio.current_task())  # type: ignore[arg-type]
             observe_request(scope, status_box[0], time.perf_counter() - started)
             log.info(
                 "%s %s %s",
@@ -236,58 +239,89 @@ class BodyTimeout(GatewayError):
     http_status = 408
 
 
-def _capped(receive: Any, limit: int, timeout: float) -> Any:
+class BodyDeadlines:
+    """Requests whose body is still arriving, and when each must be in.
+
+    One sweep every quarter of the timeout (at most a second) for the whole process
+    cancels a read that is past its deadline; a request costs a dict entry, not a timer
+    of its own (a timer per request was a tenth of a cached `me` in the profile). Only
+    a read in progress is cancelled, never the app between reads."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.reading: dict[asyncio.Task[Any], list[Any]] = {}  # task -> [deadline, waiting]
+        self.expired: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def begin(self, task: asyncio.Task[Any]) -> None:
+        loop = asyncio.get_running_loop()
+        self.reading[task] = [loop.time() + self.timeout, False]
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = loop.create_task(self._sweep(), name="body-deadlines")
+
+    def end(self, task: asyncio.Task[Any]) -> None:
+        self.reading.pop(task, None)
+        self.expired.discard(task)
+
+    async def _sweep(self) -> None:
+        interval = min(1.0, self.timeout / 4)
+        loop = asyncio.get_running_loop()
+        while self.reading:
+            await asyncio.sleep(interval)
+            now = loop.time()
+            for task, state in list(self.reading.items()):
+                if now >= state[0] and task not in self.expired:
+                    self.expired.add(task)
+                    if state[1]:
+                        task.cancel()
+
+
+def _capped(receive: Any, limit: int, deadlines: BodyDeadlines) -> Any:
     """Stop reading a chunked body that grows past the limit, or that takes longer than
-    `timeout` seconds in all to arrive (a client trickling bytes holds a slot otherwise).
-
-    One timer per request, armed at the first read and disarmed when the body is in (an
-    `asyncio.timeout` around every read cost a tenth of a cached `me`); it cancels only a
-    read in progress, never the app between reads."""
+    the deadline in all to arrive (a client trickling bytes holds a slot otherwise)."""
     seen = 0
-    done = expired = waiting = False
-    timer: asyncio.TimerHandle | None = None
+    done = False
     task: asyncio.Task[Any] | None = None
-
-    def expire() -> None:
-        nonlocal expired
-        expired = True
-        if waiting and task is not None:
-            task.cancel()
 
     def timed_out() -> BodyTimeout:
         return BodyTimeout(
-            f"The request body did not arrive within {timeout:g} seconds.", limit=timeout
+            f"The request body did not arrive within {deadlines.timeout:g} seconds.",
+            limit=deadlines.timeout,
         )
 
     async def wrapped() -> dict[str, Any]:
-        nonlocal seen, done, waiting, timer, task
+        nonlocal seen, done, task
         if done:  # the body is in; what follows is the wait for a disconnect
             return await receive()
-        if expired:
-            raise timed_out()
-        if timer is None:
+        if task is None:
             task = asyncio.current_task()
-            timer = asyncio.get_running_loop().call_later(timeout, expire)
-        waiting = True
+            assert task is not None
+            deadlines.begin(task)
+        state = deadlines.reading.get(task)
+        if state is None or task in deadlines.expired:
+            deadlines.end(task)
+            raise timed_out()
+        state[1] = True
         try:
             message = await receive()
         except asyncio.CancelledError:
-            if not expired or task is None:
+            if task not in deadlines.expired:
                 raise
+            deadlines.end(task)
             task.uncancel()
             raise timed_out() from None
         finally:
-            waiting = False
+            state[1] = False
         if message["type"] == "http.request":
             seen += len(message.get("body", b""))
             if seen > limit:
-                timer.cancel()
+                deadlines.end(task)
                 raise BodyTooLarge(f"Request body is larger than {limit} bytes.", limit=limit)
             done = not message.get("more_body", False)
         else:
             done = True
         if done:
-            timer.cancel()
+            deadlines.end(task)
         return message
 
     return wrapped
