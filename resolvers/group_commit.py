@@ -76,6 +76,16 @@ class GroupCommit(Generic[T, R]):
             self.drains.discard(asyncio.current_task())  # type: ignore[arg-type]
 
 
+def on_running_loop(
+    writer: GroupCommit[T, R] | None, write: Callable[[list[T]], Awaitable[list[R]]]
+) -> GroupCommit[T, R]:
+    """`writer` when it was made on the running event loop, else a new writer for `write`:
+    a writer's futures and drain tasks belong to the loop it was made on."""
+    if writer is not None and writer.loop is asyncio.get_running_loop():
+        return writer
+    return GroupCommit(write)
+
+
 def _settle_future(
     future: asyncio.Future[R], result: Any = None, *, error: Exception | None = None
 ) -> None:

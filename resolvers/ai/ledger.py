@@ -4,16 +4,15 @@ so the ledger, the answer and the quota never disagree."""
 
 from __future__ import annotations
 
-import asyncio
-
 from tortoise.transactions import in_transaction
 
 from models.ai import AiUsage, ChatMessage, UsageOutcome
 from resolvers import ai_quota as quotas
 from resolvers.ai.prices import cost_of, estimate_prompt_tokens
-from resolvers.ai.types import Plan, Usage
+from resolvers.ai.state import ai_state
+from resolvers.ai.types import Bill, Plan, Usage
 from resolvers.context import Context
-from resolvers.group_commit import GroupCommit
+from resolvers.group_commit import on_running_loop
 
 
 async def bill(
@@ -47,9 +46,8 @@ async def bill(
         outcome=outcome,
         error_code=error_code,
     )
-    ledger = ctx.services.extras.get("ai_ledger")
-    if ledger is None or ledger.loop is not asyncio.get_running_loop():
-        ledger = ctx.services.extras["ai_ledger"] = GroupCommit(_write_bills)
+    state = ai_state(ctx.services)
+    state.ledger = ledger = on_running_loop(state.ledger, _write_bills)
     reservation = plan.reservation
     if reservation is not None and reservation.settled:
         reservation = None  # billed once already: this bill only adds to the ledger
@@ -59,7 +57,6 @@ async def bill(
 
 
 _ANSWER_FIELDS = ["content", "status", "finish_reason", "updated_at"]
-Bill = tuple[ChatMessage | None, AiUsage, quotas.Reservation | None]
 
 
 async def _write_bills(bills: list[Bill]) -> list[None]:

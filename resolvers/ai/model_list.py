@@ -4,10 +4,11 @@ in the process (`kit.ttl_cache`; concurrent misses share one vendor call)."""
 
 from __future__ import annotations
 
-from kit.ttl_cache import TTLCache, read_through
+from kit.ttl_cache import read_through
 from providers.errors import ProviderError
 from providers.openai import ModelInfo
 from resolvers.ai.prices import prices
+from resolvers.ai.state import ai_state
 from resolvers.ai.types import ModelOption
 from resolvers.ai.vendor import credential, gateway_error, provider
 from resolvers.context import Context
@@ -28,8 +29,7 @@ async def ai_models(ctx: Context) -> list[ModelOption]:
         except ProviderError as error:
             raise gateway_error(error) from None
 
-    cache = ctx.services.extras.setdefault("openai_models", TTLCache())
-    models = await read_through(cache, key, MODELS_CACHE_SECONDS, load)
+    models = await read_through(ai_state(ctx.services).models, key, MODELS_CACHE_SECONDS, load)
     assert models is not None  # load() answers or raises
     options = []
     for m in sorted(models, key=lambda m: m.id):

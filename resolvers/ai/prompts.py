@@ -12,18 +12,18 @@ from tortoise.transactions import in_transaction
 
 from models.ai import ChatMessage, Conversation, MessageRole, MessageStatus
 from resolvers.ai.conversations import owner_fields
+from resolvers.ai.state import ai_state
 from resolvers.ai.types import Plan
 from resolvers.context import Context
-from resolvers.group_commit import GroupCommit
+from resolvers.group_commit import on_running_loop
 
 
 async def store_prompt(ctx: Context, plan: Plan) -> tuple[Conversation, ChatMessage]:
     """The conversation (new or touched), the caller's messages and the answer's row, in
     one transaction, shared with the other prompts being stored at the same moment
     (a burst of streams starting at once commits a few times, not once each)."""
-    writer = ctx.services.extras.get("ai_prompts")
-    if writer is None or writer.loop is not asyncio.get_running_loop():
-        writer = ctx.services.extras["ai_prompts"] = GroupCommit(_write_prompts)
+    state = ai_state(ctx.services)
+    state.prompts = writer = on_running_loop(state.prompts, _write_prompts)
     result: tuple[Conversation, ChatMessage] = await writer(plan)
     return result
 

@@ -10,7 +10,6 @@ its reservation back (`release_unbilled`); one whose process died leaves it to e
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 
@@ -21,9 +20,10 @@ from models.ai import AiUsage
 from models.tenants import Tenant
 from resolvers import ai_quota as quotas
 from resolvers.ai.prices import estimate_prompt_tokens
+from resolvers.ai.state import ai_state
 from resolvers.ai.types import Plan
 from resolvers.context import Context
-from resolvers.group_commit import GroupCommit
+from resolvers.group_commit import on_running_loop
 from resolvers.operations import operation
 
 log = logging.getLogger("switchboard.ai")
@@ -69,9 +69,8 @@ async def reserve(ctx: Context, plan: Plan) -> quotas.Reservation:
         tokens=_reservation_tokens(ctx, plan),
         default_quota=ctx.settings.ai_monthly_token_quota,
     )
-    writer = ctx.services.extras.get("ai_reservations")
-    if writer is None or writer.loop is not asyncio.get_running_loop():
-        writer = ctx.services.extras["ai_reservations"] = GroupCommit(quotas.reserve_batch)
+    area = ai_state(ctx.services)
+    area.reservations = writer = on_running_loop(area.reservations, quotas.reserve_batch)
     reservation: quotas.Reservation | None = await writer(want)
     if reservation is None:
         reservation = await quotas.reserve_again(want)

@@ -31,6 +31,7 @@ from resolvers.ai.ledger import bill, usage_of
 from resolvers.ai.plan import make_plan
 from resolvers.ai.prompts import store_prompt
 from resolvers.ai.quota import release_unbilled
+from resolvers.ai.state import ai_state
 from resolvers.ai.types import ChatRequest, Plan, StreamEvent, Usage
 from resolvers.ai.vendor import gateway_error, provider
 from resolvers.context import Context
@@ -153,8 +154,8 @@ async def _stream(ctx: Context, plan: Plan) -> AsyncGenerator[StreamEvent, None]
     pump = _Pump()
     reader = asyncio.create_task(pump.run(chunks))
     budget = ctx.settings.ai_stream_max_events_per_second
-    live: list[int] = ctx.services.extras.setdefault("ai_live_streams", [0])
-    live[0] += 1
+    state = ai_state(ctx.services)
+    state.live_streams += 1
     received: list[str] = []
     outcome = UsageOutcome.INTERRUPTED
     settled = False
@@ -175,7 +176,7 @@ async def _stream(ctx: Context, plan: Plan) -> AsyncGenerator[StreamEvent, None]
                     first_token = time.perf_counter() - started
             if text and (not pump.done or pump.error is not None):
                 # Text arriving within the window waits for the next event (not the end).
-                window = max(coalesce, live[0] / budget) if budget else coalesce
+                window = max(coalesce, state.live_streams / budget) if budget else coalesce
                 pump.next_at = pump.loop.time() + window
                 yield StreamEvent(text, index, conversation.id, answer.id)
                 index += 1
@@ -196,7 +197,7 @@ async def _stream(ctx: Context, plan: Plan) -> AsyncGenerator[StreamEvent, None]
             )
             return
     finally:
-        live[0] -= 1
+        state.live_streams -= 1
         pump.cancel_timer()
         reader.cancel()
         with contextlib.suppress(BaseException):

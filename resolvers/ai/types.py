@@ -13,7 +13,7 @@ from typing import Any
 
 from kit.security import Principal
 from models.accounts import User
-from models.ai import ChatMessage, Conversation
+from models.ai import AiUsage, ChatMessage, Conversation
 from providers.openai import OpenAICredential
 from resolvers import ai_quota as quotas
 
@@ -114,3 +114,8 @@ class Plan:
     def vendor_user(self) -> str:
         """An opaque per-caller id for the vendor's abuse monitoring."""
         return hashlib.sha256(f"switchboard:{self.principal.key}".encode()).hexdigest()[:24]
+
+
+# What a bill writes: the answer's final state (None when there is no answer), the
+# ledger row, and the reservation it settles (None when settled already).
+Bill = tuple[ChatMessage | None, AiUsage, quotas.Reservation | None]
