@@ -530,6 +530,8 @@ def install_trace(path: str) -> None:
 
     import providers.openai as openai_provider
     import resolvers.ai as ai
+    from resolvers.ai import plan as planning
+    from resolvers.ai import streaming
 
     marks: dict[str, dict[str, float]] = {}
 
@@ -570,37 +572,30 @@ def install_trace(path: str) -> None:
 
     ai.stream_chat_completion = traced_stream  # type: ignore[assignment]
 
-    plan = ai._plan
+    # Each function is wrapped where its caller looks it up (the module that imports it).
+    plan = streaming.make_plan
 
     async def traced_plan(ctx: Any, principal: Any, request: Any, *args: Any, **kw: Any) -> Any:
         result = await plan(ctx, principal, request, *args, **kw)
         mark(request.messages[-1].content, "plan")
         return result
 
-    ai._plan = traced_plan  # type: ignore[assignment]
+    streaming.make_plan = traced_plan  # type: ignore[assignment]
 
-    def after(name: str, stage: str, key_of: Any) -> None:
-        original = getattr(ai, name)
+    def after(module: Any, name: str, stage: str, key_of: Any) -> None:
+        original = getattr(module, name)
 
         async def traced(*args: Any, **kw: Any) -> Any:
             result = await original(*args, **kw)
             mark(key_of(*args), stage)
             return result
 
-        setattr(ai, name, traced)
+        setattr(module, name, traced)
 
-    after("_reserve", "quota", lambda *a: stream_key.get())
-    after("_credential", "credential", lambda *a: stream_key.get())
-    after("_settle", "settled", lambda *a: stream_key.get())
-
-    store_prompt = ai._store_prompt
-
-    async def traced_store(*args: Any, **kw: Any) -> Any:
-        result = await store_prompt(*args, **kw)
-        mark(stream_key.get(), "stored")
-        return result
-
-    ai._store_prompt = traced_store  # type: ignore[assignment]
+    after(planning, "reserve", "quota", lambda *a: stream_key.get())
+    after(planning, "credential", "credential", lambda *a: stream_key.get())
+    after(streaming, "_settle", "settled", lambda *a: stream_key.get())
+    after(streaming, "store_prompt", "stored", lambda *a: stream_key.get())
 
     chat_stream = openai_provider.ChatStream
     enter, chunks = chat_stream.__aenter__, chat_stream._chunks

@@ -32,14 +32,11 @@ log = logging.getLogger("switchboard")
 
 
 def build_services(settings: Settings) -> Services:
-    services = Services(
-        settings=settings,
-        limiter=RateLimiter(settings.redis_url, prefix=settings.redis_key_prefix),
-    )
+    limiter = RateLimiter(settings.redis_url, prefix=settings.redis_key_prefix)
     # The outbound HTTP layer: one pooled session, breaker and limit per provider.
-    services.extras["providers"] = build_registry(settings, services.limiter)
-    install_error_log(services.extras["providers"])  # failed calls -> integration error log
-    return services
+    providers = build_registry(settings, limiter)
+    install_error_log(providers)  # failed calls -> integration error log
+    return Services(settings=settings, limiter=limiter, providers=providers)
 
 
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> Starlette:
@@ -83,7 +80,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         finally:
             await authority.stop_listening(services)
             await runtime.stop()
-            await services.extras["providers"].aclose()  # SDK clients, sessions, breakers
+            if services.providers is not None:
+                await services.providers.aclose()  # SDK clients, sessions, breakers
             await db.close_store()
 
     app = Starlette(

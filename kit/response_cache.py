@@ -108,11 +108,3 @@ class ResponseCache:
 
     def __len__(self) -> int:
         return len(self._entries)
-
-
-def cache_of(extras: dict[str, Any]) -> ResponseCache:
-    """The app's cache, kept in `Services.extras` (one per app, like the viewer cache)."""
-    cache = extras.get("response_cache")
-    if cache is None:
-        cache = extras["response_cache"] = ResponseCache()
-    return cache  # type: ignore[no-any-return]

@@ -50,7 +50,7 @@ from providers.retry import RETRYABLE_STATUSES, parse_retry_after
 
 PROVIDER = "openai"
 # The shared layer's defaults; the requests-per-minute budget per key comes from settings
-# (`resolvers.ai.provider`), the timeouts from the SDK client.
+# (`resolvers.ai.vendor.provider`), the timeouts from the SDK client.
 CONFIG = ProviderConfig(name=PROVIDER)
 # `client.post` options for a stream: the SDK's bearer auth, and the response handed
 # back unread (the header the SDK's own `with_streaming_response` sets).

@@ -1,7 +1,7 @@
 """Every provider's HTTP door, one per process, and the health snapshot built on them.
 
 The app builds one `ProviderRegistry` (`build_registry(settings)`), keeps it in
-`services.extras["providers"]` and closes it in its lifespan. Provider clients
+`services.providers` and closes it in its lifespan. Provider clients
 get their shared layer from it:
 
     http = registry.http("resend")            # one ProviderHTTP per provider

@@ -38,7 +38,6 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from kit import response_cache
 from kit.errors import Forbidden, Unauthenticated
 from kit.roles import Role, allowed, cap
 from kit.security import Principal
@@ -83,10 +82,10 @@ class Authority:
 
 
 def authority_of(services: Services) -> Authority:
-    found = services.extras.get("authority")
-    if found is None:
-        found = services.extras["authority"] = Authority()
-    return found  # type: ignore[no-any-return]
+    """The app's authority state (`Services.authority`), made on first use."""
+    if services.authority is None:
+        services.authority = Authority()
+    return services.authority
 
 
 # Reading a standing -------------------------------------------------------------------
@@ -207,7 +206,7 @@ def _forget(services: Services, message: dict[str, Any]) -> None:
                 k for k in authority.watchers if isinstance(k, tuple) and k[:2] == ("user", user)
             )
         viewer_cache.forget_user(services, user)
-        response_cache.cache_of(services.extras).forget_user(user)
+        services.response_cache.forget_user(user)
     if isinstance(key, int):
         keys.append(("key", key))
     for watched in keys:

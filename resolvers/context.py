@@ -4,24 +4,61 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiodataloader import DataLoader
 
 from kit.errors import Forbidden, Unauthenticated
 from kit.ratelimit import RateLimiter
+from kit.response_cache import ResponseCache
 from kit.roles import allowed
 from kit.security import Principal
 from kit.settings import Settings
+from kit.ttl_cache import TTLCache
+from providers.registry import ProviderHealth, ProviderRegistry
+
+if TYPE_CHECKING:  # the areas' own state types; those modules import this one
+    from resolvers.ai.state import AiState
+    from resolvers.authority import Authority
+    from resolvers.credentials import ResolvedCredential
+    from resolvers.viewer_cache import ViewerCache
+
+
+def _one_entry() -> TTLCache[str, dict[str, ProviderHealth]]:
+    return TTLCache(max_entries=1)
 
 
 @dataclass
 class Services:
-    """Process-wide collaborators, built once by the app factory."""
+    """Process-wide collaborators, built once by the app factory (`gateway.app.build_services`).
+
+    One typed field per collaborator, so a reader finds where each lives and mypy checks
+    every use. The caches hang here rather than in module globals so that apps over
+    different stores (tests build many) never share them. State that belongs to one area
+    and is a type of that area's module is made on first use by the area's accessor
+    (`authority_of`, `viewer_cache.cache_of`, `ai.state.ai_state`), as that module
+    imports this one.
+    """
 
     settings: Settings
     limiter: RateLimiter
-    extras: dict[str, Any] = field(default_factory=dict)
+    # The outbound HTTP layer: one pooled session, breaker and limit per provider. None
+    # only in a bare Services of a script or test that calls no provider.
+    providers: ProviderRegistry | None = None
+    # The emulators mounted under /sandbox/<provider> (gateway/http/sandbox.py), by provider.
+    sandboxes: dict[str, Any] = field(default_factory=dict)
+    # Whole answers of cache-hinted queries, per viewer (kit/response_cache.py).
+    response_cache: ResponseCache = field(default_factory=ResponseCache)
+    # Resolved credentials, (tenant, user whose own key may apply, provider) -> credential
+    # (resolvers/credentials.py, CREDENTIAL_CACHE_SECONDS).
+    credential_cache: TTLCache[tuple[int, int | None, str], ResolvedCredential] = field(
+        default_factory=TTLCache
+    )
+    # The providers' health snapshot (resolvers/integrations.py, HEALTH_CACHE_SECONDS).
+    health_cache: TTLCache[str, dict[str, ProviderHealth]] = field(default_factory=_one_entry)
+    viewer_cache: ViewerCache | None = None  # resolvers.viewer_cache.cache_of
+    authority: Authority | None = None  # resolvers.authority.authority_of
+    ai: AiState | None = None  # resolvers.ai.state.ai_state
     # Migrations the store lacked at start-up (production refuses to serve then); /health/ready
     # looks again until none is left.
     pending_migrations: list[str] = field(default_factory=list)

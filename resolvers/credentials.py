@@ -38,7 +38,7 @@ from kit.errors import BadUserInput, NotFound, UpstreamUnavailable
 from kit.roles import allowed
 from kit.settings import Settings
 from kit.ssrf import UnsafeDestination, check_destination, normalise
-from kit.ttl_cache import TTLCache, read_through
+from kit.ttl_cache import read_through
 from kit.vault import VaultError, vault_for
 from models.credentials import TENANT_SLOT, Credential, user_slot
 from models.tenancy import scoped
@@ -466,16 +466,6 @@ def _chain(
     raise UpstreamUnavailable(f"{provider} is not configured.", provider=provider)
 
 
-_CacheKey = tuple[int, int | None, str]  # (tenant, user whose own key may apply, provider)
-
-
-def _process_cache(ctx: Context) -> TTLCache[_CacheKey, ResolvedCredential]:
-    cache = ctx.services.extras.get("credentials:cache")
-    if cache is None:
-        cache = ctx.services.extras["credentials:cache"] = TTLCache()
-    return cache  # type: ignore[no-any-return]
-
-
 async def resolve_credential(
     ctx: Context, provider: str | IntegrationProvider
 ) -> ResolvedCredential:
@@ -499,7 +489,7 @@ async def resolve_credential(
         return answer  # type: ignore[no-any-return]
 
     key = (principal.tenant_id, personal, name)
-    resolved = await read_through(_process_cache(ctx), key, ttl, load)
+    resolved = await read_through(ctx.services.credential_cache, key, ttl, load)
     assert resolved is not None  # load() answers or raises
     return resolved
 
@@ -508,10 +498,10 @@ def _forget(ctx: Context, provider: str) -> None:
     loader = ctx._loaders.get(_LOADER)
     if loader is not None:
         loader.clear(provider)
-    cache = ctx.services.extras.get("credentials:cache")
-    if cache is not None:
-        tenant_id = ctx.tenant_id
-        cache.forget_where(lambda key: key[0] == tenant_id and key[2] == provider)
+    tenant_id = ctx.tenant_id
+    ctx.services.credential_cache.forget_where(
+        lambda key: key[0] == tenant_id and key[2] == provider
+    )
 
 
 # -- set, remove, list --------------------------------------------------------------------

@@ -38,7 +38,7 @@ from enum import StrEnum
 
 from kit.errors import UpstreamUnavailable
 from kit.logging import request_id_var, scrub
-from kit.ttl_cache import TTLCache, read_through
+from kit.ttl_cache import read_through
 from models.integrations import IntegrationError
 from models.tenancy import scoped
 from providers.breaker import BreakerState
@@ -61,7 +61,6 @@ from resolvers.pagination import Page, page_of
 
 log = logging.getLogger("switchboard.integrations")
 
-REGISTRY_KEY = "providers"  # services.extras[REGISTRY_KEY] is the ProviderRegistry
 LABEL_TENANT = "tenant_id"
 LABEL_REQUEST = "request_id"
 LABEL_SOURCE = "credential_source"
@@ -88,8 +87,7 @@ class ProviderStatus(StrEnum):
 
 
 def registry_of(services: Services) -> ProviderRegistry | None:
-    registry = services.extras.get(REGISTRY_KEY)
-    return registry if isinstance(registry, ProviderRegistry) else None
+    return services.providers
 
 
 # -- the error log ----------------------------------------------------------------------
@@ -190,15 +188,7 @@ class ProviderHealthReport:
     probe: ProbeResult | None  # the last probe, when the calls use the probed credential
 
 
-_SNAPSHOT_CACHE = "integrations:health"  # services.extras key of the snapshot's TTLCache
 _Snapshot = dict[str, ProviderHealth]
-
-
-def _snapshot_cache(services: Services) -> TTLCache[str, _Snapshot]:
-    cache = services.extras.get(_SNAPSHOT_CACHE)
-    if cache is None:
-        cache = services.extras[_SNAPSHOT_CACHE] = TTLCache(max_entries=1)
-    return cache  # type: ignore[no-any-return]
 
 
 async def _snapshot(services: Services, registry: ProviderRegistry) -> _Snapshot:
@@ -208,14 +198,14 @@ async def _snapshot(services: Services, registry: ProviderRegistry) -> _Snapshot
     async def load() -> _Snapshot:
         return await registry.health([p.value for p in providers_with_client()])
 
-    snapshot = await read_through(_snapshot_cache(services), "all", HEALTH_CACHE_SECONDS, load)
+    snapshot = await read_through(services.health_cache, "all", HEALTH_CACHE_SECONDS, load)
     assert snapshot is not None  # load() always answers
     return snapshot
 
 
 def forget_snapshot(services: Services) -> None:
     """Drop the cached snapshot, so news (a probe's outcome) shows at the next request."""
-    _snapshot_cache(services).forget("all")
+    services.health_cache.forget("all")
 
 
 def provider_status(

@@ -8,11 +8,14 @@ from typing import Any
 
 from tortoise.transactions import in_transaction
 
-from kit.errors import BadUserInput, NotFound
+from kit.errors import BadUserInput, Forbidden, NotFound
 from models.contacts import plain_rows
 from models.leads import Lead
 from models.tasks import Task, TaskStatus
 from models.tenancy import get_scoped, scoped
+from resolvers.ai.completion import complete
+from resolvers.ai.plan import make_plan
+from resolvers.ai.types import ChatRequest, CompletionResult, MessageIn
 from resolvers.context import Context
 from resolvers.crm import (
     Problems,
@@ -223,3 +226,52 @@ async def delete_task(ctx: Context, task_id: int) -> int:
             raise NotFound("Task not found.")
         await emit_change(conn, tenant_id, "task.deleted", "Task", task_id)
     return task_id
+
+
+# Day summary (through the AI completion path) ----------------------------------------
+
+SUMMARY_SYSTEM_PROMPT = (
+    "You are a CRM assistant. Summarise the user's tasks for the day in a few short "
+    "sentences: what is due, what is overdue or open, what is done, and what to do first."
+)
+MAX_SUMMARY_TASKS = 200
+
+
+@operation("ai:use")
+async def generate_task_summary(
+    ctx: Context, day: dt.date, model: str | None = None
+) -> CompletionResult:
+    """A summary of the caller's CRM tasks due on `day` (a UTC day), through the AI path."""
+    principal = ctx.require_principal()
+    if principal.user_id is None or principal.api_key_id is not None:
+        raise Forbidden("Task summaries are for signed-in members (API keys own no tasks).")
+    lo = dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
+    hi = lo + dt.timedelta(days=1)
+    tasks = (
+        await scoped(Task, principal.tenant_id)
+        .filter(assignee_id=principal.user_id, due_at__gte=lo, due_at__lt=hi)
+        .exclude(status=TaskStatus.CANCELLED)
+        .order_by("due_at", "id")
+        .limit(MAX_SUMMARY_TASKS)
+    )
+    lines = [f"Tasks due on {day.isoformat()} ({len(tasks)}):"]
+    for task in tasks:
+        due = task.due_at.strftime("%H:%M") if task.due_at else "--:--"
+        line = f"- [{task.status.value}] {due} {task.title.strip()}"
+        if task.description.strip():
+            line += f" — {' '.join(task.description.split())[:300]}"
+        lines.append(line)
+    if not tasks:
+        lines.append("- (no tasks)")
+    request = ChatRequest(
+        messages=[
+            MessageIn("SYSTEM", SUMMARY_SYSTEM_PROMPT),
+            MessageIn("USER", "\n".join(lines)),
+        ],
+        model=model,
+        max_tokens=min(400, ctx.settings.ai_max_output_tokens),
+    )
+    plan = await make_plan(
+        ctx, principal, request, "task_summary", title=f"Tasks for {day.isoformat()}"
+    )
+    return await complete(ctx, plan)

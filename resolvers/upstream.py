@@ -14,12 +14,11 @@ about it (bill the failed call, undo what they stored) and raise this mapping.
 
 from __future__ import annotations
 
-from typing import Any
-
 from kit.errors import BadUserInput, GatewayError, UpstreamUnavailable
 from kit.logging import scrub
 from providers.errors import CircuitOpen, ProviderError
 from providers.registry import ProviderRegistry
+from resolvers.context import Services
 
 _MESSAGE_LIMIT = 300
 
@@ -47,9 +46,9 @@ def to_gateway_error(err: ProviderError, *, field: str = "input") -> GatewayErro
     )
 
 
-def provider_registry(services: Any) -> ProviderRegistry:
-    """The app's registry (gateway/app.py puts it in `services.extras["providers"]`)."""
-    registry = services.extras.get("providers")
+def provider_registry(services: Services) -> ProviderRegistry:
+    """The app's registry (`Services.providers`, built by gateway/app.py)."""
+    registry = services.providers
     if registry is None:
         raise RuntimeError("the provider registry is not configured (see gateway/app.py)")
     return registry

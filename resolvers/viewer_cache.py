@@ -23,7 +23,6 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from kit import response_cache
 from kit.ttl_cache import TTLCache
 from resolvers.context import Services
 
@@ -61,23 +60,22 @@ class ViewerCache:
 
 def cache_of(services: Services) -> ViewerCache:
     """The app's cache (one per Services, so apps over different stores never mix)."""
-    cache = services.extras.get("viewer_cache")
-    if cache is None:
-        cache = services.extras["viewer_cache"] = ViewerCache(TTLCache(), TTLCache())
-    return cache  # type: ignore[no-any-return]
+    if services.viewer_cache is None:
+        services.viewer_cache = ViewerCache(TTLCache(), TTLCache())
+    return services.viewer_cache
 
 
 def forget_user(services: Services, user_id: int) -> None:
     """Drop the user's profile and every cached answer of theirs (kit.response_cache)."""
     cache_of(services).users.forget(user_id)
-    response_cache.cache_of(services.extras).forget_user(user_id)
+    services.response_cache.forget_user(user_id)
 
 
 def forget_tenant(services: Services, tenant_id: int) -> None:
     """Drop the organization's profile and every cached answer: its name also shows in
     the `memberships` of people signed in to other organizations."""
     cache_of(services).tenants.forget(tenant_id)
-    response_cache.cache_of(services.extras).forget_all()
+    services.response_cache.forget_all()
 
 
 def fresh_until(services: Services, user_id: int | None, tenant_id: int) -> float | None:

@@ -15,7 +15,7 @@ from strawberry.types import Info
 from models.ai import ChatMessage as ChatMessageRow
 from models.ai import Conversation as ConversationRow
 from models.ai import MessageRole, MessageStatus
-from resolvers import ai
+from resolvers import ai, tasks
 from schema.accounts import User
 from schema.permissions import mutation, query, subscription
 from schema.relay import After, Connection, First, ModelNode, decode_id, encode_id
@@ -354,7 +354,7 @@ class Mutation:
         )
 
     @mutation(
-        operation=ai.generate_task_summary,
+        operation=tasks.generate_task_summary,
         description="Summarise your CRM tasks due on a day, through the AI; stored as a "
         "conversation.",
     )
@@ -362,7 +362,7 @@ class Mutation:
         self, info: Info, input: GenerateTaskSummaryInput
     ) -> ChatCompletionPayload:
         return ChatCompletionPayload.of(
-            await ai.generate_task_summary(info.context, input.date, input.model)
+            await tasks.generate_task_summary(info.context, input.date, input.model)
         )
 
 

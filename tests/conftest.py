@@ -190,7 +190,7 @@ async def close_app_clients(app: Any) -> None:
     services = getattr(getattr(app, "state", None), "services", None)
     if services is None:  # not the gateway (e.g. a sandbox app)
         return
-    registry = services.extras.get("providers")
+    registry = services.providers
     if registry is not None:
         await registry.aclose()
 

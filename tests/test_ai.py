@@ -622,7 +622,7 @@ async def test_task_summary_goes_through_the_same_path(server, http):
 
 
 async def test_group_commit_batches_what_queues_and_fails_rows_alone():
-    from resolvers.ai import GroupCommit
+    from resolvers.group_commit import GroupCommit
 
     batches: list[list[int]] = []
 
@@ -651,7 +651,7 @@ async def test_group_commit_batches_what_queues_and_fails_rows_alone():
 
 async def test_answers_and_bills_written_together(store):
     from models.ai import AiUsage, Conversation, MessageRole, UsageOutcome
-    from resolvers.ai import _write_bills
+    from resolvers.ai.ledger import _write_bills
 
     tenant = await Tenant.create(name="Group", slug=f"group-{uuid.uuid4().hex[:8]}")
     conversation = await Conversation.create(tenant_id=tenant.id, title="t", model="m")

@@ -328,7 +328,7 @@ async def test_base_urls_go_through_the_outbound_guard(client, owner, settings, 
     used = await gql(client, "{ aiModels { name } }", token=owner.token)
     assert error_codes(used) == ["BAD_USER_INPUT"], used
     assert "loopback" in used["errors"][0]["message"]
-    registry = app.state.services.extras["providers"]
+    registry = app.state.services.providers
     assert (await registry.health(["openai"]))["openai"].consecutive_failures == 0
 
     # The gateway's own sandbox (PUBLIC_URL/sandbox/...) is the operator's: accepted.

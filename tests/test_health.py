@@ -173,7 +173,7 @@ async def test_a_single_failed_probe_is_degraded_and_a_tenant_key_is_not_judged_
     the probe concerns the system key, so a tenant whose own key is used is unaffected."""
     from resolvers import integrations
 
-    registry = app.state.services.extras["providers"]
+    registry = app.state.services.providers
     settings = app.state.services.settings
 
     registry.record_probe("openai", ok=False, latency=0.012, error="openai.models.list: 500")

@@ -41,7 +41,7 @@ async def test_resend_key_checked_on_save_and_failures_logged(client, owner, liv
     try:
         await _key_checks_and_error_log(client, owner, live_server)
     finally:
-        await app.state.services.extras["providers"].aclose()
+        await app.state.services.providers.aclose()
 
 
 async def _key_checks_and_error_log(client, owner, live_server):

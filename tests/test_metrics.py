@@ -96,7 +96,7 @@ async def test_counters_after_traffic(owner, live_server, app):
         await c.get(f"/sandbox/resend/emails/{uuid.uuid4()}")  # a templated route
         after_text = (await c.get("/metrics", headers=headers)).text
     after = samples(after_text)
-    await app.state.services.extras["providers"].aclose()
+    await app.state.services.providers.aclose()
 
     def grew(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)

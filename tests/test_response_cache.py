@@ -12,7 +12,7 @@ from graphql import parse
 
 from gateway.app import create_app
 from kit import metrics
-from kit.response_cache import MAX_ENTRY_BYTES, CachedAnswer, ResponseCache, cache_of
+from kit.response_cache import MAX_ENTRY_BYTES, CachedAnswer, ResponseCache
 from models.members import Membership
 from models.tenants import Tenant
 from schema.build import build_schema
@@ -28,7 +28,7 @@ RENAME = "mutation($i: UpdateOrganizationInput!) { updateOrganization(input: $i)
 
 
 def cache(app: Any) -> ResponseCache:
-    return cache_of(app.state.services.extras)
+    return app.state.services.response_cache
 
 
 def client_of(app: Any) -> httpx.AsyncClient:
@@ -212,7 +212,7 @@ async def test_an_entry_ends_with_the_cached_profiles_it_was_built_from(store):
         acct = await register(client)
         await gql(client, ME, token=acct.token)
         [answer] = list(cache(app)._entries.values())
-        profiles = app.state.services.extras["viewer_cache"]
+        profiles = app.state.services.viewer_cache
         assert answer.expires_at <= profiles.users.expires_at(db_id(acct.user_id))
         assert answer.expires_at <= profiles.tenants.expires_at(db_id(acct.org_id))
 

@@ -256,7 +256,7 @@ async def test_gateway_mounts_sandboxes_when_enabled() -> None:
             f"/emails/{sent.json()['id']}",
             "/emails",
         ]
-    sandboxes = app.state.services.extras["sandboxes"]
+    sandboxes = app.state.services.sandboxes
     assert len(sandboxes["resend"].emails) == 1
 
 
@@ -270,4 +270,4 @@ async def test_production_does_not_mount_sandboxes() -> None:
     async with running_server(app) as url, httpx.AsyncClient(base_url=url) as c:
         r = await c.post("/sandbox/resend/emails", json=EMAIL, headers=AUTH)
         assert r.status_code == 404
-    assert "sandboxes" not in app.state.services.extras
+    assert not app.state.services.sandboxes

@@ -168,7 +168,7 @@ async def test_stored_secrets_never_leak(client, owner, settings, live_server, a
         async with httpx.AsyncClient(base_url=live_server) as local:
             answers.append((await local.get("/metrics")).text)
     finally:
-        await app.state.services.extras["providers"].aclose()
+        await app.state.services.providers.aclose()
 
     logs = "\n".join(record_text(r) for r in caplog.records)
     assert caplog.records  # the paths above do log

@@ -126,7 +126,7 @@ class GatewayGraphQL(GraphQL):
         self.ide_html = offline_html() if settings.graphiql_enabled else ""
         self.responses: response_cache.ResponseCache | None = None
         if settings.viewer_cache_seconds > 0 and settings.response_cache_entries > 0:
-            self.responses = response_cache.cache_of(services.extras)
+            self.responses = services.response_cache
             self.responses.max_entries = settings.response_cache_entries
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:  # type: ignore[override]

@@ -5,13 +5,12 @@ to force either way): a provider without credentials resolves to its sandbox's
 URL here (`{PUBLIC_URL}/sandbox/<provider>`), so development works with no keys
 and the real client code still speaks HTTP. The emulators are listed in
 providers/sandbox/__init__.py; each instance is kept in
-`services.extras["sandboxes"]` (tests reach their state there).
+`services.sandboxes` (tests reach their state there).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from starlette.routing import BaseRoute, Mount
 
@@ -24,7 +23,7 @@ log = logging.getLogger("switchboard.sandbox")
 def routes(services: Services) -> list[BaseRoute]:
     if not services.settings.sandboxes_enabled:
         return []
-    instances: dict[str, Any] = services.extras.setdefault("sandboxes", {})
+    instances = services.sandboxes
     mounted: list[BaseRoute] = []
     for provider in SANDBOXES:
         app = instances.get(provider)

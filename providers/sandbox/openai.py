@@ -22,7 +22,7 @@ Behaviour:
   Length: 24–64 tokens (drawn from the same seed), or the `answer_tokens` set through
   the control endpoint; capped by `max_tokens` / `max_completion_tokens` either way
   (`finish_reason` is then `length`). Token counts: prompt tokens are counted with the
-  same word rule as `resolvers.ai`'s estimate (see `estimate_tokens`).
+  same word rule as `resolvers.ai.prices`' estimate (see `estimate_tokens`).
 - **Token rate** (tokens per second, 0 = as fast as possible), first match wins: the
   `X-Sandbox-Tokens-Per-Second` request header, the `tokens_per_second` query
   parameter, the `tokens_per_second` value set through the control endpoint, the
@@ -88,7 +88,7 @@ _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 def estimate_tokens(text: str) -> int:
     """Tokenizer-free estimate: words and punctuation marks, at least chars/4.
 
-    The same rule `resolvers.ai` documents for billing streams that end before the
+    The same rule `resolvers.ai.prices` documents for billing streams that end before the
     vendor's usage chunk arrives.
     """
     if not text:

@@ -1,0 +1,250 @@
+"""Streamed completions.
+
+The prompt is stored once the vendor accepted the request (its response headers
+arrived), so that in a burst of streams the upstream requests leave first, and a refusal
+stores nothing.
+
+Streams coalesce: a reader task drains the vendor's SSE chunks into a buffer and the
+subscription yields whatever has accumulated each time the consumer is ready, at most one
+event per window after the first delta (which goes out at once, as does the last event
+with the finish reason and usage), so a busy process sends fewer, larger events instead
+of falling behind. The window is `AI_STREAM_COALESCE_MS`, widened when many streams share
+the process so that all of them together send about `AI_STREAM_MAX_EVENTS_PER_SECOND`
+events: each event costs a GraphQL execution and a WebSocket frame whatever its size
+(`bench/bench_ai_stream.py` measures it; figures in bench/README.md). When the subscriber
+completes, disconnects or is cancelled, the vendor stream is closed at once and the
+answer so far is saved as INTERRUPTED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+
+from models.ai import ChatMessage, Conversation, MessageStatus, UsageOutcome
+from providers.errors import ProviderError
+from providers.openai import ChatStream, StreamChunk
+from resolvers.ai.ledger import bill, usage_of
+from resolvers.ai.plan import make_plan
+from resolvers.ai.prompts import store_prompt
+from resolvers.ai.quota import release_unbilled
+from resolvers.ai.state import ai_state
+from resolvers.ai.types import ChatRequest, Plan, StreamEvent, Usage
+from resolvers.ai.vendor import gateway_error, provider
+from resolvers.context import Context
+from resolvers.operations import operation
+
+log = logging.getLogger("switchboard.ai")
+
+
+class _Pump:
+    """Drains the vendor stream into a buffer; the subscription takes what has piled up.
+
+    The consumer is woken at most once per coalescing window (`next_at`, set by the
+    consumer after each event it sends): the first delta goes out at once, later ones
+    are gathered until the window has passed, and the end of the stream (or an error)
+    wakes it at once, so the last event is never held back."""
+
+    __slots__ = (
+        "_timer",
+        "done",
+        "error",
+        "finish",
+        "loop",
+        "next_at",
+        "parts",
+        "received",
+        "usage",
+        "wake",
+    )
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.received = 0  # content chunks received (≈ tokens)
+        self.finish: str | None = None
+        self.usage: tuple[int, int] | None = None
+        self.error: ProviderError | None = None
+        self.done = False
+        self.wake = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+        self.next_at = 0.0  # loop time before which the consumer is not woken for text
+        self._timer: asyncio.TimerHandle | None = None
+
+    def _fire(self) -> None:
+        self._timer = None
+        self.wake.set()
+
+    def _notify(self) -> None:
+        if self.wake.is_set() or self._timer is not None:
+            return
+        if self.loop.time() >= self.next_at:
+            self.wake.set()
+        else:
+            self._timer = self.loop.call_at(self.next_at, self._fire)
+
+    def cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    async def run(self, chunks: AsyncIterator[StreamChunk]) -> None:
+        parts = self.parts
+        try:
+            async for chunk in chunks:
+                if chunk.delta:
+                    parts.append(chunk.delta)
+                    self.received += 1
+                    self._notify()
+                if chunk.finish_reason:
+                    self.finish = chunk.finish_reason
+                if chunk.usage is not None:
+                    self.usage = chunk.usage
+        except ProviderError as error:
+            self.error = error
+        finally:
+            self.done = True
+            self.cancel_timer()
+            self.wake.set()
+
+
+@operation("ai:use")
+async def stream_chat_completion(ctx: Context, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    """The answer as it arrives; the last event carries the finish reason and the usage."""
+    principal = ctx.require_principal()
+    plan = await make_plan(ctx, principal, request, "chat_stream")
+    try:
+        # Closed here, at once, when the subscriber leaves: the vendor stream closes and
+        # the part received is billed before the reservation could be released unbilled.
+        async with contextlib.aclosing(_stream(ctx, plan)) as events:
+            async for event in events:
+                yield event
+    finally:
+        await asyncio.shield(release_unbilled(plan))
+
+
+async def _stream(ctx: Context, plan: Plan) -> AsyncGenerator[StreamEvent, None]:
+    client = provider(ctx.services)
+    coalesce = ctx.settings.ai_stream_coalesce_ms / 1000
+    started = time.perf_counter()
+    first_token: float | None = None
+    stream: ChatStream = client.stream_chat(
+        plan.cred,
+        messages=plan.messages,
+        model=plan.model,
+        temperature=plan.temperature,
+        max_tokens=plan.max_tokens,
+        user=plan.vendor_user,
+    )
+    try:
+        chunks = await stream.__aenter__()
+    except ProviderError as error:
+        await bill(
+            ctx, plan, conversation_id=None, usage=usage_of(ctx, plan, None, 0, opened=False),
+            outcome=UsageOutcome.FAILED, latency=time.perf_counter() - started,
+            first_token=None, error_code=error.vendor_code,
+        )  # fmt: skip
+        raise gateway_error(error) from None
+    # Stored once the vendor took the request (its answer's headers are in), while the
+    # first token is on its way: in a burst of streams starting at once, the upstream
+    # requests leave before the store's work, and a refusal leaves nothing to undo.
+    stored = asyncio.create_task(store_prompt(ctx, plan))
+    pump = _Pump()
+    reader = asyncio.create_task(pump.run(chunks))
+    budget = ctx.settings.ai_stream_max_events_per_second
+    state = ai_state(ctx.services)
+    state.live_streams += 1
+    received: list[str] = []
+    outcome = UsageOutcome.INTERRUPTED
+    settled = False
+    conversation: Conversation | None = None
+    answer: ChatMessage | None = None
+    try:
+        conversation, answer = await stored
+        index = 0
+        while True:
+            await pump.wake.wait()
+            pump.wake.clear()
+            text = ""
+            if pump.parts:
+                text = "".join(pump.parts)
+                pump.parts.clear()
+                received.append(text)
+                if first_token is None:
+                    first_token = time.perf_counter() - started
+            if text and (not pump.done or pump.error is not None):
+                # Text arriving within the window waits for the next event (not the end).
+                window = max(coalesce, state.live_streams / budget) if budget else coalesce
+                pump.next_at = pump.loop.time() + window
+                yield StreamEvent(text, index, conversation.id, answer.id)
+                index += 1
+                text = ""
+            if not pump.done:
+                continue
+            if pump.error is not None:
+                outcome = UsageOutcome.FAILED
+                raise gateway_error(pump.error)
+            outcome = UsageOutcome.COMPLETE
+            usage = await _settle(
+                ctx, plan, pump, received, conversation, answer, outcome, started, first_token
+            )
+            settled = True
+            # The last event: any text still buffered, the finish reason and the bill.
+            yield StreamEvent(
+                text, index, conversation.id, answer.id, finish_reason=pump.finish, usage=usage
+            )
+            return
+    finally:
+        state.live_streams -= 1
+        pump.cancel_timer()
+        reader.cancel()
+        with contextlib.suppress(BaseException):
+            await reader
+        # Closing the vendor stream first: the vendor stops generating at once.
+        with contextlib.suppress(BaseException):
+            await stream.__aexit__(None, None, None)
+        if not settled:
+            if answer is None:
+                with contextlib.suppress(BaseException):
+                    conversation, answer = await asyncio.shield(stored)
+            if conversation is not None and answer is not None:
+                await asyncio.shield(
+                    _settle(
+                        ctx, plan, pump, received, conversation, answer, outcome, started,
+                        first_token,
+                    )
+                )  # fmt: skip
+
+
+async def _settle(
+    ctx: Context,
+    plan: Plan,
+    pump: _Pump,
+    received: list[str],
+    conversation: Conversation,
+    answer: ChatMessage,
+    outcome: UsageOutcome,
+    started: float,
+    first_token: float | None,
+) -> Usage:
+    """Save the answer (whole, or the part received) and bill what was received."""
+    usage = usage_of(ctx, plan, pump.usage, pump.received, opened=True)
+    answer.content = "".join(received)
+    answer.status = {
+        UsageOutcome.COMPLETE: MessageStatus.COMPLETE,
+        UsageOutcome.INTERRUPTED: MessageStatus.INTERRUPTED,
+        UsageOutcome.FAILED: MessageStatus.FAILED,
+    }[outcome]
+    answer.finish_reason = pump.finish
+    try:
+        await bill(
+            ctx, plan, conversation_id=conversation.id, usage=usage, outcome=outcome,
+            latency=time.perf_counter() - started, first_token=first_token,
+            error_code=pump.error.vendor_code if pump.error else None, answer=answer,
+        )  # fmt: skip
+    except Exception:
+        log.exception("could not save a completion", extra={"tenant": plan.principal.tenant_id})
+        raise
+    return usage
