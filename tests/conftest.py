@@ -103,7 +103,7 @@ async def store(
     await db.close_store()
     await db.open_store(settings)
     # Tables straight from the models (always current while areas are being built);
-    # tests/test_migrations.py proves the checked-in migrations build the same store.
+    # tests/gateway/test_migrations.py proves the checked-in migrations build the same store.
     await Tortoise.generate_schemas()
     try:
         yield Store(request.param, url)

@@ -5,7 +5,7 @@ that type in the tenant of `owner` and returns its global id:
 
     async def make_contact(client: httpx.AsyncClient, owner: Account) -> str: ...
 
-`tests/test_tenancy.py` walks every Query and Mutation field that takes an ID
+`tests/transport/test_tenancy.py` walks every Query and Mutation field that takes an ID
 (directly or inside an input object) and uses these factories to get an id that
 belongs to ANOTHER tenant; it fails, naming the type, when a field needs an id of a
 type that has no factory here. So when you add a Node type (Contact, Lead, Task…)
