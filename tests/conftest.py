@@ -295,14 +295,16 @@ async def unchanged(client: httpx.AsyncClient) -> AsyncIterator[None]:
 # Waiting and background workers --------------------------------------------------------
 
 
-async def eventually(check: Any, what: str, limit: float = 60) -> None:
-    """Wait for a condition; the limit only stops a hung test."""
+async def eventually(check: Any, what: str, limit: float = 60) -> Any:
+    """Wait until `await check()` answers something truthy, and return it (the one wait
+    helper of the suite); the limit only stops a hung test."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit
-    while not await check():
+    while not (value := await check()):
         if loop.time() > deadline:
             raise AssertionError(f"gave up waiting: {what}")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.02)
+    return value
 
 
 @pytest.fixture

@@ -22,7 +22,15 @@ from models.ai import AiUsage, ChatMessage, MessageStatus
 from models.tasks import Task
 from models.tenants import Tenant
 from schema.relay import decode_id
-from tests.conftest import error_codes, free_port, gql, make_settings, register, running_server
+from tests.conftest import (
+    error_codes,
+    eventually,
+    free_port,
+    gql,
+    make_settings,
+    register,
+    running_server,
+)
 
 STREAM = """
 subscription($input: CreateChatCompletionInput!) {
@@ -161,15 +169,6 @@ async def conversation(http, token, conversation_id):
     body = await gql(http, CONVERSATION, {"id": conversation_id}, token=token)
     assert "errors" not in body, body
     return body["data"]["conversation"]
-
-
-async def wait_for(predicate, what: str, tries: int = 200):
-    for _ in range(tries):
-        value = await predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 # Plain completions and models ---------------------------------------------------------
@@ -389,14 +388,14 @@ async def test_client_disconnect_closes_upstream_and_bills_only_received(server,
         mine = [r for r in await completions_seen(http) if marker in json.dumps(r["body"])]
         return mine and mine[-1].get("disconnected_at") and mine[-1]
 
-    upstream = await wait_for(upstream_gone, "the sandbox to see the disconnect")
+    upstream = await eventually(upstream_gone, "the sandbox to see the disconnect")
     assert upstream["finished_at"] is None  # it never got to the end
 
     async def interrupted():
         answer = (await conversation(http, owner.token, conv_id))["messages"]["edges"][-1]["node"]
         return answer["status"] == "INTERRUPTED" and answer
 
-    answer = await wait_for(interrupted, "the partial answer to be stored")
+    answer = await eventually(interrupted, "the partial answer to be stored")
     assert answer["content"].startswith(received)
     full = await expected_text(server, marker_prompt(marker))
     assert len(answer["content"]) < len(full)
@@ -794,7 +793,7 @@ async def test_cancelled_stream_and_failed_call_release_their_reservation(server
         ledger, used, reserved, rows = await quota_books(tenant_id)
         return ledger and (reserved, rows) == (0, 0) and (ledger, used)
 
-    ledger, used = await wait_for(released, "the reservation to be released")
+    ledger, used = await eventually(released, "the reservation to be released")
     assert 0 < ledger == used < held
     row = await AiUsage.filter(tenant_id=tenant_id).first()
     assert row.outcome == "INTERRUPTED"

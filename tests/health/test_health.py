@@ -4,7 +4,6 @@ real HTTP, faults injected through `POST /_sandbox/faults`."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import uuid
@@ -27,6 +26,7 @@ from tests.conftest import (
     Store,
     close_app_clients,
     error_codes,
+    eventually,
     gql,
     make_settings,
     register,
@@ -67,16 +67,6 @@ async def control(url: str, method: str, path: str, body: Any = None) -> Any:
 
 async def vendor_requests(url: str) -> list[dict[str, Any]]:
     return (await control(url, "GET", "requests"))["requests"]  # type: ignore[no-any-return]
-
-
-async def until(check: Any, what: str) -> Any:
-    """Poll `check()` until it answers something truthy (the limit only stops a hang)."""
-    for _ in range(1200):
-        got = await check()
-        if got:
-            return got
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"gave up waiting: {what}")
 
 
 async def test_probe_reports_the_vendor_and_health_requests_never_call_it(store: Store, vendor):
@@ -125,7 +115,7 @@ async def _probe_phases(client: httpx.AsyncClient, token: str, vendor: str) -> N
         probe = ready["providers"]["openai"]["probe"]
         return ready if probe and probe["ok"] and probe["latency_ms"] >= 40 else None
 
-    ready = await until(slow_probe, "a good probe through the latency fault")
+    ready = await eventually(slow_probe, "a good probe through the latency fault")
     assert ready["status"] == "healthy"
     openai = ready["providers"]["openai"]
     assert openai["status"] == "operational" and openai["credential_source"] == "system"
@@ -145,7 +135,7 @@ async def _probe_phases(client: httpx.AsyncClient, token: str, vendor: str) -> N
         probe = ready["providers"]["openai"]["probe"]
         return ready if probe and probe["failures_in_a_row"] >= 2 else None
 
-    ready = await until(down, "two failed probes")
+    ready = await eventually(down, "two failed probes")
     openai = ready["providers"]["openai"]
     assert openai["status"] == "down"
     assert openai["probe"]["ok"] is False and openai["probe"]["latency_ms"] >= 0

@@ -17,6 +17,7 @@ from kit.bus import (
     SubscriberTooSlow,
     create_bus,
 )
+from tests.conftest import eventually
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -29,11 +30,7 @@ async def bus(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[E
 
 
 async def until(condition: Any, limit: float = 10) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while not await condition():
-        assert loop.time() < deadline, "gave up waiting"
-        await asyncio.sleep(0.02)
+    await eventually(condition, "the bus delivers", limit)
 
 
 async def test_many_subscribers_each_get_their_own_copy(bus: EventBus) -> None:
