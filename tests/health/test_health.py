@@ -236,13 +236,13 @@ async def test_no_probe_task_when_the_interval_is_zero(store):
     runtime = Runtime(settings, services=app.state.services, run_jobs=False)
     await runtime.start()
     try:
-        assert "health-probes" not in {t.get_name() for t in runtime._tasks}
+        assert "health-probes" not in {t.get_name() for t in asyncio.all_tasks()}
     finally:
         await runtime.stop()
     on = Runtime(make_settings(database_url=store.url), services=app.state.services, run_jobs=False)
     await on.start()
     try:
-        assert "health-probes" in {t.get_name() for t in on._tasks}
+        assert "health-probes" in {t.get_name() for t in asyncio.all_tasks()}
     finally:
         await on.stop()
 
