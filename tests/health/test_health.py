@@ -4,6 +4,7 @@ real HTTP, faults injected through `POST /_sandbox/faults`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
