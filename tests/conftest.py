@@ -309,12 +309,14 @@ async def eventually(check: Any, what: str, limit: float = 60) -> Any:
 
 @pytest.fixture
 async def worker(store: Store) -> AsyncIterator[Any]:
-    """Start in-process worker runtimes (jobs + outbox relay) on the test store, fast polling."""
+    """Start in-process runtimes on the test store, fast polling: `await worker()` runs jobs
+    and the outbox relay, `await worker(run_jobs=False)` the relay only; other keyword
+    arguments are settings."""
     from gateway.worker import Runtime
 
     started: list[Runtime] = []
 
-    async def start(**overrides: Any) -> Runtime:
+    async def start(run_jobs: bool = True, **overrides: Any) -> Runtime:
         rt = Runtime(
             make_settings(
                 **{
@@ -323,10 +325,11 @@ async def worker(store: Store) -> AsyncIterator[Any]:
                     "outbox_poll_seconds": 0.05,
                     "job_lease_seconds": 5,
                     "worker_shutdown_grace_seconds": 0.5,
+                    "redis_key_prefix": f"sbtest-{RUN_ID}",
                     **overrides,
                 }
             ),
-            run_jobs=True,
+            run_jobs=run_jobs,
         )
         await rt.start()
         started.append(rt)
