@@ -19,6 +19,10 @@ entries without importing the view.
   than `MAX_ENTRY_BYTES` is kept (a caller padding its variables must not fill memory:
   unused variables are allowed, so every padded body is a new key). Expired entries go
   on lookup.
+
+It exists for `bench/bench_me.py` (a cached `me` answers without context, parsing,
+validation or execution; target ≥ 0.8× bare Strawberry, figures in bench/README.md), and
+tests/transport/test_response_cache.py checks what it may and may not keep.
 """
 
 from __future__ import annotations
