@@ -127,14 +127,18 @@ async def queue(
     return email
 
 
+def _recipient(email: OutboundEmail) -> Address:
+    to = _address(email.recipient)
+    return Address(
+        display_name=header_safe(email.recipient_name), username=to.username, domain=to.domain
+    )
+
+
 def build_message(email: OutboundEmail) -> EmailMessage:
     """The MIME message (text + HTML alternative) that SMTP sends."""
     message = EmailMessage()
     message["From"] = _address(email.sender)
-    to = _address(email.recipient)
-    message["To"] = Address(
-        display_name=header_safe(email.recipient_name), username=to.username, domain=to.domain
-    )
+    message["To"] = _recipient(email)
     message["Subject"] = header_safe(email.subject)
     message["Message-ID"] = email.message_id
     message["Date"] = format_datetime(email.created_at or dt.datetime.now(dt.UTC))
@@ -190,7 +194,7 @@ async def _resend_sender(services: Services, tenant_id: int) -> tuple[str, Sende
         try:
             sent = await client.send_email(
                 sender=email.sender,
-                to=str(_address(email.recipient)),
+                to=str(_recipient(email)),
                 subject=email.subject,
                 html=email.html,
                 text=email.text,

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from gateway.app import create_app
+from kit.settings import load_settings
 from models.jobs import Job, JobStatus
 from models.mail import OutboundEmail
 from models.tenants import Tenant
@@ -400,3 +401,23 @@ async def test_a_resend_422_fails_without_trying_smtp(gateway: Any) -> None:
 
 async def _async(value: Any) -> Any:
     return value
+
+
+def test_the_product_documents_email_names_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "EMAIL_HOST": "smtp.example.com",
+        "EMAIL_PORT": "465",
+        "EMAIL_USERNAME": "mailer",
+        "EMAIL_PASSWORD": "s3cret",
+        "EMAIL_FROM": "Acme <hello@acme.test>",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert (settings.smtp_host, settings.smtp_port, settings.smtp_username) == (
+        "smtp.example.com",
+        465,
+        "mailer",
+    )
+    assert settings.smtp_password is not None
+    assert settings.smtp_password.get_secret_value() == "s3cret"
+    assert mail.sender_of(settings) == "Acme <hello@acme.test>"
