@@ -20,6 +20,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from kit.settings import Settings
 from models.jobs import Job, JobStatus
+from resolvers.context import Services
 from resolvers.jobs import (
     HANDLERS,
     PERIODICS,
@@ -148,7 +149,12 @@ async def _finish(job: Job, **values: Any) -> bool:
     return bool(updated)
 
 
-async def run_claimed(job: Job, worker_id: str, settings: Settings | None = None) -> str:
+async def run_claimed(
+    job: Job,
+    worker_id: str,
+    settings: Settings | None = None,
+    services: Services | None = None,
+) -> str:
     """Run one claimed job to an outcome; returns the status written."""
     spec = HANDLERS.get(job.kind)
     if spec is None:
@@ -181,6 +187,7 @@ async def run_claimed(job: Job, worker_id: str, settings: Settings | None = None
         worker_id=worker_id,
         created_at=job.created_at,
         settings=settings,
+        services=services,
     )
     payload = dict(job.payload or {})
     try:

@@ -66,11 +66,18 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self._inflight: dict[asyncio.Task[None], Job] = {}
         self._heartbeat: asyncio.Task[None] | None = None
+        # What jobs use (mail sends through the provider registry): the app's services,
+        # or in a worker process of its own, services built here and closed at stop().
+        self._own_services: Services | None = None
 
     # lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
         handlers.load()
+        if self.run_jobs and self.services is None and self._own_services is None:
+            from gateway.app import build_services  # the app factory imports this module
+
+            self._own_services = build_services(self.settings)
         self.bus = create_bus(self.settings.redis_url, prefix=self.settings.redis_key_prefix)
         events.install_bus(self.bus)
         events.add_nudge(self._relay_wake.set)
@@ -114,6 +121,9 @@ class Runtime:
             await self.bus.close()
             events.install_bus(None)
             self.bus = None
+        if self._own_services is not None and self._own_services.providers is not None:
+            await self._own_services.providers.aclose()
+            self._own_services = None
 
     async def wait_stopped(self) -> None:
         await self._stopping.wait()
@@ -193,7 +203,9 @@ class Runtime:
 
     async def _run(self, job: Job) -> None:
         try:
-            await job_runs.run_claimed(job, self.worker_id, self.settings)
+            await job_runs.run_claimed(
+                job, self.worker_id, self.settings, self.services or self._own_services
+            )
         except asyncio.CancelledError:
             # Shutdown past the grace period, or the lease was lost: back to the queue
             # (a no-op when another worker holds the job now: the write is fenced).

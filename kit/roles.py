@@ -50,6 +50,8 @@ MATRIX: dict[str, frozenset[Role]] = {
     "activity:read": ALL,
     "webhooks:inbox": frozenset({O}),
     "webhooks:manage": frozenset({O, M}),
+    # mail
+    "mail:read": frozenset({O, M}),
 }
 
 # Permissions whose mutations grant or change authority (who belongs, with which role,

@@ -11,7 +11,14 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -140,10 +147,25 @@ class Settings(BaseSettings):
     openai_base_url: str = ""
     resend_api_key: SecretStr | None = None
     sendgrid_api_key: SecretStr | None = None
-    smtp_host: str = ""
-    smtp_port: int = Field(587, ge=1, le=65535)
-    smtp_username: str = ""
-    smtp_password: SecretStr | None = None
+    # SMTP, the mail fallback after Resend (the product documents' EMAIL_* names work too).
+    smtp_host: str = Field("", validation_alias=AliasChoices("smtp_host", "email_host"))
+    smtp_port: int = Field(
+        587, ge=1, le=65535, validation_alias=AliasChoices("smtp_port", "email_port")
+    )
+    smtp_username: str = Field("", validation_alias=AliasChoices("smtp_username", "email_username"))
+    smtp_password: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("smtp_password", "email_password")
+    )
+    # auto: implicit TLS on port 465, else STARTTLS when the server offers it (plain for a
+    # local relay that does not); starttls: require it; tls: implicit TLS; none: plain.
+    smtp_security: Literal["auto", "starttls", "tls", "none"] = "auto"
+    smtp_timeout_seconds: float = Field(20.0, gt=0)
+    smtp_ca_file: str = ""  # PEM file of the CA to trust for SMTP TLS (default: system roots)
+    # The sender of every mail the gateway sends (a name and an address).
+    email_from: str = Field(
+        "Switchboard <no-reply@switchboard.localhost>",
+        validation_alias=AliasChoices("email_from", "mail_from"),
+    )
     s3_access_key_id: str = ""
     s3_secret_access_key: SecretStr | None = None
     s3_region: str = ""

@@ -31,17 +31,14 @@ from kit.ttl_cache import read_through
 from models.accounts import EmailToken, RefreshToken, User
 from models.members import Membership
 from models.tenants import Tenant
-from resolvers import authority, viewer_cache
+from resolvers import authority, mail, viewer_cache
 from resolvers.context import Context
-from resolvers.mailer import RecordingMailer
 from resolvers.operations import PUBLIC, SIGNED_IN, operation
 from resolvers.viewer_cache import TenantProfile, UserProfile
 
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
 VERIFY_EMAIL = "verify_email"
 RESET_PASSWORD = "reset_password"
-
-mailer = RecordingMailer()
 
 
 @dataclass
@@ -228,7 +225,7 @@ async def register_organization(
             "An account with this email already exists; log in instead.",
             details={"email": "is already registered"},
         ) from None
-    await send_email_token(user, VERIFY_EMAIL, ctx)
+    await send_email_token(user, VERIFY_EMAIL, ctx, tenant.id)
     return await start_session(ctx, user, tenant, membership)
 
 
@@ -452,32 +449,39 @@ async def change_password(ctx: Context, *, current_password: str, new_password: 
 # Email tokens ------------------------------------------------------------------------
 
 
-async def send_email_token(user: User, purpose: str, ctx: Context) -> None:
+async def send_email_token(user: User, purpose: str, ctx: Context, tenant_id: int) -> None:
+    """A new single-use token for `purpose` and the mail that carries it, written in one
+    transaction (the mail service sends it; see resolvers/mail.py)."""
     token = new_token()
     ttl = (
         ctx.settings.email_token_ttl_seconds
         if purpose == VERIFY_EMAIL
         else ctx.settings.password_reset_ttl_seconds
     )
-    await EmailToken.create(
-        user_id=user.id,
-        purpose=purpose,
-        token_hash=hash_token(token),
-        expires_at=now() + dt.timedelta(seconds=ttl),
-    )
     if purpose == VERIFY_EMAIL:
         subject = "Confirm your email address"
-        body = (
-            f"Confirm your email for Switchboard with this token:\n\n{token}\n\n"
-            f"It expires in {ttl // 3600} hours."
-        )
+        body = mail.render(VERIFY_EMAIL, name=user.name, token=token, hours=ttl // 3600)
     else:
         subject = "Reset your password"
-        body = (
-            f"Someone asked to reset your Switchboard password. If it was you, use this "
-            f"token:\n\n{token}\n\nIt expires in {ttl // 60} minutes. If not, ignore this."
+        body = mail.render(RESET_PASSWORD, token=token, minutes=ttl // 60)
+    async with in_transaction() as conn:
+        await EmailToken.create(
+            user_id=user.id,
+            purpose=purpose,
+            token_hash=hash_token(token),
+            expires_at=now() + dt.timedelta(seconds=ttl),
+            using_db=conn,
         )
-    await mailer.send(to=user.email, subject=subject, body=body, kind=purpose)
+        await mail.queue(
+            settings=ctx.settings,
+            tenant_id=tenant_id,
+            kind=purpose,
+            to=user.email,
+            to_name=user.name or "",
+            subject=subject,
+            body=body,
+            connection=conn,
+        )
 
 
 async def _consume_email_token(token: str, purpose: str) -> EmailToken:
@@ -499,7 +503,7 @@ async def request_email_verification(ctx: Context) -> bool:
     user = await current_user(ctx)
     if user.email_verified_at is None:
         await throttle(ctx, "verify-mail", str(user.id), "5/hour")
-        await send_email_token(user, VERIFY_EMAIL, ctx)
+        await send_email_token(user, VERIFY_EMAIL, ctx, ctx.tenant_id)
     return True
 
 
@@ -522,7 +526,11 @@ async def request_password_reset(ctx: Context, email: str) -> bool:
     await throttle(ctx, "reset-account", email, "5/hour")
     user = await User.filter(email=email, is_active=True).first()
     if user is not None:
-        await send_email_token(user, RESET_PASSWORD, ctx)
+        # The mail is the user's oldest organization's (it lists it in `sentEmails`); a
+        # person in no organization cannot sign in, so there is nothing to reset for.
+        first = await Membership.filter(user_id=user.id).order_by("id").first()
+        if first is not None:
+            await send_email_token(user, RESET_PASSWORD, ctx, first.tenant_id)
     return True
 
 

@@ -466,6 +466,16 @@ def _chain(
     raise UpstreamUnavailable(f"{provider} is not configured.", provider=provider)
 
 
+async def resolve_tenant_credential(
+    ctx: Context, provider: str | IntegrationProvider, tenant_id: int
+) -> ResolvedCredential:
+    """The credential background work for `tenant_id` uses (no person behind it): the
+    tenant's → system → sandbox, else UPSTREAM_UNAVAILABLE "not configured"."""
+    name = parse_provider(provider).value
+    found = await scoped(Credential, tenant_id).filter(provider=name, slot=TENANT_SLOT)
+    return _chain(ctx, name, {(r.provider, r.slot): r for r in found}, None)
+
+
 async def resolve_credential(
     ctx: Context, provider: str | IntegrationProvider
 ) -> ResolvedCredential:

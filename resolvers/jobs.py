@@ -36,7 +36,7 @@ from kit.errors import BadUserInput, NotFound
 from kit.settings import Settings
 from models.events import OutboxEvent
 from models.jobs import Job, JobStatus
-from resolvers.context import Context
+from resolvers.context import Context, Services
 from resolvers.operations import operation
 from resolvers.pagination import Page, page_of
 
@@ -152,6 +152,7 @@ class JobContext:
     worker_id: str
     created_at: dt.datetime
     settings: Settings | None = None  # the running process's settings
+    services: Services | None = None  # the process's collaborators (provider registry, ...)
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property

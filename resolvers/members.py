@@ -42,7 +42,7 @@ from models.apikeys import ApiKey
 from models.members import Invitation, Membership
 from models.tenancy import get_scoped, scoped
 from models.tenants import Tenant
-from resolvers import accounts, authority
+from resolvers import accounts, authority, mail
 from resolvers.accounts import AuthResult, normalize_email, now
 from resolvers.context import Context
 from resolvers.events import emit, global_id
@@ -238,6 +238,15 @@ async def invite_member(ctx: Context, *, email: str, role: str) -> Invitation:
     async with tenant_lock(tenant.id):
         principal = await authority.confirm(ctx, "members:invite")
         require_manages(principal, new_role, "invite a member")
+        inviter = await User.filter(id=principal.user_id).first() if principal.user_id else None
+        body = mail.render(
+            INVITATION_MAIL,
+            inviter=(inviter.name or inviter.email) if inviter else "Someone",
+            organization=tenant.name,
+            role=new_role.value,
+            token=token,
+            hours=max(1, ttl // 3600),
+        )
         # A new invitation replaces any pending one for the same address.
         await pending(scoped(Invitation, tenant.id)).filter(email=email).update(revoked_at=now())
         invitation = await Invitation.create(
@@ -253,18 +262,15 @@ async def invite_member(ctx: Context, *, email: str, role: str) -> Invitation:
             "member.invited",
             {"id": global_id("Invitation", invitation.id), "role": new_role.value},
         )
-    inviter = await User.filter(id=principal.user_id).first() if principal.user_id else None
-    who = (inviter.name or inviter.email) if inviter else "Someone"
-    await accounts.mailer.send(
-        to=email,
-        subject=f"You are invited to join {tenant.name} on Switchboard",
-        body=(
-            f"{who} invited you to join {tenant.name} on Switchboard as "
-            f"{new_role.value}.\n\nAccept with this token:\n\n{token}\n\n"
-            f"It can be used once and expires in {max(1, ttl // 3600)} hours."
-        ),
-        kind=INVITATION_MAIL,
-    )
+        # In the tenant lock's transaction, with the invitation.
+        await mail.queue(
+            settings=ctx.settings,
+            tenant_id=tenant.id,
+            kind=INVITATION_MAIL,
+            to=email,
+            subject=f"You are invited to join {tenant.name} on Switchboard",
+            body=body,
+        )
     return invitation
 
 

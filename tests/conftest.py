@@ -119,8 +119,13 @@ def settings(store: Store) -> Settings:
 
 
 @pytest.fixture
-def app(settings: Settings) -> Any:
-    return create_app(settings, configure_logs=False)
+async def app(settings: Settings) -> AsyncIterator[Any]:
+    yield create_app(settings, configure_logs=False)
+    # The store is shared by the session: work this test queued and did not run (the mail
+    # of every registration, say) must not land in a later test's worker.
+    from models.jobs import Job, JobStatus
+
+    await Job.filter(status__in=[JobStatus.QUEUED.value, JobStatus.FAILED.value]).delete()
 
 
 @pytest.fixture

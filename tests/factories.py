@@ -28,7 +28,7 @@ from tortoise import Tortoise
 
 from gateway.app import create_app
 from kit.settings import Settings
-from models.mail import RecordedMail
+from models.mail import OutboundEmail
 from resolvers.jobs import JobContext, enqueue, job_handler
 from tests.conftest import (
     STRONG_PASSWORD,
@@ -75,10 +75,10 @@ async def _invite(client: httpx.AsyncClient, owner: Account) -> tuple[str, str]:
 async def _join(client: httpx.AsyncClient, owner: Account) -> str:
     """A new user accepts an invitation to the owner's organization; their user id."""
     _, email = await _invite(client, owner)
-    mail = await RecordedMail.filter(recipient=email).order_by("-id").first()
+    mail = await OutboundEmail.filter(recipient=email).order_by("-id").first()
     assert mail is not None, f"no invitation mail to {email}"
-    token = re.search(r"^([A-Za-z0-9_-]{40,})$", mail.body, re.MULTILINE)
-    assert token, mail.body
+    token = re.search(r"^([A-Za-z0-9_-]{40,})$", mail.text, re.MULTILINE)
+    assert token, mail.text
     body = await gql(
         client,
         ACCEPT,

@@ -13,7 +13,7 @@ import httpx
 from gateway.app import create_app
 from kit.security import hash_token
 from models.accounts import EmailToken
-from models.mail import RecordedMail
+from models.mail import OutboundEmail
 from tests.conftest import STRONG_PASSWORD, Store, error_codes, gql, make_settings, register
 from tests.members.test_members import ACCEPT, INVITE, last_token, new_email
 
@@ -67,10 +67,10 @@ async def test_registration_mails_a_verification_token(client, owner):
     assert error_codes(again) == ["BAD_USER_INPUT"]
     assert "token" in again["errors"][0]["extensions"]["details"]
     # Verified accounts get no more verification mail.
-    before = await RecordedMail.filter(recipient=owner.email, kind="verify_email").count()
+    before = await OutboundEmail.filter(recipient=owner.email, kind="verify_email").count()
     ok = await gql(client, REQUEST_VERIFICATION, token=owner.token)
     assert ok["data"]["requestEmailVerification"]["ok"] is True
-    assert await RecordedMail.filter(recipient=owner.email, kind="verify_email").count() == before
+    assert await OutboundEmail.filter(recipient=owner.email, kind="verify_email").count() == before
 
 
 async def test_verification_token_resent_and_expired(client, owner):
@@ -143,8 +143,8 @@ async def test_reset_request_for_unknown_email_looks_the_same(client, owner):
         body.pop("_status")
     assert known == other
     assert known["data"] == {"requestPasswordReset": {"ok": True}}
-    assert await RecordedMail.filter(recipient=owner.email, kind="reset_password").count() == 1
-    assert not await RecordedMail.filter(recipient=unknown).exists()
+    assert await OutboundEmail.filter(recipient=owner.email, kind="reset_password").count() == 1
+    assert not await OutboundEmail.filter(recipient=unknown).exists()
 
 
 # Login throttling -----------------------------------------------------------------------

@@ -384,7 +384,7 @@ async def test_event_from_one_gateway_process_reaches_a_subscriber_on_another(
 async def test_activity_stream_ends_when_the_caller_is_removed(
     app: Any, client: httpx.AsyncClient, runtime: Any, owner: Account
 ) -> None:
-    from models.mail import RecordedMail
+    from models.mail import OutboundEmail
 
     await runtime()
     tenant_id = decode_id(owner.org_id, "Organization")
@@ -393,10 +393,10 @@ async def test_activity_stream_ends_when_the_caller_is_removed(
         client, INVITE, {"input": {"email": email, "role": "SUPPORT"}}, token=owner.token
     )
     assert "errors" not in body, body
-    mail = await RecordedMail.filter(recipient=email).order_by("-id").first()
+    mail = await OutboundEmail.filter(recipient=email).order_by("-id").first()
     assert mail is not None
-    found = re.search(r"^([A-Za-z0-9_-]{40,})$", mail.body, re.MULTILINE)
-    assert found, mail.body
+    found = re.search(r"^([A-Za-z0-9_-]{40,})$", mail.text, re.MULTILINE)
+    assert found, mail.text
     token = found.group(1)
     body = await gql(
         client,

@@ -8,7 +8,7 @@ import re
 import uuid
 
 from kit.security import hash_token, new_token
-from models.mail import RecordedMail
+from models.mail import OutboundEmail
 from models.members import Invitation
 from tests.conftest import STRONG_PASSWORD, Account, error_codes, gql, register
 
@@ -38,11 +38,11 @@ def new_email(tag: str = "m") -> str:
 
 
 async def last_token(email: str, kind: str = "invitation") -> str:
-    mail = await RecordedMail.filter(recipient=email, kind=kind).order_by("-id").first()
+    mail = await OutboundEmail.filter(recipient=email, kind=kind).order_by("-id").first()
     assert mail is not None, f"no {kind} mail to {email}"
     # Tokens are urlsafe base64 on a line of their own.
-    match = re.search(r"^([A-Za-z0-9_-]{40,})$", mail.body, re.MULTILINE)
-    assert match, mail.body
+    match = re.search(r"^([A-Za-z0-9_-]{40,})$", mail.text, re.MULTILINE)
+    assert match, mail.text
     return match.group(1)
 
 
@@ -89,7 +89,7 @@ async def test_invitation_flow_creates_account_and_membership(client, owner):
     pending = await gql(client, INVITATIONS, token=owner.token)
     assert [e["node"]["email"] for e in pending["data"]["invitations"]["edges"]] == [email.lower()]
 
-    mail = await RecordedMail.filter(recipient=email.lower(), kind="invitation").first()
+    mail = await OutboundEmail.filter(recipient=email.lower(), kind="invitation").first()
     assert mail is not None and "Acme" in mail.subject
     token = await last_token(email.lower())
     # The token is stored hashed only.

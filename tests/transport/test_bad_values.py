@@ -168,7 +168,7 @@ async def test_a_subscription_over_post_is_refused(client, owner):
 
 
 async def test_cr_lf_never_reaches_a_mail_header(client, owner):
-    from models.mail import RecordedMail
+    from models.mail import OutboundEmail
 
     body = await gql(
         client,
@@ -191,5 +191,5 @@ async def test_cr_lf_never_reaches_a_mail_header(client, owner):
         token=owner.token,
     )
     assert error_codes(profile) == ["BAD_USER_INPUT"], profile
-    for mail in await RecordedMail.all():
+    for mail in await OutboundEmail.all():
         assert "\r" not in mail.subject and "\n" not in mail.subject

@@ -1,0 +1,423 @@
+"""The mail service: rows and durable jobs, Resend (its sandbox over HTTP) → SMTP (a real
+aiosmtpd server, plain and STARTTLS with AUTH), permanent and transient refusals."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.policy
+import ipaddress
+import re
+import ssl
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from email import message_from_bytes
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from gateway.app import create_app
+from kit.settings import load_settings
+from models.jobs import Job, JobStatus
+from models.mail import OutboundEmail
+from models.tenants import Tenant
+from resolvers import mail
+from tests.conftest import (
+    STRONG_PASSWORD,
+    eventually,
+    free_port,
+    gql,
+    make_settings,
+    running_server,
+)
+
+VERIFY = "mutation($i: EmailTokenInput!) { verifyEmail(input: $i) { email emailVerified } }"
+SENT = """query { sentEmails(first: 10) { edges { node {
+    kind recipient subject status attempts provider lastError messageId text } } } }"""
+REGISTER = """mutation($input: RegisterOrganizationInput!) {
+  registerOrganization(input: $input) { accessToken user { email } } }"""
+LOGIN, PASSWORD = "mailer", "s3cret-pass"
+
+
+class Inbox:
+    """An aiosmtpd handler: keeps what it accepts, refuses recipients when told to."""
+
+    def __init__(self) -> None:
+        self.received: list[EmailMessage] = []
+        self.envelopes: list[list[str]] = []
+        self.rcpt_reply: str | None = None
+        self.logins: list[bytes] = []
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if self.rcpt_reply is not None:
+            return self.rcpt_reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        parsed = message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        self.received.append(parsed)
+        self.envelopes.append(list(envelope.rcpt_tos))
+        return "250 Message accepted for delivery"
+
+    def to(self, address: str) -> list[EmailMessage]:
+        return [m for m in self.received if address in str(m["To"])]
+
+    def authenticate(self, server, session, envelope, mechanism, auth_data):
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login == LOGIN.encode()
+            and auth_data.password == PASSWORD.encode()
+        )
+        if ok:
+            self.logins.append(auth_data.login)
+        return AuthResult(success=ok, handled=False)
+
+
+def self_signed(tmp: Path) -> tuple[ssl.SSLContext, Path]:
+    """A certificate for 127.0.0.1: the server's TLS context and the PEM the client trusts."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp / "smtp.pem", tmp / "smtp.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return context, cert_file
+
+
+def serve(inbox: Inbox, **options: Any) -> tuple[Controller, int]:
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port, **options)
+    controller.start()
+    return controller, port
+
+
+@pytest.fixture
+def inbox() -> Iterator[tuple[Inbox, int]]:
+    """A plain SMTP server (a local relay)."""
+    box = Inbox()
+    controller, port = serve(box)
+    yield box, port
+    controller.stop()
+
+
+@pytest.fixture(autouse=True)
+async def _no_leftover_jobs(store: Any) -> AsyncIterator[None]:
+    """The store is shared by the session: a try this test left scheduled must not run
+    in a later test's worker."""
+    yield
+    await Job.filter(status__in=[JobStatus.QUEUED.value, JobStatus.FAILED.value]).delete()
+
+
+def smtp_settings(port: int, **more: Any) -> dict[str, Any]:
+    return {"smtp_host": "127.0.0.1", "smtp_port": port, "smtp_security": "none", **more}
+
+
+async def new_tenant() -> Tenant:
+    return await Tenant.create(name="Acme", slug=f"acme-{uuid.uuid4().hex[:8]}")
+
+
+async def queued(tenant: Tenant, *, to: str, name: str = "", subject: str = "Hello") -> int:
+    row = await mail.queue(
+        settings=make_settings(),
+        tenant_id=tenant.id,
+        kind="verify_email",
+        to=to,
+        to_name=name,
+        subject=subject,
+        body=mail.render("verify_email", name=name, token="t" * 43, hours=24),
+    )
+    return row.id
+
+
+async def status_of(email_id: int, wanted: str) -> OutboundEmail | None:
+    row = await OutboundEmail.get(id=email_id)
+    return row if row.status == wanted else None
+
+
+# SMTP --------------------------------------------------------------------------------
+
+
+async def test_a_queued_message_survives_until_a_worker_starts(
+    store: Any, worker: Any, inbox: tuple[Inbox, int]
+) -> None:
+    box, port = inbox
+    tenant = await new_tenant()
+    email_id = await queued(tenant, to="ada@example.com", name="Ada")
+    row = await OutboundEmail.get(id=email_id)
+    assert (row.status, row.attempts, box.received) == ("QUEUED", 0, [])
+
+    # No Resend at all (sandboxes off, no key): straight to SMTP.
+    await worker(sandbox_enabled=False, **smtp_settings(port))
+    sent = await eventually(lambda: status_of(email_id, "SENT"), "the message is sent")
+    assert (sent.provider, sent.attempts, sent.last_error) == ("smtp", 1, None)
+    [message] = box.to("ada@example.com")
+    assert message["Message-ID"] == sent.message_id
+    assert str(message["To"]) == "Ada <ada@example.com>"
+    assert "t" * 43 in message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "t" * 43 in message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+
+
+async def test_cr_lf_in_a_name_or_subject_never_makes_a_header(
+    store: Any, worker: Any, inbox: tuple[Inbox, int]
+) -> None:
+    box, port = inbox
+    tenant = await new_tenant()
+    email_id = await queued(
+        tenant,
+        to="eve@example.com",
+        name="Eve\r\nBcc: victim@example.com",
+        subject="Hi\r\nX-Injected: yes",
+    )
+    await worker(sandbox_enabled=False, **smtp_settings(port))
+    await eventually(lambda: status_of(email_id, "SENT"), "the message is sent")
+    [message] = box.to("eve@example.com")
+    assert message["Bcc"] is None and message["X-Injected"] is None
+    assert len(message.get_all("Subject") or []) == 1
+    assert box.envelopes == [["eve@example.com"]]
+
+
+async def test_starttls_with_auth(store: Any, worker: Any, tmp_path: Path) -> None:
+    context, cert_file = self_signed(tmp_path)
+    box = Inbox()
+    controller, port = serve(
+        box,
+        tls_context=context,
+        require_starttls=True,
+        authenticator=box.authenticate,
+        auth_required=True,
+    )
+    try:
+        tenant = await new_tenant()
+        email_id = await queued(tenant, to="tls@example.com")
+        await worker(
+            sandbox_enabled=False,
+            **smtp_settings(
+                port,
+                smtp_security="starttls",
+                smtp_ca_file=str(cert_file),
+                smtp_username=LOGIN,
+                smtp_password=PASSWORD,
+            ),
+        )
+        await eventually(lambda: status_of(email_id, "SENT"), "the message is sent")
+        assert box.logins == [LOGIN.encode()]
+        assert len(box.to("tls@example.com")) == 1
+    finally:
+        controller.stop()
+
+
+async def test_an_smtp_5xx_fails_the_message_at_once(
+    store: Any, worker: Any, inbox: tuple[Inbox, int]
+) -> None:
+    box, port = inbox
+    box.rcpt_reply = "550 5.1.1 No such user"
+    tenant = await new_tenant()
+    email_id = await queued(tenant, to="nobody@example.com")
+    await worker(sandbox_enabled=False, **smtp_settings(port))
+    failed = await eventually(lambda: status_of(email_id, "FAILED"), "the message fails")
+    assert (failed.provider, failed.attempts) == ("smtp", 1)
+    assert "550" in (failed.last_error or "")
+    assert box.received == []
+
+
+async def test_an_smtp_4xx_is_retried(store: Any, worker: Any, inbox: tuple[Inbox, int]) -> None:
+    box, port = inbox
+    box.rcpt_reply = "451 4.3.0 Try again later"
+    tenant = await new_tenant()
+    email_id = await queued(tenant, to="later@example.com")
+    await worker(sandbox_enabled=False, **smtp_settings(port))
+
+    async def tried() -> OutboundEmail | None:
+        row = await OutboundEmail.get(id=email_id)
+        return row if row.attempts >= 1 and row.last_error else None
+
+    row = await eventually(tried, "the first try failed")
+    assert row.status == "QUEUED" and "451" in (row.last_error or "")
+
+
+# Resend → SMTP, through the whole gateway -------------------------------------------
+
+
+@pytest.fixture
+async def gateway(
+    store: Any, worker: Any, inbox: tuple[Inbox, int]
+) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient, Inbox]]:
+    """The gateway on a real port (its Resend sandbox included), a worker, an SMTP server;
+    yields (GraphQL client, the Resend sandbox's control client, the SMTP inbox)."""
+    box, smtp_port = inbox
+    port = free_port()
+    overrides = {
+        "database_url": store.url,
+        "public_url": f"http://127.0.0.1:{port}",
+        **smtp_settings(smtp_port),
+    }
+    app = create_app(make_settings(**overrides), configure_logs=False)
+    async with running_server(app, port) as url:
+        await worker(**overrides)
+        async with (
+            httpx.AsyncClient(base_url=url) as client,
+            httpx.AsyncClient(base_url=f"{url}/sandbox/resend") as control,
+        ):
+            yield client, control, box
+
+
+async def test_registration_mail_falls_back_to_smtp_and_verifies(gateway: Any) -> None:
+    client, control, box = gateway
+    # Resend answers 503 to every try: the mail goes through SMTP, exactly once.
+    r = await control.post("/_sandbox/faults", json={"status": 503, "count": -1})
+    assert r.status_code == 201, r.text
+    address = f"new-{uuid.uuid4().hex[:8]}@example.com"
+    body = await gql(
+        client,
+        REGISTER,
+        {
+            "input": {
+                "organizationName": "Mailco",
+                "email": address,
+                "password": STRONG_PASSWORD,
+                "name": "Nia",
+            }
+        },
+    )
+    assert "errors" not in body, body
+    token = body["data"]["registerOrganization"]["accessToken"]
+
+    [message] = await eventually(lambda: _async(box.to(address)), "the mail arrives by SMTP")
+    text = message.get_body(("plain",)).get_content().replace("\r\n", "\n")  # type: ignore[union-attr]
+    found = re.search(r"^([A-Za-z0-9_-]{40,})$", text, re.MULTILINE)
+    assert found, text
+    verified = await gql(client, VERIFY, {"i": {"token": found.group(1)}})
+    assert verified["data"]["verifyEmail"] == {"email": address, "emailVerified": True}
+
+    listed = await gql(client, SENT, token=token)
+    [node] = [e["node"] for e in listed["data"]["sentEmails"]["edges"]]
+    assert (node["kind"], node["recipient"], node["status"]) == ("verify_email", address, "SENT")
+    assert (node["provider"], node["attempts"]) == ("smtp", 1)
+    assert node["messageId"] == message["Message-ID"]
+    assert node["text"] is None  # bodies only for the sandbox's mail
+    recorded = (await control.get("/_sandbox/requests")).json()["requests"]
+    sends = [
+        q
+        for q in recorded
+        if q["path"].endswith("/emails")
+        and q["headers"].get("idempotency-key") == message["Message-ID"]
+    ]
+    assert sends and all(q["status"] == 503 for q in sends)
+    assert len(box.to(address)) == 1
+
+
+async def test_the_resend_sandbox_takes_mail_and_sent_emails_shows_it(gateway: Any) -> None:
+    client, _control, box = gateway
+    address = f"dev-{uuid.uuid4().hex[:8]}@example.com"
+    body = await gql(
+        client,
+        REGISTER,
+        {
+            "input": {
+                "organizationName": "Devco",
+                "email": address,
+                "password": STRONG_PASSWORD,
+                "name": "Dev",
+            }
+        },
+    )
+    assert "errors" not in body, body
+    token = body["data"]["registerOrganization"]["accessToken"]
+
+    async def sent() -> dict[str, Any] | None:
+        listed = await gql(client, SENT, token=token)
+        [node] = [e["node"] for e in listed["data"]["sentEmails"]["edges"]]
+        return node if node["status"] == "SENT" else None
+
+    node = await eventually(sent, "the sandbox took the mail")
+    assert node["provider"] == "resend-sandbox"
+    assert re.search(r"^([A-Za-z0-9_-]{40,})$", node["text"], re.MULTILINE)
+    assert box.received == []
+
+
+async def test_a_resend_422_fails_without_trying_smtp(gateway: Any) -> None:
+    client, control, box = gateway
+    r = await control.post("/_sandbox/faults", json={"status": 422, "count": -1})
+    assert r.status_code == 201, r.text
+    address = f"bad-{uuid.uuid4().hex[:8]}@example.com"
+    body = await gql(
+        client,
+        REGISTER,
+        {
+            "input": {
+                "organizationName": "Badco",
+                "email": address,
+                "password": STRONG_PASSWORD,
+                "name": "Bad",
+            }
+        },
+    )
+    assert "errors" not in body, body
+    token = body["data"]["registerOrganization"]["accessToken"]
+
+    async def failed() -> dict[str, Any] | None:
+        listed = await gql(client, SENT, token=token)
+        [node] = [e["node"] for e in listed["data"]["sentEmails"]["edges"]]
+        return node if node["status"] == "FAILED" else None
+
+    node = await eventually(failed, "the message failed")
+    assert (node["provider"], node["attempts"]) == ("resend-sandbox", 1)
+    assert "422" in node["lastError"]
+    assert box.received == []
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
+def test_the_product_documents_email_names_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "EMAIL_HOST": "smtp.example.com",
+        "EMAIL_PORT": "465",
+        "EMAIL_USERNAME": "mailer",
+        "EMAIL_PASSWORD": "s3cret",
+        "EMAIL_FROM": "Acme <hello@acme.test>",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert (settings.smtp_host, settings.smtp_port, settings.smtp_username) == (
+        "smtp.example.com",
+        465,
+        "mailer",
+    )
+    assert settings.smtp_password is not None
+    assert settings.smtp_password.get_secret_value() == "s3cret"
+    assert mail.sender_of(settings) == "Acme <hello@acme.test>"
