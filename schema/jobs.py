@@ -13,7 +13,7 @@ from models.jobs import Job as JobRow
 from models.jobs import JobStatus
 from resolvers import jobs
 from schema.permissions import mutation, query
-from schema.relay import Connection, ModelNode, decode_id
+from schema.relay import After, Connection, First, ModelNode, decode_id
 
 strawberry.enum(
     JobStatus,
@@ -81,13 +81,8 @@ class Query:
         kind: Annotated[
             str | None, strawberry.argument(description="Only jobs of this kind.")
         ] = None,
-        first: Annotated[
-            int | None,
-            strawberry.argument(description="Page size (default 20, at most the maximum)."),
-        ] = None,
-        after: Annotated[
-            str | None, strawberry.argument(description="Cursor after which the page starts.")
-        ] = None,
+        first: First = None,
+        after: After = None,
     ) -> Connection[Job]:
         page = await jobs.list_jobs(
             info.context,

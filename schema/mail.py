@@ -13,7 +13,7 @@ from models.mail import EmailStatus
 from models.mail import OutboundEmail as EmailRow
 from resolvers import mail
 from schema.permissions import query
-from schema.relay import Connection, ModelNode
+from schema.relay import After, Connection, First, ModelNode
 
 strawberry.enum(
     EmailStatus,
@@ -82,13 +82,8 @@ class Query:
         status: Annotated[
             EmailStatus | None, strawberry.argument(description="Only messages in this state.")
         ] = None,
-        first: Annotated[
-            int | None,
-            strawberry.argument(description="Page size (default 20, at most the maximum)."),
-        ] = None,
-        after: Annotated[
-            str | None, strawberry.argument(description="Cursor after which the page starts.")
-        ] = None,
+        first: First = None,
+        after: After = None,
     ) -> Connection[SentEmail]:
         page = await mail.list_sent_emails(
             info.context,
