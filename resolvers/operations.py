@@ -18,8 +18,9 @@ that grant authority) still call `resolvers.authority.confirm` inside, under the
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from kit.roles import describe
 from resolvers.context import Context
@@ -28,12 +29,6 @@ PUBLIC = "public"
 SIGNED_IN = "signed-in"
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class Operation(Protocol):
-    permission: str
-
-    def __call__(self, ctx: Context, /, *args: Any, **kwargs: Any) -> Any: ...
 
 
 def check(ctx: Context, permission: str) -> None:
@@ -52,7 +47,7 @@ def operation(permission: str) -> Callable[[F], F]:
         describe(permission)  # fail at import time on a name missing from the matrix
 
     def declare(fn: F) -> F:
-        if _is_async_generator(fn):
+        if inspect.isasyncgenfunction(fn):
 
             @functools.wraps(fn)
             async def stream(ctx: Context, *args: Any, **kwargs: Any) -> Any:
@@ -81,9 +76,3 @@ def permission_of(fn: Any) -> str:
     if not isinstance(permission, str):
         raise TypeError(f"{getattr(fn, '__qualname__', fn)} declares no @operation permission")
     return permission
-
-
-def _is_async_generator(fn: Any) -> bool:
-    import inspect
-
-    return inspect.isasyncgenfunction(fn)
