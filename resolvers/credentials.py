@@ -37,6 +37,7 @@ from tortoise.transactions import in_transaction
 from kit.errors import BadUserInput, NotFound, UpstreamUnavailable
 from kit.roles import allowed
 from kit.settings import Settings
+from kit.text import EMAIL_RE
 from kit.ssrf import UnsafeDestination, check_destination, normalise
 from kit.ttl_cache import read_through
 from kit.vault import VaultError, vault_for
@@ -110,10 +111,21 @@ PROVIDERS: dict[IntegrationProvider, ProviderSpec] = {
     IntegrationProvider.OPENAI: ProviderSpec(
         (_KEY, _opt("organization"), _opt("base_url")), "api_key"
     ),
-    IntegrationProvider.RESEND: ProviderSpec((_KEY, _opt("base_url")), "api_key"),
-    IntegrationProvider.SENDGRID: ProviderSpec((_KEY, _opt("base_url")), "api_key"),
+    IntegrationProvider.RESEND: ProviderSpec(
+        (_KEY, _opt("base_url"), _opt("from_email")), "api_key"
+    ),
+    IntegrationProvider.SENDGRID: ProviderSpec(
+        (_KEY, _opt("base_url"), _opt("from_email")), "api_key"
+    ),
     IntegrationProvider.SMTP: ProviderSpec(
-        (_plain("host"), _opt("port"), _opt("username"), FieldSpec("password", required=False)),
+        (
+            _plain("host"),
+            _opt("port"),
+            _opt("username"),
+            FieldSpec("password", required=False),
+            _opt("security"),
+            _opt("from_email"),
+        ),
         "password",
     ),
     IntegrationProvider.S3: ProviderSpec(
@@ -162,6 +174,8 @@ PROVIDERS: dict[IntegrationProvider, ProviderSpec] = {
 }
 
 MAX_FIELD_LENGTH = 4096
+SMTP_SECURITY = ("auto", "starttls", "tls", "none")
+_HOST_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9-]{1,63}\.?$|^\[?[0-9A-Fa-f:.]+\]?$")
 _URL_FIELDS = {"base_url", "endpoint_url"}
 _FIELD_NAME_RE = re.compile(r"^[A-Za-z]{1,30}$")
 
@@ -333,6 +347,12 @@ def clean_secrets(provider: IntegrationProvider, raw: Any, *, production: bool) 
             problems[where] = "must be an https:// URL" if production else "must be an http(s) URL"
         elif name == "port" and not (text.isdigit() and 1 <= int(text) <= 65535):
             problems[where] = "must be a port number"
+        elif name == "host" and not _HOST_RE.match(text):
+            problems[where] = "must be a host name or IP address"
+        elif name == "security" and text not in SMTP_SECURITY:
+            problems[where] = f"must be one of {', '.join(SMTP_SECURITY)}"
+        elif name == "from_email" and not EMAIL_RE.match(text):
+            problems[where] = "must be an email address"
         elif text:
             values[name] = text
     for spec_field in spec.fields:
@@ -373,6 +393,11 @@ async def check_urls(settings: Settings, values: dict[str, str]) -> None:
             await check_destination(url, policy)
         except UnsafeDestination as exc:
             raise exc.for_field(f"secrets.{camel(name)}") from None
+    if "host" in values:  # a mail relay's host: dialled by name at every send, guarded
+        try:
+            await check_destination(f"https://{values['host']}/", policy)
+        except UnsafeDestination as exc:
+            raise exc.for_field("secrets.host") from None
 
 
 def hint_for(provider: IntegrationProvider, values: dict[str, str]) -> str:
