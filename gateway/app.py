@@ -12,9 +12,9 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from gateway.http import graphiql, health
+from gateway.http import mail as mail_routes
 from gateway.http import metrics as metrics_routes
 from gateway.http import sandbox as sandbox_routes
-from gateway.http import mail as mail_routes
 from gateway.http import webhooks as webhook_routes
 from gateway.http.graphql import GatewayGraphQL
 from gateway.http.middleware import GatewayMiddleware

@@ -37,8 +37,8 @@ from tortoise.transactions import in_transaction
 from kit.errors import BadUserInput, NotFound, UpstreamUnavailable
 from kit.roles import allowed
 from kit.settings import Settings
-from kit.text import EMAIL_RE
 from kit.ssrf import UnsafeDestination, check_destination, normalise
+from kit.text import EMAIL_RE
 from kit.ttl_cache import read_through
 from kit.vault import VaultError, vault_for
 from models.credentials import TENANT_SLOT, Credential, user_slot
@@ -175,7 +175,9 @@ PROVIDERS: dict[IntegrationProvider, ProviderSpec] = {
 
 MAX_FIELD_LENGTH = 4096
 SMTP_SECURITY = ("auto", "starttls", "tls", "none")
-_HOST_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9-]{1,63}\.?$|^\[?[0-9A-Fa-f:.]+\]?$")
+_HOST_RE = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9-]{1,63}\.?$|^\[?[0-9A-Fa-f:.]+\]?$"
+)
 _URL_FIELDS = {"base_url", "endpoint_url"}
 _FIELD_NAME_RE = re.compile(r"^[A-Za-z]{1,30}$")
 
