@@ -147,6 +147,8 @@ class Settings(BaseSettings):
     openai_base_url: str = ""
     resend_api_key: SecretStr | None = None
     sendgrid_api_key: SecretStr | None = None
+    # The verified sender identity SendGrid mail goes out from (SendGrid refuses others).
+    sendgrid_from_email: str = ""
     # SMTP, the mail fallback after Resend (the product documents' EMAIL_* names work too).
     smtp_host: str = Field("", validation_alias=AliasChoices("smtp_host", "email_host"))
     smtp_port: int = Field(
@@ -376,7 +378,7 @@ _SYSTEM_CREDENTIALS: dict[str, dict[str, str]] = {
         "base_url": "openai_base_url",
     },
     "resend": {"api_key": "resend_api_key"},
-    "sendgrid": {"api_key": "sendgrid_api_key"},
+    "sendgrid": {"api_key": "sendgrid_api_key", "from_email": "sendgrid_from_email"},
     "smtp": {
         "host": "smtp_host",
         "port": "smtp_port",

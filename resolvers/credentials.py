@@ -42,7 +42,7 @@ from kit.ttl_cache import read_through
 from kit.vault import VaultError, vault_for
 from models.credentials import TENANT_SLOT, Credential, user_slot
 from models.tenancy import scoped
-from providers import openai, resend
+from providers import openai, resend, sendgrid
 from providers.errors import ProviderError
 from providers.registry import has_client
 from providers.sandbox import has_sandbox
@@ -111,7 +111,10 @@ PROVIDERS: dict[IntegrationProvider, ProviderSpec] = {
         (_KEY, _opt("organization"), _opt("base_url")), "api_key"
     ),
     IntegrationProvider.RESEND: ProviderSpec((_KEY, _opt("base_url")), "api_key"),
-    IntegrationProvider.SENDGRID: ProviderSpec((_KEY, _opt("base_url")), "api_key"),
+    # from_email: the verified sender identity SendGrid sends this key's mail from.
+    IntegrationProvider.SENDGRID: ProviderSpec(
+        (_KEY, _opt("from_email"), _opt("base_url")), "api_key"
+    ),
     IntegrationProvider.SMTP: ProviderSpec(
         (_plain("host"), _opt("port"), _opt("username"), FieldSpec("password", required=False)),
         "password",
@@ -211,7 +214,7 @@ async def _verify_openai(ctx: Context, credential: ResolvedCredential) -> None:
     await openai.verify_key(provider_registry(ctx.services).openai(), cred)
 
 
-async def _verify_resend(ctx: Context, credential: ResolvedCredential) -> None:
+def _verify_labels(ctx: Context, credential: ResolvedCredential) -> dict[str, str]:
     labels = {
         "request_id": ctx.request_id,
         "credential_source": credential.source.value,
@@ -219,20 +222,37 @@ async def _verify_resend(ctx: Context, credential: ResolvedCredential) -> None:
     }
     if ctx.principal is not None:
         labels["tenant_id"] = str(ctx.principal.tenant_id)
+    return labels
+
+
+async def _verify_resend(ctx: Context, credential: ResolvedCredential) -> None:
     client = resend.ResendClient(
         provider_registry(ctx.services).http(resend.PROVIDER),
         credential.secrets["api_key"],
         base_url=credential.base_url or resend.API_URL,
-        labels=labels,
+        labels=_verify_labels(ctx, credential),
         own_credential=credential.own,
         guard_url=credential.guard_url,
     )
     await resend.verify_key(client)
 
 
+async def _verify_sendgrid(ctx: Context, credential: ResolvedCredential) -> None:
+    client = sendgrid.SendGridClient(
+        provider_registry(ctx.services).http(sendgrid.PROVIDER),
+        credential.secrets["api_key"],
+        base_url=credential.base_url or sendgrid.API_URL,
+        labels=_verify_labels(ctx, credential),
+        own_credential=credential.own,
+        guard_url=credential.guard_url,
+    )
+    await sendgrid.verify_key(client)
+
+
 KEY_CHECKS: dict[IntegrationProvider, KeyCheck] = {
     IntegrationProvider.OPENAI: _verify_openai,
     IntegrationProvider.RESEND: _verify_resend,
+    IntegrationProvider.SENDGRID: _verify_sendgrid,
 }
 
 

@@ -101,7 +101,7 @@ async def _key_checks_and_error_log(client, owner, live_server):
     }
 
     ready = (await client.get("/health/ready")).json()
-    assert set(ready["providers"]) == {"openai", "resend"}
+    assert set(ready["providers"]) == {"openai", "resend", "sendgrid"}
     assert ready["providers"]["openai"]["status"] == "sandbox"
     # The failures were the tenant's own key's: the shared (sandbox) view is untouched.
     assert ready["providers"]["resend"]["status"] == "sandbox"
