@@ -89,7 +89,7 @@ async def _key_checks_and_error_log(client, owner, live_server):
     # Health reflects it, without calling the vendor.
     health = await gql(client, HEALTH, token=owner.token)
     by_provider = {h["provider"]: h for h in health["data"]["integrationHealth"]}
-    assert set(by_provider) == {"OPENAI", "RESEND"}  # the providers with a client only
+    assert set(by_provider) == {"OPENAI", "RESEND", "SENDGRID"}  # the providers with a client only
     resend = by_provider["RESEND"]
     assert resend["credentialSource"] == "TENANT"
     assert resend["status"] in {"DEGRADED", "DOWN"}
