@@ -47,13 +47,7 @@ from tortoise.transactions import in_transaction
 from kit.errors import BadUserInput, GatewayError, NotFound, require
 from kit.security import hash_token, new_token
 from kit.settings import Settings
-from kit.signing import (
-    SECRET_PREFIX,
-    VERIFIERS,
-    generate_secret,
-    get_verifier,
-    secret_key,
-)
+from kit.signing import generate_secret, get_verifier
 from kit.vault import vault_for
 from models.tenancy import get_scoped, scoped
 from models.webhooks import SYSTEM_SOURCE, InboxStatus, WebhookInbox, WebhookSource
@@ -326,21 +320,26 @@ async def create_source(
     ctx: Context, *, provider: str, secret: str | None, description: str | None
 ) -> CreatedSource:
     principal = ctx.require_principal()
-    require(provider in VERIFIERS, "provider", "is not a webhook provider")
+    verifier = get_verifier(provider)
+    if verifier is None:
+        raise BadUserInput(
+            "provider: is not a webhook provider",
+            details={"provider": "is not a webhook provider"},
+        )
     description = (description or "").strip()
     require(len(description) <= 300, "description", "must be at most 300 characters")
     generated = None
     if secret is None or not secret.strip():
+        # A vendor that hands over its own key (SendGrid's public key) has nothing for us
+        # to generate: the source cannot verify anything without that key.
+        require(verifier.generates_secret, "secret", f"is required: {verifier.secret_hint}")
         generated = secret = generate_secret()
     secret = secret.strip()
     require(8 <= len(secret) <= 1000, "secret", "must be 8 to 1000 characters")
-    if secret.startswith(SECRET_PREFIX):
-        try:
-            secret_key(secret)
-        except ValueError:
-            raise BadUserInput(
-                "Invalid secret.", details={"secret": "whsec_ must be followed by base64"}
-            ) from None
+    try:
+        verifier.check_secret(secret)
+    except ValueError:
+        raise BadUserInput("Invalid secret.", details={"secret": verifier.secret_hint}) from None
     token = new_token(TOKEN_PREFIX, 24)
     source = await WebhookSource.create(
         tenant_id=principal.tenant_id,
