@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     gc_freeze: bool = True
 
     sandbox_enabled: bool | None = None  # default: on outside production
+    # The mounted mail sandboxes post the vendors' signed delivery webhooks (Resend's,
+    # SendGrid's Event Webhook) to this gateway's /webhooks/<provider> after each send.
+    sandbox_webhooks: bool = True
     # Outbound rate limit per provider and credential, `limits` notation (JSON object),
     # e.g. {"resend": "2/second"}; overrides the provider module's default.
     outbound_rate_limits: dict[str, str] = Field(default_factory=dict)

@@ -407,8 +407,8 @@ class SendGridVerifier(Verifier):
 
     name = "sendgrid"
     audit_headers = ("x-twilio-email-event-webhook-timestamp",)
-    signature_header = "x-twilio-email-event-webhook-signature"
-    timestamp_header = "x-twilio-email-event-webhook-timestamp"
+    signature_header = "X-Twilio-Email-Event-Webhook-Signature"
+    timestamp_header = "X-Twilio-Email-Event-Webhook-Timestamp"
     event_type = "batch"
     generates_secret = False
     secret_hint = "must be SendGrid's verification key: base64 DER of an ECDSA P-256 public key"
