@@ -280,3 +280,15 @@ def test_message_id_of_an_event() -> None:
     assert sendgrid.message_id_of("W86EgYT6SQKk0lRflfLRsA.filterdrecv-5645d9c87f-1-0.0") == (
         "W86EgYT6SQKk0lRflfLRsA"
     )
+
+
+def test_settings_accept_the_documented_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import make_settings
+
+    monkeypatch.setenv("SENDGRID_API_KEY", "SG.from-env.key")
+    monkeypatch.setenv("SENDGRID_FROM_EMAIL", "mail@acme.test")
+    settings = make_settings()
+    assert settings.system_credentials("sendgrid") == {
+        "api_key": "SG.from-env.key",
+        "from_email": "mail@acme.test",
+    }
