@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from email.header import Header
 from email.headerregistry import Address
 from email.utils import parseaddr
 from typing import Any
@@ -137,6 +138,16 @@ def _email_object(value: Recipient, field: str) -> dict[str, str]:
     return {"email": email, "name": name} if name else {"email": email}
 
 
+def _header_value(name: str, value: str) -> str:
+    """A header value as SendGrid wants it: one line, and encoded (RFC 2047) when it is
+    not ASCII, which SendGrid leaves to the caller."""
+    _check_line(name, "headers")
+    _check_line(value, "headers")
+    if not name.isascii() or ":" in name or not name.strip():
+        raise ValueError(f"headers: {name!r} is not a header name")
+    return value if value.isascii() else Header(value, "utf-8").encode()
+
+
 def _check_line(value: str, field: str) -> None:
     if any(c in value for c in "\r\n\x00"):
         raise ValueError(f"{field}: line breaks are not allowed")
@@ -189,7 +200,8 @@ class SendGridClient:
         """Send one message (one personalization: every `to` sees the others, as in one
         SMTP message). Returns SendGrid's `X-Message-Id`.
 
-        `headers`: extra headers (`Message-ID`, `List-Unsubscribe`, …), values one line.
+        `headers`: extra headers (`Message-ID`, `List-Unsubscribe`, …), values one line
+        (non-ASCII ones are RFC 2047-encoded here).
         `custom_args`: string pairs repeated in every Event Webhook event (put our email's
         id here to map events back). `sandbox_mode`: SendGrid validates and answers 200
         without sending (nor any event). Raises ValueError for a header-breaking value
@@ -220,10 +232,9 @@ class SendGridClient:
         if reply_to is not None:
             payload["reply_to"] = _email_object(reply_to, "reply_to")
         if headers:
-            for name, value in headers.items():
-                _check_line(name, "headers")
-                _check_line(value, "headers")
-            payload["headers"] = {str(k): str(v) for k, v in headers.items()}
+            payload["headers"] = {
+                name: _header_value(name, value) for name, value in headers.items()
+            }
         if categories:
             payload["categories"] = [str(c) for c in categories]
         if sandbox_mode:

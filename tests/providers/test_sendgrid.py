@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from email.header import decode_header, make_header
 from email.headerregistry import Address
 
 import httpx
@@ -66,6 +67,7 @@ async def test_send_builds_the_v3_request_and_returns_the_message_id(served) -> 
             "Message-ID": "<42@acme.test>",
             "List-Unsubscribe": "<https://acme.test/u/1>",
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            "X-Campaign": "Résumé",
         },
         custom_args={"email_id": "42"},
         categories=["welcome"],
@@ -90,6 +92,8 @@ async def test_send_builds_the_v3_request_and_returns_the_message_id(served) -> 
         {"type": "text/html", "value": "<p>Hi</p>"},
     ]
     assert body["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert str(make_header(decode_header(body["headers"]["X-Campaign"]))) == "Résumé"
+    assert body["headers"]["X-Campaign"].isascii()
     assert body["categories"] == ["welcome"]
     assert "idempotency-key" not in request["headers"]
     [(_, stored)] = app.messages.items()
