@@ -147,3 +147,22 @@ async def test_unconfigured_without_sandbox(store, owner):
     assert set(reports) == {"openai"}  # no client for stripe: not listed
     assert reports["openai"].status is ProviderStatus.UNCONFIGURED
     assert reports["openai"].source is None
+
+
+async def test_sendgrid_key_checked_on_save(client, owner, live_server, app):
+    sandbox = f"{live_server}/sandbox/sendgrid"
+
+    def sendgrid_input(key: str) -> dict:
+        secrets = {"apiKey": key, "fromEmail": "mail@acme.test", "baseUrl": sandbox}
+        return {"input": {"provider": "SENDGRID", "secrets": secrets}}
+
+    try:
+        body = await gql(client, SET_TENANT, sendgrid_input("SG." + uuid.uuid4().hex), owner.token)
+        assert "errors" not in body, body
+        assert body["data"]["setTenantCredential"]["verified"] is True
+        for refused in ("SG.invalid." + uuid.uuid4().hex, "SG.restricted." + uuid.uuid4().hex):
+            body = await gql(client, SET_TENANT, sendgrid_input(refused), owner.token)
+            assert error_codes(body) == ["BAD_USER_INPUT"], body
+            assert "secrets.apiKey" in body["errors"][0]["extensions"]["details"]
+    finally:
+        await app.state.services.providers.aclose()
