@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         finally:
             await authority.stop_listening(services)
             await runtime.stop()
+            await sandbox_routes.aclose(services)  # their webhook callbacks in flight
             if services.providers is not None:
                 await services.providers.aclose()  # SDK clients, sessions, breakers
             await db.close_store()

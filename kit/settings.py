@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     gc_freeze: bool = True
 
     sandbox_enabled: bool | None = None  # default: on outside production
+    # The mounted mail sandboxes post the vendors' signed delivery webhooks (Resend's,
+    # SendGrid's Event Webhook) to this gateway's /webhooks/<provider> after each send.
+    sandbox_webhooks: bool = True
     # Outbound rate limit per provider and credential, `limits` notation (JSON object),
     # e.g. {"resend": "2/second"}; overrides the provider module's default.
     outbound_rate_limits: dict[str, str] = Field(default_factory=dict)
@@ -151,6 +154,8 @@ class Settings(BaseSettings):
     resend_api_key: SecretStr | None = None
     resend_base_url: str = ""  # another Resend-compatible endpoint (e.g. the sandbox)
     sendgrid_api_key: SecretStr | None = None
+    # The verified sender identity SendGrid mail goes out from (SendGrid refuses others).
+    sendgrid_from_email: str = ""
     # SMTP, the mail fallback after Resend (the product documents' EMAIL_* names work too).
     smtp_host: str = Field("", validation_alias=AliasChoices("smtp_host", "email_host"))
     smtp_port: int = Field(
@@ -385,7 +390,7 @@ _SYSTEM_CREDENTIALS: dict[str, dict[str, str]] = {
         "base_url": "openai_base_url",
     },
     "resend": {"api_key": "resend_api_key", "base_url": "resend_base_url"},
-    "sendgrid": {"api_key": "sendgrid_api_key"},
+    "sendgrid": {"api_key": "sendgrid_api_key", "from_email": "sendgrid_from_email"},
     "smtp": {
         "host": "smtp_host",
         "port": "smtp_port",

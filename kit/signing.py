@@ -25,7 +25,12 @@ escapes that PostgreSQL's jsonb refuses, and that cannot be encoded as UTF-8) be
 U+FFFD, so an authentic event is stored whole instead of failing with a 500 that the
 vendor would retry for days.
 
-Signing and the signature comparison are the `standardwebhooks` package's.
+Signing and the signature comparison are the `standardwebhooks` package's; SendGrid's
+ECDSA signatures are checked with `cryptography`.
+
+Vendors: `resend` (Svix: Standard Webhooks under `svix-*` header names), `sendgrid`
+(the Event Webhook: ECDSA P-256 over timestamp + body; the "secret" is SendGrid's public
+verification key, base64 DER; one POST is a batch of events, stored as one event).
 
 Part of kit/: imports no project package.
 """
@@ -35,6 +40,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
@@ -46,6 +52,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_der_public_key
 from standardwebhooks.webhooks import Webhook
 
 from kit.errors import GatewayError
@@ -211,6 +221,16 @@ class Verifier(ABC):
     tolerance_seconds: ClassVar[int] = DEFAULT_TOLERANCE_SECONDS
     # Headers kept with the stored event for audit (never ones carrying credentials).
     audit_headers: ClassVar[tuple[str, ...]] = ()
+    # Whether a source may be created without a secret (a `whsec_` one is generated);
+    # False where the vendor hands over the key (SendGrid's public key).
+    generates_secret: ClassVar[bool] = True
+    # What the secret is, for a refusal's message.
+    secret_hint: ClassVar[str] = "whsec_ must be followed by base64"
+
+    def check_secret(self, secret: str) -> None:
+        """Raise ValueError when `secret` cannot work with this verifier (on saving it)."""
+        if secret.startswith(SECRET_PREFIX):
+            secret_key(secret)
 
     @abstractmethod
     def verify(
@@ -334,6 +354,100 @@ class StandardWebhooksVerifier(Verifier):
         payload = parse_json(raw_body)
         event_type = _field(payload, "type", "event_type", "event") or "unknown"
         return VerifiedEvent(msg_id[:255], event_type[:100], payload)
+
+
+@register_verifier
+class ResendVerifier(StandardWebhooksVerifier):
+    """Resend signs through Svix: Standard Webhooks under `svix-id`, `svix-timestamp` and
+    `svix-signature`, with the `whsec_` secret Resend shows for the endpoint."""
+
+    name = "resend"
+    audit_headers = ("svix-id", "svix-timestamp")
+    id_header = "svix-id"
+    timestamp_header = "svix-timestamp"
+    signature_header = "svix-signature"
+
+
+# An ECDSA P-256 signature in DER is at most 72 bytes (96 in base64); a public key's
+# DER SubjectPublicKeyInfo 91. Anything much longer is refused before decoding.
+_MAX_SIGNATURE_CHARS = 200
+_MAX_KEY_CHARS = 1000
+
+
+@functools.lru_cache(maxsize=256)
+def _sendgrid_key(secret: str) -> ec.EllipticCurvePublicKey:
+    """SendGrid's verification key from its base64 DER SubjectPublicKeyInfo (a PEM
+    block is accepted too); ValueError when it is not a P-256 public key."""
+    text = secret.strip()
+    if len(text) > _MAX_KEY_CHARS:
+        raise ValueError("the key is too long")
+    if text.startswith("-----BEGIN PUBLIC KEY-----"):
+        text = "".join(line for line in text.splitlines() if not line.startswith("-----"))
+    try:
+        der = base64.b64decode("".join(text.split()), validate=True)
+        key = load_der_public_key(der)
+    except (binascii.Error, ValueError, UnsupportedAlgorithm):
+        raise ValueError("not a base64 DER public key") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ValueError("not an ECDSA P-256 public key")
+    return key
+
+
+@register_verifier
+class SendGridVerifier(Verifier):
+    """SendGrid's signed Event Webhook: `X-Twilio-Email-Event-Webhook-Signature` (base64
+    DER ECDSA P-256/SHA-256) over `X-Twilio-Email-Event-Webhook-Timestamp` + the raw
+    body, checked with the source's public key (base64 DER, from SendGrid's Mail
+    Settings or `GET /v3/user/webhooks/event/settings/signed`). The timestamp is refused
+    outside ±5 min.
+
+    One POST carries a batch of events (a JSON array), stored as one inbox event of type
+    `batch` whose payload is the whole array; its id is the SHA-256 of the body, so a
+    batch SendGrid posts again is recognised as a duplicate."""
+
+    name = "sendgrid"
+    audit_headers = ("x-twilio-email-event-webhook-timestamp",)
+    signature_header = "X-Twilio-Email-Event-Webhook-Signature"
+    timestamp_header = "X-Twilio-Email-Event-Webhook-Timestamp"
+    event_type = "batch"
+    generates_secret = False
+    secret_hint = "must be SendGrid's verification key: base64 DER of an ECDSA P-256 public key"
+
+    def check_secret(self, secret: str) -> None:
+        _sendgrid_key(secret)
+
+    def verify(
+        self, headers: Mapping[str, str], raw_body: bytes, secret: str, *, now: float | None = None
+    ) -> VerifiedEvent:
+        sent = _get(headers, self.signature_header)
+        stamp = _get(headers, self.timestamp_header)
+        if not sent or not sent.strip():
+            raise SignatureInvalid("MISSING_SIGNATURE")
+        if stamp is not None and len(stamp) > 20:
+            raise SignatureInvalid("MALFORMED_TIMESTAMP")
+        check_timestamp(stamp, self.tolerance_seconds, now)
+        try:
+            key = _sendgrid_key(secret)
+        except ValueError:
+            raise SignatureInvalid("BAD_SECRET", "Webhook secret is misconfigured.") from None
+        sent = sent.strip()
+        if len(sent) > _MAX_SIGNATURE_CHARS:
+            raise SignatureInvalid("SIGNATURE_MISMATCH")
+        try:
+            signature = base64.b64decode(sent, validate=True)
+        except (binascii.Error, ValueError):
+            raise SignatureInvalid("SIGNATURE_MISMATCH") from None
+        # SendGrid signs the timestamp exactly as the header carries it (checked above).
+        signed = (stamp or "").strip().encode() + raw_body
+        try:
+            key.verify(signature, signed, ec.ECDSA(hashes.SHA256()))
+        except (InvalidSignature, ValueError):  # a forgery, or DER that does not parse
+            raise SignatureInvalid("SIGNATURE_MISMATCH") from None
+        payload = parse_json(raw_body)
+        if not isinstance(payload, list):
+            raise PayloadInvalid("A SendGrid Event Webhook body is a JSON array of events.")
+        event_id = "sha256:" + hashlib.sha256(raw_body).hexdigest()
+        return VerifiedEvent(event_id, self.event_type, payload)
 
 
 def _well_formed(candidate: str) -> bool:

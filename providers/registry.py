@@ -40,14 +40,14 @@ from dataclasses import dataclass
 from kit.ratelimit import RateLimiter
 from kit.settings import Settings
 from kit.ssrf import Policy
-from providers import openai, resend
+from providers import openai, resend, sendgrid
 from providers.breaker import BreakerState, BreakerStore, make_breaker_store
 from providers.http import FailureHook, ProviderConfig, ProviderHTTP, ProviderStats
 
 # Every provider that has a client, with its configuration (vendor modules own theirs).
 # A new vendor module adds its CONFIG here: that is what makes it "have a client".
 CLIENTS: dict[str, ProviderConfig] = {
-    config.name: config for config in (openai.CONFIG, resend.CONFIG)
+    config.name: config for config in (openai.CONFIG, resend.CONFIG, sendgrid.CONFIG)
 }
 
 

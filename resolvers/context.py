@@ -47,6 +47,9 @@ class Services:
     providers: ProviderRegistry | None = None
     # The emulators mounted under /sandbox/<provider> (gateway/http/sandbox.py), by provider.
     sandboxes: dict[str, Any] = field(default_factory=dict)
+    # provider -> the secret those sandboxes sign their webhook callbacks with, accepted at
+    # /webhooks/<provider> besides WEBHOOK_SYSTEM_SECRETS (resolvers/webhooks_in.py).
+    sandbox_webhook_secrets: dict[str, str] = field(default_factory=dict)
     # Whole answers of cache-hinted queries, per viewer (kit/response_cache.py).
     response_cache: ResponseCache = field(default_factory=ResponseCache)
     # Resolved credentials, (tenant, user whose own key may apply, provider) -> credential

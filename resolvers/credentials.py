@@ -43,7 +43,7 @@ from kit.ttl_cache import read_through
 from kit.vault import VaultError, vault_for
 from models.credentials import TENANT_SLOT, Credential, user_slot
 from models.tenancy import scoped
-from providers import openai, resend
+from providers import openai, resend, sendgrid
 from providers.errors import ProviderError
 from providers.registry import has_client
 from providers.sandbox import has_sandbox
@@ -114,8 +114,10 @@ PROVIDERS: dict[IntegrationProvider, ProviderSpec] = {
     IntegrationProvider.RESEND: ProviderSpec(
         (_KEY, _opt("base_url"), _opt("from_email")), "api_key"
     ),
+    # from_email: the verified sender identity the key's mail goes out from (SendGrid
+    # refuses any other).
     IntegrationProvider.SENDGRID: ProviderSpec(
-        (_KEY, _opt("base_url"), _opt("from_email")), "api_key"
+        (_KEY, _opt("from_email"), _opt("base_url")), "api_key"
     ),
     IntegrationProvider.SMTP: ProviderSpec(
         (
@@ -227,7 +229,7 @@ async def _verify_openai(ctx: Context, credential: ResolvedCredential) -> None:
     await openai.verify_key(provider_registry(ctx.services).openai(), cred)
 
 
-async def _verify_resend(ctx: Context, credential: ResolvedCredential) -> None:
+def _verify_labels(ctx: Context, credential: ResolvedCredential) -> dict[str, str]:
     labels = {
         "request_id": ctx.request_id,
         "credential_source": credential.source.value,
@@ -235,20 +237,37 @@ async def _verify_resend(ctx: Context, credential: ResolvedCredential) -> None:
     }
     if ctx.principal is not None:
         labels["tenant_id"] = str(ctx.principal.tenant_id)
+    return labels
+
+
+async def _verify_resend(ctx: Context, credential: ResolvedCredential) -> None:
     client = resend.ResendClient(
         provider_registry(ctx.services).http(resend.PROVIDER),
         credential.secrets["api_key"],
         base_url=credential.base_url or resend.API_URL,
-        labels=labels,
+        labels=_verify_labels(ctx, credential),
         own_credential=credential.own,
         guard_url=credential.guard_url,
     )
     await resend.verify_key(client)
 
 
+async def _verify_sendgrid(ctx: Context, credential: ResolvedCredential) -> None:
+    client = sendgrid.SendGridClient(
+        provider_registry(ctx.services).http(sendgrid.PROVIDER),
+        credential.secrets["api_key"],
+        base_url=credential.base_url or sendgrid.API_URL,
+        labels=_verify_labels(ctx, credential),
+        own_credential=credential.own,
+        guard_url=credential.guard_url,
+    )
+    await sendgrid.verify_key(client)
+
+
 KEY_CHECKS: dict[IntegrationProvider, KeyCheck] = {
     IntegrationProvider.OPENAI: _verify_openai,
     IntegrationProvider.RESEND: _verify_resend,
+    IntegrationProvider.SENDGRID: _verify_sendgrid,
 }
 
 

@@ -9,8 +9,10 @@ Which secret verifies a request:
   verifying needs the plaintext. Events are stored under that tenant.
 - `POST /webhooks/{provider}` — the system-level secret for that provider from the
   `WEBHOOK_SYSTEM_SECRETS` setting (JSON object provider → secret): the sandboxes, tests,
-  and single-tenant installs. Events are stored without a tenant. A provider with no
-  system secret answers 404 here.
+  and single-tenant installs; and the key the gateway's own sandbox signs its callbacks
+  with (`sandbox_secrets`, set by gateway/http/sandbox.py), so the embedded default
+  receives its delivery events with no setting at all. Either one verifying is enough.
+  Events are stored without a tenant. A provider with no system secret answers 404 here.
 
 The verifier comes from the one registry in `kit/signing.py` (provider →
 `Verifier`); an unknown provider is 404, a bad / stale / missing signature is 401
@@ -48,11 +50,11 @@ from kit.errors import BadUserInput, GatewayError, NotFound, require
 from kit.security import hash_token, new_token
 from kit.settings import Settings
 from kit.signing import (
-    SECRET_PREFIX,
-    VERIFIERS,
+    SignatureInvalid,
+    VerifiedEvent,
+    Verifier,
     generate_secret,
     get_verifier,
-    secret_key,
 )
 from kit.vault import vault_for
 from models.tenancy import get_scoped, scoped
@@ -125,22 +127,29 @@ class Received:
     duplicate: bool
 
 
-async def _secret_for(
-    settings: Settings, provider: str, token: str | None
-) -> tuple[str, int | None, str]:
-    """(secret, tenant id, source key) for this URL, or NOT_FOUND."""
+async def _secrets_for(
+    settings: Settings,
+    provider: str,
+    token: str | None,
+    sandbox_secrets: Mapping[str, str] | None = None,
+) -> tuple[list[str], int | None, str]:
+    """(secrets, any of which may verify; tenant id; source key) for this URL, or NOT_FOUND."""
     if token is None:
-        secret = settings.webhook_system_secrets.get(provider)
-        if not secret:
+        found = [
+            settings.webhook_system_secrets.get(provider),
+            (sandbox_secrets or {}).get(provider),
+        ]
+        secrets = list(dict.fromkeys(s for s in found if s))
+        if not secrets:
             raise NotFound("No webhook endpoint for this provider.")
-        return secret, None, SYSTEM_SOURCE
+        return secrets, None, SYSTEM_SOURCE
     source = await WebhookSource.filter(
         token_hash=hash_token(token), provider=provider, disabled_at=None
     ).first()
     if source is None:
         raise NotFound("No webhook endpoint at this address.")
     return (
-        vault_for(settings.vault_keys).decrypt(source.secret_encrypted),
+        [vault_for(settings.vault_keys).decrypt(source.secret_encrypted)],
         source.tenant_id,
         (f"src:{source.id}"),
     )
@@ -157,11 +166,14 @@ async def receive(
     raw_body: bytes,
     *,
     throttle: Throttle | None = None,
+    sandbox_secrets: Mapping[str, str] | None = None,
 ) -> Received:
     """Verify and store one incoming webhook (the HTTP route's whole job).
 
     `throttle(source_key)` is awaited once the address is resolved: with the source's
-    key, or None for an unknown address (it raises RateLimited when over budget)."""
+    key, or None for an unknown address (it raises RateLimited when over budget).
+    `sandbox_secrets`: provider → the secret the gateway's own sandbox signs with, also
+    accepted at the system address."""
     verifier = get_verifier(provider)
     if verifier is None:
         raise NotFound("Unknown webhook provider.")
@@ -169,14 +181,16 @@ async def receive(
     if len(raw_body) > limit:
         raise PayloadTooLarge(f"Webhook body is larger than {limit} bytes.", limit=limit)
     try:
-        secret, tenant_id, source_key = await _secret_for(settings, provider, token)
+        secrets, tenant_id, source_key = await _secrets_for(
+            settings, provider, token, sandbox_secrets
+        )
     except NotFound:
         if throttle is not None:
             await throttle(None)
         raise
     if throttle is not None:
         await throttle(source_key)
-    event = verifier.verify(headers, raw_body, secret)
+    event = _verify_any(verifier, headers, raw_body, secrets)
     audit = {
         name: headers[name]
         for name in (*AUDIT_HEADERS, *verifier.audit_headers)
@@ -199,6 +213,20 @@ async def receive(
             raise NotFound("Webhook event not found.")
         return Received(existing, duplicate=True)
     return Received(row, duplicate=False)
+
+
+def _verify_any(
+    verifier: Verifier, headers: Mapping[str, str], raw_body: bytes, secrets: list[str]
+) -> VerifiedEvent:
+    """The event verified by the first secret that fits; else the last refusal."""
+    refusal: SignatureInvalid | None = None
+    for secret in secrets:
+        try:
+            return verifier.verify(headers, raw_body, secret)
+        except SignatureInvalid as exc:
+            refusal = exc
+    assert refusal is not None  # secrets is never empty
+    raise refusal
 
 
 # Processing ------------------------------------------------------------------------------
@@ -326,21 +354,26 @@ async def create_source(
     ctx: Context, *, provider: str, secret: str | None, description: str | None
 ) -> CreatedSource:
     principal = ctx.require_principal()
-    require(provider in VERIFIERS, "provider", "is not a webhook provider")
+    verifier = get_verifier(provider)
+    if verifier is None:
+        raise BadUserInput(
+            "provider: is not a webhook provider",
+            details={"provider": "is not a webhook provider"},
+        )
     description = (description or "").strip()
     require(len(description) <= 300, "description", "must be at most 300 characters")
     generated = None
     if secret is None or not secret.strip():
+        # A vendor that hands over its own key (SendGrid's public key) has nothing for us
+        # to generate: the source cannot verify anything without that key.
+        require(verifier.generates_secret, "secret", f"is required: {verifier.secret_hint}")
         generated = secret = generate_secret()
     secret = secret.strip()
     require(8 <= len(secret) <= 1000, "secret", "must be 8 to 1000 characters")
-    if secret.startswith(SECRET_PREFIX):
-        try:
-            secret_key(secret)
-        except ValueError:
-            raise BadUserInput(
-                "Invalid secret.", details={"secret": "whsec_ must be followed by base64"}
-            ) from None
+    try:
+        verifier.check_secret(secret)
+    except ValueError:
+        raise BadUserInput("Invalid secret.", details={"secret": verifier.secret_hint}) from None
     token = new_token(TOKEN_PREFIX, 24)
     source = await WebhookSource.create(
         tenant_id=principal.tenant_id,

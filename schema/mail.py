@@ -63,7 +63,7 @@ class SentEmail(ModelNode):
     sender: str = strawberry.field(description="The `From` header as queued.")
     subject: str = strawberry.field(description="Its subject.")
     text: str | None = strawberry.field(
-        description="Its plain-text body, only when the Resend sandbox took it (nothing was "
+        description="Its plain-text body, only when a sandbox took it (nothing was "
         "delivered, so this is where a developer reads it); null otherwise, since bodies "
         "carry other people's single-use tokens."
     )
@@ -72,8 +72,8 @@ class SentEmail(ModelNode):
     attempts: int = strawberry.field(description="Tries spent so far.")
     message_id: str = strawberry.field(description="Its Message-ID header, the same on every try.")
     provider: str | None = strawberry.field(
-        description="The provider that took it (`resend`, `resend-sandbox`, `sendgrid`, "
-        "`smtp`) or refused it for good; null while queued."
+        description="The provider that took it (`resend`, `sendgrid`, `smtp`, or a sandbox: "
+        "`resend-sandbox`, `sendgrid-sandbox`) or refused it for good; null while queued."
     )
     last_error: str | None = strawberry.field(description="What went wrong on the last try.")
     batch_id: strawberry.ID | None = strawberry.field(
@@ -90,7 +90,7 @@ class SentEmail(ModelNode):
 
     @classmethod
     def from_row(cls, row: Any) -> SentEmail:
-        readable = row.provider == mail.SANDBOX_PROVIDER
+        readable = mail.taken_by_sandbox(row.provider)
         return cls(
             id=row.id,
             kind=row.kind,

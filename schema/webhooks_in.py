@@ -88,7 +88,8 @@ class CreateWebhookSourceInput:
     secret: str | None = strawberry.field(
         default=None,
         description="The signing secret the vendor gave you; leave empty to have one "
-        "generated (a `whsec_…` secret, returned once).",
+        "generated (a `whsec_…` secret, returned once). For `sendgrid`, required: the Event "
+        "Webhook's public verification key (base64 DER, as SendGrid shows it).",
     )
     description: str | None = strawberry.field(
         default=None, description="What it is for (at most 300 characters)."

@@ -50,6 +50,9 @@ def make_settings(**overrides: Any) -> Settings:
         "login_attempts_per_account": "1000/minute",
         "login_attempts_per_address": "10000/minute",
         "allowed_origins": [],
+        # The mail sandboxes' delivery webhooks need a served gateway at PUBLIC_URL: the
+        # tests that use them turn them on.
+        "sandbox_webhooks": False,
     }
     base.update(overrides)
     return load_settings(**base)

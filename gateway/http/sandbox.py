@@ -6,18 +6,37 @@ URL here (`{PUBLIC_URL}/sandbox/<provider>`), so development works with no keys
 and the real client code still speaks HTTP. The emulators are listed in
 providers/sandbox/__init__.py; each instance is kept in
 `services.sandboxes` (tests reach their state there).
+
+Delivery webhooks (SANDBOX_WEBHOOKS, on by default): the mail sandboxes post the events
+the vendor would send after each send, signed the vendor's way, to this gateway's own
+`{PUBLIC_URL}/webhooks/resend` and `/webhooks/sendgrid`, so the embedded default shows
+real delivery states. Resend's are signed with `WEBHOOK_SYSTEM_SECRETS["resend"]` when
+set; otherwise, and always for SendGrid (whose key pair the vendor holds), with a key
+derived from the first vault key: every process of one installation derives the same,
+and nobody without the vault key can. `services.sandbox_webhook_secrets` tells the
+webhook route which key to accept besides the system secrets.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import logging
 
+from cryptography.hazmat.primitives.asymmetric import ec
 from starlette.routing import BaseRoute, Mount
 
+from kit.settings import Settings
 from providers.sandbox import SANDBOXES, create_sandbox, sandbox_path
+from providers.sandbox.resend import ResendSandbox
+from providers.sandbox.sendgrid import SendGridSandbox
 from resolvers.context import Services
 
 log = logging.getLogger("switchboard.sandbox")
+
+# The order of the P-256 group: a private key is an integer in [1, n-1].
+_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
 def routes(services: Services) -> list[BaseRoute]:
@@ -30,5 +49,52 @@ def routes(services: Services) -> list[BaseRoute]:
         if app is None:
             app = instances[provider] = create_sandbox(provider)
         mounted.append(Mount(sandbox_path(provider), app=app))
+    if services.settings.sandbox_webhooks:
+        configure_webhooks(services)
     log.info("sandboxes mounted", extra={"providers": sorted(instances)})
     return mounted
+
+
+def _derived(settings: Settings, label: str) -> bytes:
+    key = settings.vault_keys[0].encode()
+    return hmac.new(key, f"switchboard sandbox webhooks: {label}".encode(), "sha256").digest()
+
+
+def sandbox_resend_secret(settings: Settings) -> str:
+    """The `whsec_` secret the Resend sandbox signs with: the system one, else derived."""
+    configured = settings.webhook_system_secrets.get("resend")
+    if configured:
+        return configured
+    return "whsec_" + base64.b64encode(_derived(settings, "resend")).decode()
+
+
+def sandbox_sendgrid_key(settings: Settings) -> ec.EllipticCurvePrivateKey:
+    """The P-256 key the SendGrid sandbox signs its Event Webhook with (derived)."""
+    seed = hashlib.sha512(_derived(settings, "sendgrid")).digest()  # 512 bits: no bias
+    scalar = int.from_bytes(seed, "big") % (_P256_ORDER - 1) + 1
+    return ec.derive_private_key(scalar, ec.SECP256R1())
+
+
+def configure_webhooks(services: Services) -> None:
+    """Point the mounted mail sandboxes' callbacks at this gateway's webhook routes."""
+    settings = services.settings
+    base = settings.base_url
+    resend = services.sandboxes.get("resend")
+    if isinstance(resend, ResendSandbox):
+        secret = sandbox_resend_secret(settings)
+        resend.configure_webhooks(f"{base}/webhooks/resend", secret)
+        services.sandbox_webhook_secrets["resend"] = secret
+    sendgrid = services.sandboxes.get("sendgrid")
+    if isinstance(sendgrid, SendGridSandbox):
+        sendgrid.configure_webhooks(
+            f"{base}/webhooks/sendgrid", signing_key=sandbox_sendgrid_key(settings)
+        )
+        services.sandbox_webhook_secrets["sendgrid"] = sendgrid.public_key
+
+
+async def aclose(services: Services) -> None:
+    """Stop the sandboxes' background work (callbacks in flight): the app's shutdown."""
+    for app in services.sandboxes.values():
+        close = getattr(app, "aclose", None)
+        if close is not None:
+            await close()

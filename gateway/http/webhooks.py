@@ -73,7 +73,13 @@ def routes(services: Services) -> list[BaseRoute]:
         try:
             body = await _read_body(request, settings.webhook_max_body_bytes)
             received = await webhooks_in.receive(
-                settings, provider, token, request.headers, body, throttle=throttle
+                settings,
+                provider,
+                token,
+                request.headers,
+                body,
+                throttle=throttle,
+                sandbox_secrets=services.sandbox_webhook_secrets,
             )
         except GatewayError as exc:
             headers = dict(budget)

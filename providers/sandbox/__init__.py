@@ -15,6 +15,7 @@ from typing import Any
 SANDBOXES: dict[str, str] = {
     "resend": "providers.sandbox.resend:create_app",
     "openai": "providers.sandbox.openai:create_app",
+    "sendgrid": "providers.sandbox.sendgrid:create_app",
 }
 
 

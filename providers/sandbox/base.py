@@ -47,6 +47,10 @@ What every sandbox gets from the base, under `/_sandbox/` of its own app:
   it parses), `at` (wall clock on arrival), `status`, `fault`. `DELETE` clears.
 - `GET /_sandbox/stats` — `in_flight`, `max_in_flight` (the most requests served at
   once), `requests`. `DELETE` resets the counters.
+- `GET /_sandbox/webhooks` — the signed webhook callbacks the emulator posted (see
+  providers/sandbox/callbacks.py; the receiver is set from Python only, with
+  `sandbox.callbacks.configure(url)`): url, attempt, headers, body, status or error.
+  `DELETE` clears the list.
 - `POST /_sandbox/reset` — faults, recordings, counters and the emulator's own
   state (`reset_state`) back to empty.
 
@@ -72,6 +76,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+
+from providers.sandbox.callbacks import Callbacks
 
 CONTROL_PREFIX = "/_sandbox"
 MAX_RECORDED_BODY = 64 * 1024
@@ -151,6 +157,8 @@ class Sandbox(abc.ABC):
         self.max_in_flight = 0
         self.total = 0
         self._seq = 0
+        # Signed webhook callbacks, for vendors that send them (posts nothing until configured).
+        self.callbacks = Callbacks(self.provider)
         self._control = Starlette(routes=self._control_routes())
         self._vendor = Starlette(routes=self.routes())
 
@@ -287,6 +295,7 @@ class Sandbox(abc.ABC):
             Route(f"{p}/faults", self._faults, methods=["GET", "POST", "DELETE"]),
             Route(f"{p}/requests", self._requests, methods=["GET", "DELETE"]),
             Route(f"{p}/stats", self._stats, methods=["GET", "DELETE"]),
+            Route(f"{p}/webhooks", self._webhooks, methods=["GET", "DELETE"]),
             Route(f"{p}/reset", self._reset, methods=["POST"]),
         ]
 
@@ -324,6 +333,15 @@ class Sandbox(abc.ABC):
         ]
         return JSONResponse({"requests": items})
 
+    async def _webhooks(self, request: Request) -> Response:
+        if request.method == "DELETE":
+            self.callbacks.deliveries.clear()
+        return JSONResponse({"webhooks": self.callbacks.recorded()})
+
+    async def aclose(self) -> None:
+        """Stop the background work (webhook callbacks in flight): the app's shutdown."""
+        await self.callbacks.aclose()
+
     def stats(self) -> dict[str, int]:
         return {
             "in_flight": self.in_flight,
@@ -342,6 +360,7 @@ class Sandbox(abc.ABC):
         self.recorded.clear()
         self.max_in_flight = self.in_flight
         self.total = 0
+        self.callbacks.deliveries.clear()
         self.reset_state()
         return JSONResponse({"reset": True})
 

@@ -6,8 +6,19 @@
 - **Send**: `from`, `to` (string or list, at most 50), `subject` are required (422
   `missing_required_field`); addresses are checked (422 `invalid_from_address`,
   400 `validation_error`); answers `{"id": "<uuid>"}`. Resend's test recipients
-  set the outcome: `bounced@resend.dev` → `bounced`, `complained@resend.dev` →
-  `complained`, otherwise `delivered` (`scheduled` when `scheduled_at` is given).
+  set the outcome (a `+label` is ignored, `bounced+a@resend.dev`): `bounced@resend.dev`
+  → `bounced`, `complained@resend.dev` → `complained`, otherwise `delivered`
+  (`scheduled` when `scheduled_at` is given). The sandbox adds three of its own:
+  `delayed@resend.dev` (delivery_delayed, then delivered), `opened@resend.dev` and
+  `clicked@resend.dev` (delivered, then opened, then clicked).
+- **Webhooks** (`configure_webhooks(url, secret)`; the gateway sets its own
+  `/webhooks/resend` from settings): after a send, the events Resend would send, one
+  POST each, in order, from a background task: `email.sent`, then `email.delivered`,
+  `email.bounced`, `email.complained`, `email.delivery_delayed`, `email.opened`,
+  `email.clicked` as the recipients decide, in Resend's shape `{"type", "created_at",
+  "data": {"email_id", "from", "to", "subject", "created_at", "tags"?, "bounce"? |
+  "click"?}}`, signed as Svix signs them for Resend: `svix-id` (kept across retries),
+  `svix-timestamp`, `svix-signature: v1,<base64 HMAC-SHA256>` with the `whsec_` secret.
 - **Idempotency** (`Idempotency-Key`, 1–256 chars else 400
   `invalid_idempotency_key`): the same key and body within 24 hours answers the
   first email's id without sending again; the same key with another body is 409
@@ -22,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import secrets
 import time
 import uuid
 from collections import OrderedDict
@@ -32,13 +44,30 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from kit.signing import secret_key, sign
 from providers.sandbox.base import Sandbox, bearer
+from providers.sandbox.callbacks import CallbackRequest, RequestBuilder
 
 PROVIDER = "resend"
 RATE_LIMIT = 2  # requests per second, Resend's documented default
 IDEMPOTENCY_TTL = 24 * 3600
 MAX_EMAILS = 10_000
 MAX_RECIPIENTS = 50
+
+# What each test recipient makes happen: the events after `email.sent`, in order.
+TEST_DOMAIN = "resend.dev"
+OUTCOMES: dict[str, tuple[str, ...]] = {
+    "delivered": ("email.delivered",),
+    "bounced": ("email.bounced",),
+    "complained": ("email.delivered", "email.complained"),
+    "delayed": ("email.delivery_delayed", "email.delivered"),
+    "opened": ("email.delivered", "email.opened"),
+    "clicked": ("email.delivered", "email.opened", "email.clicked"),
+}
+# When recipients differ, the email (one id for all) takes the first of these it has.
+_PRECEDENCE = ("bounced", "complained", "delayed", "clicked", "opened")
+_LINK = re.compile(r"""href\s*=\s*["'](https?://[^"']+)["']""", re.IGNORECASE)
+_USER_AGENT = "Svix-Webhooks/1.62.0 (sender-sandbox; +https://www.svix.com/http-sender/)"
 
 _ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 _NAMED_ADDRESS = re.compile(r"^[^<>]*<([^<>]+)>$")
@@ -76,6 +105,23 @@ def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
+def _now_z() -> str:
+    """Resend's event time: `2024-02-22T23:41:12.126Z`."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def outcome_of(recipients: list[str]) -> str:
+    """The test outcome the recipients ask for (`delivered` unless one is a test address)."""
+    found = set()
+    for value in recipients:
+        address = _address(value) or ""
+        local, _, domain = address.lower().rpartition("@")
+        local = local.split("+", 1)[0]
+        if domain == TEST_DOMAIN and local in OUTCOMES:
+            found.add(local)
+    return next((o for o in _PRECEDENCE if o in found), "delivered")
+
+
 class ResendSandbox(Sandbox):
     provider = PROVIDER
 
@@ -84,7 +130,20 @@ class ResendSandbox(Sandbox):
         self.emails: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
         # (key fingerprint, idempotency key) -> (body hash, email id, first seen)
         self.idempotency: dict[tuple[str, str], tuple[str, str, float]] = {}
+        self.webhook_secret: str | None = None
         super().__init__()
+
+    def configure_webhooks(
+        self, url: str | None, secret: str | None, *, delay: float | None = None
+    ) -> None:
+        """Post signed events to `url` after each send, signed with the `whsec_` `secret`
+        (None: post nothing)."""
+        if url is not None:
+            if not secret:
+                raise ValueError("Resend webhooks need a whsec_ signing secret")
+            secret_key(secret)  # ValueError now rather than in the background task
+        self.webhook_secret = secret if url else None
+        self.callbacks.configure(url, delay=delay)
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -164,9 +223,11 @@ class ResendSandbox(Sandbox):
                 return self._ok({"id": seen_id})
 
         email_id = str(uuid.uuid4())
-        self._store(team, email_id, body)
+        email = self._store(team, email_id, body)
         if slot is not None:
             self.idempotency[slot] = (digest, email_id, time.time())
+        if not email.get("scheduled_at"):
+            self._send_webhooks(email, body)
         return self._ok({"id": email_id})
 
     async def get_email(self, request: Request) -> Response:
@@ -188,16 +249,14 @@ class ResendSandbox(Sandbox):
     def _ok(self, data: dict[str, Any]) -> Response:
         return JSONResponse(data, 200, headers=_rate_headers(remaining=RATE_LIMIT - 1))
 
-    def _store(self, team: str, email_id: str, body: dict[str, Any]) -> None:
+    def _store(self, team: str, email_id: str, body: dict[str, Any]) -> dict[str, Any]:
         to = _as_list(body["to"])
-        outcome = "delivered"
         if body.get("scheduled_at"):
-            outcome = "scheduled"
-        elif any(_address(t) == "bounced@resend.dev" for t in to):
-            outcome = "bounced"
-        elif any(_address(t) == "complained@resend.dev" for t in to):
-            outcome = "complained"
-        self.emails[(team, email_id)] = {
+            last_event = "scheduled"
+        else:
+            events = OUTCOMES[outcome_of(to + _as_list(body.get("cc")) + _as_list(body.get("bcc")))]
+            last_event = events[-1].removeprefix("email.")
+        email = self.emails[(team, email_id)] = {
             "object": "email",
             "id": email_id,
             "to": to,
@@ -209,11 +268,70 @@ class ResendSandbox(Sandbox):
             "bcc": _as_list(body.get("bcc")) or None,
             "cc": _as_list(body.get("cc")) or None,
             "reply_to": _as_list(body.get("reply_to")) or None,
-            "last_event": outcome,
+            "last_event": last_event,
             "scheduled_at": body.get("scheduled_at"),
         }
         while len(self.emails) > MAX_EMAILS:
             self.emails.popitem(last=False)
+        return email
+
+    # Webhooks -----------------------------------------------------------------------
+
+    def _send_webhooks(self, email: dict[str, Any], body: dict[str, Any]) -> None:
+        secret = self.webhook_secret
+        if secret is None or not self.callbacks.enabled:
+            return
+        recipients = email["to"] + (email["cc"] or []) + (email["bcc"] or [])
+        types = ("email.sent", *OUTCOMES[outcome_of(recipients)])
+        self.callbacks.schedule([self._event(secret, kind, email, body) for kind in types])
+
+    def _event(
+        self, secret: str, kind: str, email: dict[str, Any], body: dict[str, Any]
+    ) -> RequestBuilder:
+        data: dict[str, Any] = {
+            "created_at": email["created_at"],
+            "email_id": email["id"],
+            "from": email["from"],
+            "to": email["to"],
+            "subject": email["subject"],
+        }
+        tags = body.get("tags")
+        if isinstance(tags, list):
+            data["tags"] = {
+                str(t.get("name")): str(t.get("value")) for t in tags if isinstance(t, dict)
+            }
+        if kind == "email.bounced":
+            data["bounce"] = {
+                "message": "The recipient's mail server permanently rejected the email.",
+                "subType": "General",
+                "type": "Permanent",
+            }
+        elif kind == "email.clicked":
+            link = _LINK.search(email.get("html") or "")
+            data["click"] = {
+                "ipAddress": "192.0.2.10",
+                "link": link.group(1) if link else "https://resend.com",
+                "timestamp": _now_z(),
+                "userAgent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_0) Safari/605.1.15",
+            }
+        event = {"type": kind, "created_at": _now_z(), "data": data}
+        raw = json.dumps(event, separators=(",", ":")).encode()
+        msg_id = "msg_" + secrets.token_urlsafe(20).replace("-", "x").replace("_", "y")[:27]
+
+        def build() -> CallbackRequest:
+            ts = int(time.time())
+            return CallbackRequest(
+                raw,
+                {
+                    "content-type": "application/json",
+                    "user-agent": _USER_AGENT,
+                    "svix-id": msg_id,
+                    "svix-timestamp": str(ts),
+                    "svix-signature": sign(secret, msg_id, ts, raw),
+                },
+            )
+
+        return build
 
     def _expire_idempotency(self) -> None:
         horizon = time.time() - IDEMPOTENCY_TTL

@@ -19,7 +19,7 @@ This module is the area's public face: what other areas, the schema and the test
 
 from __future__ import annotations
 
-from resolvers.mail.chain import SANDBOX_PROVIDER, smtp_config
+from resolvers.mail.chain import SANDBOX_PROVIDER, smtp_config, taken_by_sandbox
 from resolvers.mail.compose import Recipient, build_message, sender_of
 from resolvers.mail.delivery import BATCH_JOB, deliver, send_batch_job, send_job
 from resolvers.mail.outbox import SEND_JOB, organization_name, queue
@@ -85,5 +85,6 @@ __all__ = [
     "send_job",
     "sender_of",
     "smtp_config",
+    "taken_by_sandbox",
     "unsubscribe",
 ]

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from kit.errors import GatewayError
 from kit.settings import Settings
 from models.mail import OutboundEmail
-from providers import resend, smtp
+from providers import resend, sendgrid, smtp
 from providers.errors import ProviderError
 from resolvers.context import Context, Services
 from resolvers.credentials import (
@@ -45,6 +45,14 @@ log = logging.getLogger("switchboard.mail")
 
 SANDBOX_PROVIDER = "resend-sandbox"  # the provider name of mail the Resend sandbox took
 PROVIDERS = ("resend", "sendgrid", "smtp")  # the chain's order
+# The custom argument a SendGrid send carries, so its events find the row directly.
+SENDGRID_EMAIL_ARG = "switchboard_email_id"
+
+
+def taken_by_sandbox(provider: str | None) -> bool:
+    """Whether a sandbox took the message: nothing was delivered, so its body may be shown
+    (it is where a developer reads a verification link)."""
+    return bool(provider) and str(provider).endswith("-sandbox")
 
 
 class Refused(Exception):
@@ -119,6 +127,56 @@ def _resend_channel(services: Services, tenant_id: int, credential: ResolvedCred
     return Channel(name, send)
 
 
+class OutcomeUnknown(Exception):
+    """The provider may have taken the message (a timeout after the request was written):
+    trying the next provider now could send it twice, so this try stops here."""
+
+
+def _sendgrid_channel(
+    services: Services, tenant_id: int, credential: ResolvedCredential
+) -> Channel:
+    client = sendgrid.SendGridClient(
+        provider_registry(services).http(sendgrid.PROVIDER),
+        credential.secrets.get("api_key", ""),
+        base_url=credential.base_url or sendgrid.API_URL,
+        labels=_labels(tenant_id, credential),
+        own_credential=credential.own,
+        guard_url=credential.guard_url,
+    )
+    from_email = credential.secrets.get("from_email", "")
+
+    async def send(email: OutboundEmail, unsubscribe_url: str | None) -> str | None:
+        headers = {"Message-ID": email.message_id}
+        if unsubscribe_url:
+            headers.update(compose.unsubscribe_headers(unsubscribe_url))
+        try:
+            sent = await client.send_email(
+                sender=compose.sender_for(email, from_email),
+                to=[r.address() for r in compose.to_list(email)],
+                cc=[r.address() for r in compose.recipients(email.cc)],
+                bcc=[r.address() for r in compose.recipients(email.bcc)],
+                reply_to=email.reply_to or None,
+                subject=email.subject,
+                html=email.html or None,
+                text=email.text,
+                headers=headers,
+                # Every Event Webhook event repeats it: tracking finds the row directly.
+                custom_args={SENDGRID_EMAIL_ARG: str(email.id)},
+            )
+        except ProviderError as err:
+            if sendgrid.permanent(err):
+                raise Refused(str(err)) from None
+            if sendgrid.outcome_unknown(err):
+                raise OutcomeUnknown(str(err)) from None
+            raise
+        return sent.id
+
+    sandboxed = credential.is_sandbox or (
+        bool(credential.base_url) and is_own_sandbox(services.settings, credential.base_url or "")
+    )
+    return Channel("sendgrid-sandbox" if sandboxed else "sendgrid", send)
+
+
 def smtp_config(settings: Settings) -> smtp.SmtpConfig:
     """The operator's relay (EMAIL_HOST, ...)."""
     tls_context = None
@@ -177,6 +235,7 @@ def _smtp_channel(services: Services, credential: ResolvedCredential) -> Channel
 ChannelFactory = Callable[[Services, int, ResolvedCredential], Channel]
 FACTORIES: dict[str, ChannelFactory] = {
     "resend": _resend_channel,
+    "sendgrid": _sendgrid_channel,
     "smtp": lambda services, _tenant, credential: _smtp_channel(services, credential),
 }
 

@@ -28,7 +28,7 @@ from models.mail import EmailStatus, OutboundEmail
 from providers.errors import ProviderError
 from resolvers.context import Services
 from resolvers.jobs import JobContext, enqueue, job_handler
-from resolvers.mail.chain import Channel, Refused, build_chain, close_chain
+from resolvers.mail.chain import Channel, OutcomeUnknown, Refused, build_chain, close_chain
 from resolvers.mail.outbox import SEND_JOB
 from resolvers.mail.suppression import suppressed
 from resolvers.mail.tracking import advance
@@ -71,6 +71,10 @@ async def attempt(settings: Settings, chain: list[Channel], email: OutboundEmail
         except Refused as exc:
             log.warning("mail refused", extra={"email_id": email.id, "provider": channel.name})
             return Outcome(EmailStatus.FAILED, channel.name, f"{channel.name}: {exc}")
+        except OutcomeUnknown as exc:
+            # It may have gone: no other provider now (a second copy); a later try may.
+            errors.append(f"{channel.name}: outcome unknown: {exc}")
+            break
         except ProviderError as err:
             errors.append(f"{channel.name}: {err}")
             log.info("mail provider failed", extra={"email_id": email.id, "provider": channel.name})

@@ -32,6 +32,7 @@ from models.tenancy import get_scoped
 from models.webhooks import WebhookInbox
 from resolvers.context import Context
 from resolvers.events import emit, global_id, subscribe
+from resolvers.mail.chain import SENDGRID_EMAIL_ARG
 from resolvers.mail.outbox import event_data
 from resolvers.mail.suppression import suppress
 from resolvers.operations import operation
@@ -127,8 +128,6 @@ SENDGRID_STATUS = {
     "spamreport": EmailStatus.COMPLAINED,
 }
 SENDGRID_UNSUBSCRIBES = {"unsubscribe", "group_unsubscribe"}
-# The custom argument a SendGrid send carries, so its events find the row directly.
-SENDGRID_EMAIL_ARG = "switchboard_email_id"
 
 
 class NotYetRecorded(Exception):

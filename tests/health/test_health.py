@@ -149,7 +149,7 @@ async def _probe_phases(client: httpx.AsyncClient, token: str, vendor: str) -> N
     assert health["status"] == "DEGRADED"
     assert {c["name"]: c["ok"] for c in health["checks"]} == {"store": True, "migrations": True}
     by_provider = {p["provider"]: p for p in health["providers"]}
-    assert set(by_provider) == {"OPENAI", "RESEND"}
+    assert set(by_provider) == {"OPENAI", "RESEND", "SENDGRID"}
     assert by_provider["OPENAI"]["status"] == "DOWN"
     probe = by_provider["OPENAI"]["probe"]
     assert probe["ok"] is False and probe["failuresInARow"] >= 2
@@ -217,6 +217,7 @@ async def test_unconfigured_providers_make_the_gateway_degraded_not_unready(stor
     assert {name: p["status"] for name, p in body["providers"].items()} == {
         "openai": "unconfigured",
         "resend": "unconfigured",
+        "sendgrid": "unconfigured",
     }
 
 

@@ -89,7 +89,7 @@ async def _key_checks_and_error_log(client, owner, live_server):
     # Health reflects it, without calling the vendor.
     health = await gql(client, HEALTH, token=owner.token)
     by_provider = {h["provider"]: h for h in health["data"]["integrationHealth"]}
-    assert set(by_provider) == {"OPENAI", "RESEND"}  # the providers with a client only
+    assert set(by_provider) == {"OPENAI", "RESEND", "SENDGRID"}  # the providers with a client only
     resend = by_provider["RESEND"]
     assert resend["credentialSource"] == "TENANT"
     assert resend["status"] in {"DEGRADED", "DOWN"}
@@ -101,7 +101,7 @@ async def _key_checks_and_error_log(client, owner, live_server):
     }
 
     ready = (await client.get("/health/ready")).json()
-    assert set(ready["providers"]) == {"openai", "resend"}
+    assert set(ready["providers"]) == {"openai", "resend", "sendgrid"}
     assert ready["providers"]["openai"]["status"] == "sandbox"
     # The failures were the tenant's own key's: the shared (sandbox) view is untouched.
     assert ready["providers"]["resend"]["status"] == "sandbox"
@@ -147,3 +147,22 @@ async def test_unconfigured_without_sandbox(store, owner):
     assert set(reports) == {"openai"}  # no client for stripe: not listed
     assert reports["openai"].status is ProviderStatus.UNCONFIGURED
     assert reports["openai"].source is None
+
+
+async def test_sendgrid_key_checked_on_save(client, owner, live_server, app):
+    sandbox = f"{live_server}/sandbox/sendgrid"
+
+    def sendgrid_input(key: str) -> dict:
+        secrets = {"apiKey": key, "fromEmail": "mail@acme.test", "baseUrl": sandbox}
+        return {"input": {"provider": "SENDGRID", "secrets": secrets}}
+
+    try:
+        body = await gql(client, SET_TENANT, sendgrid_input("SG." + uuid.uuid4().hex), owner.token)
+        assert "errors" not in body, body
+        assert body["data"]["setTenantCredential"]["verified"] is True
+        for refused in ("SG.invalid." + uuid.uuid4().hex, "SG.restricted." + uuid.uuid4().hex):
+            body = await gql(client, SET_TENANT, sendgrid_input(refused), owner.token)
+            assert error_codes(body) == ["BAD_USER_INPUT"], body
+            assert "secrets.apiKey" in body["errors"][0]["extensions"]["details"]
+    finally:
+        await app.state.services.providers.aclose()
