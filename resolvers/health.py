@@ -8,7 +8,9 @@ Overall status (`overall_status`), one rule for `/health/ready` and `serviceHeal
 - `degraded`: every check passes, but a listed provider (one the gateway has a client
   for) is `degraded`, `down` or `unconfigured`. Each of them backs operations of the API
   (sending mail, completions), which fail or may fail meanwhile; an unconfigured one
-  counts because its operations cannot work at all. The process still serves: 200.
+  counts because its operations cannot work at all — unless it stands in for another
+  that works (`ALTERNATIVES`: Resend and SendGrid, or the SMTP relay, for mail). The
+  process still serves: 200.
 - `healthy`: every check passes and every listed provider is `operational` or `sandbox`.
 
 Provider statuses are `resolvers.integrations.provider_status`. `/health/ready` judges the
@@ -37,12 +39,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from kit.logging import scrub
+from kit.settings import Settings
 from models.store import pending_migrations, store_ready
 from providers.errors import ProviderError
 from providers.registry import ProbeResult
 from resolvers.context import Context, Services
 from resolvers.credentials import (
     KEY_CHECKS,
+    IntegrationProvider,
     VERIFY_TIMEOUT,
     providers_with_client,
     system_credential,
@@ -105,9 +109,30 @@ async def readiness_checks(services: Services) -> dict[str, bool]:
     return checks
 
 
-def _report(checks: dict[str, bool], providers: list[ProviderHealthReport]) -> ServiceHealthReport:
+# Providers that stand in for one another: mail leaves through whichever of the chain is
+# set up (resolvers/mail/chain.py), so one that is not set up is no fault while another
+# one of the group (or the operator's SMTP relay, which has no HTTP client to list) works.
+ALTERNATIVES = (frozenset({IntegrationProvider.RESEND, IntegrationProvider.SENDGRID}),)
+
+
+def _judged(
+    providers: list[ProviderHealthReport], settings: Settings
+) -> list[ProviderHealthReport]:
+    """The providers the overall status weighs: all but unconfigured stand-ins."""
+    skipped: set[IntegrationProvider] = set()
+    for group in ALTERNATIVES:
+        members = [p for p in providers if p.provider in group]
+        relay = IntegrationProvider.RESEND in group and bool(settings.smtp_host)
+        if relay or any(p.status in _FINE for p in members):
+            skipped |= {p.provider for p in members if p.status == ProviderStatus.UNCONFIGURED}
+    return [p for p in providers if p.provider not in skipped]
+
+
+def _report(
+    checks: dict[str, bool], providers: list[ProviderHealthReport], settings: Settings
+) -> ServiceHealthReport:
     return ServiceHealthReport(
-        status=overall_status(checks, (p.status for p in providers)),
+        status=overall_status(checks, (p.status for p in _judged(providers, settings))),
         checks=[HealthCheck(name, ok) for name, ok in checks.items()],
         providers=providers,
     )
@@ -116,7 +141,7 @@ def _report(checks: dict[str, bool], providers: list[ProviderHealthReport]) -> S
 async def readiness(services: Services) -> ServiceHealthReport:
     """For /health/ready: the checks and the shared view of every listed provider."""
     checks = await readiness_checks(services)
-    return _report(checks, await provider_summary(services))
+    return _report(checks, await provider_summary(services), services.settings)
 
 
 @operation("integrations:read")
@@ -124,7 +149,7 @@ async def service_health(ctx: Context) -> ServiceHealthReport:
     """For `serviceHealth`: the checks, and the providers as the caller's calls see them."""
     ctx.require_principal()
     checks = await readiness_checks(ctx.services)
-    return _report(checks, await integration_health(ctx))
+    return _report(checks, await integration_health(ctx), ctx.settings)
 
 
 # -- the probe ----------------------------------------------------------------------------

@@ -278,3 +278,23 @@ def test_readme_and_schema_speak_the_same_words():
         assert re.search(rf"enum HealthStatus {{[^}}]*\b{overall.value}\b", schema), overall
     assert "LIVE" not in re.search(r"enum ProviderStatus {[^}]*}", schema).group(0)  # type: ignore[union-attr]
     assert "| `HEALTH_PROBE_SECONDS` | `60` |" in readme
+
+
+async def test_an_unconfigured_mail_provider_is_no_fault_while_another_sends(store):
+    """Resend and SendGrid stand in for one another (and the SMTP relay for both): one of
+    them not set up does not make the gateway degraded while mail can go out."""
+
+    async def status(**overrides: Any) -> str:
+        settings = make_settings(
+            database_url=store.url, sandbox_enabled=False, openai_api_key="sk-" + "x" * 40,
+            health_probe_seconds=0, **overrides,
+        )  # fmt: skip
+        app = create_app(settings, configure_logs=False)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return str((await client.get("/health/ready")).json()["status"])
+
+    assert await status() == "degraded"  # no way to send mail at all
+    assert await status(smtp_host="smtp.example.com") == "healthy"
+    assert await status(resend_api_key="re_" + "x" * 30) == "healthy"
+    assert await status(sendgrid_api_key="SG." + "x" * 40) == "healthy"
