@@ -46,8 +46,8 @@ from providers.registry import ProbeResult
 from resolvers.context import Context, Services
 from resolvers.credentials import (
     KEY_CHECKS,
-    IntegrationProvider,
     VERIFY_TIMEOUT,
+    IntegrationProvider,
     providers_with_client,
     system_credential,
 )
