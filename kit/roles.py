@@ -52,6 +52,8 @@ MATRIX: dict[str, frozenset[Role]] = {
     "webhooks:manage": frozenset({O, M}),
     # mail
     "mail:read": frozenset({O, M}),
+    # invoices read from mailboxes (the documents, and how reading the mailboxes went)
+    "mailbox:read": frozenset({O, M, A}),
 }
 
 # Permissions whose mutations grant or change authority (who belongs, with which role,

@@ -179,10 +179,10 @@ def _uid_of(line: bytes) -> int | None:
     return int(found.group(1)) if found else None
 
 
-async def _guarded(operation: str, call: Awaitable[T], timeout: float) -> T:
+async def _guarded(operation: str, call: Awaitable[T], seconds: float) -> T:
     """Await one step, turning what can go wrong on the wire into a ProviderError."""
     try:
-        return await asyncio.wait_for(call, timeout)
+        return await asyncio.wait_for(call, seconds)
     except ProviderError:
         raise
     except ssl.SSLCertVerificationError as exc:
@@ -190,7 +190,7 @@ async def _guarded(operation: str, call: Awaitable[T], timeout: float) -> T:
             operation, f"certificate not trusted: {exc.verify_message}", retryable=False
         ) from None
     except (TimeoutError, aioimaplib.CommandTimeout):
-        raise _error(operation, f"no answer within {timeout:g} s", retryable=True) from None
+        raise _error(operation, f"no answer within {seconds:g} s", retryable=True) from None
     except (OSError, aioimaplib.AioImapException, EOFError) as exc:
         raise _error(operation, f"{type(exc).__name__}: {exc}", retryable=True) from None
 
@@ -219,9 +219,7 @@ async def open_inbox(config: ImapConfig) -> AsyncIterator[Inbox]:
         await _guarded("connect", client.wait_hello_from_server(), config.timeout)
         if config.security == "starttls":
             await _guarded("starttls", _starttls(client, config), config.timeout)
-        login = await _guarded(
-            "login", client.login(config.user, config.password), config.timeout
-        )
+        login = await _guarded("login", client.login(config.user, config.password), config.timeout)
         if login.result != "OK":
             raise _refusal("login", login)
         selected = await _guarded("select", client.select("INBOX"), config.timeout)

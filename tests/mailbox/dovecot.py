@@ -161,10 +161,10 @@ service anvil {{
 """
     )
     server = Dovecot(root, plain_port, tls_port, cert_file)
-    server.process = subprocess.Popen(  # noqa: S603 - our own binary and config
+    server.process = subprocess.Popen(
         [binary, "-F", "-c", str(conf)],
         stdout=subprocess.DEVNULL,
-        stderr=open(root / "stderr.log", "wb"),  # noqa: SIM115 - lives as long as the server
+        stderr=open(root / "stderr.log", "wb"),
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
