@@ -26,6 +26,7 @@ import functools
 import json
 import logging
 import re
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -264,6 +265,10 @@ async def _verify_imap(ctx: Context, credential: ResolvedCredential) -> None:
             password=values.get("password", ""),
             security=values.get("security", "tls"),  # type: ignore[arg-type]
             timeout=VERIFY_TIMEOUT,
+            # the CA the polls trust (a private CA's or a self-signed certificate)
+            tls_context=ssl.create_default_context(cafile=ctx.settings.imap_ca_file)
+            if ctx.settings.imap_ca_file
+            else None,
             dial=dial,
         )
     )

@@ -356,9 +356,10 @@ def _take(part: Message, index: int, result: Parsed, max_bytes: int) -> None:
     content = part.get_payload(decode=True)
     if not isinstance(content, bytes):
         return
-    name = safe_filename(_filename(part), index)
+    raw_name = _filename(part)
+    name = safe_filename(raw_name, index)
     if not content.startswith(PDF_MAGIC):
-        if claimed in _PDF_TYPES or name.lower().endswith(".pdf"):
+        if claimed in _PDF_TYPES or raw_name.lower().rstrip(". ").endswith(".pdf"):
             result.errors.append(f"{name}: claims to be a PDF but its content is not one")
         return  # other attachments (images, signatures) are not invoices
     if len(content) > max_bytes:
