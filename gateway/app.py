@@ -12,6 +12,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from gateway.http import graphiql, health
+from gateway.http import mail as mail_routes
 from gateway.http import metrics as metrics_routes
 from gateway.http import sandbox as sandbox_routes
 from gateway.http import webhooks as webhook_routes
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         *health.routes(services),
         *metrics_routes.routes(services),
         *webhook_routes.routes(services),
+        *mail_routes.routes(),
         *sandbox_routes.routes(services),
         *(graphiql.routes() if settings.graphiql_enabled else []),
         Route("/graphql", graphql, methods=["GET", "POST"]),

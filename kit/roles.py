@@ -52,6 +52,10 @@ MATRIX: dict[str, frozenset[Role]] = {
     "webhooks:manage": frozenset({O, M}),
     # mail
     "mail:read": frozenset({O, M}),
+    "mail:templates": frozenset({O, M}),
+    "mail:send": frozenset({O, M, S}),
+    "mail:send_bulk": frozenset({O, M}),
+    "mail:suppressions": frozenset({O, M}),
     # invoices read from mailboxes (the documents, and how reading the mailboxes went)
     "mailbox:read": frozenset({O, M, A}),
 }

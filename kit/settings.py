@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     public_url: str = ""  # how the outside world reaches us; defaults to http://host:port
+    # The front end that mail links open (verify, reset, accept an invitation); defaults to
+    # public_url.
+    frontend_url: str = Field("", validation_alias=AliasChoices("frontend_url", "app_url"))
 
     database_url: str = "sqlite://data/switchboard.sqlite3"
     redis_url: str = ""
@@ -146,6 +149,7 @@ class Settings(BaseSettings):
     openai_organization: str = ""
     openai_base_url: str = ""
     resend_api_key: SecretStr | None = None
+    resend_base_url: str = ""  # another Resend-compatible endpoint (e.g. the sandbox)
     sendgrid_api_key: SecretStr | None = None
     # SMTP, the mail fallback after Resend (the product documents' EMAIL_* names work too).
     smtp_host: str = Field("", validation_alias=AliasChoices("smtp_host", "email_host"))
@@ -372,6 +376,11 @@ class Settings(BaseSettings):
     def base_url(self) -> str:
         return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"
 
+    @property
+    def app_url(self) -> str:
+        """Where the front end is: mail links point there."""
+        return self.frontend_url.rstrip("/") or self.base_url
+
     def system_credentials(self, provider: str) -> dict[str, str] | None:
         """The operator's credential for `provider` from settings; None when not configured.
 
@@ -401,7 +410,7 @@ _SYSTEM_CREDENTIALS: dict[str, dict[str, str]] = {
         "organization": "openai_organization",
         "base_url": "openai_base_url",
     },
-    "resend": {"api_key": "resend_api_key"},
+    "resend": {"api_key": "resend_api_key", "base_url": "resend_base_url"},
     "sendgrid": {"api_key": "sendgrid_api_key"},
     "smtp": {
         "host": "smtp_host",

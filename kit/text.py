@@ -17,6 +17,7 @@ from typing import Any
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _LINE_BREAKS = re.compile("[\x00-\x1f\x7f\u2028\u2029\x85]")
 MAX_DEPTH = 64
+EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
 
 
 def text_problem(value: str) -> str | None:
@@ -75,3 +76,17 @@ def one_line(value: str, field: str) -> str:
     if problem is not None:
         raise BadUserInput(f"{field} {problem}.", details={field: problem})
     return cleaned
+
+
+def normalize_email(email: str, field: str = "email") -> str:
+    """`email` trimmed and lower-cased, refused (BAD_USER_INPUT on `field`) unless it is
+    one plausible address of at most 320 characters."""
+    from kit.errors import BadUserInput
+
+    email = (email or "").strip().lower()
+    if len(email) > 320 or not EMAIL_RE.match(email) or single_line_problem(email):
+        raise BadUserInput(
+            f"{field}: is not a valid email address",
+            details={field: "is not a valid email address"},
+        )
+    return email

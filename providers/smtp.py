@@ -12,13 +12,16 @@ cut connection and a failed login are transient.
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import Literal
+from typing import Any, Literal
 
 import aiosmtplib
 
+from kit.ssrf import Policy, UnsafeDestination, resolve_checked
 from providers.errors import ProviderError
 
 PROVIDER = "smtp"
@@ -49,41 +52,119 @@ def _from_reply(code: int, message: str) -> ProviderError:
     return _error(code, message, retryable=not 500 <= code < 600)
 
 
-async def send(config: SmtpConfig, message: EmailMessage) -> None:
-    """Deliver `message` to its recipients; raises ProviderError (see the module docstring)."""
+def _tls_mode(config: SmtpConfig) -> tuple[bool, bool | None]:
+    """(implicit TLS, STARTTLS: True required / None when offered / False never)."""
     implicit = config.security == "tls" or (config.security == "auto" and config.port == 465)
-    start_tls: bool | None
     if implicit or config.security == "none":
-        start_tls = False
-    elif config.security == "starttls":
-        start_tls = True
-    else:
-        start_tls = None  # when the server offers it
-    try:
-        await aiosmtplib.send(
-            message,
-            hostname=config.host,
-            port=config.port,
-            username=config.username or None,
-            password=config.password if config.username else None,
-            use_tls=implicit,
-            start_tls=start_tls,
-            tls_context=config.tls_context if (implicit or start_tls is not False) else None,
-            timeout=config.timeout,
-        )
-    except aiosmtplib.SMTPRecipientsRefused as exc:
+        return implicit, False
+    if config.security == "starttls":
+        return False, True
+    return False, None
+
+
+def _translate(exc: BaseException) -> ProviderError:
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         codes = [r.code for r in exc.recipients]
         permanent = bool(codes) and all(500 <= c < 600 for c in codes)
         detail = "; ".join(f"{r.code} {r.message}" for r in exc.recipients)
-        raise _error(
+        return _error(
             max(codes) if codes else None,
             f"recipients refused: {detail}"[:500],
             retryable=not permanent,
-        ) from None
-    except aiosmtplib.SMTPAuthenticationError as exc:
+        )
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
         # Our credentials, not the message: another provider or a later try may do.
-        raise _error(exc.code, f"login refused: {exc.message}"[:500], retryable=True) from None
-    except aiosmtplib.SMTPResponseException as exc:
-        raise _from_reply(exc.code, str(exc.message)[:500]) from None
-    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-        raise _error(None, f"{type(exc).__name__}: {exc}"[:500], retryable=True) from None
+        return _error(exc.code, f"login refused: {exc.message}"[:500], retryable=True)
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return _from_reply(exc.code, str(exc.message)[:500])
+    if isinstance(exc, UnsafeDestination):
+        return _error(None, f"refused address: {exc.message}"[:500], retryable=False)
+    return _error(None, f"{type(exc).__name__}: {exc}"[:500], retryable=True)
+
+
+_FAILURES = (aiosmtplib.SMTPException, OSError, TimeoutError, UnsafeDestination)
+
+
+class Session:
+    """One SMTP connection for many messages (a bulk send), opened on first use and
+    opened again when the server dropped it. `policy` (a tenant's own relay): the host is
+    resolved, every address checked by the outbound guard, and the connection made to the
+    checked address, so a name cannot be re-pointed inside the network between the check
+    and the dial."""
+
+    def __init__(self, config: SmtpConfig, *, policy: Policy | None = None) -> None:
+        self.config = config
+        self.policy = policy
+        self._client: aiosmtplib.SMTP | None = None
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        config = self.config
+        implicit, start_tls = _tls_mode(config)
+        options: dict[str, Any] = {
+            "hostname": config.host,
+            "username": config.username or None,
+            "password": config.password if config.username else None,
+            "use_tls": implicit,
+            "start_tls": start_tls,
+            "tls_context": config.tls_context if (implicit or start_tls is not False) else None,
+            "timeout": config.timeout,
+        }
+        if self.policy is None:
+            options["port"] = config.port
+        else:
+            options["sock"] = await _pinned_socket(config, self.policy)
+        client = aiosmtplib.SMTP(**options)
+        await client.connect()
+        return client
+
+    async def send(self, message: EmailMessage) -> None:
+        """Deliver `message` to its recipients; raises ProviderError (module docstring)."""
+        try:
+            if self._client is None or not self._client.is_connected:
+                self._client = await self._connect()
+            await self._client.send_message(message)
+        except _FAILURES as exc:
+            if not isinstance(
+                exc, aiosmtplib.SMTPResponseException | aiosmtplib.SMTPRecipientsRefused
+            ):
+                await self.close()  # a broken connection: the next message opens another
+            raise _translate(exc) from None
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None and client.is_connected:
+            try:
+                await client.quit()
+            except _FAILURES:
+                client.close()
+
+    async def __aenter__(self) -> Session:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def _pinned_socket(config: SmtpConfig, policy: Policy) -> socket.socket:
+    addresses = await resolve_checked(config.host, config.port, policy)
+    if not addresses:
+        raise UnsafeDestination(f"{config.host} does not resolve")
+    loop = asyncio.get_running_loop()
+    last: OSError | None = None
+    for address in addresses:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, (address, config.port)), config.timeout)
+            return sock
+        except (OSError, TimeoutError) as exc:
+            sock.close()
+            last = exc if isinstance(exc, OSError) else OSError(str(exc))
+    raise last or OSError("no address to connect to")
+
+
+async def send(config: SmtpConfig, message: EmailMessage, *, policy: Policy | None = None) -> None:
+    """Deliver one message on a connection of its own; raises ProviderError."""
+    async with Session(config, policy=policy) as session:
+        await session.send(message)

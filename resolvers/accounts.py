@@ -26,7 +26,7 @@ from kit.security import (
     password_needs_rehash,
     verify_password,
 )
-from kit.text import one_line
+from kit.text import normalize_email, one_line
 from kit.ttl_cache import read_through
 from models.accounts import EmailToken, RefreshToken, User
 from models.members import Membership
@@ -36,7 +36,6 @@ from resolvers.context import Context
 from resolvers.operations import PUBLIC, SIGNED_IN, operation
 from resolvers.viewer_cache import TenantProfile, UserProfile
 
-EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
 VERIFY_EMAIL = "verify_email"
 RESET_PASSWORD = "reset_password"
 
@@ -53,14 +52,6 @@ class AuthResult:
 
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def normalize_email(email: str, field: str = "email") -> str:
-    email = (email or "").strip().lower()
-    require(
-        len(email) <= 320 and bool(EMAIL_RE.match(email)), field, "is not a valid email address"
-    )
-    return email
 
 
 def _slugify(name: str) -> str:
@@ -458,12 +449,16 @@ async def send_email_token(user: User, purpose: str, ctx: Context, tenant_id: in
         if purpose == VERIFY_EMAIL
         else ctx.settings.password_reset_ttl_seconds
     )
+    organization = await mail.organization_name(tenant_id)
+    # The token goes in the link's fragment: browsers never send it to the front end's
+    # server (its logs) nor in a Referer.
     if purpose == VERIFY_EMAIL:
-        subject = "Confirm your email address"
-        body = mail.render(VERIFY_EMAIL, name=user.name, token=token, hours=ttl // 3600)
+        link = f"{ctx.settings.app_url}/verify-email#token={token}"
+        variables = {"name": user.name, "token": token, "link": link, "hours": ttl // 3600}
     else:
-        subject = "Reset your password"
-        body = mail.render(RESET_PASSWORD, token=token, minutes=ttl // 60)
+        link = f"{ctx.settings.app_url}/reset-password#token={token}"
+        variables = {"token": token, "link": link, "minutes": ttl // 60}
+    body = mail.render(purpose, variables, organization=organization)
     async with in_transaction() as conn:
         await EmailToken.create(
             user_id=user.id,
@@ -476,10 +471,9 @@ async def send_email_token(user: User, purpose: str, ctx: Context, tenant_id: in
             settings=ctx.settings,
             tenant_id=tenant_id,
             kind=purpose,
-            to=user.email,
-            to_name=user.name or "",
-            subject=subject,
+            to=mail.Recipient.of(user.email, user.name),
             body=body,
+            organization=organization,
             connection=conn,
         )
 

@@ -11,9 +11,9 @@ from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from kit.errors import BadUserInput, NotFound
+from kit.text import EMAIL_RE
 from models.contacts import Contact, plain_rows
 from models.tenancy import get_scoped, scoped
-from resolvers.accounts import EMAIL_RE
 from resolvers.context import Context
 from resolvers.crm import (
     Problems,

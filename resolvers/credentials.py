@@ -39,6 +39,7 @@ from kit.errors import BadUserInput, NotFound, UpstreamUnavailable
 from kit.roles import allowed
 from kit.settings import Settings
 from kit.ssrf import UnsafeDestination, check_destination, check_host, normalise
+from kit.text import EMAIL_RE
 from kit.ttl_cache import read_through
 from kit.vault import VaultError, vault_for
 from models.credentials import TENANT_SLOT, Credential, user_slot
@@ -112,10 +113,21 @@ PROVIDERS: dict[IntegrationProvider, ProviderSpec] = {
     IntegrationProvider.OPENAI: ProviderSpec(
         (_KEY, _opt("organization"), _opt("base_url")), "api_key"
     ),
-    IntegrationProvider.RESEND: ProviderSpec((_KEY, _opt("base_url")), "api_key"),
-    IntegrationProvider.SENDGRID: ProviderSpec((_KEY, _opt("base_url")), "api_key"),
+    IntegrationProvider.RESEND: ProviderSpec(
+        (_KEY, _opt("base_url"), _opt("from_email")), "api_key"
+    ),
+    IntegrationProvider.SENDGRID: ProviderSpec(
+        (_KEY, _opt("base_url"), _opt("from_email")), "api_key"
+    ),
     IntegrationProvider.SMTP: ProviderSpec(
-        (_plain("host"), _opt("port"), _opt("username"), FieldSpec("password", required=False)),
+        (
+            _plain("host"),
+            _opt("port"),
+            _opt("username"),
+            FieldSpec("password", required=False),
+            _opt("security"),
+            _opt("from_email"),
+        ),
         "password",
     ),
     IntegrationProvider.IMAP: ProviderSpec(
@@ -174,6 +186,10 @@ PROVIDERS: dict[IntegrationProvider, ProviderSpec] = {
 }
 
 MAX_FIELD_LENGTH = 4096
+SMTP_SECURITY = ("auto", "starttls", "tls", "none")
+_HOST_RE = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9-]{1,63}\.?$|^\[?[0-9A-Fa-f:.]+\]?$"
+)
 _URL_FIELDS = {"base_url", "endpoint_url"}
 # Providers whose client speaks a protocol other than HTTP, off the shared outbound layer
 # (no breaker, no health row: a mailbox is optional, and its area reports its state):
@@ -181,6 +197,12 @@ _URL_FIELDS = {"base_url", "endpoint_url"}
 OTHER_CLIENTS = frozenset({IntegrationProvider.IMAP})
 DEFAULT_PORTS = {IntegrationProvider.IMAP: imap.DEFAULT_PORT}
 IMAP_SECURITY = ("tls", "starttls", "none")
+
+
+def _security_choices(provider: IntegrationProvider) -> tuple[str, ...]:
+    return IMAP_SECURITY if provider is IntegrationProvider.IMAP else SMTP_SECURITY
+
+
 _FIELD_NAME_RE = re.compile(r"^[A-Za-z]{1,30}$")
 
 
@@ -378,8 +400,12 @@ def clean_secrets(provider: IntegrationProvider, raw: Any, *, production: bool) 
             problems[where] = "must be an https:// URL" if production else "must be an http(s) URL"
         elif name == "port" and not (text.isdigit() and 1 <= int(text) <= 65535):
             problems[where] = "must be a port number"
-        elif name == "security" and text not in IMAP_SECURITY:
-            problems[where] = "must be one of " + ", ".join(IMAP_SECURITY)
+        elif name == "host" and not _HOST_RE.match(text):
+            problems[where] = "must be a host name or IP address"
+        elif name == "security" and text not in (choices := _security_choices(provider)):
+            problems[where] = f"must be one of {', '.join(choices)}"
+        elif name == "from_email" and not EMAIL_RE.match(text):
+            problems[where] = "must be an email address"
         elif text:
             values[name] = text
     for spec_field in spec.fields:
@@ -429,6 +455,11 @@ async def check_urls(
             await check_destination(url, policy)
         except UnsafeDestination as exc:
             raise exc.for_field(f"secrets.{camel(name)}") from None
+    if "host" in values:  # a mail relay's host: dialled by name at every send, guarded
+        try:
+            await check_destination(f"https://{values['host']}/", policy)
+        except UnsafeDestination as exc:
+            raise exc.for_field("secrets.host") from None
 
 
 def hint_for(provider: IntegrationProvider, values: dict[str, str]) -> str:

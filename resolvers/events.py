@@ -193,6 +193,27 @@ async def emit(
     return row
 
 
+async def emit_many(
+    tenant_id: int,
+    items: list[tuple[str, dict[str, Any]]],
+    *,
+    connection: BaseDBAsyncClient | None = None,
+) -> None:
+    """Record several events of `tenant_id` in one insert (a bulk send's messages)."""
+    if not items:
+        return
+    for type, _ in items:
+        if not EVENT_TYPE.match(type):
+            raise ValueError(f"event type {type!r} must look like 'area.verb_past'")
+    conn = connection if connection is not None else connections.get("default")
+    rows = [
+        OutboxEvent(tenant_id=tenant_id, type=type, data=json.loads(json.dumps(data, default=str)))
+        for type, data in items
+    ]
+    await OutboxEvent.bulk_create(rows, using_db=conn)
+    after_commit(conn, _nudge_relay)
+
+
 # Listeners (in-process, run once per event by whichever relay publishes it) --------------
 
 Listener = Callable[[Event, BaseDBAsyncClient], Awaitable[None]]

@@ -241,11 +241,14 @@ async def invite_member(ctx: Context, *, email: str, role: str) -> Invitation:
         inviter = await User.filter(id=principal.user_id).first() if principal.user_id else None
         body = mail.render(
             INVITATION_MAIL,
-            inviter=(inviter.name or inviter.email) if inviter else "Someone",
+            {
+                "inviter": (inviter.name or inviter.email) if inviter else "Someone",
+                "role": new_role.value,
+                "token": token,
+                "link": f"{ctx.settings.app_url}/accept-invitation#token={token}",
+                "hours": max(1, ttl // 3600),
+            },
             organization=tenant.name,
-            role=new_role.value,
-            token=token,
-            hours=max(1, ttl // 3600),
         )
         # A new invitation replaces any pending one for the same address.
         await pending(scoped(Invitation, tenant.id)).filter(email=email).update(revoked_at=now())
@@ -267,9 +270,9 @@ async def invite_member(ctx: Context, *, email: str, role: str) -> Invitation:
             settings=ctx.settings,
             tenant_id=tenant.id,
             kind=INVITATION_MAIL,
-            to=email,
-            subject=f"You are invited to join {tenant.name} on Switchboard",
+            to=mail.Recipient(email),
             body=body,
+            organization=tenant.name,
         )
     return invitation
 

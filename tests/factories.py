@@ -77,7 +77,7 @@ async def _join(client: httpx.AsyncClient, owner: Account) -> str:
     _, email = await _invite(client, owner)
     mail = await OutboundEmail.filter(recipient=email).order_by("-id").first()
     assert mail is not None, f"no invitation mail to {email}"
-    token = re.search(r"^([A-Za-z0-9_-]{40,})$", mail.text, re.MULTILINE)
+    token = re.search(r"#token=([A-Za-z0-9_-]{40,})$", mail.text, re.MULTILINE)
     assert token, mail.text
     body = await gql(
         client,

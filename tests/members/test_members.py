@@ -41,7 +41,7 @@ async def last_token(email: str, kind: str = "invitation") -> str:
     mail = await OutboundEmail.filter(recipient=email, kind=kind).order_by("-id").first()
     assert mail is not None, f"no {kind} mail to {email}"
     # Tokens are urlsafe base64 on a line of their own.
-    match = re.search(r"^([A-Za-z0-9_-]{40,})$", mail.text, re.MULTILINE)
+    match = re.search(r"#token=([A-Za-z0-9_-]{40,})$", mail.text, re.MULTILINE)
     assert match, mail.text
     return match.group(1)
 

@@ -4,7 +4,7 @@ from tortoise.fields.base import OnDelete
 from tortoise import fields
 
 class Migration(migrations.Migration):
-    dependencies = [('switchboard', '0003_mail_outbound_email')]
+    dependencies = [('switchboard', '0004_mail_tracking')]
 
     initial = False
 

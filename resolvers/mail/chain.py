@@ -1,0 +1,208 @@
+"""The provider chain a tenant's mail goes through, and one try of it.
+
+The chain: Resend → SendGrid → SMTP, each present when configured. A tenant that brought
+its own (a Resend or SendGrid key, an SMTP relay: `setTenantCredential`, encrypted in the
+vault) gets only its own providers — its mail leaves through its accounts and domains.
+Otherwise the operator's (RESEND_API_KEY, SENDGRID_API_KEY, EMAIL_HOST). With neither, the
+Resend sandbox (development and tests) takes the mail.
+
+A permanent refusal (Resend/SendGrid 400/422, an SMTP 5xx reply, a refused address) fails
+the message at once, without trying the next provider; a transient one (5xx/429/auth, a
+timeout, an SMTP 4xx reply, a refused connection) falls through to the next, and when all
+fail the job retries with its backoff; its last try fails the message.
+
+SMTP is at least once: when the connection breaks after the server took the message but
+before its reply reached us, the next try sends it again (same Message-ID, so clients
+that de-duplicate show one). Resend is exactly once within 24 hours (`Idempotency-Key` =
+the Message-ID). SendGrid has no idempotency key; the layer never retries a send whose
+request was written (see providers/sendgrid.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from kit.errors import GatewayError
+from kit.settings import Settings
+from models.mail import OutboundEmail
+from providers import resend, smtp
+from providers.errors import ProviderError
+from resolvers.context import Context, Services
+from resolvers.credentials import (
+    CredentialSource,
+    ResolvedCredential,
+    is_own_sandbox,
+    resolve_tenant_credential,
+)
+from resolvers.mail import compose
+from resolvers.upstream import provider_registry
+
+log = logging.getLogger("switchboard.mail")
+
+SANDBOX_PROVIDER = "resend-sandbox"  # the provider name of mail the Resend sandbox took
+PROVIDERS = ("resend", "sendgrid", "smtp")  # the chain's order
+
+
+class Refused(Exception):
+    """A provider refused the message for good: no other provider or try can help."""
+
+
+Send = Callable[[OutboundEmail, str | None], Awaitable[str | None]]
+
+
+@dataclass
+class Channel:
+    """One provider of the chain: `send(email, unsubscribe_url)` → the provider's id."""
+
+    name: str
+    send: Send
+    close: Callable[[], Awaitable[None]] | None = field(default=None)
+
+
+def _permanent_http(err: ProviderError) -> bool:
+    # The message itself (an invalid address, a validation error). 401/403 (our key), 408,
+    # 409 and 429 (limits) are about the account or the moment: another provider may do.
+    return (
+        err.status is not None
+        and 400 <= err.status < 500
+        and err.status not in {401, 403, 408, 409, 429}
+    )
+
+
+def _labels(tenant_id: int, credential: ResolvedCredential) -> dict[str, str]:
+    return {"tenant": str(tenant_id), "source": credential.source.value}
+
+
+def _resend_channel(services: Services, tenant_id: int, credential: ResolvedCredential) -> Channel:
+    client = resend.ResendClient(
+        provider_registry(services).http(resend.PROVIDER),
+        credential.secrets.get("api_key", ""),
+        base_url=credential.base_url or resend.API_URL,
+        labels=_labels(tenant_id, credential),
+        own_credential=credential.own,
+        guard_url=credential.guard_url,
+    )
+    from_email = credential.secrets.get("from_email", "")
+
+    async def send(email: OutboundEmail, unsubscribe_url: str | None) -> str | None:
+        headers = {"Message-ID": email.message_id}
+        if unsubscribe_url:
+            headers.update(compose.unsubscribe_headers(unsubscribe_url))
+        try:
+            sent = await client.send_email(
+                sender=str(compose.sender_for(email, from_email)),
+                to=[str(r) for r in compose.to_list(email)],
+                cc=[str(r) for r in compose.recipients(email.cc)],
+                bcc=[str(r) for r in compose.recipients(email.bcc)],
+                reply_to=[email.reply_to] if email.reply_to else (),
+                subject=email.subject,
+                html=email.html,
+                text=email.text,
+                headers=headers,
+                idempotency_key=email.message_id,
+            )
+        except ProviderError as err:
+            if _permanent_http(err):
+                raise Refused(str(err)) from None
+            raise
+        return sent.id
+
+    # Mail our own sandbox took was never delivered: it is named so (and readable).
+    own_sandbox = bool(credential.base_url) and is_own_sandbox(
+        services.settings, credential.base_url or ""
+    )
+    name = SANDBOX_PROVIDER if credential.is_sandbox or own_sandbox else "resend"
+    return Channel(name, send)
+
+
+def smtp_config(settings: Settings) -> smtp.SmtpConfig:
+    """The operator's relay (EMAIL_HOST, ...)."""
+    tls_context = None
+    if settings.smtp_ca_file:  # a private CA's (or a self-signed) certificate
+        tls_context = ssl.create_default_context(cafile=settings.smtp_ca_file)
+    return smtp.SmtpConfig(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        username=settings.smtp_username,
+        password=settings.smtp_password.get_secret_value() if settings.smtp_password else "",
+        security=settings.smtp_security,
+        timeout=settings.smtp_timeout_seconds,
+        tls_context=tls_context,
+    )
+
+
+def _tenant_smtp_config(settings: Settings, secrets: dict[str, str]) -> smtp.SmtpConfig:
+    security = secrets.get("security", "auto")
+    return smtp.SmtpConfig(
+        host=secrets["host"],
+        port=int(secrets.get("port") or 587),
+        username=secrets.get("username", ""),
+        password=secrets.get("password", ""),
+        security=security if security in ("auto", "starttls", "tls", "none") else "auto",  # type: ignore[arg-type]
+        timeout=settings.smtp_timeout_seconds,
+    )
+
+
+def _smtp_channel(services: Services, credential: ResolvedCredential) -> Channel:
+    settings = services.settings
+    if credential.own:
+        # A tenant's relay: its address goes through the outbound guard at every connect.
+        session = smtp.Session(
+            _tenant_smtp_config(settings, credential.secrets), policy=settings.outbound_policy()
+        )
+        from_email = credential.secrets.get("from_email", "")
+    else:
+        session = smtp.Session(smtp_config(settings))
+        from_email = ""
+
+    async def send(email: OutboundEmail, unsubscribe_url: str | None) -> str | None:
+        message = compose.build_message(
+            email, from_email=from_email, unsubscribe_url=unsubscribe_url
+        )
+        try:
+            await session.send(message)
+        except ProviderError as err:
+            if not err.retryable:
+                raise Refused(str(err)) from None
+            raise
+        return None
+
+    return Channel("smtp", send, session.close)
+
+
+ChannelFactory = Callable[[Services, int, ResolvedCredential], Channel]
+FACTORIES: dict[str, ChannelFactory] = {
+    "resend": _resend_channel,
+    "smtp": lambda services, _tenant, credential: _smtp_channel(services, credential),
+}
+
+
+async def build_chain(services: Services, tenant_id: int) -> list[Channel]:
+    """The tenant's channels in order (module docstring); empty when nothing is set up."""
+    ctx = Context(services=services, request_id=f"mail-{uuid.uuid4().hex[:12]}")
+    found: list[tuple[str, ResolvedCredential]] = []
+    for provider in PROVIDERS:
+        if provider not in FACTORIES:
+            continue
+        try:
+            found.append((provider, await resolve_tenant_credential(ctx, provider, tenant_id)))
+        except GatewayError:  # not configured (no key, no sandbox) or undecryptable
+            continue
+    for source in (CredentialSource.TENANT, CredentialSource.SYSTEM, CredentialSource.SANDBOX):
+        chosen = [(p, c) for p, c in found if c.source == source]
+        if chosen:
+            return [FACTORIES[p](services, tenant_id, c) for p, c in chosen]
+    return []
+
+
+async def close_chain(chain: list[Channel]) -> None:
+    for channel in chain:
+        if channel.close is not None:
+            try:
+                await channel.close()
+            except Exception:  # closing is best effort: the message outcome is recorded
+                log.debug("closing a mail channel failed", exc_info=True)

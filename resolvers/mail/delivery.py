@@ -1,0 +1,191 @@
+"""Sending: the jobs that take queued messages through the provider chain
+(resolvers/mail/chain.py) and record each outcome (resolvers/mail/tracking.py).
+
+- `mail.send` (one message): one try of the chain; when every provider failed
+  transiently the job raises and the queue retries it with its backoff; its last try
+  fails the message.
+- `mail.send_batch` (a bulk send's chunk): the chain is built once and an SMTP connection
+  is kept for the whole chunk; outcomes are written in groups. A message that failed
+  transiently gets a `mail.send` job of its own for the next try, so one bad address
+  never holds up the rest.
+
+A queued message whose address was suppressed after it was queued fails without a
+provider call.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
+
+from kit.settings import Settings
+from models.mail import EmailStatus, OutboundEmail
+from providers.errors import ProviderError
+from resolvers.context import Services
+from resolvers.jobs import JobContext, enqueue, job_handler
+from resolvers.mail.chain import Channel, Refused, build_chain, close_chain
+from resolvers.mail.outbox import SEND_JOB
+from resolvers.mail.suppression import suppressed
+from resolvers.mail.tracking import advance
+
+log = logging.getLogger("switchboard.mail")
+
+BATCH_JOB = "mail.send_batch"
+BATCH_SIZE = 100  # messages per batch job
+RECORD_EVERY = 50  # outcomes written per transaction in a batch
+MAX_ERROR_CHARS = 2000
+SEND_ATTEMPTS = 8
+UNSUBSCRIBE_PATH = "/mail/unsubscribe/"
+
+
+def send_backoff(attempt: int) -> float:
+    return float(min(30 * 2 ** (attempt - 1), 3600))
+
+
+def unsubscribe_url(settings: Settings, email: OutboundEmail) -> str | None:
+    if not email.unsubscribe_token:
+        return None
+    return f"{settings.base_url}{UNSUBSCRIBE_PATH}{email.unsubscribe_token}"
+
+
+@dataclass
+class Outcome:
+    status: EmailStatus  # SENT, FAILED, or QUEUED (every provider failed for now)
+    provider: str | None = None
+    error: str | None = None
+    provider_message_id: str | None = None
+
+
+async def attempt(settings: Settings, chain: list[Channel], email: OutboundEmail) -> Outcome:
+    """One try of the chain for `email` (no store access)."""
+    errors: list[str] = []
+    link = unsubscribe_url(settings, email)
+    for channel in chain:
+        try:
+            provider_id = await channel.send(email, link)
+        except Refused as exc:
+            log.warning("mail refused", extra={"email_id": email.id, "provider": channel.name})
+            return Outcome(EmailStatus.FAILED, channel.name, f"{channel.name}: {exc}")
+        except ProviderError as err:
+            errors.append(f"{channel.name}: {err}")
+            log.info("mail provider failed", extra={"email_id": email.id, "provider": channel.name})
+            continue
+        return Outcome(EmailStatus.SENT, channel.name, None, provider_id)
+    return Outcome(EmailStatus.QUEUED, None, "; ".join(errors) or "no email provider is configured")
+
+
+async def record(
+    email: OutboundEmail, outcome: Outcome, *, last_try: bool, connection: BaseDBAsyncClient
+) -> None:
+    """Write one try's outcome (attempts, provider, error) and move the status."""
+    status = outcome.status
+    if status == EmailStatus.QUEUED and last_try:
+        status = EmailStatus.FAILED
+    fields: dict[str, Any] = {
+        "attempts": email.attempts + 1,
+        "provider": outcome.provider,
+        "last_error": outcome.error[:MAX_ERROR_CHARS] if outcome.error else None,
+    }
+    email.attempts += 1
+    if status == EmailStatus.QUEUED:
+        await (
+            OutboundEmail.filter(id=email.id)
+            .using_db(connection)
+            .update(**fields, updated_at=dt.datetime.now(dt.UTC))
+        )
+        return
+    if status == EmailStatus.SENT:
+        fields.update(
+            provider_message_id=outcome.provider_message_id, sent_at=dt.datetime.now(dt.UTC)
+        )
+    if not await advance(email, status, connection=connection, **fields):
+        # A delivery webhook got there first (it outran this commit): keep its status,
+        # still record who took the message and the try.
+        await OutboundEmail.filter(id=email.id).using_db(connection).update(**fields)
+
+
+async def _suppressed_outcome(email: OutboundEmail) -> Outcome | None:
+    hit = await suppressed(email.tenant_id, email.addresses())
+    if not hit:
+        return None
+    return Outcome(EmailStatus.FAILED, None, f"suppressed: {', '.join(sorted(hit))}")
+
+
+class AllProvidersFailed(Exception):
+    """Every provider failed transiently: the job retries with its backoff."""
+
+
+async def deliver(services: Services, email: OutboundEmail, *, last_try: bool) -> None:
+    """One try of the chain for one QUEUED message, recorded."""
+    outcome = await _suppressed_outcome(email)
+    if outcome is None:
+        chain = await build_chain(services, email.tenant_id)
+        try:
+            outcome = await attempt(services.settings, chain, email)
+        finally:
+            await close_chain(chain)
+    async with in_transaction() as conn:
+        await record(email, outcome, last_try=last_try, connection=conn)
+    if outcome.status == EmailStatus.QUEUED and not last_try:
+        raise AllProvidersFailed(outcome.error)
+
+
+@job_handler(SEND_JOB, max_attempts=SEND_ATTEMPTS, backoff=send_backoff)
+async def send_job(job: JobContext, payload: dict[str, Any]) -> None:
+    email = await OutboundEmail.get_or_none(id=int(payload["email_id"]))
+    if email is None or email.status != EmailStatus.QUEUED.value:
+        return  # sent or failed already (a repeated job), or its tenant is gone
+    if job.services is None:
+        raise RuntimeError("mail jobs need the process's services (gateway/worker.py)")
+    await deliver(job.services, email, last_try=job.is_last_attempt)
+
+
+@job_handler(BATCH_JOB, max_attempts=SEND_ATTEMPTS, backoff=send_backoff, timeout=900)
+async def send_batch_job(job: JobContext, payload: dict[str, Any]) -> None:
+    """A chunk of a bulk send over one chain (one SMTP connection)."""
+    if job.services is None:
+        raise RuntimeError("mail jobs need the process's services (gateway/worker.py)")
+    services = job.services
+    ids = [int(i) for i in payload["email_ids"]]
+    emails = await OutboundEmail.filter(id__in=ids, status=EmailStatus.QUEUED.value).order_by("id")
+    if not emails:
+        return
+    tenant_id = emails[0].tenant_id
+    blocked = await suppressed(tenant_id, [a for e in emails for a in e.addresses()])
+    chain = await build_chain(services, tenant_id)
+    done: list[tuple[OutboundEmail, Outcome]] = []
+    try:
+        for email in emails:
+            hit = blocked.intersection(a.lower() for a in email.addresses())
+            if hit:
+                outcome = Outcome(EmailStatus.FAILED, None, f"suppressed: {', '.join(sorted(hit))}")
+            else:
+                outcome = await attempt(services.settings, chain, email)
+            done.append((email, outcome))
+            if len(done) >= RECORD_EVERY:
+                await _record_all(done)
+                done = []
+    finally:
+        await close_chain(chain)
+        await _record_all(done)
+
+
+async def _record_all(done: list[tuple[OutboundEmail, Outcome]]) -> None:
+    if not done:
+        return
+    async with in_transaction() as conn:
+        for email, outcome in done:
+            await record(email, outcome, last_try=False, connection=conn)
+            if outcome.status == EmailStatus.QUEUED:  # its next try, on its own
+                await enqueue(
+                    SEND_JOB,
+                    {"email_id": email.id},
+                    tenant_id=email.tenant_id,
+                    run_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=send_backoff(1)),
+                    connection=conn,
+                )
