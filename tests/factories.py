@@ -280,3 +280,40 @@ INPUT_DEFAULTS: dict[str, dict[str, object]] = {
     "ContactUpsertItem": {"name": "Sweep Contact"},
     "LeadUpsertItem": {"title": "Sweep Lead"},
 }
+
+
+@factory("SentEmail")
+async def make_sent_email(client: httpx.AsyncClient, owner: Account) -> str:
+    body = await gql(
+        client,
+        """mutation($i: SendEmailInput!) { sendEmail(input: $i) { email { id } } }""",
+        {"i": {"to": [{"email": "factory@example.com"}], "subject": "Hi", "text": "Hello."}},
+        token=owner.token,
+    )
+    assert "errors" not in body, body
+    return str(body["data"]["sendEmail"]["email"]["id"])
+
+
+@factory("EmailBatch")
+async def make_email_batch(client: httpx.AsyncClient, owner: Account) -> str:
+    body = await gql(
+        client,
+        """mutation($i: SendBulkEmailInput!) { sendBulkEmail(input: $i) { batch { id } } }""",
+        {"i": {"recipients": [{"email": "bulk@example.com"}], "subject": "Hi", "text": "Hello."}},
+        token=owner.token,
+    )
+    assert "errors" not in body, body
+    return str(body["data"]["sendBulkEmail"]["batch"]["id"])
+
+
+@factory("EmailSuppression")
+async def make_email_suppression(client: httpx.AsyncClient, owner: Account) -> str:
+    body = await gql(
+        client,
+        """mutation($i: AddEmailSuppressionInput!) {
+          addEmailSuppression(input: $i) { suppression { id } } }""",
+        {"i": {"address": f"gone-{uuid.uuid4().hex[:8]}@example.com"}},
+        token=owner.token,
+    )
+    assert "errors" not in body, body
+    return str(body["data"]["addEmailSuppression"]["suppression"]["id"])

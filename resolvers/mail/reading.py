@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from kit.errors import BadUserInput
-from models.mail import EmailStatus, OutboundEmail
-from models.tenancy import scoped
+from models.mail import EmailBatch, EmailStatus, OutboundEmail
+from models.tenancy import get_scoped, scoped
 from resolvers.context import Context
 from resolvers.operations import operation
 from resolvers.pagination import Page, page_of
@@ -29,6 +29,7 @@ async def list_sent_emails(
             raise BadUserInput("Unknown email status.", details={"status": "is not a status"})
         qs = qs.filter(status=status)
     if batch_id is not None:
+        await get_scoped(EmailBatch, principal.tenant_id, batch_id)  # NOT_FOUND if foreign
         qs = qs.filter(batch_id=batch_id)
     if recipient:
         qs = qs.filter(recipient=recipient.strip().lower())

@@ -270,7 +270,8 @@ async def email_status(ctx: Context, email_id: int) -> AsyncGenerator[OutboundEm
     """The message now, then again at each change; ends when nothing more can happen."""
     principal = ctx.require("mail:read")
     tenant_id = principal.tenant_id
-    email = await get_scoped(OutboundEmail, tenant_id, email_id)  # NOT_FOUND before anything
+    if not await OutboundEmail.filter(id=email_id, tenant_id=tenant_id).exists():
+        raise NotFound("SentEmail not found.")  # another tenant's id, before anything
     wanted = global_id("SentEmail", email_id)
     changed: asyncio.Queue[None] = asyncio.Queue()
 
