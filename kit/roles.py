@@ -56,6 +56,8 @@ MATRIX: dict[str, frozenset[Role]] = {
     "mail:send": frozenset({O, M, S}),
     "mail:send_bulk": frozenset({O, M}),
     "mail:suppressions": frozenset({O, M}),
+    # invoices read from mailboxes (the documents, and how reading the mailboxes went)
+    "mailbox:read": frozenset({O, M, A}),
 }
 
 # Permissions whose mutations grant or change authority (who belongs, with which role,

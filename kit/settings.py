@@ -175,6 +175,23 @@ class Settings(BaseSettings):
         "Switchboard <no-reply@switchboard.localhost>",
         validation_alias=AliasChoices("email_from", "mail_from"),
     )
+    # IMAP, the system mailbox invoices are read from (resolvers/mailbox.py). Its mail
+    # belongs to the organization whose slug is IMAP_TENANT (required with IMAP_HOST).
+    imap_host: str = ""
+    imap_port: int = Field(993, ge=1, le=65535)
+    imap_user: str = Field("", validation_alias=AliasChoices("imap_user", "imap_username"))
+    imap_password: SecretStr | None = None
+    # tls: implicit TLS (993); starttls: required; none: plain (a server on this machine)
+    imap_security: Literal["tls", "starttls", "none"] = "tls"
+    imap_ca_file: str = ""  # PEM file of the CA to trust for IMAP TLS (default: system roots)
+    imap_tenant: str = ""  # the slug of the organization the system mailbox's mail is for
+    # Each mailbox (the system's and every organization's) is read this often, at most
+    # every 15 s (the period of the job that reads them).
+    imap_poll_seconds: float = Field(60.0, ge=1)
+    imap_timeout_seconds: float = Field(30.0, gt=0)  # connect, and each IMAP command
+    # The largest PDF taken from a message (the product's PDF limit); larger ones are
+    # refused and reported. A message over four times this is not downloaded at all.
+    imap_max_attachment_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     s3_access_key_id: str = ""
     s3_secret_access_key: SecretStr | None = None
     s3_region: str = ""
@@ -305,6 +322,15 @@ class Settings(BaseSettings):
         if scheme not in {"sqlite", "postgres", "postgresql", "asyncpg", "psycopg"}:
             raise ValueError("must start with sqlite:// or postgres://")
         return value
+
+    @model_validator(mode="after")
+    def _imap_tenant_with_host(self) -> Settings:
+        if self.imap_host and not self.imap_tenant:
+            raise ValueError(
+                "IMAP_TENANT: the slug of the organization that the mail of IMAP_HOST's "
+                "mailbox is for is required when IMAP_HOST is set"
+            )
+        return self
 
     @model_validator(mode="after")
     def _production_rules(self) -> Settings:

@@ -417,3 +417,32 @@ def guarded_session(
         middlewares=(_request_check(policy),),
         **kwargs,
     )
+
+
+async def check_host(
+    host: str,
+    port: int,
+    policy: Policy,
+    *,
+    resolver: AbstractResolver | None = None,
+) -> list[str]:
+    """A tenant- or user-set host for a protocol other than HTTP (IMAP): the static rules
+    of a URL's host (`check_url`), then the lookup. Returns what to dial: the checked
+    addresses (connect to these, never to the name again, so a rebinding between the
+    check and the connection cannot happen), or the name itself when the allow-list
+    names it. A name that does not resolve is refused (there is nothing to dial)."""
+    text = host.strip() if isinstance(host, str) else ""
+    if not text or any(c in text for c in "/@?#\\%") or any(ord(c) < 33 for c in text):
+        raise UnsafeDestination("not a valid host name")
+    if ":" in text and not text.startswith("["):  # an IPv6 literal, bracketed as in a URL
+        text = f"[{text}]"
+    scheme_free = Policy(policy.allowed_hosts, policy.allowed_networks, require_https=False)
+    target = check_url(f"https://{text}:{port}/", scheme_free)
+    if target.address is not None:
+        return [str(target.address)]
+    if target.name_allowed:
+        return [target.host]
+    try:
+        return await resolve_checked(target.host, port, policy, resolver=resolver)
+    except OSError:
+        raise UnsafeDestination(f"{target.host} does not resolve") from None

@@ -10,6 +10,7 @@ MODEL_MODULES: list[str] = [
     "models.members",
     "models.apikeys",
     "models.mail",
+    "models.mailbox",
     "models.credentials",
     "models.integrations",
     "models.jobs",

@@ -26,6 +26,7 @@ import functools
 import json
 import logging
 import re
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -37,13 +38,13 @@ from tortoise.transactions import in_transaction
 from kit.errors import BadUserInput, NotFound, UpstreamUnavailable
 from kit.roles import allowed
 from kit.settings import Settings
-from kit.ssrf import UnsafeDestination, check_destination, normalise
+from kit.ssrf import UnsafeDestination, check_destination, check_host, normalise
 from kit.text import EMAIL_RE
 from kit.ttl_cache import read_through
 from kit.vault import VaultError, vault_for
 from models.credentials import TENANT_SLOT, Credential, user_slot
 from models.tenancy import scoped
-from providers import openai, resend, sendgrid
+from providers import imap, openai, resend, sendgrid
 from providers.errors import ProviderError
 from providers.registry import has_client
 from providers.sandbox import has_sandbox
@@ -60,6 +61,7 @@ class IntegrationProvider(StrEnum):
     RESEND = "resend"
     SENDGRID = "sendgrid"
     SMTP = "smtp"
+    IMAP = "imap"
     S3 = "s3"
     ROSSUM = "rossum"
     STRIPE = "stripe"
@@ -130,6 +132,16 @@ PROVIDERS: dict[IntegrationProvider, ProviderSpec] = {
         ),
         "password",
     ),
+    IntegrationProvider.IMAP: ProviderSpec(
+        (
+            _plain("host"),
+            _opt("port"),
+            _plain("user"),
+            FieldSpec("password"),
+            _opt("security"),
+        ),
+        "password",
+    ),
     IntegrationProvider.S3: ProviderSpec(
         (
             _plain("access_key_id"),
@@ -181,6 +193,18 @@ _HOST_RE = re.compile(
     r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9-]{1,63}\.?$|^\[?[0-9A-Fa-f:.]+\]?$"
 )
 _URL_FIELDS = {"base_url", "endpoint_url"}
+# Providers whose client speaks a protocol other than HTTP, off the shared outbound layer
+# (no breaker, no health row: a mailbox is optional, and its area reports its state):
+# their credentials are accepted, and their `host` goes through the outbound guard.
+OTHER_CLIENTS = frozenset({IntegrationProvider.IMAP})
+DEFAULT_PORTS = {IntegrationProvider.IMAP: imap.DEFAULT_PORT}
+IMAP_SECURITY = ("tls", "starttls", "none")
+
+
+def _security_choices(provider: IntegrationProvider) -> tuple[str, ...]:
+    return IMAP_SECURITY if provider is IntegrationProvider.IMAP else SMTP_SECURITY
+
+
 _FIELD_NAME_RE = re.compile(r"^[A-Za-z]{1,30}$")
 
 
@@ -264,10 +288,37 @@ async def _verify_sendgrid(ctx: Context, credential: ResolvedCredential) -> None
     await sendgrid.verify_key(client)
 
 
+async def _verify_imap(ctx: Context, credential: ResolvedCredential) -> None:
+    values = credential.secrets
+    port = int(values.get("port") or imap.DEFAULT_PORT)
+    dial = None
+    if credential.own:  # a tenant's host: dial only the address the guard checked
+        try:
+            [dial, *_] = await check_host(values["host"], port, ctx.settings.outbound_policy())
+        except UnsafeDestination as exc:
+            raise exc.for_field("secrets.host") from None
+    await imap.verify_key(
+        imap.ImapConfig(
+            host=values["host"],
+            port=port,
+            user=values.get("user", ""),
+            password=values.get("password", ""),
+            security=values.get("security", "tls"),  # type: ignore[arg-type]
+            timeout=VERIFY_TIMEOUT,
+            # the CA the polls trust (a private CA's or a self-signed certificate)
+            tls_context=ssl.create_default_context(cafile=ctx.settings.imap_ca_file)
+            if ctx.settings.imap_ca_file
+            else None,
+            dial=dial,
+        )
+    )
+
+
 KEY_CHECKS: dict[IntegrationProvider, KeyCheck] = {
     IntegrationProvider.OPENAI: _verify_openai,
     IntegrationProvider.RESEND: _verify_resend,
     IntegrationProvider.SENDGRID: _verify_sendgrid,
+    IntegrationProvider.IMAP: _verify_imap,
 }
 
 
@@ -327,7 +378,7 @@ def providers_with_client() -> list[IntegrationProvider]:
 def refuse_without_client(kind: IntegrationProvider) -> None:
     """A credential for a vendor the gateway has no client for would be stored and never
     used: refuse it (the enum names vendors still to come)."""
-    if not has_client(kind.value):
+    if not has_client(kind.value) and kind not in OTHER_CLIENTS:
         raise BadUserInput(
             f"{kind.value} is not available yet: this gateway has no client for it.",
             details={"provider": f"{kind.value} has no client in this gateway yet"},
@@ -370,8 +421,8 @@ def clean_secrets(provider: IntegrationProvider, raw: Any, *, production: bool) 
             problems[where] = "must be a port number"
         elif name == "host" and not _HOST_RE.match(text):
             problems[where] = "must be a host name or IP address"
-        elif name == "security" and text not in SMTP_SECURITY:
-            problems[where] = f"must be one of {', '.join(SMTP_SECURITY)}"
+        elif name == "security" and text not in (choices := _security_choices(provider)):
+            problems[where] = f"must be one of {', '.join(choices)}"
         elif name == "from_email" and not EMAIL_RE.match(text):
             problems[where] = "must be an email address"
         elif text:
@@ -402,10 +453,19 @@ def is_own_sandbox(settings: Settings, url: str) -> bool:
     )
 
 
-async def check_urls(settings: Settings, values: dict[str, str]) -> None:
-    """The outbound guard on every URL field of a credential being saved: BAD_USER_INPUT
-    naming the field when its address (after the lookup) is refused."""
+async def check_urls(
+    settings: Settings, values: dict[str, str], kind: IntegrationProvider | None = None
+) -> None:
+    """The outbound guard on every URL field of a credential being saved (and on the
+    `host` of a non-HTTP provider's): BAD_USER_INPUT naming the field when its address
+    (after the lookup) is refused."""
     policy = settings.outbound_policy()
+    if kind in OTHER_CLIENTS and "host" in values:
+        port = int(values.get("port") or DEFAULT_PORTS.get(kind, 0) or 1)
+        try:
+            await check_host(values["host"], port, policy)
+        except UnsafeDestination as exc:
+            raise exc.for_field("secrets.host") from None
     for name in sorted(_URL_FIELDS & values.keys()):
         url = values[name]
         if is_own_sandbox(settings, url):
@@ -589,7 +649,7 @@ async def set_credential(
     refuse_without_client(kind)
     slot, user_id = _slot_for(ctx, scope)
     values = clean_secrets(kind, secrets, production=ctx.settings.is_production)
-    await check_urls(ctx.settings, values)
+    await check_urls(ctx.settings, values, kind)
 
     source = CredentialSource.USER if scope is CredentialScope.USER else CredentialSource.TENANT
     verified = await verify(ctx, kind, _resolved(ctx.settings, kind.value, source, values))

@@ -38,7 +38,9 @@ strawberry.enum(
 SECRETS_DESCRIPTION = (
     'The provider\'s fields as an object with camelCase keys, e.g. `{apiKey: "…"}`. '
     "OPENAI: apiKey, organization?, baseUrl?. RESEND, SENDGRID, NOTION: apiKey, baseUrl?. "
-    "SMTP: host, port?, username?, password?. S3: accessKeyId, secretAccessKey, bucket?, "
+    "SMTP: host, port?, username?, password?. IMAP (a mailbox invoices are read from): host, "
+    "port? (993), user, password, security? (tls, starttls or none). S3: accessKeyId, "
+    "secretAccessKey, bucket?, "
     "region?, endpointUrl?. ROSSUM: apiToken, baseUrl?. STRIPE: secretKey, webhookSecret?, "
     "baseUrl?. PAYPAL: clientId, clientSecret, webhookId?, baseUrl?. TWILIO: accountSid, "
     "authToken, baseUrl?. ZOOM: accountId, clientId, clientSecret, baseUrl?. GOOGLE_CALENDAR: "
