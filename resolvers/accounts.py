@@ -442,7 +442,7 @@ async def change_password(ctx: Context, *, current_password: str, new_password: 
 
 async def send_email_token(user: User, purpose: str, ctx: Context, tenant_id: int) -> None:
     """A new single-use token for `purpose` and the mail that carries it, written in one
-    transaction (the mail service sends it; see resolvers/mail.py)."""
+    transaction (the mail service sends it; see resolvers/mail/)."""
     token = new_token()
     ttl = (
         ctx.settings.email_token_ttl_seconds
