@@ -194,10 +194,11 @@ _HOST_RE = re.compile(
 )
 _URL_FIELDS = {"base_url", "endpoint_url"}
 # Providers whose client speaks a protocol other than HTTP, off the shared outbound layer
-# (no breaker, no health row: a mailbox is optional, and its area reports its state):
+# (no breaker, no health row: a mailbox or relay is optional, and its area reports its
+# state — the mail chain in sentEmails, the mailbox in `mailboxes`):
 # their credentials are accepted, and their `host` goes through the outbound guard.
-OTHER_CLIENTS = frozenset({IntegrationProvider.IMAP})
-DEFAULT_PORTS = {IntegrationProvider.IMAP: imap.DEFAULT_PORT}
+OTHER_CLIENTS = frozenset({IntegrationProvider.IMAP, IntegrationProvider.SMTP})
+DEFAULT_PORTS = {IntegrationProvider.IMAP: imap.DEFAULT_PORT, IntegrationProvider.SMTP: 587}
 IMAP_SECURITY = ("tls", "starttls", "none")
 
 
@@ -474,11 +475,6 @@ async def check_urls(
             await check_destination(url, policy)
         except UnsafeDestination as exc:
             raise exc.for_field(f"secrets.{camel(name)}") from None
-    if "host" in values:  # a mail relay's host: dialled by name at every send, guarded
-        try:
-            await check_destination(f"https://{values['host']}/", policy)
-        except UnsafeDestination as exc:
-            raise exc.for_field("secrets.host") from None
 
 
 def hint_for(provider: IntegrationProvider, values: dict[str, str]) -> str:

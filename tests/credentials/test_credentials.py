@@ -137,7 +137,7 @@ async def test_bad_input_names_the_field_and_stores_nothing(client, owner):
         ({"provider": "OPENAI", "secrets": {"apiKey": "sk-x", "colour": "red"}}, "secrets.colour"),
         # No client for these vendors yet: refused on the provider, before their fields.
         ({"provider": "TWILIO", "secrets": {"authToken": "t" * 20}}, "provider"),
-        ({"provider": "SMTP", "secrets": {"host": "mail", "port": "99999"}}, "provider"),
+        ({"provider": "SMTP", "secrets": {"host": "mail", "port": "99999"}}, "secrets.port"),
         (
             {"provider": "OPENAI", "secrets": {"apiKey": "sk-abc", "baseUrl": "ftp://x"}},
             "secrets.baseUrl",

@@ -27,7 +27,7 @@ from tests.conftest import (
     running_server,
 )
 from tests.credentials.test_credentials import member_token
-from tests.mail.conftest import Inbox, smtp_settings
+from tests.mail.conftest import Inbox, serve, smtp_settings
 
 SEND = """mutation($i: SendEmailInput!) { sendEmail(input: $i) {
   email { id status subject recipient to { email name } cc { email } bcc { email } } } }"""
@@ -378,3 +378,52 @@ async def test_email_status_streams_queued_then_sent(gateway: Any) -> None:
             assert message["type"] == "next", message
             seen.append(message["payload"]["data"]["emailStatus"]["status"])
         assert seen[-1] == "SENT" and set(seen) <= {"QUEUED", "SENT"}
+
+
+SET_CREDENTIAL = """mutation($i: SetCredentialInput!) {
+  setTenantCredential(input: $i) { credential { id } } }"""
+
+
+async def test_a_tenants_own_smtp_relay_behind_the_outbound_guard(
+    store: Any, worker: Any, inbox: tuple[Inbox, int]
+) -> None:
+    system_box, system_port = inbox
+    tenant_box = Inbox()
+    controller, tenant_port = serve(tenant_box)
+    relay = {"provider": "SMTP", "secrets": {
+        "host": "127.0.0.1", "port": str(tenant_port), "security": "none",
+        "fromEmail": "crm@tenant.test"}}  # fmt: skip
+    one = {"i": {"to": [{"email": "lead@example.com"}], "subject": "Hi", "text": "t"}}
+    try:
+        # Without an allow-list a tenant cannot point its relay inside the network.
+        guarded = make_settings(database_url=store.url, **smtp_settings(system_port))
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(guarded, configure_logs=False)),
+            base_url="http://t",
+        ) as client:
+            owner = await register(client)
+            for host in ("127.0.0.1", "localhost", "169.254.169.254", "0x7f.1", "a/b"):
+                bad = {"i": {**relay, "secrets": {**relay["secrets"], "host": host}}}
+                refused = await gql(client, SET_CREDENTIAL, bad, owner.token)
+                assert error_codes(refused) == ["BAD_USER_INPUT"], (host, refused)
+                assert "secrets.host" in refused["errors"][0]["extensions"]["details"]
+
+        # An operator who allows it (a private relay): the tenant's mail goes there only.
+        allowed = {"outbound_allowed_hosts": ["127.0.0.1"], **smtp_settings(system_port)}
+        settings = make_settings(database_url=store.url, **allowed)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(settings, configure_logs=False)),
+            base_url="http://t",
+        ) as client:
+            saved = await gql(client, SET_CREDENTIAL, {"i": relay}, owner.token)
+            assert "errors" not in saved, saved
+            sent = await gql(client, SEND, one, owner.token)
+            assert "errors" not in sent, sent
+            await worker(**allowed)
+            gid = sent["data"]["sendEmail"]["email"]["id"]
+            await eventually(lambda: sent_row(gid, "SENT"), "sent through the tenant's relay")
+            [message] = tenant_box.to("lead@example.com")
+            assert message["From"].addresses[0].addr_spec == "crm@tenant.test"
+            assert system_box.to("lead@example.com") == []
+    finally:
+        controller.stop()
