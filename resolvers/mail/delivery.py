@@ -27,9 +27,10 @@ from kit.settings import Settings
 from models.mail import EmailStatus, OutboundEmail
 from providers.errors import ProviderError
 from resolvers.context import Services
+from resolvers.events import emit_many
 from resolvers.jobs import JobContext, enqueue, job_handler
 from resolvers.mail.chain import Channel, OutcomeUnknown, Refused, build_chain, close_chain
-from resolvers.mail.outbox import SEND_JOB
+from resolvers.mail.outbox import SEND_JOB, event_data
 from resolvers.mail.suppression import suppressed
 from resolvers.mail.tracking import advance
 
@@ -180,16 +181,60 @@ async def send_batch_job(job: JobContext, payload: dict[str, Any]) -> None:
 
 
 async def _record_all(done: list[tuple[OutboundEmail, Outcome]]) -> None:
+    """Write a group of a batch's outcomes in one transaction. The common case — messages
+    still QUEUED that a provider took — is one UPDATE and one insert of their `email.sent`
+    events; the rest (refusals, failures for now, a message a delivery webhook moved on
+    already) goes one by one through `record`."""
     if not done:
         return
     async with in_transaction() as conn:
+        taken = [(e, o) for e, o in done if o.status == EmailStatus.SENT]
+        # Locked so a delivery webhook cannot move them between this read and the write.
+        still_queued = set(
+            await OutboundEmail.filter(
+                id__in=[e.id for e, _ in taken], status=EmailStatus.QUEUED.value
+            )
+            .select_for_update()
+            .using_db(conn)
+            .values_list("id", flat=True)
+        )
+        at = dt.datetime.now(dt.UTC)
+        grouped: list[OutboundEmail] = []
         for email, outcome in done:
+            if outcome.status == EmailStatus.SENT and email.id in still_queued:
+                email.status = EmailStatus.SENT.value
+                email.attempts += 1
+                email.provider = outcome.provider
+                email.provider_message_id = outcome.provider_message_id
+                email.last_error = None  # type: ignore[assignment]  # a nullable column
+                email.sent_at = email.status_changed_at = email.updated_at = at
+                grouped.append(email)
+                continue
             await record(email, outcome, last_try=False, connection=conn)
             if outcome.status == EmailStatus.QUEUED:  # its next try, on its own
                 await enqueue(
                     SEND_JOB,
                     {"email_id": email.id},
                     tenant_id=email.tenant_id,
-                    run_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=send_backoff(1)),
+                    run_at=at + dt.timedelta(seconds=send_backoff(1)),
                     connection=conn,
                 )
+        if grouped:
+            await OutboundEmail.bulk_update(grouped, fields=_SENT_FIELDS, using_db=conn)
+            await emit_many(
+                grouped[0].tenant_id,
+                [("email.sent", event_data(e)) for e in grouped],
+                connection=conn,
+            )
+
+
+_SENT_FIELDS = (
+    "status",
+    "attempts",
+    "provider",
+    "provider_message_id",
+    "last_error",
+    "sent_at",
+    "status_changed_at",
+    "updated_at",
+)
