@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -316,3 +317,79 @@ def test_the_product_documents_email_names_are_accepted(monkeypatch: pytest.Monk
     assert settings.smtp_password is not None
     assert settings.smtp_password.get_secret_value() == "s3cret"
     assert mail.sender_of(settings) == "Acme <hello@acme.test>"
+
+
+ASK_RESET = "mutation($i: RequestPasswordResetInput!) { requestPasswordReset(input: $i) { ok } }"
+RESET = "mutation($i: ResetPasswordInput!) { resetPassword(input: $i) { ok } }"
+LOGIN_MUTATION = "mutation($i: LoginInput!) { login(input: $i) { accessToken } }"
+INVITE = "mutation($i: InviteMemberInput!) { inviteMember(input: $i) { invitation { id } } }"
+ACCEPT = "mutation($i: AcceptInvitationInput!) { acceptInvitation(input: $i) { accessToken } }"
+
+
+def _link_token(message: EmailMessage, path: str) -> str:
+    """The token of the front-end link at `path` in the mail's text, as a person follows it."""
+    text = message.get_body(("plain",)).get_content().replace("\r\n", "\n")  # type: ignore[union-attr]
+    found = re.search(
+        rf"^https?://[^\s/]+{re.escape(path)}#token=([A-Za-z0-9_-]{{40,}})$", text, re.M
+    )
+    assert found, text
+    return found.group(1)
+
+
+async def test_reset_and_invitation_mail_arrive_by_smtp_and_their_links_work(gateway: Any) -> None:
+    client, control, box = gateway
+    # Resend down: everything below arrives by SMTP.
+    assert (
+        await control.post("/_sandbox/faults", json={"status": 503, "count": -1})
+    ).status_code == 201
+    address = f"reset-{uuid.uuid4().hex[:8]}@example.com"
+    body = await gql(
+        client,
+        REGISTER,
+        {
+            "input": {
+                "organizationName": "Resetco",
+                "email": address,
+                "password": STRONG_PASSWORD,
+                "name": "Rae",
+            }
+        },
+    )
+    owner_token = body["data"]["registerOrganization"]["accessToken"]
+
+    asked = await gql(client, ASK_RESET, {"i": {"email": address}})
+    assert "errors" not in asked, asked
+
+    def reset_mail() -> Any:
+        return _async([m for m in box.to(address) if "reset" in str(m["Subject"]).lower()])
+
+    [message] = await eventually(reset_mail, "the reset mail arrives by SMTP")
+    token = _link_token(message, "/reset-password")
+    new_password = STRONG_PASSWORD + " again"
+    done = await gql(client, RESET, {"i": {"token": token, "newPassword": new_password}})
+    assert done["data"]["resetPassword"]["ok"] is True, done
+    login = await gql(client, LOGIN_MUTATION, {"i": {"email": address, "password": new_password}})
+    owner_token = login["data"]["login"]["accessToken"]  # the reset ended the other sessions
+    assert owner_token, login
+
+    invitee = f"invitee-{uuid.uuid4().hex[:8]}@example.com"
+    invited = await gql(
+        client, INVITE, {"i": {"email": invitee, "role": "SUPPORT"}}, token=owner_token
+    )
+    assert "errors" not in invited, invited
+    [invitation] = await eventually(
+        lambda: _async(box.to(invitee)), "the invitation arrives by SMTP"
+    )
+    assert str(invitation["From"]).startswith("Resetco <")  # the organization's name as sender
+    accepted = await gql(
+        client,
+        ACCEPT,
+        {
+            "i": {
+                "token": _link_token(invitation, "/accept-invitation"),
+                "name": "Ivy",
+                "password": STRONG_PASSWORD,
+            }
+        },
+    )
+    assert accepted["data"]["acceptInvitation"]["accessToken"], accepted
