@@ -386,3 +386,36 @@ class ProviderHTTP:
         return await self.gate.breaker_state(
             self.gate.credential_name(cached_fingerprint(credential))
         )
+
+
+class BearerClient:
+    """One credential's view of a vendor whose API takes `Authorization: Bearer <key>`.
+    Cheap to build per call; the session (`http`) is shared. Vendor clients subclass it
+    and set `API_URL`."""
+
+    API_URL: str = ""
+
+    def __init__(
+        self,
+        http: ProviderHTTP,
+        api_key: str,
+        *,
+        base_url: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        own_credential: bool = False,
+        guard_url: bool = False,
+    ) -> None:
+        self.http = http
+        self._api_key = api_key
+        self.base_url = (base_url or self.API_URL).rstrip("/")
+        self.labels = dict(labels or {})  # e.g. tenant id, credential source: for error logs
+        # A tenant's or user's own key (its breaker only), and a base URL they set (dialled
+        # through the outbound guard): see `ProviderHTTP.request`.
+        self.own_credential = own_credential
+        self.guard_url = guard_url
+
+    def __repr__(self) -> str:  # never the key
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}

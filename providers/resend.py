@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 from providers.errors import ProviderError
-from providers.http import ProviderConfig, ProviderHTTP, Timeouts
+from providers.http import BearerClient, ProviderConfig, Timeouts
 from providers.retry import RetryPolicy
 
 PROVIDER = "resend"
@@ -95,33 +95,10 @@ class Email:
         )
 
 
-class ResendClient:
+class ResendClient(BearerClient):
     """One credential's view of Resend. Cheap to build per call; the session is shared."""
 
-    def __init__(
-        self,
-        http: ProviderHTTP,
-        api_key: str,
-        *,
-        base_url: str = API_URL,
-        labels: Mapping[str, str] | None = None,
-        own_credential: bool = False,
-        guard_url: bool = False,
-    ) -> None:
-        self.http = http
-        self._api_key = api_key
-        self.base_url = base_url.rstrip("/")
-        self.labels = dict(labels or {})  # e.g. tenant id, credential source: for error logs
-        # A tenant's or user's own key (its breaker only), and a base URL they set (dialled
-        # through the outbound guard): see `ProviderHTTP.request`.
-        self.own_credential = own_credential
-        self.guard_url = guard_url
-
-    def __repr__(self) -> str:  # never the key
-        return f"ResendClient(base_url={self.base_url!r})"
-
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
+    API_URL = API_URL
 
     async def send_email(
         self,

@@ -19,7 +19,7 @@ This module is the area's public face: what other areas, the schema and the test
 
 from __future__ import annotations
 
-from resolvers.mail.chain import SANDBOX_PROVIDER, smtp_config, taken_by_sandbox
+from resolvers.mail.chain import smtp_config, taken_by_sandbox
 from resolvers.mail.compose import Recipient, build_message, sender_of
 from resolvers.mail.delivery import BATCH_JOB, deliver, send_batch_job, send_job
 from resolvers.mail.outbox import SEND_JOB, organization_name, queue
@@ -54,7 +54,6 @@ from resolvers.mail.tracking import FINAL, email_status
 __all__ = [
     "BATCH_JOB",
     "FINAL",
-    "SANDBOX_PROVIDER",
     "SEND_JOB",
     "TEMPLATES",
     "BulkOutcome",

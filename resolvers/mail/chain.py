@@ -25,12 +25,14 @@ import ssl
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from kit.errors import GatewayError
 from kit.settings import Settings
 from models.mail import OutboundEmail
 from providers import resend, sendgrid, smtp
 from providers.errors import ProviderError
+from providers.http import BearerClient
 from resolvers.context import Context, Services
 from resolvers.credentials import (
     CredentialSource,
@@ -43,7 +45,6 @@ from resolvers.upstream import provider_registry
 
 log = logging.getLogger("switchboard.mail")
 
-SANDBOX_PROVIDER = "resend-sandbox"  # the provider name of mail the Resend sandbox took
 PROVIDERS = ("resend", "sendgrid", "smtp")  # the chain's order
 # The custom argument a SendGrid send carries, so its events find the row directly.
 SENDGRID_EMAIL_ARG = "switchboard_email_id"
@@ -81,25 +82,43 @@ def _permanent_http(err: ProviderError) -> bool:
     )
 
 
-def _labels(tenant_id: int, credential: ResolvedCredential) -> dict[str, str]:
-    return {"tenant": str(tenant_id), "source": credential.source.value}
+C = TypeVar("C", bound=BearerClient)
 
 
-def _resend_channel(services: Services, tenant_id: int, credential: ResolvedCredential) -> Channel:
-    client = resend.ResendClient(
-        provider_registry(services).http(resend.PROVIDER),
+def _client(
+    cls: type[C], provider: str, services: Services, tenant_id: int, credential: ResolvedCredential
+) -> C:
+    return cls(
+        provider_registry(services).http(provider),
         credential.secrets.get("api_key", ""),
-        base_url=credential.base_url or resend.API_URL,
-        labels=_labels(tenant_id, credential),
+        base_url=credential.base_url,
+        labels={"tenant": str(tenant_id), "source": credential.source.value},
         own_credential=credential.own,
         guard_url=credential.guard_url,
     )
+
+
+def _channel_name(provider: str, services: Services, credential: ResolvedCredential) -> str:
+    """`<provider>-sandbox` when a sandbox (ours, by its base URL too) took the mail: it
+    was never delivered, so it is named so (and its body is readable)."""
+    own_sandbox = bool(credential.base_url) and is_own_sandbox(
+        services.settings, credential.base_url or ""
+    )
+    return f"{provider}-sandbox" if credential.is_sandbox or own_sandbox else provider
+
+
+def _headers(email: OutboundEmail, unsubscribe_url: str | None) -> dict[str, str]:
+    headers = {"Message-ID": email.message_id}
+    if unsubscribe_url:
+        headers.update(compose.unsubscribe_headers(unsubscribe_url))
+    return headers
+
+
+def _resend_channel(services: Services, tenant_id: int, credential: ResolvedCredential) -> Channel:
+    client = _client(resend.ResendClient, resend.PROVIDER, services, tenant_id, credential)
     from_email = credential.secrets.get("from_email", "")
 
     async def send(email: OutboundEmail, unsubscribe_url: str | None) -> str | None:
-        headers = {"Message-ID": email.message_id}
-        if unsubscribe_url:
-            headers.update(compose.unsubscribe_headers(unsubscribe_url))
         try:
             sent = await client.send_email(
                 sender=str(compose.sender_for(email, from_email)),
@@ -110,7 +129,7 @@ def _resend_channel(services: Services, tenant_id: int, credential: ResolvedCred
                 subject=email.subject,
                 html=email.html,
                 text=email.text,
-                headers=headers,
+                headers=_headers(email, unsubscribe_url),
                 idempotency_key=email.message_id,
             )
         except ProviderError as err:
@@ -119,12 +138,7 @@ def _resend_channel(services: Services, tenant_id: int, credential: ResolvedCred
             raise
         return sent.id
 
-    # Mail our own sandbox took was never delivered: it is named so (and readable).
-    own_sandbox = bool(credential.base_url) and is_own_sandbox(
-        services.settings, credential.base_url or ""
-    )
-    name = SANDBOX_PROVIDER if credential.is_sandbox or own_sandbox else "resend"
-    return Channel(name, send)
+    return Channel(_channel_name("resend", services, credential), send)
 
 
 class OutcomeUnknown(Exception):
@@ -135,20 +149,10 @@ class OutcomeUnknown(Exception):
 def _sendgrid_channel(
     services: Services, tenant_id: int, credential: ResolvedCredential
 ) -> Channel:
-    client = sendgrid.SendGridClient(
-        provider_registry(services).http(sendgrid.PROVIDER),
-        credential.secrets.get("api_key", ""),
-        base_url=credential.base_url or sendgrid.API_URL,
-        labels=_labels(tenant_id, credential),
-        own_credential=credential.own,
-        guard_url=credential.guard_url,
-    )
+    client = _client(sendgrid.SendGridClient, sendgrid.PROVIDER, services, tenant_id, credential)
     from_email = credential.secrets.get("from_email", "")
 
     async def send(email: OutboundEmail, unsubscribe_url: str | None) -> str | None:
-        headers = {"Message-ID": email.message_id}
-        if unsubscribe_url:
-            headers.update(compose.unsubscribe_headers(unsubscribe_url))
         try:
             sent = await client.send_email(
                 sender=compose.sender_for(email, from_email),
@@ -159,7 +163,7 @@ def _sendgrid_channel(
                 subject=email.subject,
                 html=email.html or None,
                 text=email.text,
-                headers=headers,
+                headers=_headers(email, unsubscribe_url),
                 # Every Event Webhook event repeats it: tracking finds the row directly.
                 custom_args={SENDGRID_EMAIL_ARG: str(email.id)},
             )
@@ -171,10 +175,7 @@ def _sendgrid_channel(
             raise
         return sent.id
 
-    sandboxed = credential.is_sandbox or (
-        bool(credential.base_url) and is_own_sandbox(services.settings, credential.base_url or "")
-    )
-    return Channel("sendgrid-sandbox" if sandboxed else "sendgrid", send)
+    return Channel(_channel_name("sendgrid", services, credential), send)
 
 
 def smtp_config(settings: Settings) -> smtp.SmtpConfig:
