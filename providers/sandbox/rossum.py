@@ -428,7 +428,10 @@ class RossumSandbox(Sandbox):
 
     @staticmethod
     def _url(request: Request, kind: str, object_id: int) -> str:
-        return f"{str(request.base_url).rstrip('/')}/{kind}/{object_id}"
+        """An object's absolute URL, under the sandbox's own mount (`root_path`: Starlette's
+        `base_url` is the top-level app's)."""
+        root = request.url.replace(path=request.scope.get("root_path", ""), query="")
+        return f"{str(root).rstrip('/')}/{kind}/{object_id}"
 
 
 def _flatten_values(tree: Any) -> Any:
