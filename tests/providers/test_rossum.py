@@ -75,7 +75,7 @@ async def walked_to(client: rossum.RossumClient, annotation_id: str, *statuses: 
 
 
 async def test_an_invoice_pdf_is_uploaded_walked_to_exported_and_read_back(served) -> None:
-    app, url, control = served
+    _app, url, control = served
     client = client_for(url)
     submitted = await client.submit(invoice_pdf("INV-2026-001"), "invoice 1.pdf")
     assert submitted.annotation_id and submitted.document_id
@@ -147,7 +147,7 @@ async def test_a_refused_token_is_renewed_once_and_the_call_succeeds(served) -> 
 
 
 async def test_a_wrong_password_is_refused_and_a_static_token_needs_no_login(served) -> None:
-    app, url, control = served
+    app, url, _control = served
     with pytest.raises(ProviderError) as caught:
         await rossum.verify_key(client_for(url, password="invalid-password"))
     assert caught.value.status == 401 and caught.value.vendor_code == "authentication_failed"
@@ -198,7 +198,7 @@ async def test_status_reads_are_retried_through_a_503_but_an_upload_is_not(serve
 
 
 async def test_a_pdf_without_text_and_a_non_pdf_fail_their_import(served) -> None:
-    app, url, control = served
+    _app, url, _control = served
     client = client_for(url)
     blank = await client.submit(blank_pdf(), "scan.pdf")
     assert (
@@ -216,7 +216,7 @@ async def test_a_pdf_without_text_and_a_non_pdf_fail_their_import(served) -> Non
 
 
 async def test_garbled_values_come_back_as_none_never_an_error(served) -> None:
-    app, url, control = served
+    _app, url, _control = served
     client = client_for(url)
     pdf = invoice_pdf(
         "INV-GARBLED",
@@ -231,7 +231,7 @@ async def test_garbled_values_come_back_as_none_never_an_error(served) -> None:
 
 
 async def test_a_document_asking_for_review_waits_in_to_review_until_confirmed(served) -> None:
-    app, url, control = served
+    _app, url, control = served
     client = client_for(url)
     pdf = invoice_pdf("INV-REVIEW", Review="required")
     submitted = await client.submit(pdf, "review.pdf")
