@@ -366,10 +366,12 @@ class RossumSandbox(Sandbox):
             return
         fields = read_fields(text)
         self.contents[annotation_id] = content_tree(fields, lambda: next(self._ids))
+        # Made before the annotation shows to_review, so a confirm arriving at any moment
+        # after that is never lost.
+        review = self._review.setdefault(annotation_id, asyncio.Event()) if fields.review else None
         for status in WALK:
-            if status == "confirmed" and fields.review:
-                event = self._review.setdefault(annotation_id, asyncio.Event())
-                await event.wait()
+            if status == "confirmed" and review is not None:
+                await review.wait()
                 self._review.pop(annotation_id, None)
             self._set_status(annotation_id, status)
             if status != WALK[-1]:
