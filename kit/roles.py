@@ -58,6 +58,9 @@ MATRIX: dict[str, frozenset[Role]] = {
     "mail:suppressions": frozenset({O, M}),
     # invoices read from mailboxes (the documents, and how reading the mailboxes went)
     "mailbox:read": frozenset({O, M, A}),
+    # invoices: read them and follow their status; correct their fields, run OCR again
+    "invoices:read": frozenset({O, M, A}),
+    "invoices:write": frozenset({O, M, A}),
 }
 
 # Permissions whose mutations grant or change authority (who belongs, with which role,

@@ -212,6 +212,11 @@ class Settings(BaseSettings):
     )
     # The gateway's own Rossum sandbox moves an annotation one state this often (seconds).
     rossum_sandbox_step_seconds: float = Field(0.5, ge=0, le=60)
+    # Invoices: after a submit, Rossum's hook normally tells when an annotation moves on;
+    # with no hook within this many seconds a poll asks (and again at this interval).
+    invoice_poll_seconds: float = Field(30.0, gt=0, le=3600)
+    # An annotation still unfinished this long after its submit fails the invoice.
+    invoice_give_up_seconds: float = Field(86400.0, gt=0)
     stripe_secret_key: SecretStr | None = None
     paypal_client_id: str = ""
     paypal_client_secret: SecretStr | None = None

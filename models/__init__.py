@@ -11,6 +11,7 @@ MODEL_MODULES: list[str] = [
     "models.apikeys",
     "models.mail",
     "models.mailbox",
+    "models.invoices",
     "models.credentials",
     "models.integrations",
     "models.jobs",

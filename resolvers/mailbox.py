@@ -74,6 +74,7 @@ from models.tenancy import scoped
 from models.tenants import Tenant
 from providers import imap
 from providers.errors import ProviderError
+from resolvers import invoices
 from resolvers.context import Context
 from resolvers.credentials import CredentialSource, IntegrationProvider
 from resolvers.jobs import JobContext, periodic
@@ -451,6 +452,8 @@ async def store(box: Mailbox, uidvalidity: int, uid: int, parsed: Parsed) -> Out
                         content=pdf.content,
                         using_db=conn,
                     )
+                    # Handed to the invoice pipeline in the same transaction.
+                    await invoices.create_from_document(document, connection=conn)
                     added += 1
                 if added:
                     message.documents = added

@@ -317,3 +317,35 @@ async def make_email_suppression(client: httpx.AsyncClient, owner: Account) -> s
     )
     assert "errors" not in body, body
     return str(body["data"]["addEmailSuppression"]["suppression"]["id"])
+
+
+@factory("Invoice")
+async def make_invoice(client: httpx.AsyncClient, owner: Account) -> str:
+    """No mutation creates an invoice yet (uploads come with the files area): one arrives
+    the way the mailbox intake hands a PDF over, through the same function."""
+    import datetime as dt
+    import hashlib
+
+    from tortoise.transactions import in_transaction
+
+    from models.mailbox import ReceivedDocument, ReceivedDocumentContent, ReceivedMessage
+    from resolvers import invoices
+
+    tenant_id = int(relay.GlobalID.from_id(owner.org_id).node_id)
+    content = b"%PDF-1.4 factory " + uuid.uuid4().bytes
+    async with in_transaction() as conn:
+        message = await ReceivedMessage.create(
+            tenant_id=tenant_id, mailbox="imap://factory@mail.test:993", uidvalidity=1,
+            uid=uuid.uuid4().int % 2**31, status="RECEIVED", using_db=conn,
+        )  # fmt: skip
+        document = await ReceivedDocument.create(
+            tenant_id=tenant_id, source_message_id=message.id, filename="factory.pdf",
+            content_type="application/pdf", size=len(content),
+            sha256=hashlib.sha256(content).hexdigest(), received_at=dt.datetime.now(dt.UTC),
+            using_db=conn,
+        )  # fmt: skip
+        await ReceivedDocumentContent.create(
+            tenant_id=tenant_id, document_id=document.id, content=content, using_db=conn
+        )
+        invoice = await invoices.create_from_document(document, connection=conn)
+    return str(relay.GlobalID("Invoice", str(invoice.id)))
