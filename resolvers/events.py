@@ -92,6 +92,15 @@ def global_id(type_name: str, row_id: int) -> str:
     return base64.b64encode(f"{type_name}:{row_id}".encode()).decode()
 
 
+def row_id(gid: object, type_name: str) -> int | None:
+    """The row id inside a `global_id` of `type_name`; None for anything else."""
+    try:
+        kind, _, raw = base64.b64decode(str(gid), validate=True).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return int(raw) if kind == type_name and raw.isdigit() and len(raw) < 19 else None
+
+
 def channel_for(tenant_id: int) -> str:
     return f"events:{tenant_id}"
 

@@ -36,16 +36,20 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from kit.errors import BadUserInput, Conflict, NotFound
+from kit.roles import Role
 from kit.text import one_line
+from models.accounts import User
 from models.invoices import Invoice, InvoiceSource, InvoiceStatus
 from models.mailbox import ReceivedDocument, ReceivedDocumentContent
+from models.members import Membership
 from models.tenancy import get_scoped, scoped
 from models.webhooks import WebhookInbox
 from providers import rossum
 from providers.errors import ProviderError
+from resolvers import mail
 from resolvers.context import Context, Services
 from resolvers.credentials import resolve_tenant_credential, rossum_client
-from resolvers.events import emit, follow, global_id
+from resolvers.events import Event, emit, follow, global_id, listener, row_id
 from resolvers.jobs import JobContext, enqueue, job_handler
 from resolvers.operations import operation
 from resolvers.pagination import Page, page_of
@@ -54,6 +58,7 @@ from resolvers.webhooks_in import inbox_handler
 log = logging.getLogger("switchboard.invoices")
 
 SUBMIT_JOB = "invoices.submit"
+NOTIFY_JOB = "invoices.notify"
 REFRESH_JOB = "invoices.refresh"
 RANK = {
     InvoiceStatus.RECEIVED.value: 0,
@@ -323,6 +328,69 @@ async def on_rossum_hook(event: WebhookInbox, connection: BaseDBAsyncClient) -> 
             tenant_id=invoice.tenant_id,
             connection=connection,
         )
+
+
+# The invoice-processed mail --------------------------------------------------------------
+
+# Who hears that an invoice was read: the people who work with invoices.
+NOTIFIED_ROLES = (Role.OWNER.value, Role.ACCOUNTING.value)
+
+
+@listener("invoice.processed")
+async def notify_when_processed(event: Event, connection: BaseDBAsyncClient) -> None:
+    """Queue the mail job in the relay's transaction: once per event."""
+    invoice_id = row_id(event.data.get("invoice_id"), "Invoice")
+    if invoice_id is None:
+        return
+    await enqueue(
+        NOTIFY_JOB,
+        {"invoice_id": invoice_id},
+        tenant_id=event.tenant_id,
+        unique_key=f"invoice-notify:{event.id}",
+        connection=connection,
+    )
+
+
+@job_handler(NOTIFY_JOB)
+async def notify_job(job: JobContext, payload: dict[str, Any]) -> None:
+    """The `invoice_processed` mail to the organization's owners and accountants, one
+    message each, all queued in one transaction."""
+    services = _services(job)
+    invoice = await Invoice.filter(id=int(payload["invoice_id"]), tenant_id=job.tenant_id).first()
+    if invoice is None:
+        return
+    members = await Membership.filter(tenant_id=invoice.tenant_id, role__in=NOTIFIED_ROLES)
+    people = await User.filter(id__in=[m.user_id for m in members], is_active=True)
+    if not people:
+        return
+    organization = await mail.organization_name(invoice.tenant_id)
+    amount = (
+        f"{invoice.total_amount:,.2f} {invoice.currency or ''}".strip()
+        if invoice.total_amount is not None
+        else "(not read)"
+    )
+    body = mail.render(
+        "invoice_processed",
+        {
+            "invoice_number": invoice.invoice_number or invoice.filename,
+            "amount": amount,
+            "status": invoice.status,
+            "vendor": invoice.vendor_name,
+            "due_date": invoice.due_date.isoformat() if invoice.due_date else None,
+        },
+        organization=organization,
+    )
+    async with in_transaction() as conn:
+        for person in people:
+            await mail.queue(
+                settings=services.settings,
+                tenant_id=invoice.tenant_id,
+                kind="invoice_processed",
+                to=mail.Recipient(person.email, person.name or ""),
+                body=body,
+                organization=organization,
+                connection=conn,
+            )
 
 
 # The API ----------------------------------------------------------------------------------

@@ -148,6 +148,16 @@ async def test_a_pdf_is_read_and_the_subscription_sees_it_through(gateway: Any) 
     assert node["lineItems"][0] == {
         "description": "Widget", "quantity": "2", "unitPrice": "10.00", "total": "20.00",
     }  # fmt: skip
+    # The owner is told, once.
+    query = "{ sentEmails(first: 20) { edges { node { kind recipient subject } } } }"
+
+    async def told() -> list[Any] | None:
+        edges = (await gql(client, query, token=owner.token))["data"]["sentEmails"]["edges"]
+        found = [e["node"] for e in edges if e["node"]["kind"] == "invoice_processed"]
+        return found or None
+
+    [mail] = await eventually(told, "the invoice-processed mail")
+    assert mail["recipient"] == owner.email and "INV-E2E-7" in mail["subject"]
     # Another organization cannot follow it, nor read it.
     other = await register(client)
     assert (await gql(client, NODE, {"id": gid}, other.token))["data"]["node"] is None
