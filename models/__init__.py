@@ -20,4 +20,5 @@ MODEL_MODULES: list[str] = [
     "models.tasks",
     "models.ai",
     "models.webhooks",
+    "models.files",
 ]

@@ -21,6 +21,7 @@ from schema import (
     contacts,
     credentials,
     events,
+    files,
     integrations,
     jobs,
     leads,
@@ -54,6 +55,7 @@ AREAS: list[ModuleType] = [
     contacts,
     leads,
     tasks,
+    files,
 ]
 
 

@@ -84,9 +84,7 @@ async def test_failed_stream_leaves_nothing(storage: Storage) -> None:
         assert not uploads.get("Uploads")
 
 
-async def test_presigned_get_and_put_with_plain_http(
-    storage: Storage, tmp_path: object
-) -> None:
+async def test_presigned_get_and_put_with_plain_http(storage: Storage, tmp_path: object) -> None:
     if storage.kind == "file":
         pytest.skip("the local backend's URLs are served by the gateway (test_downloads)")
     data = b"%PDF-1.7 presigned"
