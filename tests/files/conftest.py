@@ -66,3 +66,9 @@ async def storage(backend_settings: Settings) -> AsyncIterator[Storage]:
 
 def sha256_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+@pytest.fixture
+def settings(store: Any, tmp_path: Path) -> Settings:
+    """The gateway's settings with its objects in a temporary directory."""
+    return make_settings(database_url=store.url, storage_url=f"file://{tmp_path / 'objects'}")

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from kit.settings import SettingsError
+from kit.settings import STORAGE_DEFAULT, SettingsError
 from providers.objects import BadRange, ObjectMissing
 from resolvers.storage import (
     Storage,
@@ -179,7 +179,7 @@ def test_product_names_choose_s3(monkeypatch: pytest.MonkeyPatch) -> None:
         "DO_ACCESS_KEY_SECRET": "secret",
     }.items():
         monkeypatch.setenv(name, value)
-    settings = make_settings()
+    settings = make_settings(storage_url=STORAGE_DEFAULT)
     location = settings.storage_location()
     assert (location.kind, location.bucket, location.endpoint, location.region) == (
         "s3",
