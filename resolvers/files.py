@@ -344,7 +344,7 @@ async def complete_upload(ctx: Context, file_id: int) -> File:
             .using_db(conn)
             .update(status=FileStatus.READY.value, content_type=checked.content_type)
         )
-        row = await File.get(id=row.id).using_db(conn)
+        row = await File.filter(id=row.id).using_db(conn).get()
         if won:
             await emit(principal.tenant_id, "file.uploaded", _file_event(row), connection=conn)
     return row

@@ -169,7 +169,7 @@ class Query:
     ) -> Connection[File]:
         page = await file_ops.list_files(
             info.context,
-            purpose=None if purpose is None else models.FilePurpose(purpose.value),
+            purpose=None if purpose is None else models.FilePurpose[purpose.name],
             first=first,
             after=after,
         )
@@ -197,7 +197,7 @@ class Mutation:
     async def upload_file(self, info: Info, input: UploadFileInput) -> UploadFilePayload:
         row = await file_ops.upload_file(
             info.context,
-            purpose=models.FilePurpose(input.purpose.value),
+            purpose=models.FilePurpose[input.purpose.name],
             filename=getattr(input.file, "filename", None) or "file",
             chunks=_chunks(input.file),
         )
@@ -216,7 +216,7 @@ class Mutation:
             name=input.name,
             size=input.size,
             sha256=input.sha256,
-            purpose=models.FilePurpose(input.purpose.value),
+            purpose=models.FilePurpose[input.purpose.name],
         )
         return CreateUploadUrlPayload(
             file=File.from_row(ticket.file),

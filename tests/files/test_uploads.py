@@ -20,7 +20,8 @@ from tests.factories import PDF_BYTES
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 EXE = b"MZ\x90\x00" + b"\x00" * 200
 FIELDS = "id name contentType size sha256 purpose status downloadUrl(expiresInSeconds: 60)"
-UPLOAD = f"""mutation($input: UploadFileInput!) {{ uploadFile(input: $input) {{ file {{ {FIELDS} }} }} }}"""
+UPLOAD = f"""mutation($input: UploadFileInput!) {{
+  uploadFile(input: $input) {{ file {{ {FIELDS} }} }} }}"""
 PREFLIGHT = {"Apollo-Require-Preflight": "true"}
 
 
@@ -189,7 +190,8 @@ async def test_too_many_files_in_one_request(
 
 CREATE = """mutation($i: CreateUploadUrlInput!) {
   createUploadUrl(input: $i) { file { id status } uploadUrl headers { name value } } }"""
-COMPLETE = """mutation($i: CompleteUploadInput!) { completeUpload(input: $i) { file { id status contentType } } }"""
+COMPLETE = """mutation($i: CompleteUploadInput!) {
+  completeUpload(input: $i) { file { id status contentType } } }"""
 
 
 async def test_direct_upload_and_racing_completes(
