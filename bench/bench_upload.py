@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._util import bench_settings, open_bench_store, register_owner  # noqa: E402
+from bench._util import bench_settings, open_bench_store, register_owner
 
 SIZE = 16 * 1024 * 1024 - 4096  # just under the 16 MB limit, with room for the form
 CHUNK = 64 * 1024
@@ -86,7 +86,7 @@ def baseline_app(directory: str) -> Any:
     async def handler(request: Request) -> JSONResponse:
         path = os.path.join(directory, os.urandom(8).hex())
         size = 0
-        with open(path, "wb") as out:  # noqa: ASYNC230 - the natural bare version
+        with open(path, "wb") as out:
             async for chunk in request.stream():
                 out.write(chunk)
                 size += len(chunk)
