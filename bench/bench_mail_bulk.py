@@ -171,6 +171,9 @@ async def main() -> None:
                 base_rates.append(await baseline_round(sink, port, args.recipients))
         finally:
             await runtime.stop()
+            from tortoise import Tortoise
+
+            await Tortoise.close_connections()
         gw, base = statistics.median(gw_rates), statistics.median(base_rates)
         store = "PostgreSQL" if args.postgres else "SQLite"
         print(f"bulk mail over SMTP, {args.recipients} recipients, {store}, {args.rounds} rounds")

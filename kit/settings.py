@@ -218,8 +218,22 @@ class Settings(BaseSettings):
     )
     s3_bucket: str = Field("", validation_alias=AliasChoices("s3_bucket", "do_bucket"))
     s3_path_style: bool = False  # path-style addressing (MinIO, most self-hosted stores)
+    # Rossum (invoice OCR): a static API token, or a user's login (ROSSUM_USER and
+    # ROSSUM_PASS, the product documents' names) exchanged for a token as needed; the
+    # queue documents are uploaded to; the API's base URL (ROSSUM_API_URL).
     rossum_api_token: SecretStr | None = None
-    rossum_base_url: str = ""
+    rossum_base_url: str = Field(
+        "", validation_alias=AliasChoices("rossum_base_url", "rossum_api_url")
+    )
+    rossum_queue_id: str = ""
+    rossum_username: str = Field(
+        "", validation_alias=AliasChoices("rossum_username", "rossum_user")
+    )
+    rossum_password: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("rossum_password", "rossum_pass")
+    )
+    # The gateway's own Rossum sandbox moves an annotation one state this often (seconds).
+    rossum_sandbox_step_seconds: float = Field(0.5, ge=0, le=60)
     stripe_secret_key: SecretStr | None = None
     paypal_client_id: str = ""
     paypal_client_secret: SecretStr | None = None
@@ -450,8 +464,8 @@ class Settings(BaseSettings):
             value = raw.get_secret_value() if isinstance(raw, SecretStr) else str(raw or "")
             if value:
                 values[name] = value
-        primary = next(iter(fields), None)
-        return values if primary is not None and primary in values else None
+        required = _SYSTEM_ANY_OF.get(provider) or tuple(fields)[:1]
+        return values if any(name in values for name in required) else None
 
     @property
     def signing_keys(self) -> list[tuple[str, str]]:
@@ -460,7 +474,8 @@ class Settings(BaseSettings):
 
 
 # provider -> {credential field -> settings attribute}; the first field is the one
-# that must be set for the system credential to count as configured.
+# that must be set for the system credential to count as configured (or, for the
+# providers in `_SYSTEM_ANY_OF`, one of those).
 _SYSTEM_CREDENTIALS: dict[str, dict[str, str]] = {
     "openai": {
         "api_key": "openai_api_key",
@@ -481,7 +496,13 @@ _SYSTEM_CREDENTIALS: dict[str, dict[str, str]] = {
         "region": "s3_region",
         "endpoint_url": "s3_endpoint_url",
     },
-    "rossum": {"api_token": "rossum_api_token", "base_url": "rossum_base_url"},
+    "rossum": {
+        "api_token": "rossum_api_token",
+        "username": "rossum_username",
+        "password": "rossum_password",
+        "queue_id": "rossum_queue_id",
+        "base_url": "rossum_base_url",
+    },
     "stripe": {"secret_key": "stripe_secret_key"},
     "paypal": {"client_id": "paypal_client_id", "client_secret": "paypal_client_secret"},
     "twilio": {"account_sid": "twilio_account_sid", "auth_token": "twilio_auth_token"},
@@ -496,6 +517,11 @@ _SYSTEM_CREDENTIALS: dict[str, dict[str, str]] = {
     },
     "notion": {"api_key": "notion_api_key"},
 }
+
+
+# Providers whose system credential counts as configured when any one of these is set
+# (instead of the first field): Rossum takes a token or a user's login.
+_SYSTEM_ANY_OF: dict[str, tuple[str, ...]] = {"rossum": ("api_token", "username")}
 
 
 def load_settings(**overrides: Any) -> Settings:

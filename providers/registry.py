@@ -40,14 +40,14 @@ from dataclasses import dataclass
 from kit.ratelimit import RateLimiter
 from kit.settings import Settings
 from kit.ssrf import Policy
-from providers import openai, resend, sendgrid
+from providers import openai, resend, rossum, sendgrid
 from providers.breaker import BreakerState, BreakerStore, make_breaker_store
 from providers.http import FailureHook, ProviderConfig, ProviderHTTP, ProviderStats
 
 # Every provider that has a client, with its configuration (vendor modules own theirs).
 # A new vendor module adds its CONFIG here: that is what makes it "have a client".
 CLIENTS: dict[str, ProviderConfig] = {
-    config.name: config for config in (openai.CONFIG, resend.CONFIG, sendgrid.CONFIG)
+    config.name: config for config in (openai.CONFIG, resend.CONFIG, sendgrid.CONFIG, rossum.CONFIG)
 }
 
 
@@ -108,6 +108,8 @@ class ProviderRegistry:
         self._probes: dict[str, ProbeResult] = {}
         self.openai_max_concurrent = openai_max_concurrent  # requests in flight per key
         self._openai: openai.OpenAIProvider | None = None
+        # Rossum login tokens, one per credential for this process (renewed single-flight).
+        self._rossum_tokens = rossum.TokenCache()
 
     def configure(self, config: ProviderConfig) -> None:
         """Set a provider's configuration (before its first call)."""
@@ -140,6 +142,10 @@ class ProviderRegistry:
                 self.http(openai.PROVIDER), max_concurrent=self.openai_max_concurrent
             )
         return client
+
+    def rossum_tokens(self) -> rossum.TokenCache:
+        """The process's Rossum login tokens (every `RossumClient` shares them)."""
+        return self._rossum_tokens
 
     def add_failure_hook(self, hook: FailureHook) -> None:
         self.hooks.append(hook)

@@ -44,7 +44,7 @@ from kit.ttl_cache import read_through
 from kit.vault import VaultError, vault_for
 from models.credentials import TENANT_SLOT, Credential, user_slot
 from models.tenancy import scoped
-from providers import imap, openai, resend, sendgrid
+from providers import imap, openai, resend, rossum, sendgrid
 from providers.errors import ProviderError
 from providers.registry import has_client
 from providers.sandbox import has_sandbox
@@ -152,8 +152,17 @@ PROVIDERS: dict[IntegrationProvider, ProviderSpec] = {
         ),
         "secret_access_key",
     ),
+    # A static API token, or a user's login (exchanged for tokens by the client); the
+    # queue documents go to. One of the two is required (`_check_alternatives`).
     IntegrationProvider.ROSSUM: ProviderSpec(
-        (FieldSpec("api_token"), _opt("base_url")), "api_token"
+        (
+            FieldSpec("api_token", required=False),
+            FieldSpec("username", required=False, secret=False),
+            FieldSpec("password", required=False),
+            _opt("queue_id"),
+            _opt("base_url"),
+        ),
+        "api_token",
     ),
     IntegrationProvider.STRIPE: ProviderSpec(
         (FieldSpec("secret_key"), FieldSpec("webhook_secret", required=False), _opt("base_url")),
@@ -289,6 +298,32 @@ async def _verify_sendgrid(ctx: Context, credential: ResolvedCredential) -> None
     await sendgrid.verify_key(client)
 
 
+def rossum_client(ctx: Context, credential: ResolvedCredential) -> rossum.RossumClient:
+    """A Rossum client for a resolved credential (its token or login, queue and base
+    URL), on the app's shared layer and login-token cache."""
+    registry = provider_registry(ctx.services)
+    labels: dict[str, str] = {
+        "request_id": ctx.request_id,
+        "credential_source": credential.source.value,
+    }
+    if ctx.principal is not None:
+        labels["tenant_id"] = str(ctx.principal.tenant_id)
+    return rossum.RossumClient(
+        registry.http(rossum.PROVIDER),
+        registry.rossum_tokens(),
+        rossum.RossumCredential.of(credential.secrets, credential.base_url),
+        labels=labels,
+        own_credential=credential.own,
+        guard_url=credential.guard_url,
+    )
+
+
+async def _verify_rossum(ctx: Context, credential: ResolvedCredential) -> None:
+    client = rossum_client(ctx, credential)
+    client.labels.update(_verify_labels(ctx, credential))
+    await rossum.verify_key(client)
+
+
 async def _verify_imap(ctx: Context, credential: ResolvedCredential) -> None:
     values = credential.secrets
     port = int(values.get("port") or imap.DEFAULT_PORT)
@@ -320,6 +355,7 @@ KEY_CHECKS: dict[IntegrationProvider, KeyCheck] = {
     IntegrationProvider.RESEND: _verify_resend,
     IntegrationProvider.SENDGRID: _verify_sendgrid,
     IntegrationProvider.IMAP: _verify_imap,
+    IntegrationProvider.ROSSUM: _verify_rossum,
 }
 
 
@@ -432,9 +468,22 @@ def clean_secrets(provider: IntegrationProvider, raw: Any, *, production: bool) 
         where = f"secrets.{camel(spec_field.name)}"
         if spec_field.required and spec_field.name not in values and where not in problems:
             problems[where] = "is required"
+    if provider is IntegrationProvider.ROSSUM and not problems:
+        _check_rossum_auth(values, problems)
     if problems:
         raise BadUserInput("Invalid credential.", details=problems)
     return values
+
+
+def _check_rossum_auth(values: dict[str, str], problems: dict[str, str]) -> None:
+    """Rossum takes an API token, or a username and password: one of the two, whole."""
+    login = [name for name in ("username", "password") if name in values]
+    if "api_token" in values:
+        if login:
+            problems["secrets.apiToken"] = "give an API token or a username and password, not both"
+    elif len(login) < 2:
+        missing = "password" if "username" in values else "username"
+        problems[f"secrets.{missing}"] = "is required (or an apiToken)"
 
 
 def _valid_url(text: str, *, production: bool) -> bool:
@@ -486,6 +535,11 @@ def hint_for(provider: IntegrationProvider, values: dict[str, str]) -> str:
 # -- the resolution chain -----------------------------------------------------------------
 
 _LOADER = "credentials:resolve"
+
+
+# Fields a sandbox credential carries besides its key: the Rossum sandbox takes any
+# numeric queue id, so documents go to queue 1.
+SANDBOX_EXTRAS: dict[str, dict[str, str]] = {"rossum": {"queue_id": "1"}}
 
 
 def sandbox_base_url(ctx: Context, provider: str) -> str:
@@ -562,7 +616,10 @@ def _chain(
         return ResolvedCredential(
             provider,
             CredentialSource.SANDBOX,
-            {PROVIDERS[IntegrationProvider(provider)].primary: f"sandbox-{provider}-key"},
+            {
+                PROVIDERS[IntegrationProvider(provider)].primary: f"sandbox-{provider}-key",
+                **SANDBOX_EXTRAS.get(provider, {}),
+            },
             sandbox_base_url(ctx, provider),
         )
     raise UpstreamUnavailable(f"{provider} is not configured.", provider=provider)

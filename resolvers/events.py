@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import fnmatch
 import json
@@ -29,7 +30,7 @@ import re
 import traceback
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient, TransactionalDBClient
@@ -375,6 +376,61 @@ async def subscribe(
             yield event
     finally:
         await stream.aclose()
+
+
+# A followed row is read again at least this often: the bus delivers at most once, so a
+# change whose event was missed (or fell between the first read and the subscription)
+# still shows.
+FOLLOW_POLL_SECONDS = 5.0
+
+R = TypeVar("R")
+
+
+async def follow(
+    tenant_id: int,
+    types: list[str],
+    about: Callable[[Event], bool],
+    load: Callable[[], Awaitable[R | None]],
+    state: Callable[[R], object],
+    final: Callable[[R], bool],
+    *,
+    poll_seconds: float = FOLLOW_POLL_SECONDS,
+) -> AsyncGenerator[R, None]:
+    """One row of a tenant, now and at each change, until `final` (a status subscription:
+    `emailStatus`, `invoiceStatus`, …). Wakes on the tenant's events of `types` that are
+    `about` the row, and reads it again at least every `poll_seconds`; yields only when
+    `state(row)` changed. `load()` answering None (the row is gone) ends the stream."""
+    changed: asyncio.Queue[None] = asyncio.Queue()
+
+    async def listen() -> None:
+        async for event in subscribe(tenant_id, types):
+            if about(event):
+                changed.put_nowait(None)
+
+    listener = asyncio.create_task(listen())
+    try:
+        await asyncio.sleep(0)  # the subscription starts before the first read
+        row = await load()
+        if row is None:
+            return
+        yield row
+        while not final(row):
+            try:
+                await asyncio.wait_for(changed.get(), poll_seconds)
+            except TimeoutError:
+                pass
+            if listener.done():
+                listener.result()  # the stream failed (too slow, bus gone): say so
+            fresh = await load()
+            if fresh is None:
+                return
+            if state(fresh) != state(row):
+                row = fresh
+                yield row
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await listener
 
 
 MAX_TYPE_FILTERS = 50

@@ -10,7 +10,10 @@ providers/sandbox/__init__.py; each instance is kept in
 Delivery webhooks (SANDBOX_WEBHOOKS, on by default): the mail sandboxes post the events
 the vendor would send after each send, signed the vendor's way, to this gateway's own
 `{PUBLIC_URL}/webhooks/resend` and `/webhooks/sendgrid`, so the embedded default shows
-real delivery states. Resend's are signed with `WEBHOOK_SYSTEM_SECRETS["resend"]` when
+real delivery states; the Rossum sandbox calls `/webhooks/rossum` (its hook) whenever an
+annotation changes status, signed with `WEBHOOK_SYSTEM_SECRETS["rossum"]` when set, else
+with a derived secret, and walks annotations `ROSSUM_SANDBOX_STEP_SECONDS` apart.
+Resend's are signed with `WEBHOOK_SYSTEM_SECRETS["resend"]` when
 set; otherwise, and always for SendGrid (whose key pair the vendor holds), with a key
 derived from the first vault key: every process of one installation derives the same,
 and nobody without the vault key can. `services.sandbox_webhook_secrets` tells the
@@ -30,6 +33,7 @@ from starlette.routing import BaseRoute, Mount
 from kit.settings import Settings
 from providers.sandbox import SANDBOXES, create_sandbox, sandbox_path
 from providers.sandbox.resend import ResendSandbox
+from providers.sandbox.rossum import RossumSandbox
 from providers.sandbox.sendgrid import SendGridSandbox
 from resolvers.context import Services
 
@@ -68,6 +72,14 @@ def sandbox_resend_secret(settings: Settings) -> str:
     return "whsec_" + base64.b64encode(_derived(settings, "resend")).decode()
 
 
+def sandbox_rossum_secret(settings: Settings) -> str:
+    """The hook secret the Rossum sandbox signs with: the system one, else derived."""
+    configured = settings.webhook_system_secrets.get("rossum")
+    if configured:
+        return configured
+    return _derived(settings, "rossum").hex()
+
+
 def sandbox_sendgrid_key(settings: Settings) -> ec.EllipticCurvePrivateKey:
     """The P-256 key the SendGrid sandbox signs its Event Webhook with (derived)."""
     seed = hashlib.sha512(_derived(settings, "sendgrid")).digest()  # 512 bits: no bias
@@ -76,7 +88,7 @@ def sandbox_sendgrid_key(settings: Settings) -> ec.EllipticCurvePrivateKey:
 
 
 def configure_webhooks(services: Services) -> None:
-    """Point the mounted mail sandboxes' callbacks at this gateway's webhook routes."""
+    """Point the mounted sandboxes' callbacks at this gateway's webhook routes."""
     settings = services.settings
     base = settings.base_url
     resend = services.sandboxes.get("resend")
@@ -90,6 +102,15 @@ def configure_webhooks(services: Services) -> None:
             f"{base}/webhooks/sendgrid", signing_key=sandbox_sendgrid_key(settings)
         )
         services.sandbox_webhook_secrets["sendgrid"] = sendgrid.public_key
+    rossum = services.sandboxes.get("rossum")
+    if isinstance(rossum, RossumSandbox):
+        secret = sandbox_rossum_secret(settings)
+        rossum.configure_hooks(
+            f"{base}/webhooks/rossum",
+            secret,
+            step_seconds=settings.rossum_sandbox_step_seconds,
+        )
+        services.sandbox_webhook_secrets["rossum"] = secret
 
 
 async def aclose(services: Services) -> None:

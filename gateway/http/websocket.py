@@ -27,6 +27,7 @@ import logging
 import time
 from typing import Any
 
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
@@ -152,6 +153,14 @@ class GuardedTransportWS(BaseGraphQLTransportWSHandler[Context, Any]):
             await self.cleanup_operation(operation_id)
         with contextlib.suppress(Exception):  # the client may be gone already
             await self.websocket.close(code=code, reason=reason[:120])
+
+    async def handle_task_exception(self, error: Exception) -> None:
+        # A client that left while an event was on its way is not an incident: strawberry
+        # would log it with a traceback.
+        if isinstance(error, WebSocketDisconnected):
+            log.debug("a subscriber left while an event was being sent")
+            return
+        await super().handle_task_exception(error)
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.ensure_future(work)

@@ -16,6 +16,7 @@ SANDBOXES: dict[str, str] = {
     "resend": "providers.sandbox.resend:create_app",
     "openai": "providers.sandbox.openai:create_app",
     "sendgrid": "providers.sandbox.sendgrid:create_app",
+    "rossum": "providers.sandbox.rossum:create_app",
 }
 
 

@@ -19,6 +19,8 @@
   "data": {"email_id", "from", "to", "subject", "created_at", "tags"?, "bounce"? |
   "click"?}}`, signed as Svix signs them for Resend: `svix-id` (kept across retries),
   `svix-timestamp`, `svix-signature: v1,<base64 HMAC-SHA256>` with the `whsec_` secret.
+- **Batch**: `POST /emails/batch`, up to 100 emails checked as a whole (one invalid
+  email refuses the batch with 422 naming its index), ids answered in order.
 - **Idempotency** (`Idempotency-Key`, 1–256 chars else 400
   `invalid_idempotency_key`): the same key and body within 24 hours answers the
   first email's id without sending again; the same key with another body is 409
@@ -53,6 +55,7 @@ RATE_LIMIT = 2  # requests per second, Resend's documented default
 IDEMPOTENCY_TTL = 24 * 3600
 MAX_EMAILS = 10_000
 MAX_RECIPIENTS = 50
+MAX_BATCH = 100
 
 # What each test recipient makes happen: the events after `email.sent`, in order.
 TEST_DOMAIN = "resend.dev"
@@ -148,6 +151,7 @@ class ResendSandbox(Sandbox):
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/emails", self.send_email, methods=["POST"]),
+            Route("/emails/batch", self.send_batch, methods=["POST"]),
             Route("/emails/{email_id}", self.get_email, methods=["GET"]),
         ]
 
@@ -229,6 +233,67 @@ class ResendSandbox(Sandbox):
         if not email.get("scheduled_at"):
             self._send_webhooks(email, body)
         return self._ok({"id": email_id})
+
+    async def send_batch(self, request: Request) -> Response:
+        """`POST /emails/batch`: up to 100 emails in one request, checked as a whole first
+        (Resend's default, strict validation: one invalid email refuses the batch, naming
+        it); `attachments` and `scheduled_at` are not allowed in a batch. Answers
+        `{"data": [{"id"}, ...]}` in the order sent."""
+        denied = self.check_bearer(request)
+        if denied is not None:
+            return denied
+        team = _team(request)
+        key = request.headers.get("idempotency-key")
+        if key is not None and not 1 <= len(key) <= 256:
+            return self._error(
+                400, "invalid_idempotency_key", "The key must be between 1-256 chars."
+            )
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return self._error(400, "validation_error", "Invalid JSON body.")
+        if not isinstance(body, list) or not 1 <= len(body) <= MAX_BATCH:
+            return self._error(
+                422, "validation_error", f"The batch must be a list of 1 to {MAX_BATCH} emails."
+            )
+        for index, item in enumerate(body):
+            if not isinstance(item, dict):
+                return self._error(422, "validation_error", f"emails[{index}]: not an object.")
+            for unsupported in ("attachments", "scheduled_at"):
+                if unsupported in item:
+                    return self._error(
+                        422,
+                        "validation_error",
+                        f"emails[{index}]: `{unsupported}` is not supported in batch emails.",
+                    )
+            problem = _validate(item)
+            if problem is not None:
+                status, name, message = problem
+                return self._error(status, name, f"emails[{index}]: {message}")
+
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        slot = (team, f"batch:{key}") if key else None
+        if slot is not None:
+            self._expire_idempotency()
+            seen = self.idempotency.get(slot)
+            if seen is not None:
+                if seen[0] != digest:
+                    return self._error(
+                        409,
+                        "invalid_idempotent_request",
+                        "Same idempotency key used with a different request payload. "
+                        "Change your idempotency key or payload.",
+                    )
+                return self._ok({"data": [{"id": i} for i in seen[1].split(",")]})
+        ids = []
+        for item in body:
+            email_id = str(uuid.uuid4())
+            email = self._store(team, email_id, item)
+            self._send_webhooks(email, item)
+            ids.append(email_id)
+        if slot is not None:
+            self.idempotency[slot] = (digest, ",".join(ids), time.time())
+        return self._ok({"data": [{"id": i} for i in ids]})
 
     async def get_email(self, request: Request) -> Response:
         denied = self.check_bearer(request)

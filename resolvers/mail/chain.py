@@ -20,12 +20,13 @@ request was written (see providers/sendgrid.py).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import ssl
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from kit.errors import GatewayError
 from kit.settings import Settings
@@ -61,15 +62,20 @@ class Refused(Exception):
 
 
 Send = Callable[[OutboundEmail, str | None], Awaitable[str | None]]
+# Several messages in one request (and their unsubscribe links) → their ids, in order.
+SendMany = Callable[[list[OutboundEmail], list[str | None]], Awaitable[list[str]]]
 
 
 @dataclass
 class Channel:
-    """One provider of the chain: `send(email, unsubscribe_url)` → the provider's id."""
+    """One provider of the chain: `send(email, unsubscribe_url)` → the provider's id;
+    `send_many` when the provider takes up to `batch_size` messages in one request."""
 
     name: str
     send: Send
     close: Callable[[], Awaitable[None]] | None = field(default=None)
+    send_many: SendMany | None = None
+    batch_size: int = 1
 
 
 def _permanent_http(err: ProviderError) -> bool:
@@ -118,19 +124,23 @@ def _resend_channel(services: Services, tenant_id: int, credential: ResolvedCred
     client = _client(resend.ResendClient, resend.PROVIDER, services, tenant_id, credential)
     from_email = credential.secrets.get("from_email", "")
 
+    def payload(email: OutboundEmail, unsubscribe_url: str | None) -> dict[str, Any]:
+        return resend.email_payload(
+            sender=str(compose.sender_for(email, from_email)),
+            to=[str(r) for r in compose.to_list(email)],
+            cc=[str(r) for r in compose.recipients(email.cc)],
+            bcc=[str(r) for r in compose.recipients(email.bcc)],
+            reply_to=[email.reply_to] if email.reply_to else (),
+            subject=email.subject,
+            html=email.html,
+            text=email.text,
+            headers=_headers(email, unsubscribe_url),
+        )
+
     async def send(email: OutboundEmail, unsubscribe_url: str | None) -> str | None:
         try:
-            sent = await client.send_email(
-                sender=str(compose.sender_for(email, from_email)),
-                to=[str(r) for r in compose.to_list(email)],
-                cc=[str(r) for r in compose.recipients(email.cc)],
-                bcc=[str(r) for r in compose.recipients(email.bcc)],
-                reply_to=[email.reply_to] if email.reply_to else (),
-                subject=email.subject,
-                html=email.html,
-                text=email.text,
-                headers=_headers(email, unsubscribe_url),
-                idempotency_key=email.message_id,
+            sent = await client.send_prepared(
+                payload(email, unsubscribe_url), idempotency_key=email.message_id
             )
         except ProviderError as err:
             if _permanent_http(err):
@@ -138,7 +148,29 @@ def _resend_channel(services: Services, tenant_id: int, credential: ResolvedCred
             raise
         return sent.id
 
-    return Channel(_channel_name("resend", services, credential), send)
+    async def send_many(emails: list[OutboundEmail], links: list[str | None]) -> list[str]:
+        # The same messages ask with the same key: a retried batch is answered with the
+        # first one's ids, never sent twice.
+        key = (
+            "batch-" + hashlib.sha256("\n".join(e.message_id for e in emails).encode()).hexdigest()
+        )
+        try:
+            sent = await client.send_batch(
+                [payload(e, link) for e, link in zip(emails, links, strict=True)],
+                idempotency_key=key,
+            )
+        except ProviderError as err:
+            if _permanent_http(err):
+                raise Refused(str(err)) from None
+            raise
+        return [s.id for s in sent]
+
+    return Channel(
+        _channel_name("resend", services, credential),
+        send,
+        send_many=send_many,
+        batch_size=resend.MAX_BATCH,
+    )
 
 
 class OutcomeUnknown(Exception):

@@ -164,20 +164,63 @@ async def send_batch_job(job: JobContext, payload: dict[str, Any]) -> None:
     blocked = await suppressed(tenant_id, [a for e in emails for a in e.addresses()])
     chain = await build_chain(services, tenant_id)
     done: list[tuple[OutboundEmail, Outcome]] = []
+    pending: list[OutboundEmail] = []
+    for email in emails:
+        hit = blocked.intersection(a.lower() for a in email.addresses())
+        if hit:
+            reason = f"suppressed: {', '.join(sorted(hit))}"
+            done.append((email, Outcome(EmailStatus.FAILED, None, reason)))
+        else:
+            pending.append(email)
     try:
-        for email in emails:
-            hit = blocked.intersection(a.lower() for a in email.addresses())
-            if hit:
-                outcome = Outcome(EmailStatus.FAILED, None, f"suppressed: {', '.join(sorted(hit))}")
-            else:
-                outcome = await attempt(services.settings, chain, email)
-            done.append((email, outcome))
+        pending = await _send_many(
+            services.settings, chain, pending, done, last_try=job.is_last_attempt
+        )
+        for email in pending:
+            done.append((email, await attempt(services.settings, chain, email)))
             if len(done) >= RECORD_EVERY:
                 await _record_all(done)
                 done = []
     finally:
         await close_chain(chain)
         await _record_all(done)
+
+
+async def _send_many(
+    settings: Settings,
+    chain: list[Channel],
+    pending: list[OutboundEmail],
+    done: list[tuple[OutboundEmail, Outcome]],
+    *,
+    last_try: bool,
+) -> list[OutboundEmail]:
+    """Hand `pending` to the chain's first provider in requests of its batch size when it
+    takes several messages at once (Resend's batch: one request against the account's rate
+    limit instead of one per message); what it took goes to `done`.
+
+    A batch refused as a whole (one bad message) goes message by message through the whole
+    chain: nothing of it was sent. A batch that failed otherwise may have been sent (a 5xx
+    or a timeout can hide a success): the job is tried again later, where the batch's
+    idempotency key makes a repeat harmless — until its last try, which goes message by
+    message (through the rest of the chain too)."""
+    first = chain[0] if chain else None
+    if first is None or first.send_many is None or len(pending) < 2:
+        return pending
+    for start in range(0, len(pending), first.batch_size):
+        group = pending[start : start + first.batch_size]
+        try:
+            ids = await first.send_many(group, [unsubscribe_url(settings, e) for e in group])
+        except (Refused, ProviderError, OutcomeUnknown) as exc:
+            log.info(
+                "a batch send failed; one by one",
+                extra={"provider": first.name, "error": str(exc)[:200]},
+            )
+            return pending[start:]
+        done.extend(
+            (email, Outcome(EmailStatus.SENT, first.name, None, provider_id))
+            for email, provider_id in zip(group, ids, strict=True)
+        )
+    return []
 
 
 async def _record_all(done: list[tuple[OutboundEmail, Outcome]]) -> None:

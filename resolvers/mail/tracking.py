@@ -17,8 +17,6 @@ retried by the inbox job rather than lost.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import logging
 from collections.abc import AsyncGenerator
@@ -28,10 +26,9 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from kit.errors import NotFound
 from models.mail import EmailStatus, OutboundEmail, SuppressionReason
-from models.tenancy import get_scoped
 from models.webhooks import WebhookInbox
 from resolvers.context import Context
-from resolvers.events import emit, global_id, subscribe
+from resolvers.events import emit, follow, global_id
 from resolvers.mail.chain import SENDGRID_EMAIL_ARG
 from resolvers.mail.outbox import event_data
 from resolvers.mail.suppression import suppress
@@ -259,11 +256,6 @@ async def on_sendgrid_events(event: WebhookInbox, connection: BaseDBAsyncClient)
 # The emailStatus subscription -----------------------------------------------------------
 
 
-# The bus delivers at most once; the row is read again at least this often, so a change
-# whose event was missed (or fell between the first read and the subscription) still shows.
-STATUS_POLL_SECONDS = 5.0
-
-
 @operation("mail:read")
 async def email_status(ctx: Context, email_id: int) -> AsyncGenerator[OutboundEmail, None]:
     """The message now, then again at each change; ends when nothing more can happen."""
@@ -272,32 +264,16 @@ async def email_status(ctx: Context, email_id: int) -> AsyncGenerator[OutboundEm
     if not await OutboundEmail.filter(id=email_id, tenant_id=tenant_id).exists():
         raise NotFound("SentEmail not found.")  # another tenant's id, before anything
     wanted = global_id("SentEmail", email_id)
-    changed: asyncio.Queue[None] = asyncio.Queue()
-
-    async def listen() -> None:
-        async for event in subscribe(tenant_id, ["email.*"]):
-            if event.data.get("email_id") == wanted:
-                changed.put_nowait(None)
-
-    listener = asyncio.create_task(listen())
+    stream = follow(
+        tenant_id,
+        ["email.*"],
+        about=lambda event: event.data.get("email_id") == wanted,
+        load=lambda: OutboundEmail.filter(id=email_id, tenant_id=tenant_id).first(),
+        state=lambda row: (row.status, row.attempts),
+        final=lambda row: row.status in FINAL,
+    )
     try:
-        await asyncio.sleep(0)  # let the subscription start before the state is read again
-        email = await get_scoped(OutboundEmail, tenant_id, email_id)
-        yield email
-        while email.status not in FINAL:
-            try:
-                await asyncio.wait_for(changed.get(), STATUS_POLL_SECONDS)
-            except TimeoutError:
-                pass
-            if listener.done():
-                listener.result()  # the stream failed (too slow, bus gone): say so
-            fresh = await OutboundEmail.filter(id=email_id, tenant_id=tenant_id).first()
-            if fresh is None:
-                raise NotFound("SentEmail not found.")
-            if (fresh.status, fresh.attempts) != (email.status, email.attempts):
-                email = fresh
-                yield email
+        async for row in stream:
+            yield row
     finally:
-        listener.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await listener
+        await stream.aclose()

@@ -149,7 +149,7 @@ async def _probe_phases(client: httpx.AsyncClient, token: str, vendor: str) -> N
     assert health["status"] == "DEGRADED"
     assert {c["name"]: c["ok"] for c in health["checks"]} == {"store": True, "migrations": True}
     by_provider = {p["provider"]: p for p in health["providers"]}
-    assert set(by_provider) == {"OPENAI", "RESEND", "SENDGRID"}
+    assert set(by_provider) == {"OPENAI", "RESEND", "SENDGRID", "ROSSUM"}
     assert by_provider["OPENAI"]["status"] == "DOWN"
     probe = by_provider["OPENAI"]["probe"]
     assert probe["ok"] is False and probe["failuresInARow"] >= 2
@@ -218,6 +218,7 @@ async def test_unconfigured_providers_make_the_gateway_degraded_not_unready(stor
         "openai": "unconfigured",
         "resend": "unconfigured",
         "sendgrid": "unconfigured",
+        "rossum": "unconfigured",
     }
 
 
@@ -287,7 +288,8 @@ async def test_an_unconfigured_mail_provider_is_no_fault_while_another_sends(sto
     async def status(**overrides: Any) -> str:
         settings = make_settings(
             database_url=store.url, sandbox_enabled=False, openai_api_key="sk-" + "x" * 40,
-            health_probe_seconds=0, **overrides,
+            health_probe_seconds=0,
+            **{"rossum_username": "ap@acme.test", "rossum_password": "p" * 12, **overrides},
         )  # fmt: skip
         app = create_app(settings, configure_logs=False)
         transport = httpx.ASGITransport(app=app)
@@ -298,3 +300,5 @@ async def test_an_unconfigured_mail_provider_is_no_fault_while_another_sends(sto
     assert await status(smtp_host="smtp.example.com") == "healthy"
     assert await status(resend_api_key="re_" + "x" * 30) == "healthy"
     assert await status(sendgrid_api_key="SG." + "x" * 40) == "healthy"
+    # Rossum has no stand-in: without it invoices cannot be read, whatever sends mail.
+    assert await status(smtp_host="smtp.example.com", rossum_username="") == "degraded"

@@ -44,7 +44,14 @@ class Inbox:
         return "250 Message accepted for delivery"
 
     def to(self, address: str) -> list[EmailMessage]:
-        return [m for m in self.received if address in str(m["To"])]
+        """Messages whose To holds exactly `address` (the store is shared by the session:
+        another module's leftover mail to `ada@…` must not count as mail to `a@…`)."""
+        wanted = address.lower()
+        return [
+            m
+            for m in self.received
+            if any(a.addr_spec.lower() == wanted for a in getattr(m["To"], "addresses", ()))
+        ]
 
     def authenticate(self, server, session, envelope, mechanism, auth_data):
         ok = (

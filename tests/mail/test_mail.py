@@ -3,6 +3,7 @@ aiosmtpd server, plain and STARTTLS with AUTH), permanent and transient refusals
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -393,3 +394,57 @@ async def test_reset_and_invitation_mail_arrive_by_smtp_and_their_links_work(gat
         },
     )
     assert accepted["data"]["acceptInvitation"]["accessToken"], accepted
+
+
+BULK = """mutation($i: SendBulkEmailInput!) {
+  sendBulkEmail(input: $i) { batch { id queued } results { status } } }"""
+BATCH_SENT = """query($b: ID) { sentEmails(first: 50, batchId: $b) {
+  edges { node { status provider } } } }"""
+
+
+async def test_a_bulk_send_through_resend_goes_in_batch_requests(gateway: Any) -> None:
+    client, control, box = gateway
+    address = f"bulk-{uuid.uuid4().hex[:8]}@example.com"
+    body = await gql(client, REGISTER, {"input": {
+        "organizationName": "Bulkco", "email": address, "password": STRONG_PASSWORD}})  # fmt: skip
+    token = body["data"]["registerOrganization"]["accessToken"]
+
+    async def batch_sent(batch_id: str, n: int) -> list[Any] | None:
+        rows = await gql(client, BATCH_SENT, {"b": batch_id}, token=token)
+        nodes = [e["node"] for e in rows["data"]["sentEmails"]["edges"]]
+        return nodes if len(nodes) == n and all(x["status"] != "QUEUED" for x in nodes) else None
+
+    async def bulk(n: int) -> str:
+        recipients = [{"email": f"r{i}-{uuid.uuid4().hex[:6]}@example.com"} for i in range(n)]
+        sent = await gql(client, BULK, {"i": {"recipients": recipients, "subject": "News",
+                                              "text": "Hello"}}, token=token)  # fmt: skip
+        assert "errors" not in sent, sent
+        return str(sent["data"]["sendBulkEmail"]["batch"]["id"])
+
+    def posts(path: str, recorded: list[Any]) -> list[Any]:
+        """The bulk's requests to `path` (not the registration's own mail)."""
+        return [
+            r
+            for r in recorded
+            if r["method"] == "POST"
+            and r["path"].endswith(path)
+            and "News" in json.dumps(r["body"])
+        ]
+
+    await control.post("/_sandbox/reset")
+    five = await bulk(5)
+    nodes = await eventually(lambda: batch_sent(five, 5), "the batch is sent")
+    assert {(n["status"], n["provider"]) for n in nodes} == {("SENT", "resend-sandbox")}
+    recorded = (await control.get("/_sandbox/requests")).json()["requests"]
+    assert len(posts("/emails/batch", recorded)) == 1 and posts("/emails", recorded) == []
+
+    # The batch refused as a whole (one bad message): each message goes on its own.
+    await control.post("/_sandbox/reset")
+    fault = {"status": 422, "count": 1, "path": "/emails/batch"}
+    assert (await control.post("/_sandbox/faults", json=fault)).status_code == 201
+    three = await bulk(3)
+    nodes = await eventually(lambda: batch_sent(three, 3), "sent one by one")
+    assert {(n["status"], n["provider"]) for n in nodes} == {("SENT", "resend-sandbox")}
+    recorded = (await control.get("/_sandbox/requests")).json()["requests"]
+    assert len(posts("/emails/batch", recorded)) == 1 and len(posts("/emails", recorded)) == 3
+    assert all("News" not in str(m["Subject"]) for m in box.received)  # none fell to SMTP
