@@ -14,6 +14,7 @@ from strawberry import relay
 from strawberry.file_uploads import Upload
 from strawberry.types import Info
 
+from kit.errors import BadUserInput
 from models import files as models
 from resolvers import files as file_ops
 from schema.permissions import mutation, query
@@ -195,6 +196,10 @@ class Mutation:
         f"most {file_ops.MAX_FILES_PER_REQUEST} files per request.",
     )
     async def upload_file(self, info: Info, input: UploadFileInput) -> UploadFilePayload:
+        if not callable(getattr(input.file, "read", None)):
+            # A value in the variables or the query, not a file part of a multipart request.
+            problem = "send the file as a part of a multipart request (GraphQL multipart spec)"
+            raise BadUserInput(f"file: {problem}", details={"file": problem})
         row = await file_ops.upload_file(
             info.context,
             purpose=models.FilePurpose[input.purpose.name],

@@ -259,3 +259,13 @@ async def test_foreign_file_not_found_and_roles(
     done = await gql(client, delete, {"i": {"id": file_id}}, token=owner.token)
     assert "errors" not in done, done
     assert len(await storage_of(app.state.services).keys()) == len(keys) - 1
+
+
+async def test_upload_without_a_file_part(client: httpx.AsyncClient, owner: Account) -> None:
+    body = await gql(
+        client,
+        UPLOAD,
+        {"input": {"file": "not a file", "purpose": "DOCUMENT"}},
+        token=owner.token,
+    )
+    assert error_codes(body) == ["BAD_USER_INPUT"]
