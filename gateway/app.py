@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from gateway.http import files as file_routes
 from gateway.http import graphiql, health
 from gateway.http import mail as mail_routes
 from gateway.http import metrics as metrics_routes
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         *metrics_routes.routes(services),
         *webhook_routes.routes(services),
         *mail_routes.routes(),
+        *file_routes.routes(services),
         *sandbox_routes.routes(services),
         *(graphiql.routes() if settings.graphiql_enabled else []),
         Route("/graphql", graphql, methods=["GET", "POST"]),
@@ -85,6 +87,8 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             await sandbox_routes.aclose(services)  # their webhook callbacks in flight
             if services.providers is not None:
                 await services.providers.aclose()  # SDK clients, sessions, breakers
+            if services.storage is not None:
+                await services.storage.aclose()
             await db.close_store()
 
     app = Starlette(

@@ -105,3 +105,10 @@ def require(condition: bool, field: str, problem: str) -> None:
     """Raise BAD_USER_INPUT naming `field` unless `condition` holds."""
     if not condition:
         raise BadUserInput(f"{field}: {problem}", details={field: problem})
+
+
+class PayloadTooLarge(GatewayError):
+    """A body or file larger than its limit (`limit`: the most bytes allowed)."""
+
+    code = "PAYLOAD_TOO_LARGE"
+    http_status = 413

@@ -56,6 +56,11 @@ MATRIX: dict[str, frozenset[Role]] = {
     "mail:send": frozenset({O, M, S}),
     "mail:send_bulk": frozenset({O, M}),
     "mail:suppressions": frozenset({O, M}),
+    # files: every member reads; those who work with documents upload; deleting another
+    # member's file takes OWNER or MANAGER (the uploader may delete their own: files:write)
+    "files:read": ALL,
+    "files:write": frozenset({O, M, S, A}),
+    "files:delete": frozenset({O, M}),
     # invoices read from mailboxes (the documents, and how reading the mailboxes went)
     "mailbox:read": frozenset({O, M, A}),
     # invoices: read them and follow their status; correct their fields, run OCR again

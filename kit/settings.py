@@ -5,6 +5,7 @@ A bad value stops the process with a message that names the setting.
 
 from __future__ import annotations
 
+import re
 import secrets
 from decimal import Decimal
 from enum import StrEnum
@@ -23,7 +24,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 if TYPE_CHECKING:
     from kit.ssrf import Policy
+    from kit.storage_url import StorageLocation
 
+STORAGE_DEFAULT = "file://data/storage"
 DEV_SIGNING_KEY = "dev:insecure-development-signing-key-change-me"
 DEV_VAULT_KEY = "ZGV2LWluc2VjdXJlLXZhdWx0LWtleS0zMi1ieXRlcyE="  # base64 of a 32-byte dev key
 
@@ -78,7 +81,17 @@ class Settings(BaseSettings):
     database_url: str = "sqlite://data/switchboard.sqlite3"
     redis_url: str = ""
     redis_key_prefix: str = Field("switchboard", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
-    storage_url: str = "file://data/storage"
+    # Where file objects live: file://<dir> (local disk, relative to the working
+    # directory; the embedded default) or s3://<bucket>?endpoint=…&region=…&path_style=true
+    # (any S3-compatible store; keys from S3_ACCESS_KEY_ID / DO_ACCESS_KEY_ID…). When it is
+    # left at the default and S3_BUCKET (DO_BUCKET) is set, that bucket is used.
+    storage_url: str = STORAGE_DEFAULT
+    # The key the local backend signs its download and upload URLs with (default: derived
+    # from the first vault key). S3 signs its own with the access key.
+    storage_signing_key: SecretStr | None = None
+    # The largest multipart GraphQL request (all files of one request together) and the
+    # largest body of a presigned PUT to the local backend.
+    max_upload_request_bytes: int = Field(10 * 16 * 1024 * 1024 + 1024 * 1024, ge=1024)
 
     # Signing keys as "kid:secret" pairs; the first signs, all verify (rotation).
     jwt_signing_keys: Annotated[list[str], NoDecode] = Field(
@@ -192,10 +205,19 @@ class Settings(BaseSettings):
     # The largest PDF taken from a message (the product's PDF limit); larger ones are
     # refused and reported. A message over four times this is not downloaded at all.
     imap_max_attachment_bytes: int = Field(16 * 1024 * 1024, ge=1024)
-    s3_access_key_id: str = ""
-    s3_secret_access_key: SecretStr | None = None
-    s3_region: str = ""
-    s3_endpoint_url: str = ""
+    # S3-compatible object storage (the product documents' DO_* names work too).
+    s3_access_key_id: str = Field(
+        "", validation_alias=AliasChoices("s3_access_key_id", "do_access_key_id")
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("s3_secret_access_key", "do_access_key_secret")
+    )
+    s3_region: str = Field("", validation_alias=AliasChoices("s3_region", "do_region"))
+    s3_endpoint_url: str = Field(
+        "", validation_alias=AliasChoices("s3_endpoint_url", "s3_endpoint", "do_endpoint")
+    )
+    s3_bucket: str = Field("", validation_alias=AliasChoices("s3_bucket", "do_bucket"))
+    s3_path_style: bool = False  # path-style addressing (MinIO, most self-hosted stores)
     # Rossum (invoice OCR): a static API token, or a user's login (ROSSUM_USER and
     # ROSSUM_PASS, the product documents' names) exchanged for a token as needed; the
     # queue documents are uploaded to; the API's base URL (ROSSUM_API_URL).
@@ -342,6 +364,21 @@ class Settings(BaseSettings):
             raise ValueError("must start with sqlite:// or postgres://")
         return value
 
+    @field_validator("storage_url")
+    @classmethod
+    def _check_storage_url(cls, value: str) -> str:
+        from kit.storage_url import parse_storage_url
+
+        parse_storage_url(value)  # raises ValueError naming what is wrong
+        return value
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _check_s3_endpoint(cls, value: str) -> str:
+        if value and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http(s):// URL, e.g. https://fra1.digitaloceanspaces.com")
+        return value
+
     @model_validator(mode="after")
     def _imap_tenant_with_host(self) -> Settings:
         if self.imap_host and not self.imap_tenant:
@@ -395,6 +432,21 @@ class Settings(BaseSettings):
         return Policy.build(
             [*self.outbound_allowed_hosts, *self.webhook_allowed_hosts], require_https=https
         )
+
+    def storage_location(self) -> StorageLocation:
+        """Where file objects live (STORAGE_URL, or the S3_*/DO_* settings)."""
+        from kit.storage_url import StorageLocation, parse_storage_url
+
+        location = parse_storage_url(self.storage_url)
+        if location.kind == "file" and self.s3_bucket and self.storage_url == STORAGE_DEFAULT:
+            location = StorageLocation(kind="s3", bucket=self.s3_bucket)
+        if location.kind == "s3":
+            location = location.with_defaults(
+                endpoint=self.s3_endpoint_url,
+                region=self.s3_region,
+                path_style=self.s3_path_style,
+            )
+        return location
 
     @property
     def base_url(self) -> str:

@@ -21,4 +21,5 @@ MODEL_MODULES: list[str] = [
     "models.tasks",
     "models.ai",
     "models.webhooks",
+    "models.files",
 ]

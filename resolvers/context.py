@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # the areas' own state types; those modules import this one
     from resolvers.ai.state import AiState
     from resolvers.authority import Authority
     from resolvers.credentials import ResolvedCredential
+    from resolvers.storage import Storage
     from resolvers.viewer_cache import ViewerCache
 
 
@@ -62,6 +63,7 @@ class Services:
     viewer_cache: ViewerCache | None = None  # resolvers.viewer_cache.cache_of
     authority: Authority | None = None  # resolvers.authority.authority_of
     ai: AiState | None = None  # resolvers.ai.state.ai_state
+    storage: Storage | None = None  # resolvers.storage.storage_of
     # Migrations the store lacked at start-up (production refuses to serve then); /health/ready
     # looks again until none is left.
     pending_migrations: list[str] = field(default_factory=list)

@@ -21,6 +21,7 @@ from schema import (
     contacts,
     credentials,
     events,
+    files,
     integrations,
     invoices,
     jobs,
@@ -56,6 +57,7 @@ AREAS: list[ModuleType] = [
     contacts,
     leads,
     tasks,
+    files,
 ]
 
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -53,6 +54,8 @@ def make_settings(**overrides: Any) -> Settings:
         # The mail sandboxes' delivery webhooks need a served gateway at PUBLIC_URL: the
         # tests that use them turn them on.
         "sandbox_webhooks": False,
+        # Stored files go to a temporary directory, never the working tree's data/.
+        "storage_url": f"file://{tempfile.gettempdir()}/switchboard-test-objects",
     }
     base.update(overrides)
     return load_settings(**base)

@@ -349,3 +349,40 @@ async def make_invoice(client: httpx.AsyncClient, owner: Account) -> str:
         )
         invoice = await invoices.create_from_document(document, connection=conn)
     return str(relay.GlobalID("Invoice", str(invoice.id)))
+
+
+PDF_BYTES = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+
+
+@factory("File")
+async def make_file(client: httpx.AsyncClient, owner: Account) -> str:
+    """A READY file, made by a direct upload's first step and the gateway's own PUT route
+    (the factory client speaks JSON, not multipart)."""
+    import hashlib
+
+    body = await gql(
+        client,
+        """mutation($i: CreateUploadUrlInput!) {
+          createUploadUrl(input: $i) { file { id } uploadUrl } }""",
+        {
+            "i": {
+                "name": "factory.pdf",
+                "size": len(PDF_BYTES),
+                "sha256": hashlib.sha256(PDF_BYTES).hexdigest(),
+                "purpose": "DOCUMENT",
+            }
+        },
+        token=owner.token,
+    )
+    assert "errors" not in body, body
+    ticket = body["data"]["createUploadUrl"]
+    put = await client.put(ticket["uploadUrl"], content=PDF_BYTES)
+    assert put.status_code == 200, put.text
+    done = await gql(
+        client,
+        """mutation($i: CompleteUploadInput!) { completeUpload(input: $i) { file { id } } }""",
+        {"i": {"fileId": ticket["file"]["id"]}},
+        token=owner.token,
+    )
+    assert "errors" not in done, done
+    return str(ticket["file"]["id"])

@@ -40,18 +40,20 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
+from gateway.http import uploads
 from gateway.http.graphiql import offline_html
 from gateway.http.responses import (
     GRAPHQL_RESPONSE,
     JSON,
     error_body,
+    gateway_error_body,
     negotiate,
     prefers_graphql_response,
 )
 from gateway.http.websocket import GuardedTransportWS
 from kit import response_cache
 from kit.errors import GatewayError
-from resolvers import authority, viewer_cache
+from resolvers import authority, files, viewer_cache
 from resolvers.auth import authenticate, bearer_token
 from resolvers.context import Context, Services
 from schema.errors import finish_errors
@@ -79,7 +81,7 @@ def _is_request_error(data: Any) -> bool:
     return all("path" not in error for error in data["errors"])
 
 
-ACCEPTED_BODIES = ("application/json",)
+ACCEPTED_BODIES = ("application/json", "multipart/form-data")
 
 
 def _refused_media(scope: Any) -> tuple[int, str, str] | None:
@@ -97,7 +99,7 @@ def _refused_media(scope: Any) -> tuple[int, str, str] | None:
             return (
                 415,
                 "UNSUPPORTED_MEDIA_TYPE",
-                "Send the request as application/json.",
+                "Send the request as application/json (or multipart/form-data with files).",
             )
     if accept is not None and negotiate(accept) is None:
         if not (scope["method"] == "GET" and "text/html" in accept):
@@ -118,7 +120,7 @@ class GatewayGraphQL(GraphQL):
             schema,
             graphql_ide="graphiql" if settings.graphiql_enabled else None,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
-            multipart_uploads_enabled=False,
+            multipart_uploads_enabled=True,
             allowed_origins=settings.allowed_origins,
             keep_alive=False,
         )
@@ -246,6 +248,27 @@ class GatewayGraphQL(GraphQL):
             status, code, message = refusal
             body = error_body("/graphql", code, message, scope.get("state", {}).get("request_id"))
             await Response(body, status, media_type="application/json")(scope, receive, send)
+            return
+        if scope["method"] == "POST" and uploads.is_multipart(scope):
+            try:
+                await uploads.read_multipart(
+                    request,
+                    max_files=files.MAX_FILES_PER_REQUEST,
+                    max_file_bytes=files.MAX_FILE_BYTES,
+                )
+                response = await self.run(request)
+            except GatewayError as exc:
+                body = gateway_error_body("/graphql", exc, scope.get("state", {}).get("request_id"))
+                response = Response(body, exc.http_status, media_type="application/json")
+            except HTTPException as exc:
+                code = _HTTP_CODES.get(exc.status_code, "BAD_REQUEST")
+                body = error_body(
+                    "/graphql", code, exc.reason, scope.get("state", {}).get("request_id")
+                )
+                response = Response(body, exc.status_code, media_type="application/json")
+            finally:
+                await request.close()  # the spooled parts
+            await response(scope, receive, send)
             return
         pending = None
         if self.responses is not None and scope["method"] == "POST":

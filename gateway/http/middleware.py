@@ -41,6 +41,7 @@ _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 VERIFIED_TOKENS = 10_000
 EXEMPT_PREFIXES = ("/health", "/metrics", "/sandbox", "/graphiql/assets")
 WEBHOOK_PREFIX = "/webhooks/"
+UPLOAD_PREFIX = "/files/upload/"
 
 
 class BodyTooLarge(GatewayError):
@@ -53,6 +54,16 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
         if key == name:
             return value.decode("latin-1")
     return None
+
+
+def _carries_files(scope: dict[str, Any], path: str) -> bool:
+    """A multipart GraphQL request, or a direct upload to the local store."""
+    if path.startswith(UPLOAD_PREFIX):
+        return scope["method"] == "PUT"
+    if path.startswith(GRAPHQL_PREFIX):
+        media = (_header(scope, b"content-type") or "")[:19].lower()
+        return media == "multipart/form-data"
+    return False
 
 
 class GatewayMiddleware:
@@ -144,6 +155,10 @@ class GatewayMiddleware:
         try:
             length = _header(scope, b"content-length")
             limit = self.settings.max_body_bytes
+            if _carries_files(scope, path):
+                # Files: each part is limited while it streams (gateway/http/uploads.py,
+                # gateway/http/files.py); this bounds the request as a whole.
+                limit = self.settings.max_upload_request_bytes
             if length is not None and length.isdigit() and int(length) > limit:
                 raise BodyTooLarge(f"Request body is larger than {limit} bytes.", limit=limit)
             receive = _capped(receive, limit, self.deadlines)

@@ -6,7 +6,7 @@ from tortoise.fields.base import OnDelete
 from tortoise import fields
 
 class Migration(migrations.Migration):
-    dependencies = [('switchboard', '0005_mailbox_received_documents')]
+    dependencies = [('switchboard', '0006_files')]
 
     initial = False
 
