@@ -150,7 +150,15 @@ class DeleteFilePayload:
     deleted_id: relay.GlobalID = strawberry.field(description="Id of the deleted file.")
 
 
-async def _chunks(upload: Any) -> AsyncIterator[bytes]:
+def require_file_part(value: Any, field: str = "file") -> None:
+    """BAD_USER_INPUT unless `value` is a file part of a multipart request (not a value in
+    the variables or the query)."""
+    if not callable(getattr(value, "read", None)):
+        problem = "send the file as a part of a multipart request (GraphQL multipart spec)"
+        raise BadUserInput(f"{field}: {problem}", details={field: problem})
+
+
+async def chunks_of(upload: Any) -> AsyncIterator[bytes]:
     """The upload's bytes as they are read from the request's spooled part."""
     while chunk := await upload.read(READ_CHUNK):
         yield chunk
@@ -196,15 +204,12 @@ class Mutation:
         f"most {file_ops.MAX_FILES_PER_REQUEST} files per request.",
     )
     async def upload_file(self, info: Info, input: UploadFileInput) -> UploadFilePayload:
-        if not callable(getattr(input.file, "read", None)):
-            # A value in the variables or the query, not a file part of a multipart request.
-            problem = "send the file as a part of a multipart request (GraphQL multipart spec)"
-            raise BadUserInput(f"file: {problem}", details={"file": problem})
+        require_file_part(input.file)
         row = await file_ops.upload_file(
             info.context,
             purpose=models.FilePurpose[input.purpose.name],
             filename=getattr(input.file, "filename", None) or "file",
-            chunks=_chunks(input.file),
+            chunks=chunks_of(input.file),
         )
         return UploadFilePayload(file=File.from_row(row))
 

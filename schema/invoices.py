@@ -9,11 +9,13 @@ from typing import Annotated, Any, ClassVar
 
 import strawberry
 from strawberry import relay
+from strawberry.file_uploads import Upload
 from strawberry.types import Info
 
 from models.invoices import Invoice as InvoiceRow
 from models.invoices import InvoiceSource, InvoiceStatus
 from resolvers import invoices
+from schema.files import chunks_of, require_file_part
 from schema.permissions import mutation, query, subscription
 from schema.relay import After, Connection, First, ModelNode, decode_id
 
@@ -116,6 +118,19 @@ class UpdateInvoiceInput:
     due_date: dt.date | None = strawberry.field(default=None, description="Due on.")
 
 
+@strawberry.input(description="An invoice PDF to upload (a multipart request).")
+class UploadInvoiceInput:
+    file: Upload = strawberry.field(
+        description="The PDF, as a file part of a GraphQL multipart request (at most 16 MB; "
+        "its bytes must be a PDF)."
+    )
+
+
+@strawberry.input(description="An existing PDF file to read as an invoice.")
+class CreateInvoiceFromFileInput:
+    file_id: relay.GlobalID = strawberry.field(description="Id of the file (a stored PDF).")
+
+
 @strawberry.input(description="The invoice to read again.")
 class ReprocessInvoiceInput:
     id: relay.GlobalID = strawberry.field(description="Id of the invoice.")
@@ -164,6 +179,31 @@ class Query:
 
 @strawberry.type
 class Mutation:
+    @mutation(
+        operation=invoices.upload_invoice,
+        description="Upload an invoice PDF (GraphQL multipart request spec, with an "
+        "`Apollo-Require-Preflight` header) and start reading it; follow it with "
+        "`invoiceStatus`.",
+    )
+    async def upload_invoice(self, info: Info, input: UploadInvoiceInput) -> InvoicePayload:
+        require_file_part(input.file)
+        row = await invoices.upload_invoice(
+            info.context,
+            filename=getattr(input.file, "filename", None) or "invoice.pdf",
+            chunks=chunks_of(input.file),
+        )
+        return InvoicePayload(invoice=Invoice.from_row(row))
+
+    @mutation(
+        operation=invoices.invoice_from_file,
+        description="Read an existing PDF file as an invoice (one invoice per file).",
+    )
+    async def create_invoice_from_file(
+        self, info: Info, input: CreateInvoiceFromFileInput
+    ) -> InvoicePayload:
+        row = await invoices.invoice_from_file(info.context, decode_id(input.file_id, "File"))
+        return InvoicePayload(invoice=Invoice.from_row(row))
+
     @mutation(
         operation=invoices.update_invoice,
         description="Correct the fields OCR read; who and when are recorded.",

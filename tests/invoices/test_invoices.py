@@ -280,3 +280,77 @@ async def test_corrections_reprocessing_roles_and_bad_input(gateway: Any) -> Non
     assert error_codes(await gql(client, REPROCESS, {"i": {"id": gid}}, other.token)) == [
         "NOT_FOUND"
     ]
+
+
+UPLOAD_INVOICE = """mutation($input: UploadInvoiceInput!) {
+  uploadInvoice(input: $input) { invoice { id status source filename } } }"""
+FROM_FILE = """mutation($i: CreateInvoiceFromFileInput!) {
+  createInvoiceFromFile(input: $i) { invoice { id status source } } }"""
+UPLOAD_FILE = """mutation($input: UploadFileInput!) { uploadFile(input: $input) { file { id } } }"""
+DELETE_FILE = "mutation($i: DeleteFileInput!) { deleteFile(input: $i) { deletedId } }"
+
+
+async def multipart(
+    client: httpx.AsyncClient,
+    token: str,
+    query: str,
+    variables: dict[str, Any],
+    data: bytes,
+    name: str = "invoice.pdf",
+) -> dict[str, Any]:
+    """The GraphQL multipart request spec's form, as a browser client sends it."""
+    response = await client.post(
+        "/graphql",
+        data={
+            "operations": json.dumps({"query": query, "variables": variables}),
+            "map": json.dumps({"0": ["variables.input.file"]}),
+        },
+        files={"0": (name, data, "application/pdf")},
+        headers={"Authorization": f"Bearer {token}", "Apollo-Require-Preflight": "true"},
+    )
+    return dict(response.json())
+
+
+async def test_an_uploaded_pdf_and_an_existing_file_become_invoices(gateway: Any) -> None:
+    client, _url, _app = gateway
+    owner = await register(client)
+    sent = await multipart(client, owner.token, UPLOAD_INVOICE, {"input": {"file": None}},
+                           invoice_pdf("INV-UP-1"))  # fmt: skip
+    assert "errors" not in sent, sent
+    invoice = sent["data"]["uploadInvoice"]["invoice"]
+    assert (invoice["status"], invoice["source"]) == ("STORED", "UPLOAD")
+    node = await eventually(status_is(client, owner, invoice["id"], "PROCESSED"), "read")
+    assert node["invoiceNumber"] == "INV-UP-1"
+
+    # Its file cannot be deleted under it.
+    row = await Invoice.get(id=decode_id(invoice["id"], "Invoice"))
+    file_gid = str(relay.GlobalID("File", str(row.file_id)))
+    refused = await gql(client, DELETE_FILE, {"i": {"id": file_gid}}, owner.token)
+    assert error_codes(refused) == ["CONFLICT"], refused
+
+    # A PNG is no invoice: refused, nothing stored.
+    before = await Invoice.all().count()
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+    bad = await multipart(client, owner.token, UPLOAD_INVOICE, {"input": {"file": None}}, png)
+    assert error_codes(bad) == ["BAD_USER_INPUT"], bad
+    assert await Invoice.all().count() == before
+
+    # An existing PDF file, once.
+    stored = await multipart(client, owner.token, UPLOAD_FILE,
+                             {"input": {"file": None, "purpose": "DOCUMENT"}},
+                             invoice_pdf("INV-FILE-1"))  # fmt: skip
+    file_id = stored["data"]["uploadFile"]["file"]["id"]
+    made = await gql(client, FROM_FILE, {"i": {"fileId": file_id}}, owner.token)
+    assert made["data"]["createInvoiceFromFile"]["invoice"]["source"] == "FILE", made
+    again = await gql(client, FROM_FILE, {"i": {"fileId": file_id}}, owner.token)
+    assert error_codes(again) == ["CONFLICT"]
+    other = await register(client)
+    foreign = await gql(client, FROM_FILE, {"i": {"fileId": file_id}}, other.token)
+    assert error_codes(foreign) == ["NOT_FOUND"]
+    support, _ = await member_token(_app.state.services.settings, owner, "SUPPORT")
+    denied = await multipart(client, support, UPLOAD_INVOICE, {"input": {"file": None}},
+                             invoice_pdf("INV-NO"))  # fmt: skip
+    assert error_codes(denied) == ["FORBIDDEN"]
+    gid = made["data"]["createInvoiceFromFile"]["invoice"]["id"]
+    node = await eventually(status_is(client, owner, gid, "PROCESSED"), "the file read")
+    assert node["invoiceNumber"] == "INV-FILE-1"
