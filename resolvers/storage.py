@@ -155,6 +155,7 @@ class UrlSigner:
 
 # The local disk backend ----------------------------------------------------------------
 
+WRITE_BATCH_BYTES = 1024 * 1024  # the local backend writes in pieces of about this size
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*$")
 
 
@@ -180,11 +181,19 @@ class LocalStorage:
         digest = hashlib.sha256()
         size = 0
         handle = await asyncio.to_thread(open, temp, "wb")
+        pending: list[bytes] = []
+        pending_size = 0
         try:
             async for chunk in chunks:
                 digest.update(chunk)
                 size += len(chunk)
-                await asyncio.to_thread(handle.write, chunk)
+                pending.append(chunk)
+                pending_size += len(chunk)
+                if pending_size >= WRITE_BATCH_BYTES:  # one thread hop per MiB, not per chunk
+                    await asyncio.to_thread(handle.write, b"".join(pending))
+                    pending, pending_size = [], 0
+            if pending:
+                await asyncio.to_thread(handle.write, b"".join(pending))
             await asyncio.to_thread(handle.close)
             await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
             await asyncio.to_thread(os.replace, temp, path)
