@@ -136,9 +136,11 @@ class Runtime:
         _, pending = await asyncio.wait(set(self._inflight), timeout=grace)
         for task in pending:
             task.cancel()
-        for task in pending:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if pending:
+            # A job that does not unwind when cancelled is left, not waited on forever.
+            _, stuck = await asyncio.wait(pending, timeout=STOP_TIMEOUT_SECONDS)
+            for task in stuck:
+                log.warning("%s did not stop when cancelled; leaving it", task.get_name())
 
     # relay --------------------------------------------------------------------------
 

@@ -83,6 +83,7 @@ def _translate(exc: BaseException) -> ProviderError:
 
 
 _FAILURES = (aiosmtplib.SMTPException, OSError, TimeoutError, UnsafeDestination)
+QUIT_TIMEOUT = 2.0  # seconds a closing connection waits for the server's QUIT reply
 
 
 class Session:
@@ -131,12 +132,19 @@ class Session:
             raise _translate(exc) from None
 
     async def close(self) -> None:
+        """QUIT politely, briefly: a server that does not answer (or a connection left
+        mid-message by a cancelled send) is just closed, never waited on for the whole
+        timeout — a stopping worker must not hang here."""
         client, self._client = self._client, None
-        if client is not None and client.is_connected:
-            try:
-                await client.quit()
-            except _FAILURES:
-                client.close()
+        if client is None or not client.is_connected:
+            return
+        try:
+            await asyncio.wait_for(client.quit(), QUIT_TIMEOUT)
+        except _FAILURES:
+            client.close()
+        except BaseException:  # cancelled while closing: drop the socket, go on cancelling
+            client.close()
+            raise
 
     async def __aenter__(self) -> Session:
         return self
