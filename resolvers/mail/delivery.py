@@ -48,10 +48,13 @@ def send_backoff(attempt: int) -> float:
     return float(min(30 * 2 ** (attempt - 1), 3600))
 
 
+def unsubscribe_link(settings: Settings, token: str) -> str:
+    """The one-click unsubscribe URL of a broadcast's token (gateway/http/mail.py)."""
+    return f"{settings.base_url}{UNSUBSCRIBE_PATH}{token}"
+
+
 def unsubscribe_url(settings: Settings, email: OutboundEmail) -> str | None:
-    if not email.unsubscribe_token:
-        return None
-    return f"{settings.base_url}{UNSUBSCRIBE_PATH}{email.unsubscribe_token}"
+    return unsubscribe_link(settings, email.unsubscribe_token) if email.unsubscribe_token else None
 
 
 @dataclass

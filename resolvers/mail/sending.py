@@ -32,7 +32,7 @@ from resolvers.context import Context
 from resolvers.events import emit_many
 from resolvers.jobs import enqueue
 from resolvers.mail.compose import Recipient, sender_address
-from resolvers.mail.delivery import BATCH_JOB, BATCH_SIZE
+from resolvers.mail.delivery import BATCH_JOB, BATCH_SIZE, unsubscribe_link
 from resolvers.mail.outbox import event_data, new_message_id, queue
 from resolvers.mail.suppression import refuse, suppressed
 from resolvers.mail.templates import Rendered, check_variables, get_template, render
@@ -275,7 +275,7 @@ async def send_bulk_email(ctx: Context, message: SendBulkEmailIn) -> BulkOutcome
     rows: list[OutboundEmail] = []
     for index, recipient, variables in wanted:
         token = new_token(nbytes=24) if message.broadcast else None
-        link = f"{ctx.settings.base_url}/mail/unsubscribe/{token}" if token else None
+        link = unsubscribe_link(ctx.settings, token) if token else None
         try:
             body = _content(message, tenant.name, variables, unsubscribe_url=link)
         except GatewayError as exc:  # this recipient's variables do not fit the template
