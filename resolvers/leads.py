@@ -10,6 +10,7 @@ from typing import Any
 from tortoise.transactions import in_transaction
 
 from kit.errors import BadUserInput, NotFound
+from kit.money import CURRENCY_MINOR_UNITS
 from models.contacts import Contact
 from models.leads import Lead, LeadStatus
 from models.tenancy import get_scoped, scoped
@@ -49,35 +50,9 @@ TRANSITIONS: dict[LeadStatus, frozenset[LeadStatus]] = {
 }
 CLOSED = frozenset({LeadStatus.WON, LeadStatus.LOST})
 
-# ISO 4217 active codes → minor units (decimal places the currency allows).
-_ZERO = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
-_THREE = "BHD IQD JOD KWD LYD OMR TND"
-_FOUR = "CLF UYW"
-_TWO = (
-    "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BMD BND BOB BOV BRL BSD BTN "
-    "BWP BYN BZD CAD CDF CHE CHF CHW CNY COP COU CRC CUC CUP CVE CZK DKK DOP DZD EGP ERN "
-    "ETB EUR FJD FKP GBP GEL GHS GIP GMD GTQ GYD HKD HNL HTG HUF IDR ILS INR IRR JMD KES "
-    "KGS KHR KPW KYD KZT LAK LBP LKR LRD LSL MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK "
-    "MXN MXV MYR MZN NAD NGN NIO NOK NPR NZD PAB PEN PGK PHP PKR PLN QAR RON RSD RUB SAR "
-    "SBD SCR SDG SEK SGD SHP SLE SLL SOS SRD SSP STN SVC SYP SZL THB TJS TMT TOP TRY TTD "
-    "TWD TZS UAH USD USN UYU UZS VED VES WST XCD XCG YER ZAR ZMW ZWG ZWL"
-)
-CURRENCY_MINOR_UNITS: dict[str, int] = {
-    **dict.fromkeys(_TWO.split(), 2),
-    **dict.fromkeys(_ZERO.split(), 0),
-    **dict.fromkeys(_THREE.split(), 3),
-    **dict.fromkeys(_FOUR.split(), 4),
-}
-
 
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def display_amount(amount: Decimal, currency: str) -> Decimal:
-    """The stored amount with the currency's own number of decimal places."""
-    places = CURRENCY_MINOR_UNITS.get(currency, 4)
-    return Decimal(amount).quantize(Decimal(1).scaleb(-places))
 
 
 def check_transition(current: LeadStatus, new: LeadStatus, problems: Problems) -> None:

@@ -12,6 +12,7 @@ from strawberry import relay
 from strawberry.types import Info
 
 from kit.errors import GatewayError
+from kit.money import display_amount
 from models import leads as models
 from models.leads import LeadStatus
 from resolvers import crm
@@ -71,7 +72,7 @@ class Lead(ModelNode):
             id=row.id,
             title=row.title,
             status=LeadStatus(row.status),
-            value=crm_leads.display_amount(row.amount, row.currency),
+            value=display_amount(row.amount, row.currency),
             currency=row.currency,
             source=row.source,
             external_id=row.external_id,
