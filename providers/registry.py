@@ -40,14 +40,15 @@ from dataclasses import dataclass
 from kit.ratelimit import RateLimiter
 from kit.settings import Settings
 from kit.ssrf import Policy
-from providers import openai, resend, rossum, sendgrid
+from providers import openai, resend, rossum, sendgrid, stripe
 from providers.breaker import BreakerState, BreakerStore, make_breaker_store
 from providers.http import FailureHook, ProviderConfig, ProviderHTTP, ProviderStats
 
 # Every provider that has a client, with its configuration (vendor modules own theirs).
 # A new vendor module adds its CONFIG here: that is what makes it "have a client".
 CLIENTS: dict[str, ProviderConfig] = {
-    config.name: config for config in (openai.CONFIG, resend.CONFIG, sendgrid.CONFIG, rossum.CONFIG)
+    config.name: config
+    for config in (openai.CONFIG, resend.CONFIG, sendgrid.CONFIG, rossum.CONFIG, stripe.CONFIG)
 }
 
 
@@ -110,6 +111,7 @@ class ProviderRegistry:
         self._openai: openai.OpenAIProvider | None = None
         # Rossum login tokens, one per credential for this process (renewed single-flight).
         self._rossum_tokens = rossum.TokenCache()
+        self._stripe: stripe.StripeProvider | None = None
 
     def configure(self, config: ProviderConfig) -> None:
         """Set a provider's configuration (before its first call)."""
@@ -141,6 +143,14 @@ class ProviderRegistry:
             client = self._openai = openai.OpenAIProvider(
                 self.http(openai.PROVIDER), max_concurrent=self.openai_max_concurrent
             )
+        return client
+
+    def stripe(self) -> stripe.StripeProvider:
+        """The Stripe SDK clients (one per credential and base URL) on this registry's
+        Stripe layer; forgotten by `aclose()`."""
+        client = self._stripe
+        if client is None:
+            client = self._stripe = stripe.StripeProvider(self.http(stripe.PROVIDER))
         return client
 
     def rossum_tokens(self) -> rossum.TokenCache:
@@ -200,6 +210,9 @@ class ProviderRegistry:
         sdk, self._openai = self._openai, None
         if sdk is not None:
             await sdk.aclose()
+        payments, self._stripe = self._stripe, None
+        if payments is not None:
+            await payments.aclose()
         for client in list(self._clients.values()):
             await client.aclose()
         await self.breakers.aclose()

@@ -341,7 +341,8 @@ class StripeClient:
                 self._options(idempotency_key),
             ),
         )
-        return Customer(id=data.id, email=data.get("email"), name=data.get("name"))
+        plain = _plain(data)
+        return Customer(id=str(plain["id"]), email=plain.get("email"), name=plain.get("name"))
 
     async def create_payment_intent(
         self,
