@@ -239,7 +239,13 @@ class Settings(BaseSettings):
     invoice_poll_seconds: float = Field(30.0, gt=0, le=3600)
     # An annotation still unfinished this long after its submit fails the invoice.
     invoice_give_up_seconds: float = Field(86400.0, gt=0)
+    # Stripe: the operator's secret key (payments of organizations without their own, and
+    # the SaaS's own billing) and the signing secret of its webhook endpoint
+    # (`/webhooks/stripe`; organizations with their own account get an endpoint of their
+    # own with createWebhookSource).
     stripe_secret_key: SecretStr | None = None
+    stripe_base_url: str = ""  # another Stripe-compatible endpoint (e.g. a sandbox)
+    stripe_webhook_secret: SecretStr | None = Field(None, repr=False)
     paypal_client_id: str = ""
     paypal_client_secret: SecretStr | None = None
     twilio_account_sid: str = ""
@@ -457,6 +463,16 @@ class Settings(BaseSettings):
         """Where the front end is: mail links point there."""
         return self.frontend_url.rstrip("/") or self.base_url
 
+    def system_webhook_secret(self, provider: str) -> str | None:
+        """The secret `/webhooks/{provider}` verifies with: WEBHOOK_SYSTEM_SECRETS, else
+        the vendor's own setting (STRIPE_WEBHOOK_SECRET)."""
+        configured = self.webhook_system_secrets.get(provider)
+        if configured:
+            return configured
+        if provider == "stripe" and self.stripe_webhook_secret is not None:
+            return self.stripe_webhook_secret.get_secret_value() or None
+        return None
+
     def system_credentials(self, provider: str) -> dict[str, str] | None:
         """The operator's credential for `provider` from settings; None when not configured.
 
@@ -508,7 +524,7 @@ _SYSTEM_CREDENTIALS: dict[str, dict[str, str]] = {
         "queue_id": "rossum_queue_id",
         "base_url": "rossum_base_url",
     },
-    "stripe": {"secret_key": "stripe_secret_key"},
+    "stripe": {"secret_key": "stripe_secret_key", "base_url": "stripe_base_url"},
     "paypal": {"client_id": "paypal_client_id", "client_secret": "paypal_client_secret"},
     "twilio": {"account_sid": "twilio_account_sid", "auth_token": "twilio_auth_token"},
     "zoom": {

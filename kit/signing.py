@@ -31,7 +31,9 @@ ECDSA signatures are checked with `cryptography`.
 Vendors: `resend` (Svix: Standard Webhooks under `svix-*` header names), `sendgrid`
 (the Event Webhook: ECDSA P-256 over timestamp + body; the "secret" is SendGrid's public
 verification key, base64 DER; one POST is a batch of events, stored as one event),
-`rossum` (HMAC-SHA256 of the body, hex, in `X-Rossum-Signature-SHA256`).
+`rossum` (HMAC-SHA256 of the body, hex, in `X-Rossum-Signature-SHA256`), `stripe`
+(`Stripe-Signature: t=…,v1=…`, HMAC-SHA256 of `"{t}.{body}"` with the whole `whsec_`
+string).
 
 Part of kit/: imports no project package.
 """
@@ -506,4 +508,66 @@ class RossumVerifier(Verifier):
         event = _field(payload, "event") or "unknown"
         action = _field(payload, "action")
         event_type = f"{event}.{action}" if action else event
+        return VerifiedEvent(event_id[:255], event_type[:100], payload)
+
+
+_MAX_STRIPE_HEADER = 2000
+
+
+@register_verifier
+class StripeVerifier(Verifier):
+    """Stripe: `Stripe-Signature: t=<unix>,v1=<hex>[,v1=<hex>…]`, HMAC-SHA256 over
+    `"{t}.{raw_body}"` with the endpoint's whole `whsec_…` secret as UTF-8 (not base64
+    decoded), refused outside ±5 minutes (a replay of an old delivery). Several `v1`
+    values come while a secret is being rolled: one match is enough; other schemes
+    (`v0`, test-mode signatures) are ignored. The event id and type are the signed
+    body's `id` and `type` (`evt_…`, `payment_intent.succeeded`)."""
+
+    name = "stripe"
+    audit_headers = ()
+    signature_header = "Stripe-Signature"
+    secret_hint = "the endpoint's signing secret (whsec_…) from Stripe"
+
+    def check_secret(self, secret: str) -> None:
+        """Stripe's secret is used as it is (a `whsec_` string, never decoded)."""
+        if not secret.startswith(SECRET_PREFIX):
+            raise ValueError("a Stripe signing secret starts with whsec_")
+
+    def verify(
+        self, headers: Mapping[str, str], raw_body: bytes, secret: str, *, now: float | None = None
+    ) -> VerifiedEvent:
+        header = _get(headers, self.signature_header)
+        if not header or not header.strip():
+            raise SignatureInvalid("MISSING_SIGNATURE")
+        if len(header) > _MAX_STRIPE_HEADER:
+            raise SignatureInvalid("SIGNATURE_MISMATCH")
+        stamp: str | None = None
+        sent: list[str] = []
+        for item in header.split(","):
+            key, sep, value = item.strip().partition("=")
+            if not sep:
+                continue
+            if key == "t" and stamp is None:
+                stamp = value
+            elif key == "v1":
+                sent.append(value.strip().lower())
+        if stamp is None:
+            raise SignatureInvalid("MISSING_TIMESTAMP")
+        ts = check_timestamp(stamp, self.tolerance_seconds, now)
+        if not sent:
+            raise SignatureInvalid("MISSING_SIGNATURE")
+        expected = hmac.new(
+            secret.encode(), f"{ts}.".encode() + raw_body, hashlib.sha256
+        ).hexdigest()
+        if not any(
+            hmac.compare_digest(s.encode("ascii", "replace"), expected.encode()) for s in sent
+        ):
+            raise SignatureInvalid("SIGNATURE_MISMATCH")
+        payload = parse_json(raw_body)
+        if not isinstance(payload, dict):
+            raise PayloadInvalid("A Stripe event is a JSON object.")
+        event_id = _field(payload, "id")
+        if event_id is None:
+            raise PayloadInvalid("A Stripe event has an id.")
+        event_type = _field(payload, "type") or "unknown"
         return VerifiedEvent(event_id[:255], event_type[:100], payload)

@@ -136,7 +136,7 @@ async def _secrets_for(
     """(secrets, any of which may verify; tenant id; source key) for this URL, or NOT_FOUND."""
     if token is None:
         found = [
-            settings.webhook_system_secrets.get(provider),
+            settings.system_webhook_secret(provider),
             (sandbox_secrets or {}).get(provider),
         ]
         secrets = list(dict.fromkeys(s for s in found if s))

@@ -13,6 +13,8 @@ the vendor would send after each send, signed the vendor's way, to this gateway'
 real delivery states; the Rossum sandbox calls `/webhooks/rossum` (its hook) whenever an
 annotation changes status, signed with `WEBHOOK_SYSTEM_SECRETS["rossum"]` when set, else
 with a derived secret, and walks annotations `ROSSUM_SANDBOX_STEP_SECONDS` apart.
+The Stripe sandbox posts its events to `/webhooks/stripe`, signed with
+STRIPE_WEBHOOK_SECRET (or `WEBHOOK_SYSTEM_SECRETS["stripe"]`) when set, else derived.
 Resend's are signed with `WEBHOOK_SYSTEM_SECRETS["resend"]` when
 set; otherwise, and always for SendGrid (whose key pair the vendor holds), with a key
 derived from the first vault key: every process of one installation derives the same,
@@ -35,6 +37,7 @@ from providers.sandbox import SANDBOXES, create_sandbox, sandbox_path
 from providers.sandbox.resend import ResendSandbox
 from providers.sandbox.rossum import RossumSandbox
 from providers.sandbox.sendgrid import SendGridSandbox
+from providers.sandbox.stripe import StripeSandbox
 from resolvers.context import Services
 
 log = logging.getLogger("switchboard.sandbox")
@@ -80,6 +83,15 @@ def sandbox_rossum_secret(settings: Settings) -> str:
     return _derived(settings, "rossum").hex()
 
 
+def sandbox_stripe_secret(settings: Settings) -> str:
+    """The `whsec_` secret the Stripe sandbox signs with: STRIPE_WEBHOOK_SECRET (or the
+    system one), else derived."""
+    configured = settings.system_webhook_secret("stripe")
+    if configured:
+        return configured
+    return "whsec_" + _derived(settings, "stripe").hex()
+
+
 def sandbox_sendgrid_key(settings: Settings) -> ec.EllipticCurvePrivateKey:
     """The P-256 key the SendGrid sandbox signs its Event Webhook with (derived)."""
     seed = hashlib.sha512(_derived(settings, "sendgrid")).digest()  # 512 bits: no bias
@@ -102,6 +114,11 @@ def configure_webhooks(services: Services) -> None:
             f"{base}/webhooks/sendgrid", signing_key=sandbox_sendgrid_key(settings)
         )
         services.sandbox_webhook_secrets["sendgrid"] = sendgrid.public_key
+    stripe = services.sandboxes.get("stripe")
+    if isinstance(stripe, StripeSandbox):
+        secret = sandbox_stripe_secret(settings)
+        stripe.configure_webhooks(f"{base}/webhooks/stripe", secret)
+        services.sandbox_webhook_secrets["stripe"] = secret
     rossum = services.sandboxes.get("rossum")
     if isinstance(rossum, RossumSandbox):
         secret = sandbox_rossum_secret(settings)
