@@ -66,6 +66,11 @@ MATRIX: dict[str, frozenset[Role]] = {
     # invoices: read them and follow their status; correct their fields, run OCR again
     "invoices:read": frozenset({O, M, A}),
     "invoices:write": frozenset({O, M, A}),
+    # payments: OWNER and ACCOUNTING see them and refund; MANAGER also takes payments
+    # (customers, payment intents, confirming and canceling them)
+    "payments:read": frozenset({O, A}),
+    "payments:create": frozenset({O, M, A}),
+    "payments:refund": frozenset({O, A}),
 }
 
 # Permissions whose mutations grant or change authority (who belongs, with which role,

@@ -22,4 +22,5 @@ MODEL_MODULES: list[str] = [
     "models.ai",
     "models.webhooks",
     "models.files",
+    "models.payments",
 ]

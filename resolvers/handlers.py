@@ -13,6 +13,7 @@ HANDLER_MODULES: tuple[str, ...] = (
     "resolvers.jobs",  # retention
     "resolvers.mail",  # send queued mail; apply delivery webhooks
     "resolvers.invoices",  # submit invoices to Rossum; follow them (hooks and polls)
+    "resolvers.payments",  # apply Stripe's payment webhooks
     "resolvers.mailbox",  # read every configured mailbox for invoices (periodic)
     "resolvers.webhooks_in",  # process an incoming webhook
     "resolvers.webhooks_out",  # deliver an outgoing webhook; the outbox listener
