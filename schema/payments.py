@@ -1,0 +1,410 @@
+"""Payments: customers, payment intents, confirmation, cancellation, refunds, and the live
+`paymentStatus`. Money is an exact decimal with its ISO 4217 currency."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncGenerator
+from decimal import Decimal
+from typing import Annotated, Any, ClassVar
+
+import strawberry
+from strawberry import relay
+from strawberry.types import Info
+
+from kit.money import from_minor
+from models.payments import Payment as PaymentRow
+from models.payments import PaymentCustomer as CustomerRow
+from models.payments import PaymentProvider, PaymentStatus, RefundStatus
+from models.payments import PaymentRefund as RefundRow
+from resolvers import payments as api
+from schema.permissions import mutation, query, subscription
+from schema.relay import After, Connection, First, ModelNode, decode_id
+
+strawberry.enum(
+    PaymentStatus,
+    description="Where a payment is: REQUIRES_PAYMENT_METHOD (created, waiting for a payment "
+    "method), REQUIRES_ACTION (the customer must authenticate: see `nextActionUrl`), "
+    "PROCESSING, SUCCEEDED, FAILED (declined or not authenticated: see `declineCode`), "
+    "CANCELED, PARTIALLY_REFUNDED, REFUNDED. It only moves forward.",
+)
+strawberry.enum(
+    RefundStatus,
+    description="Where a refund is: PENDING (asked for), SUCCEEDED, FAILED or CANCELED.",
+)
+
+
+strawberry.enum(PaymentProvider, description="The payment vendor.")
+
+
+@strawberry.type(description="A customer of the organization at the payment vendor.")
+class PaymentCustomer(ModelNode):
+    _model: ClassVar[type] = CustomerRow
+    _permission: ClassVar[str] = "payments:read"
+    id: relay.NodeID[int]
+    provider: PaymentProvider = strawberry.field(description="The vendor it lives at.")
+    vendor_id: str | None = strawberry.field(
+        description="The vendor's id of the customer (Stripe: `cus_…`)."
+    )
+    email: str | None = strawberry.field(description="The customer's email address.")
+    name: str | None = strawberry.field(description="The customer's name.")
+    created_at: dt.datetime = strawberry.field(description="When it was created.")
+
+    @classmethod
+    def from_row(cls, row: Any) -> PaymentCustomer:
+        return cls(
+            id=row.id,
+            provider=PaymentProvider(row.provider),
+            vendor_id=row.vendor_id,
+            email=row.email,
+            name=row.name,
+            created_at=row.created_at,
+        )
+
+
+@strawberry.type(description="Money sent back for a payment.")
+class PaymentRefund:
+    id: relay.GlobalID = strawberry.field(description="The refund's id.")
+    status: RefundStatus = strawberry.field(description="Where it is.")
+    amount: Decimal = strawberry.field(description="How much, exact, in `currency`.")
+    currency: str = strawberry.field(description="ISO 4217 code of `amount`.")
+    reason: str | None = strawberry.field(description="Why, as given.")
+    vendor_id: str | None = strawberry.field(description="The vendor's id (Stripe: `re_…`).")
+    failure_reason: str | None = strawberry.field(description="Why it FAILED.")
+    created_at: dt.datetime = strawberry.field(description="When it was asked for.")
+
+    @classmethod
+    def from_row(cls, row: RefundRow) -> PaymentRefund:
+        return cls(
+            id=relay.GlobalID("PaymentRefund", str(row.id)),
+            status=RefundStatus(row.status),
+            amount=from_minor(row.amount_minor, row.currency),
+            currency=row.currency,
+            reason=row.reason,
+            vendor_id=row.vendor_id,
+            failure_reason=row.failure_reason,
+            created_at=row.created_at,
+        )
+
+
+@strawberry.type(description="One charge, whatever the vendor, with its refunds.")
+class Payment(ModelNode):
+    _model: ClassVar[type] = PaymentRow
+    _permission: ClassVar[str] = "payments:read"
+    id: relay.NodeID[int]
+    provider: PaymentProvider = strawberry.field(description="The vendor that charges.")
+    status: PaymentStatus = strawberry.field(description="Where it is.")
+    amount: Decimal = strawberry.field(
+        description="The amount, exact (a decimal string with the currency's own places)."
+    )
+    amount_refunded: Decimal = strawberry.field(description="How much went back so far.")
+    currency: str = strawberry.field(description="ISO 4217 code of the amounts.")
+    description: str | None = strawberry.field(description="What it is for.")
+    vendor_id: str | None = strawberry.field(
+        description="The vendor's id (Stripe: the payment intent `pi_…`); null until the "
+        "vendor answered."
+    )
+    client_secret: str | None = strawberry.field(
+        description="The secret a front end confirms the payment with (Stripe.js)."
+    )
+    next_action_url: str | None = strawberry.field(
+        description="Where the customer authenticates (3-D Secure) when REQUIRES_ACTION."
+    )
+    decline_code: str | None = strawberry.field(
+        description="Why the card was declined (the vendor's code, e.g. `insufficient_funds`)."
+    )
+    failure_code: str | None = strawberry.field(
+        description="The vendor's error code of the failed attempt (e.g. `card_declined`)."
+    )
+    failure_message: str | None = strawberry.field(description="The vendor's explanation.")
+    idempotency_key: str | None = strawberry.field(
+        description="The client's idempotency key it was created with."
+    )
+    succeeded_at: dt.datetime | None = strawberry.field(description="When the money moved.")
+    created_at: dt.datetime = strawberry.field(description="When it was created.")
+    updated_at: dt.datetime = strawberry.field(description="When it last changed.")
+    _customer_id: strawberry.Private[int | None] = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Payment:
+        return cls(
+            id=row.id,
+            provider=PaymentProvider(row.provider),
+            status=PaymentStatus(row.status),
+            amount=api.amount_of(row),
+            amount_refunded=api.refunded_of(row),
+            currency=row.currency,
+            description=row.description,
+            vendor_id=row.vendor_id,
+            client_secret=row.client_secret,
+            next_action_url=row.next_action_url,
+            decline_code=row.decline_code,
+            failure_code=row.failure_code,
+            failure_message=row.failure_message,
+            idempotency_key=row.idempotency_key,
+            succeeded_at=row.succeeded_at,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            _customer_id=row.customer_id,
+        )
+
+    @strawberry.field(description="Its refunds, oldest first.")
+    async def refunds(self, info: Info) -> list[PaymentRefund]:
+        ctx = info.context
+
+        async def batch(ids: list[int]) -> list[Any]:
+            found = await api.refunds_of(ctx, ids)
+            return [found.get(i, []) for i in ids]
+
+        rows = await ctx.loader("payment_refunds", batch).load(self.id)
+        return [PaymentRefund.from_row(r) for r in rows]
+
+    @strawberry.field(description="The customer charged, if one was given.")
+    async def customer(self, info: Info) -> PaymentCustomer | None:
+        if self._customer_id is None:
+            return None
+        ctx = info.context
+
+        async def batch(ids: list[int]) -> list[Any]:
+            found = await api.load_customers(ctx, ids)
+            return [found.get(i) for i in ids]
+
+        row = await ctx.loader("payment_customers", batch).load(self._customer_id)
+        return None if row is None else PaymentCustomer.from_row(row)
+
+
+IDEMPOTENCY = (
+    "The client's key for this request (1 to 255 printable ASCII characters): the same "
+    "key with the same input answers the first result again, never a second charge; with "
+    "other input it is CONFLICT."
+)
+
+
+@strawberry.input(description="A customer to create at the payment vendor.")
+class CreatePaymentCustomerInput:
+    email: str | None = strawberry.field(default=None, description="Their email address.")
+    name: str | None = strawberry.field(default=None, description="Their name.")
+    provider: PaymentProvider = strawberry.field(
+        default=PaymentProvider.STRIPE, description="The vendor."
+    )
+    idempotency_key: str | None = strawberry.field(default=None, description=IDEMPOTENCY)
+
+
+@strawberry.type(description="The customer created.")
+class CreatePaymentCustomerPayload:
+    customer: PaymentCustomer = strawberry.field(description="The customer.")
+
+
+@strawberry.input(description="A payment to take.")
+class CreatePaymentIntentInput:
+    amount: Decimal = strawberry.field(
+        description="How much, exact, with at most the currency's decimal places (0 for JPY, "
+        "3 for KWD — charged by Stripe in steps of 0.010)."
+    )
+    currency: str = strawberry.field(description="ISO 4217 code, e.g. EUR.")
+    customer_id: relay.GlobalID | None = strawberry.field(
+        default=None, description="The customer to charge (a PaymentCustomer)."
+    )
+    description: str | None = strawberry.field(default=None, description="What it is for.")
+    payment_method: str | None = strawberry.field(
+        default=None,
+        description="The vendor's payment method id (Stripe: `pm_…`; test methods such as "
+        "`pm_card_visa` in test mode).",
+    )
+    confirm: bool = strawberry.field(
+        default=False, description="Confirm at once (needs `paymentMethod`)."
+    )
+    return_url: str | None = strawberry.field(
+        default=None, description="Where the customer comes back to after 3-D Secure."
+    )
+    provider: PaymentProvider = strawberry.field(
+        default=PaymentProvider.STRIPE, description="The vendor."
+    )
+    idempotency_key: str | None = strawberry.field(default=None, description=IDEMPOTENCY)
+
+
+@strawberry.input(description="A payment to confirm with a payment method.")
+class ConfirmPaymentInput:
+    id: relay.GlobalID = strawberry.field(description="Id of the payment.")
+    payment_method: str | None = strawberry.field(
+        default=None, description="The payment method (default: the one it was created with)."
+    )
+    return_url: str | None = strawberry.field(
+        default=None, description="Where the customer comes back to after 3-D Secure."
+    )
+
+
+@strawberry.input(description="A payment to cancel.")
+class CancelPaymentInput:
+    id: relay.GlobalID = strawberry.field(description="Id of the payment.")
+
+
+@strawberry.input(description="Money to send back for a payment.")
+class RefundPaymentInput:
+    id: relay.GlobalID = strawberry.field(description="Id of the payment.")
+    amount: Decimal | None = strawberry.field(
+        default=None, description="How much (default: all that is left to refund)."
+    )
+    reason: str | None = strawberry.field(default=None, description="Why (kept with it).")
+    idempotency_key: str | None = strawberry.field(default=None, description=IDEMPOTENCY)
+
+
+@strawberry.type(description="The payment after the change.")
+class PaymentPayload:
+    payment: Payment = strawberry.field(description="The payment.")
+
+
+@strawberry.type(description="The refund made and the payment after it.")
+class RefundPaymentPayload:
+    payment: Payment = strawberry.field(description="The payment.")
+    refund: PaymentRefund = strawberry.field(description="The refund.")
+
+
+def _customer_id(gid: relay.GlobalID | None) -> int | None:
+    return None if gid is None else decode_id(gid, "PaymentCustomer")
+
+
+@strawberry.type
+class Query:
+    @query(
+        operation=api.list_payments,
+        description="Payments of the current organization, newest first.",
+    )
+    async def payments(
+        self,
+        info: Info,
+        status: Annotated[
+            PaymentStatus | None, strawberry.argument(description="Only in this state.")
+        ] = None,
+        customer_id: Annotated[
+            relay.GlobalID | None, strawberry.argument(description="Only of this customer.")
+        ] = None,
+        first: First = None,
+        after: After = None,
+    ) -> Connection[Payment]:
+        page = await api.list_payments(
+            info.context,
+            first=first,
+            after=after,
+            status=None if status is None else status.value,
+            customer_id=_customer_id(customer_id),
+        )
+        return Connection.of(page, Payment.from_row)
+
+    @query(operation=api.get_payment, description="One payment of the organization.")
+    async def payment(
+        self,
+        info: Info,
+        id: Annotated[relay.GlobalID, strawberry.argument(description="Id of the payment.")],
+    ) -> Payment:
+        row = await api.get_payment(info.context, decode_id(id, "Payment"))
+        return Payment.from_row(row)
+
+    @query(
+        operation=api.list_customers,
+        description="The organization's payment customers, newest first.",
+    )
+    async def payment_customers(
+        self, info: Info, first: First = None, after: After = None
+    ) -> Connection[PaymentCustomer]:
+        page = await api.list_customers(info.context, first=first, after=after)
+        return Connection.of(page, PaymentCustomer.from_row)
+
+
+@strawberry.type
+class Mutation:
+    @mutation(
+        operation=api.create_customer,
+        description="Create a customer at the payment vendor.",
+    )
+    async def create_payment_customer(
+        self, info: Info, input: CreatePaymentCustomerInput
+    ) -> CreatePaymentCustomerPayload:
+        row = await api.create_customer(
+            info.context,
+            email=input.email,
+            name=input.name,
+            idempotency_key=input.idempotency_key,
+            provider=input.provider.value,
+        )
+        return CreatePaymentCustomerPayload(customer=PaymentCustomer.from_row(row))
+
+    @mutation(
+        operation=api.create_payment,
+        description="Create a payment (Stripe: a payment intent), confirmed at once with "
+        "`confirm`. A decline is PAYMENT_DECLINED with `declineCode` and `paymentId`; 3-D "
+        "Secure leaves it REQUIRES_ACTION with `nextActionUrl`; follow it with "
+        "`paymentStatus`.",
+    )
+    async def create_payment_intent(
+        self, info: Info, input: CreatePaymentIntentInput
+    ) -> PaymentPayload:
+        customer_id = _customer_id(input.customer_id)
+        row = await api.create_payment(
+            info.context,
+            amount=input.amount,
+            currency=input.currency,
+            customer_id=customer_id,
+            description=input.description,
+            payment_method=input.payment_method,
+            confirm=input.confirm,
+            return_url=input.return_url,
+            idempotency_key=input.idempotency_key,
+            provider=input.provider.value,
+        )
+        return PaymentPayload(payment=Payment.from_row(row))
+
+    @mutation(
+        operation=api.confirm_payment,
+        description="Confirm a payment waiting for its payment method. A decline is "
+        "PAYMENT_DECLINED with `declineCode`.",
+    )
+    async def confirm_payment(self, info: Info, input: ConfirmPaymentInput) -> PaymentPayload:
+        row = await api.confirm_payment(
+            info.context,
+            decode_id(input.id, "Payment"),
+            payment_method=input.payment_method,
+            return_url=input.return_url,
+        )
+        return PaymentPayload(payment=Payment.from_row(row))
+
+    @mutation(
+        operation=api.cancel_payment,
+        description="Cancel a payment that has not succeeded.",
+    )
+    async def cancel_payment(self, info: Info, input: CancelPaymentInput) -> PaymentPayload:
+        row = await api.cancel_payment(info.context, decode_id(input.id, "Payment"))
+        return PaymentPayload(payment=Payment.from_row(row))
+
+    @mutation(
+        operation=api.refund_payment,
+        description="Refund a succeeded payment, in part or in full.",
+    )
+    async def refund_payment(self, info: Info, input: RefundPaymentInput) -> RefundPaymentPayload:
+        row, refund = await api.refund_payment(
+            info.context,
+            decode_id(input.id, "Payment"),
+            amount=input.amount,
+            reason=input.reason,
+            idempotency_key=input.idempotency_key,
+        )
+        return RefundPaymentPayload(
+            payment=Payment.from_row(row), refund=PaymentRefund.from_row(refund)
+        )
+
+
+@strawberry.type
+class Subscription:
+    @subscription(
+        operation=api.payment_status,
+        description="A payment now, then at each change; completes once it is settled "
+        "(SUCCEEDED, FAILED, CANCELED, PARTIALLY_REFUNDED or REFUNDED). Another "
+        "organization's id is NOT_FOUND.",
+    )
+    async def payment_status(
+        self,
+        info: Info,
+        id: Annotated[relay.GlobalID, strawberry.argument(description="Id of the payment.")],
+    ) -> AsyncGenerator[Payment, None]:
+        async for row in api.payment_status(info.context, decode_id(id, "Payment")):
+            yield Payment.from_row(row)
