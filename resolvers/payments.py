@@ -276,10 +276,15 @@ async def advance(
         await Payment.filter(id=payment.id, status__in=lower).using_db(connection).update(**values)
     )
     if not moved:
+        if fields:  # already there: the vendor's details may still be news (never the status)
+            await (
+                Payment.filter(id=payment.id, status=status.value)
+                .using_db(connection)
+                .update(updated_at=at, **fields)
+            )
+        await _reload(payment, connection)
         return False
-    fresh = await Payment.filter(id=payment.id).using_db(connection).first()
-    if fresh is not None:
-        payment.__dict__.update({k: v for k, v in fresh.__dict__.items() if not k.startswith("_")})
+    await _reload(payment, connection)
     await emit(
         payment.tenant_id,
         f"payment.{status.value.lower()}",
@@ -287,6 +292,13 @@ async def advance(
         connection=connection,
     )
     return True
+
+
+async def _reload(payment: Payment, connection: BaseDBAsyncClient) -> None:
+    fresh = await Payment.filter(id=payment.id).using_db(connection).first()
+    if fresh is not None:
+        for name in payment._meta.db_fields:
+            setattr(payment, name, getattr(fresh, name))
 
 
 async def apply_intent(

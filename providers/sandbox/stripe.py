@@ -455,12 +455,16 @@ class StripeSandbox(Sandbox):
         intent["payment_method"] = method
         intent["last_payment_error"] = None
         if method in AUTHENTICATE:
-            base = str(request.base_url).rstrip("/")
+            # The hosted page, under wherever this sandbox is mounted.
+            page = request.url.replace(
+                path=f"{request.scope.get('root_path', '')}/3d_secure_2/{intent['id']}",
+                query="",
+            )
             intent["status"] = "requires_action"
             intent["next_action"] = {
                 "type": "redirect_to_url",
                 "redirect_to_url": {
-                    "url": f"{base}/3d_secure_2/{intent['id']}",
+                    "url": str(page),
                     "return_url": params.get("return_url"),
                 },
             }
