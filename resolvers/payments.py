@@ -885,7 +885,10 @@ async def _payment_for(
         tenant = _int(metadata.get(META_TENANT))
         found = await qs.filter(id=ours).first()
         if found is None:
-            if _young(event):
+            # Not visible yet (its insert not committed): try again shortly. A row that
+            # exists but is another organization's is not this endpoint's to touch.
+            exists = await Payment.filter(id=ours).using_db(conn).exists()
+            if not exists and _young(event):
                 raise NotYetCreated(f"payment {ours} is not visible yet")
             return None
         if (event.tenant_id is None and tenant != found.tenant_id) or (

@@ -39,11 +39,14 @@ address differs).
   `charge.refunded`, `refund.created`, `refund.updated`) as `{"id": "evt_…", "object":
   "event", "type", "created", "data": {"object": …}, …}`, signed as Stripe signs:
   `Stripe-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret as UTF-8, "{t}.{body}")>`.
+- `answer_delay` (Python only): an answer waits this long after its webhooks were sent,
+  as Stripe's events often arrive before its API's answer.
 - Faults, recording and stats come from providers/sandbox/base.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -155,6 +158,9 @@ class StripeSandbox(Sandbox):
     def __init__(self) -> None:
         self.accounts: dict[str, Account] = {}
         self.webhook_secret: str | None = None
+        # Seconds an answer waits after the work is done and its webhooks are on their
+        # way (set from Python): Stripe's events often outrun its API's answer.
+        self.answer_delay = 0.0
         super().__init__()
 
     def configure_webhooks(
@@ -281,6 +287,8 @@ class StripeSandbox(Sandbox):
                 return self._json(body, status)
             if key is not None:
                 account.idempotency[key] = (fingerprint, status, body, time.time())
+            if self.answer_delay:
+                await asyncio.sleep(self.answer_delay)
             return self._json(body, status)
 
         return handle
