@@ -226,6 +226,52 @@ async def make_conversation(client: httpx.AsyncClient, owner: Account) -> str:
     return str(body["data"]["createChatCompletion"]["conversation"]["id"])
 
 
+@contextlib.asynccontextmanager
+async def _served_gateway() -> AsyncIterator[httpx.AsyncClient]:
+    """A gateway on a loopback port (the open store; test signing keys, so tokens are
+    valid there): its Stripe sandbox is reached at its own public URL over HTTP, which an
+    in-process app cannot answer."""
+    port = free_port()
+    live_app = create_app(
+        make_settings(public_url=f"http://127.0.0.1:{port}"), configure_logs=False
+    )
+    async with (
+        running_server(live_app, port) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as live,
+    ):
+        yield live
+
+
+@factory("Payment")
+async def make_payment(client: httpx.AsyncClient, owner: Account) -> str:
+    """A succeeded payment (refundable), through `createPaymentIntent` and the sandbox."""
+    async with _served_gateway() as live:
+        body = await gql(
+            live,
+            """mutation($i: CreatePaymentIntentInput!) {
+              createPaymentIntent(input: $i) { payment { id } } }""",
+            {"i": {"amount": "9.99", "currency": "EUR", "paymentMethod": "pm_card_visa",
+                   "confirm": True}},
+            token=owner.token,
+        )  # fmt: skip
+    assert "errors" not in body, body
+    return str(body["data"]["createPaymentIntent"]["payment"]["id"])
+
+
+@factory("PaymentCustomer")
+async def make_payment_customer(client: httpx.AsyncClient, owner: Account) -> str:
+    async with _served_gateway() as live:
+        body = await gql(
+            live,
+            """mutation($i: CreatePaymentCustomerInput!) {
+              createPaymentCustomer(input: $i) { customer { id } } }""",
+            {"i": {"email": "factory@example.com", "name": "Factory"}},
+            token=owner.token,
+        )
+    assert "errors" not in body, body
+    return str(body["data"]["createPaymentCustomer"]["customer"]["id"])
+
+
 async def another_tenant(client: httpx.AsyncClient) -> Account:
     return await register(client, org="Other Tenant")
 

@@ -50,6 +50,16 @@ def _json_values() -> st.SearchStrategy:
 
 
 schemathesis.graphql.scalar("JSON", _json_values())
+# Decimal inputs (money): decimal strings of any size and precision, and strings that are
+# not numbers at all (`NaN`, `1e999`, junk).
+schemathesis.graphql.scalar(
+    "Decimal",
+    st.one_of(
+        st.decimals(allow_nan=False, allow_infinity=False).map(str),
+        st.sampled_from(["NaN", "Infinity", "-0", "1e999", "1" * 60, "0.0000001"]),
+        st.text(max_size=20),
+    ).map(lambda v: StringValueNode(value=v)),
+)
 # A JSON request cannot carry a file: whatever it puts where an Upload goes is refused.
 schemathesis.graphql.scalar("Upload", st.text(max_size=20).map(lambda v: StringValueNode(value=v)))
 SCHEMA = schemathesis.graphql.from_path(ROOT / "schema.graphql")
