@@ -31,9 +31,7 @@ CONFIRM = (
     + " } } }"
 )
 CANCEL = (
-    "mutation($i: CancelPaymentInput!) { cancelPayment(input: $i) { payment { "
-    + FIELDS
-    + " } } }"
+    "mutation($i: CancelPaymentInput!) { cancelPayment(input: $i) { payment { " + FIELDS + " } } }"
 )
 REFUND = (
     "mutation($i: RefundPaymentInput!) { refundPayment(input: $i) { payment { "

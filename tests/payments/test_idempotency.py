@@ -46,9 +46,7 @@ async def test_the_same_key_twice_and_racing_is_one_payment(gateway: Gateway) ->
     )
     ids = {r["data"]["createPaymentIntent"]["payment"]["id"] for r in racing}
     assert len(ids) == 1, racing
-    assert {r["data"]["createPaymentIntent"]["payment"]["status"] for r in racing} == {
-        "SUCCEEDED"
-    }
+    assert {r["data"]["createPaymentIntent"]["payment"]["status"] for r in racing} == {"SUCCEEDED"}
     tenant = decode_id(owner.org_id, "Organization")
     assert await Payment.filter(tenant_id=tenant).count() == 2
     assert len(created_at_vendor(gateway.stripe)) == 2
@@ -62,8 +60,9 @@ async def test_the_same_key_twice_and_racing_is_one_payment(gateway: Gateway) ->
     # Keys are per organization: another one's same key is its own payment.
     stranger = await register(gateway.client)
     theirs = await gql(gateway.client, CREATE, confirmed("order-1"), stranger.token)
-    assert theirs["data"]["createPaymentIntent"]["payment"]["id"] != (
-        first["data"]["createPaymentIntent"]["payment"]["id"]
+    assert (
+        theirs["data"]["createPaymentIntent"]["payment"]["id"]
+        != (first["data"]["createPaymentIntent"]["payment"]["id"])
     )
 
 

@@ -75,6 +75,7 @@ async def test_a_payment_succeeds_and_its_webhooks_agree(gateway: Gateway) -> No
     assert "amount=1234" in json.dumps(sent["body"]) or sent["body"].get("amount") == "1234"
     row = await Payment.get(id=decode_id(payment["id"], "Payment"))
     assert sent["headers"]["idempotency-key"] == f"sb-pay-{row.id}-create"
+
     # The sandbox's signed webhooks come back through the inbox, processed once each.
     async def webhooks_processed() -> bool:
         rows = await inbox_done(payment["id"])
@@ -257,4 +258,3 @@ async def test_the_subscription_follows_a_payment_to_its_end(gateway: Gateway) -
             assert message["type"] == "next", message
             seen.append(message["payload"]["data"]["paymentStatus"]["status"])
     assert seen == ["SUCCEEDED"]
-

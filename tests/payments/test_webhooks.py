@@ -194,9 +194,11 @@ async def test_an_event_that_outruns_the_answer_is_applied(gateway: Gateway) -> 
     payment = body["data"]["createPaymentIntent"]["payment"]
     assert payment["status"] == "SUCCEEDED"
     row = await Payment.get(id=decode_id(payment["id"], "Payment"))
-    event = await WebhookInbox.filter(
-        provider="stripe", event_type="payment_intent.succeeded"
-    ).order_by("-id").first()
+    event = (
+        await WebhookInbox.filter(provider="stripe", event_type="payment_intent.succeeded")
+        .order_by("-id")
+        .first()
+    )
     assert event is not None and event.payload["data"]["object"]["id"] == row.vendor_id
     assert event.status == "processed"
     # The event was applied before the answer came back (it moved the payment itself).
@@ -220,12 +222,10 @@ async def test_a_tenants_own_endpoint_reaches_its_own_payments_only(gateway: Gat
     )
     assert "errors" not in source, source
     url = source["data"]["createWebhookSource"]["url"]
-    path = url[url.index("/webhooks/"):]
+    path = url[url.index("/webhooks/") :]
     # A genuine event of the attacker's own Stripe account, naming the victim's payment.
     event = intent_event(payment, "succeeded", amount_received=payment.amount_minor)
-    response = await post(
-        gateway, event, secret="whsec_attacker_own_endpoint_secret", path=path
-    )
+    response = await post(gateway, event, secret="whsec_attacker_own_endpoint_secret", path=path)
     assert response.status_code == 200, response.text
     await processed(event["id"])
     assert (await Payment.get(id=payment.id)).status == "REQUIRES_PAYMENT_METHOD"
