@@ -44,7 +44,7 @@ from kit.ttl_cache import read_through
 from kit.vault import VaultError, vault_for
 from models.credentials import TENANT_SLOT, Credential, user_slot
 from models.tenancy import scoped
-from providers import imap, openai, resend, rossum, sendgrid
+from providers import imap, openai, resend, rossum, sendgrid, stripe
 from providers.errors import ProviderError
 from providers.registry import has_client
 from providers.sandbox import has_sandbox
@@ -324,6 +324,21 @@ async def _verify_rossum(ctx: Context, credential: ResolvedCredential) -> None:
     await rossum.verify_key(client)
 
 
+async def _verify_stripe(ctx: Context, credential: ResolvedCredential) -> None:
+    client = (
+        provider_registry(ctx.services)
+        .stripe()
+        .client(
+            credential.secrets["secret_key"],
+            base_url=credential.base_url or stripe.API_URL,
+            own_credential=credential.own,
+            guard_url=credential.guard_url,
+            labels=_verify_labels(ctx, credential),
+        )
+    )
+    await stripe.verify_key(client)
+
+
 async def _verify_imap(ctx: Context, credential: ResolvedCredential) -> None:
     values = credential.secrets
     port = int(values.get("port") or imap.DEFAULT_PORT)
@@ -356,6 +371,7 @@ KEY_CHECKS: dict[IntegrationProvider, KeyCheck] = {
     IntegrationProvider.SENDGRID: _verify_sendgrid,
     IntegrationProvider.IMAP: _verify_imap,
     IntegrationProvider.ROSSUM: _verify_rossum,
+    IntegrationProvider.STRIPE: _verify_stripe,
 }
 
 

@@ -149,7 +149,7 @@ async def _probe_phases(client: httpx.AsyncClient, token: str, vendor: str) -> N
     assert health["status"] == "DEGRADED"
     assert {c["name"]: c["ok"] for c in health["checks"]} == {"store": True, "migrations": True}
     by_provider = {p["provider"]: p for p in health["providers"]}
-    assert set(by_provider) == {"OPENAI", "RESEND", "SENDGRID", "ROSSUM"}
+    assert set(by_provider) == {"OPENAI", "RESEND", "SENDGRID", "ROSSUM", "STRIPE"}
     assert by_provider["OPENAI"]["status"] == "DOWN"
     probe = by_provider["OPENAI"]["probe"]
     assert probe["ok"] is False and probe["failuresInARow"] >= 2
@@ -219,6 +219,7 @@ async def test_unconfigured_providers_make_the_gateway_degraded_not_unready(stor
         "resend": "unconfigured",
         "sendgrid": "unconfigured",
         "rossum": "unconfigured",
+        "stripe": "unconfigured",
     }
 
 
@@ -252,7 +253,7 @@ async def test_no_probe_task_when_the_interval_is_zero(store):
 
 @pytest.mark.parametrize("mutation", [SET_TENANT, SET_MINE])
 async def test_credentials_for_a_provider_without_a_client_are_refused(client, owner, mutation):
-    for provider, field in (("STRIPE", "secretKey"), ("NOTION", "apiKey")):
+    for provider, field in (("TWILIO", "authToken"), ("NOTION", "apiKey")):
         secret = f"{provider.lower()}-{uuid.uuid4().hex}"
         body = await gql(
             client,
@@ -289,7 +290,8 @@ async def test_an_unconfigured_mail_provider_is_no_fault_while_another_sends(sto
         settings = make_settings(
             database_url=store.url, sandbox_enabled=False, openai_api_key="sk-" + "x" * 40,
             health_probe_seconds=0,
-            **{"rossum_username": "ap@acme.test", "rossum_password": "p" * 12, **overrides},
+            **{"rossum_username": "ap@acme.test", "rossum_password": "p" * 12,
+               "stripe_secret_key": "sk_test_" + "x" * 24, **overrides},
         )  # fmt: skip
         app = create_app(settings, configure_logs=False)
         transport = httpx.ASGITransport(app=app)

@@ -90,7 +90,7 @@ async def _key_checks_and_error_log(client, owner, live_server):
     health = await gql(client, HEALTH, token=owner.token)
     by_provider = {h["provider"]: h for h in health["data"]["integrationHealth"]}
     # the providers with a client only
-    assert set(by_provider) == {"OPENAI", "RESEND", "SENDGRID", "ROSSUM"}
+    assert set(by_provider) == {"OPENAI", "RESEND", "SENDGRID", "ROSSUM", "STRIPE"}
     resend = by_provider["RESEND"]
     assert resend["credentialSource"] == "TENANT"
     assert resend["status"] in {"DEGRADED", "DOWN"}
@@ -102,7 +102,7 @@ async def _key_checks_and_error_log(client, owner, live_server):
     }
 
     ready = (await client.get("/health/ready")).json()
-    assert set(ready["providers"]) == {"openai", "resend", "sendgrid", "rossum"}
+    assert set(ready["providers"]) == {"openai", "resend", "sendgrid", "rossum", "stripe"}
     assert ready["providers"]["openai"]["status"] == "sandbox"
     # The failures were the tenant's own key's: the shared (sandbox) view is untouched.
     assert ready["providers"]["resend"]["status"] == "sandbox"
@@ -144,8 +144,8 @@ async def test_unconfigured_without_sandbox(store, owner):
 
     settings = make_settings(database_url=store.url, sandbox_enabled=False)
     ctx = ctx_for(settings, tenant_id_of(owner), user_id_of(owner), "OWNER")
-    reports = {r.provider.value: r for r in await integration_health(ctx, ["openai", "stripe"])}
-    assert set(reports) == {"openai"}  # no client for stripe: not listed
+    reports = {r.provider.value: r for r in await integration_health(ctx, ["openai", "twilio"])}
+    assert set(reports) == {"openai"}  # no client for twilio: not listed
     assert reports["openai"].status is ProviderStatus.UNCONFIGURED
     assert reports["openai"].source is None
 
