@@ -61,16 +61,21 @@ VERIFY_TIMEOUTS = Timeouts(connect=3.0, read=5.0, total=5.0)
 _labels: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
     "stripe_labels", default=None
 )
-_ID = re.compile(r"^[a-z]{2,8}_[A-Za-z0-9_]+$")
+_ID = re.compile(r"^[a-z]{1,8}_[A-Za-z0-9_]+$")  # pi_3Mtw…, cus_NffrFeUfNV2Hib
 
 T = TypeVar("T")
+
+
+def _is_id(segment: str) -> bool:
+    """An object id, not an object name (`payment_intents`): ids carry digits or capitals."""
+    return bool(_ID.match(segment)) and any(c.isdigit() or c.isupper() for c in segment)
 
 
 def operation_of(method: str, url: str) -> str:
     """`POST …/v1/payment_intents/pi_1/confirm` → `payment_intents.confirm`."""
     path = url.split("?", 1)[0]
     parts = [p for p in path.split("/v1/", 1)[-1].split("/") if p]
-    names = [p for p in parts if not _ID.match(p)]
+    names = [p for p in parts if not _is_id(p)]
     has_id = len(names) != len(parts)
     base = ".".join(names) or "root"
     if len(names) > 1 and has_id:
