@@ -275,23 +275,29 @@ async def advance(
     moved = (
         await Payment.filter(id=payment.id, status__in=lower).using_db(connection).update(**values)
     )
-    if not moved:
-        if fields:  # already there: the vendor's details may still be news (never the status)
-            await (
-                Payment.filter(id=payment.id, status=status.value)
-                .using_db(connection)
-                .update(updated_at=at, **fields)
-            )
-        await _reload(payment, connection)
-        return False
-    await _reload(payment, connection)
-    await emit(
-        payment.tenant_id,
-        f"payment.{status.value.lower()}",
-        event_data(payment),
-        connection=connection,
-    )
-    return True
+    if moved:
+        for name, value in values.items():
+            setattr(payment, name, value)
+        await emit(
+            payment.tenant_id,
+            f"payment.{status.value.lower()}",
+            event_data(payment),
+            connection=connection,
+        )
+        return True
+    if fields:  # already there: the vendor's details may still be news (never the status)
+        same = (
+            await Payment.filter(id=payment.id, status=status.value)
+            .using_db(connection)
+            .update(updated_at=at, **fields)
+        )
+        if same:
+            payment.status = status.value
+            for name, value in fields.items():
+                setattr(payment, name, value)
+            return False
+    await _reload(payment, connection)  # beyond it already: answer what the store holds
+    return False
 
 
 async def _reload(payment: Payment, connection: BaseDBAsyncClient) -> None:
@@ -305,13 +311,6 @@ async def apply_intent(
     payment: Payment, intent: stripe.PaymentIntent, *, connection: BaseDBAsyncClient
 ) -> bool:
     """Bring `payment` in step with Stripe's intent (forward only)."""
-    if payment.vendor_id is None:
-        await (
-            Payment.filter(id=payment.id, vendor_id=None)
-            .using_db(connection)
-            .update(vendor_id=intent.id, client_secret=intent.client_secret, updated_at=now())
-        )
-        payment.vendor_id = intent.id
     status = status_of(intent)
     fields: dict[str, Any] = {
         "vendor_id": intent.id,
@@ -326,7 +325,16 @@ async def apply_intent(
             decline_code=(intent.decline_code or "")[:100] or None,
             failure_message=(intent.error_message or "")[:1000] or None,
         )
-    return await advance(payment, status, connection=connection, **fields)
+    moved = await advance(payment, status, connection=connection, **fields)
+    if payment.vendor_id is None:  # beyond this state already, yet its vendor id is news
+        await (
+            Payment.filter(id=payment.id, vendor_id=None)
+            .using_db(connection)
+            .update(vendor_id=intent.id, client_secret=intent.client_secret, updated_at=now())
+        )
+        payment.vendor_id = intent.id
+        payment.client_secret = intent.client_secret
+    return moved
 
 
 async def apply_refunded_total(

@@ -37,7 +37,9 @@ async def sdk(sandbox: tuple[StripeSandbox, str]) -> AsyncIterator[stripe.Stripe
 
 
 async def test_the_library_creates_confirms_lists_and_expands(sdk: stripe.StripeClient) -> None:
-    customer = await sdk.v1.customers.create_async({"email": "a@example.com", "metadata": {"k": "v"}})
+    customer = await sdk.v1.customers.create_async(
+        {"email": "a@example.com", "metadata": {"k": "v"}}
+    )
     assert customer.id.startswith("cus_") and customer.metadata["k"] == "v"
     made = []
     for amount in (100, 200, 300):
