@@ -71,7 +71,7 @@ async def wait_up(url: str) -> None:
 def logs_to_devnull() -> None:
     import logging
 
-    devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    devnull = open(os.devnull, "w")
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.StreamHandler):
             handler.setStream(devnull)
@@ -86,7 +86,7 @@ async def main() -> None:
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    sandbox = subprocess.Popen(  # noqa: ASYNC220 - started once, before timing
+    sandbox = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "providers.sandbox.stripe:create_app", "--factory",
          "--port", str(port), "--log-level", "warning"],
         cwd=ROOT,
