@@ -17,6 +17,8 @@ SANDBOXES: dict[str, str] = {
     "openai": "providers.sandbox.openai:create_app",
     "sendgrid": "providers.sandbox.sendgrid:create_app",
     "rossum": "providers.sandbox.rossum:create_app",
+    "google": "providers.sandbox.google:create_app",
+    "github": "providers.sandbox.github:create_app",
 }
 
 
