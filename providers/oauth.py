@@ -23,7 +23,7 @@ from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
 
 from providers.errors import ProviderError
-from providers.http import ProviderConfig, ProviderHTTP, Timeouts
+from providers.http import ProviderConfig, ProviderHTTP, ProviderResponse, Timeouts
 from providers.retry import RetryPolicy
 
 GOOGLE = ProviderConfig(
@@ -76,12 +76,29 @@ class Secrets:
         return str(create_s256_code_challenge(self.verifier))
 
 
-def _form(values: Mapping[str, str]) -> tuple[str, dict[str, str]]:
-    return urlencode(values), {"Content-Type": "application/x-www-form-urlencoded"}
-
-
-def _refused(err: ProviderError) -> SignInRefused:
-    return SignInRefused("OAUTH_CODE_REFUSED", f"The provider refused the sign-in: {err}")
+async def _redeem(
+    http: ProviderHTTP, url: str, form: Mapping[str, str], *, guard: bool
+) -> ProviderResponse:
+    """POST the code to the token endpoint; a 4xx (a bad, used or stolen code, a wrong
+    verifier) refuses the sign-in, other failures are the provider's."""
+    try:
+        return await http.request(
+            "POST",
+            url,
+            operation="oauth.token",
+            data=urlencode(form),
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Accept": "application/json",
+            },
+            guard_url=guard,
+        )
+    except ProviderError as err:
+        if err.status is not None and 400 <= err.status < 500:
+            raise SignInRefused(
+                "OAUTH_CODE_REFUSED", f"The provider refused the sign-in: {err}"
+            ) from None
+        raise
 
 
 # Google, and any OpenID Connect issuer ---------------------------------------------
@@ -163,7 +180,9 @@ async def oidc_identity(
     """Redeem the code (with the PKCE verifier) and check the ID token it brings: Google,
     or (`provider`, `guard`) an organization's own OpenID Connect issuer."""
     document = await oidc_discovery(http, issuer, guard=guard)
-    body, headers = _form(
+    answer = await _redeem(
+        http,
+        document["token_endpoint"],
         {
             "grant_type": "authorization_code",
             "code": code,
@@ -171,21 +190,9 @@ async def oidc_identity(
             "client_id": client_id,
             "client_secret": client_secret,
             "code_verifier": secrets.verifier,
-        }
+        },
+        guard=guard,
     )
-    try:
-        answer = await http.request(
-            "POST",
-            document["token_endpoint"],
-            operation="oauth.token",
-            data=body,
-            headers=headers,
-            guard_url=guard,
-        )
-    except ProviderError as err:
-        if err.status is not None and 400 <= err.status < 500:
-            raise _refused(err) from None
-        raise
     id_token = (answer.json() or {}).get("id_token")
     if not isinstance(id_token, str):
         raise SignInRefused("OAUTH_ID_TOKEN_INVALID", "The provider sent no ID token.")
@@ -266,27 +273,18 @@ async def github_identity(
     redirect_uri: str,
     secrets: Secrets,
 ) -> Identity:
-    body, headers = _form(
+    answer = await _redeem(
+        http,
+        f"{base_url.rstrip('/')}/login/oauth/access_token",
         {
             "client_id": client_id,
             "client_secret": client_secret,
             "code": code,
             "redirect_uri": redirect_uri,
             "code_verifier": secrets.verifier,
-        }
+        },
+        guard=False,
     )
-    try:
-        answer = await http.request(
-            "POST",
-            f"{base_url.rstrip('/')}/login/oauth/access_token",
-            operation="oauth.token",
-            data=body,
-            headers={**headers, "Accept": "application/json"},
-        )
-    except ProviderError as err:
-        if err.status is not None and 400 <= err.status < 500:
-            raise _refused(err) from None
-        raise
     token = (answer.json() or {}).get("access_token")
     if not isinstance(token, str) or not token:
         # GitHub answers a bad code with 200 and {"error": "bad_verification_code"}.
