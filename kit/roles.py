@@ -66,6 +66,15 @@ MATRIX: dict[str, frozenset[Role]] = {
     # invoices: read them and follow their status; correct their fields, run OCR again
     "invoices:read": frozenset({O, M, A}),
     "invoices:write": frozenset({O, M, A}),
+    # messaging (SMS, WhatsApp): read messages and follow their status, send one, send in
+    # bulk, keep the opt-out list
+    "messaging:read": frozenset({O, M, S}),
+    "messaging:send": frozenset({O, M, S}),
+    "messaging:send_bulk": frozenset({O, M}),
+    "messaging:opt_outs": frozenset({O, M}),
+    # the support inbox: read conversations, answer, assign and close them, AI drafts
+    "inbox:read": frozenset({O, M, S}),
+    "inbox:write": frozenset({O, M, S}),
 }
 
 # Permissions whose mutations grant or change authority (who belongs, with which role,

@@ -22,4 +22,6 @@ MODEL_MODULES: list[str] = [
     "models.ai",
     "models.webhooks",
     "models.files",
+    "models.messaging",
+    "models.inbox",
 ]

@@ -40,14 +40,15 @@ from dataclasses import dataclass
 from kit.ratelimit import RateLimiter
 from kit.settings import Settings
 from kit.ssrf import Policy
-from providers import openai, resend, rossum, sendgrid
+from providers import openai, resend, rossum, sendgrid, twilio
 from providers.breaker import BreakerState, BreakerStore, make_breaker_store
 from providers.http import FailureHook, ProviderConfig, ProviderHTTP, ProviderStats
 
 # Every provider that has a client, with its configuration (vendor modules own theirs).
 # A new vendor module adds its CONFIG here: that is what makes it "have a client".
 CLIENTS: dict[str, ProviderConfig] = {
-    config.name: config for config in (openai.CONFIG, resend.CONFIG, sendgrid.CONFIG, rossum.CONFIG)
+    config.name: config
+    for config in (openai.CONFIG, resend.CONFIG, sendgrid.CONFIG, rossum.CONFIG, twilio.CONFIG)
 }
 
 

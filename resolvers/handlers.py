@@ -14,6 +14,7 @@ HANDLER_MODULES: tuple[str, ...] = (
     "resolvers.mail",  # send queued mail; apply delivery webhooks
     "resolvers.invoices",  # submit invoices to Rossum; follow them (hooks and polls)
     "resolvers.mailbox",  # read every configured mailbox for invoices (periodic)
+    "resolvers.messaging",  # send SMS / WhatsApp; apply Twilio's status callbacks
     "resolvers.webhooks_in",  # process an incoming webhook
     "resolvers.webhooks_out",  # deliver an outgoing webhook; the outbox listener
 )

@@ -29,6 +29,7 @@ from schema import (
     mail,
     mailbox,
     members,
+    messaging,
     system,
     tasks,
     webhooks_in,
@@ -58,6 +59,7 @@ AREAS: list[ModuleType] = [
     leads,
     tasks,
     files,
+    messaging,
 ]
 
 

@@ -17,6 +17,7 @@ SANDBOXES: dict[str, str] = {
     "openai": "providers.sandbox.openai:create_app",
     "sendgrid": "providers.sandbox.sendgrid:create_app",
     "rossum": "providers.sandbox.rossum:create_app",
+    "twilio": "providers.sandbox.twilio:create_app",
 }
 
 
