@@ -22,6 +22,7 @@ from schema import (
     credentials,
     events,
     files,
+    inbox,
     integrations,
     invoices,
     jobs,
@@ -60,6 +61,7 @@ AREAS: list[ModuleType] = [
     tasks,
     files,
     messaging,
+    inbox,
 ]
 
 
