@@ -394,8 +394,9 @@ class TwilioSandbox(Sandbox):
         self.messages[(account, sid)] = message
         while len(self.messages) > MAX_MESSAGES:
             self.messages.popitem(last=False)
+        answer = _public(message)  # as created: the walk comes after
         self._walk(account, message, to, whatsapp, form.get("StatusCallback", ""))
-        return JSONResponse(_public(message), 201)
+        return JSONResponse(answer, 201)
 
     def _outcome(self, account: str, message: dict[str, Any], to: str, whatsapp: bool) -> list[str]:
         if to == UNDELIVERED_NUMBER:
