@@ -34,6 +34,7 @@ from kit.errors import BadUserInput, GatewayError, RateLimited
 from kit.phones import e164
 from models.accounts import User
 from models.messaging import Channel, Message, VerificationCode
+from resolvers import viewer_cache
 from resolvers.context import Context
 from resolvers.events import emit, global_id
 from resolvers.messaging.optout import opted_out, refuse
@@ -192,5 +193,6 @@ async def check_code(ctx: Context, phone: str, code: str) -> User:
             {"userId": global_id("User", user_id)},
             connection=conn,
         )
+    viewer_cache.forget_user(ctx.services, user_id)  # `me` shows it at once
     user = await User.get(id=user_id)
     return user

@@ -50,7 +50,12 @@ class Gateway:
         return sandbox_secret(self.settings, "twilio")
 
     async def inbound(
-        self, sender: str, body: str, *, channel: str = "sms", media: list[str] | None = None,
+        self,
+        sender: str,
+        body: str,
+        *,
+        channel: str = "sms",
+        media: list[str] | None = None,
         to: str = SANDBOX_NUMBER,
     ) -> str:
         """Have the sandbox post an incoming message (signed) to the gateway; its SID."""

@@ -88,7 +88,9 @@ async def test_bad_numbers_and_bodies_are_refused_naming_the_field(gateway: Gate
         "": "INVALID_PHONE_NUMBER",
     }
     for number, code in cases.items():
-        result = await gql(gateway.client, SEND_SMS, {"i": {"to": number, "body": "x"}}, owner.token)
+        result = await gql(
+            gateway.client, SEND_SMS, {"i": {"to": number, "body": "x"}}, owner.token
+        )
         assert error_codes(result) == [code], (number[:20], result)
         if code == "INVALID_PHONE_NUMBER":
             assert "to" in result["errors"][0]["extensions"]["details"]
@@ -213,9 +215,7 @@ async def test_two_callbacks_racing_never_move_a_message_backwards(gateway: Gate
         return response.status_code
 
     assert await asyncio.gather(*(post(s) for s in ("delivered", "sent", "queued"))) == [200] * 3
-    await eventually(
-        lambda: _processed(sid, 3), "the three callbacks are processed"
-    )
+    await eventually(lambda: _processed(sid, 3), "the three callbacks are processed")
     assert (await status_is(gateway, owner, gid, "DELIVERED")())["status"] == "DELIVERED"
 
 
