@@ -133,8 +133,8 @@ async def subscribe_status(gw: Gateway, owner: Account, gid: str, until: set[str
     ws_url = gw.url.replace("http://", "ws://") + "/graphql"
     seen: list[str] = []
     async with websockets.connect(ws_url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
-        await ws.send(json.dumps({"type": "connection_init",
-                                  "payload": {"authorization": f"Bearer {owner.token}"}}))  # fmt: skip
+        auth = {"authorization": f"Bearer {owner.token}"}
+        await ws.send(json.dumps({"type": "connection_init", "payload": auth}))
         assert json.loads(await ws.recv())["type"] == "connection_ack"
         await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
             "query": "subscription($id: ID!) { messageStatus(id: $id) { status errorCode } }",
