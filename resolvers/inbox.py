@@ -28,6 +28,7 @@ import datetime as dt
 import logging
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from email.utils import parseaddr
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -221,52 +222,58 @@ async def _conversation_for(
         return await qs.get(channel=incoming.channel.value, address=incoming.sender)
 
 
-async def file_message(tenant_id: int, incoming: Incoming) -> Message | None:
-    """File one incoming message (module docstring); None when it was filed already."""
-    async with in_transaction() as conn:
-        if await Message.filter(provider_sid=incoming.provider_sid).using_db(conn).exists():
-            return None
-        conversation = await _conversation_for(tenant_id, incoming, conn)
-        message = await Message.create(
-            tenant_id=tenant_id,
-            direction=Direction.INBOUND.value,
-            channel=incoming.channel.value,
-            kind="inbound",
-            recipient=incoming.recipient,
-            sender=incoming.sender,
-            body=incoming.body,
-            subject=incoming.subject[:300],
-            media_urls=incoming.media_urls,
-            status=MessageStatus.RECEIVED.value,
-            provider="twilio" if incoming.channel != Channel.EMAIL else "mailbox",
-            provider_sid=incoming.provider_sid,
-            conversation_id=conversation.id,
-            status_changed_at=now(),
-            using_db=conn,
-        )
-        conversation.unread += 1
-        conversation.last_message_at = message.created_at or now()
-        conversation.last_preview = (incoming.body or "(media)")[:PREVIEW_CHARS]
-        fields = ["unread", "last_message_at", "last_preview", "updated_at"]
-        if conversation.status != ConversationStatus.OPEN.value:
-            conversation.status = ConversationStatus.OPEN.value
-            conversation.closed_at = None
-            fields += ["status", "closed_at"]
-        await conversation.save(using_db=conn, update_fields=fields)
-        await emit(tenant_id, "message.received", messaging.event_data(message), connection=conn)
-        await _updated(conversation, conn)
-        if incoming.channel != Channel.EMAIL:
-            word = messaging.keyword(incoming.body)
-            if word == "OUT":
-                await messaging.opt_out(
-                    tenant_id,
-                    incoming.sender,
-                    OptOutReason.KEYWORD,
-                    detail=f"replied {incoming.body.strip().upper()[:20]}",
-                    connection=conn,
-                )
-            elif word == "IN":
-                await messaging.opt_in(tenant_id, incoming.sender, connection=conn)
+async def file_message(
+    tenant_id: int, incoming: Incoming, *, connection: BaseDBAsyncClient | None = None
+) -> Message | None:
+    """File one incoming message (module docstring); None when it was filed already. With
+    `connection`, in the caller's transaction (the mailbox intake's)."""
+    if connection is None:
+        async with in_transaction() as tx:
+            return await file_message(tenant_id, incoming, connection=tx)
+    conn = connection
+    if await Message.filter(provider_sid=incoming.provider_sid).using_db(conn).exists():
+        return None
+    conversation = await _conversation_for(tenant_id, incoming, conn)
+    message = await Message.create(
+        tenant_id=tenant_id,
+        direction=Direction.INBOUND.value,
+        channel=incoming.channel.value,
+        kind="inbound",
+        recipient=incoming.recipient,
+        sender=incoming.sender,
+        body=incoming.body,
+        subject=incoming.subject[:300],
+        media_urls=incoming.media_urls,
+        status=MessageStatus.RECEIVED.value,
+        provider="twilio" if incoming.channel != Channel.EMAIL else "mailbox",
+        provider_sid=incoming.provider_sid,
+        conversation_id=conversation.id,
+        status_changed_at=now(),
+        using_db=conn,
+    )
+    conversation.unread += 1
+    conversation.last_message_at = message.created_at or now()
+    conversation.last_preview = (incoming.body or "(media)")[:PREVIEW_CHARS]
+    fields = ["unread", "last_message_at", "last_preview", "updated_at"]
+    if conversation.status != ConversationStatus.OPEN.value:
+        conversation.status = ConversationStatus.OPEN.value
+        conversation.closed_at = None
+        fields += ["status", "closed_at"]
+    await conversation.save(using_db=conn, update_fields=fields)
+    await emit(tenant_id, "message.received", messaging.event_data(message), connection=conn)
+    await _updated(conversation, conn)
+    if incoming.channel != Channel.EMAIL:
+        word = messaging.keyword(incoming.body)
+        if word == "OUT":
+            await messaging.opt_out(
+                tenant_id,
+                incoming.sender,
+                OptOutReason.KEYWORD,
+                detail=f"replied {incoming.body.strip().upper()[:20]}",
+                connection=conn,
+            )
+        elif word == "IN":
+            await messaging.opt_in(tenant_id, incoming.sender, connection=conn)
     return message
 
 
@@ -280,18 +287,22 @@ async def file_email_reply(
     message_id: str,
     in_reply_to: list[str],
     name: str = "",
+    connection: BaseDBAsyncClient | None = None,
 ) -> Message | None:
     """A mail read by the mailbox intake: filed when it answers one of the organization's
     own mails (its In-Reply-To or References names one of our Message-IDs)."""
     wanted = [m for m in in_reply_to if m][:20]
     if not wanted or not message_id:
         return None
-    if not await scoped(OutboundEmail, tenant_id).filter(message_id__in=wanted).exists():
+    ours = scoped(OutboundEmail, tenant_id).filter(message_id__in=wanted).using_db(connection)
+    if not await ours.exists():
         return None
+    shown_name, raw_address = parseaddr(sender)
     try:
-        address = normalize_email(sender, "from")
+        address = normalize_email(raw_address, "from")
     except GatewayError:
         return None
+    name = name or shown_name
     return await file_message(
         tenant_id,
         Incoming(
@@ -304,6 +315,7 @@ async def file_email_reply(
             name=name,
             subject=subject,
         ),
+        connection=connection,
     )
 
 
