@@ -240,3 +240,43 @@ async def test_roles_and_a_foreign_tenants_message(gateway: Gateway) -> None:
     assert (await gql(gateway.client, MESSAGE, {"id": gid}, other.token))["data"]["node"] is None
     row = await Message.get(id=decode_id(gid, "Message"))
     assert row.tenant_id != 0
+
+
+SET_CREDENTIAL = """mutation($i: SetCredentialInput!) {
+  setTenantCredential(input: $i) { credential { id } verified } }"""
+
+
+async def test_a_tenants_own_twilio_account(gateway: Gateway) -> None:
+    owner = await register(gateway.client)
+    account = "AC" + "7e" * 16
+    secrets = {
+        "accountSid": account,
+        "authToken": "tenant-own-token-123456",
+        "phoneNumber": "+1 415 555 0199",
+        "baseUrl": f"{gateway.url}/sandbox/twilio",
+    }
+    refused = await gql(
+        gateway.client, SET_CREDENTIAL,
+        {"i": {"provider": "TWILIO", "secrets": {**secrets, "authToken": "invalid-token"}}},
+        owner.token,
+    )  # fmt: skip
+    assert error_codes(refused) == ["BAD_USER_INPUT"]
+    assert "secrets.authToken" in refused["errors"][0]["extensions"]["details"]
+    saved = await gql(
+        gateway.client, SET_CREDENTIAL, {"i": {"provider": "TWILIO", "secrets": secrets}},
+        owner.token,
+    )  # fmt: skip
+    assert saved["data"]["setTenantCredential"]["verified"] is True, saved
+    number = unique_number()
+    gid = await send_sms(gateway, owner, number)
+    await eventually(status_is(gateway, owner, gid, "ACCEPTED", "DELIVERED"), "taken")
+    [request] = [
+        r for r in gateway.sandbox.recorded
+        if r["method"] == "POST" and number.replace("+", "%2B") in str(r["body"])
+    ]  # fmt: skip
+    assert request["path"] == f"/2010-04-01/Accounts/{account}/Messages.json"
+    sent = dict(_form(request["body"]))
+    assert sent["From"] == "+14155550199"  # stored in E.164
+    # Its callbacks are signed with its own token: they go to its own webhook source, not
+    # to the system address, so none is asked for here.
+    assert "StatusCallback" not in sent
