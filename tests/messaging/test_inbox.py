@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any
 
+import httpx
 import websockets
+from strawberry import relay
 
 from models.messaging import Message
+from schema.relay import decode_id
 from tests.conftest import Account, error_codes, eventually, gql, register
 from tests.credentials.test_credentials import member_token
 from tests.messaging.conftest import SEND_SMS, Gateway, send_sms, status_is, unique_number
@@ -156,8 +160,6 @@ async def test_assign_close_reopen_filters_and_roles(gateway: Gateway) -> None:
     await gateway.inbound(number, "Question one")
     found = await eventually(one_for(gateway, owner.token, number), "filed")
     support, support_id = await member_token(gateway.settings, owner, "SUPPORT")
-    from strawberry import relay
-
     user_gid = str(relay.GlobalID("User", str(support_id)))
     assigned = await gql(gateway.client, ASSIGN, {"i": {
         "conversationId": found["id"], "assigneeId": user_gid}}, owner.token)  # fmt: skip
@@ -244,3 +246,49 @@ async def test_draft_reply_reads_the_conversation_and_the_crm_record(gateway: Ga
     read_only, _ = await member_token(gateway.settings, owner, "READ_ONLY")
     answer = await gql(gateway.client, DRAFT, {"i": {"conversationId": found["id"]}}, read_only)
     assert error_codes(answer) == ["FORBIDDEN"]
+
+
+async def test_draft_reply_streams_and_respects_the_ai_quota(gateway: Gateway, store: Any) -> None:
+    from gateway.app import create_app
+    from resolvers import inbox
+    from tests.conftest import free_port, make_settings, running_server
+    from tests.messaging.conftest import settings_for
+
+    owner = await register(gateway.client)
+    tenant_id = int(decode_id(owner.org_id, "Organization"))
+    filed = await inbox.file_message(
+        tenant_id,
+        inbox.Incoming(
+            channel=inbox.Channel.SMS, sender=unique_number(), recipient="+15005550006",
+            body="Is the shop open on Sunday?", media_urls=[], provider_sid=f"SM{uuid.uuid4().hex}",
+        ),
+    )  # fmt: skip
+    assert filed is not None
+    gid = str(relay.GlobalID("InboxConversation", str(filed.conversation_id)))
+    ws_url = gateway.url.replace("http://", "ws://") + "/graphql"
+    async with websockets.connect(ws_url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
+        auth = {"authorization": f"Bearer {owner.token}"}
+        await ws.send(json.dumps({"type": "connection_init", "payload": auth}))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        query = """subscription($i: DraftReplyInput!) { draftReply(input: $i) {
+          delta finishReason usage { completionTokens } } }"""
+        await ws.send(json.dumps({"id": "d", "type": "subscribe", "payload": {
+            "query": query, "variables": {"i": {"conversationId": gid}}}}))  # fmt: skip
+        chunks = []
+        while True:
+            message = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            if message["type"] == "complete":
+                break
+            assert message["type"] == "next", message
+            chunks.append(message["payload"]["data"]["draftReply"])
+    assert "".join(c["delta"] for c in chunks) and chunks[-1]["finishReason"]
+    assert chunks[-1]["usage"]["completionTokens"] > 0
+    # No tokens left this month: refused before the AI is asked.
+    port = free_port()
+    app = create_app(
+        make_settings(**settings_for(store.url, port, ai_monthly_token_quota=0)),
+        configure_logs=False,
+    )
+    async with running_server(app, port) as url, httpx.AsyncClient(base_url=url) as client:
+        refused = await gql(client, DRAFT, {"i": {"conversationId": gid}}, owner.token)
+    assert error_codes(refused) == ["QUOTA_EXCEEDED"], refused
