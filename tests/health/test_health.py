@@ -117,7 +117,7 @@ async def _probe_phases(client: httpx.AsyncClient, token: str, vendor: str) -> N
         return ready if probe and probe["ok"] and probe["latency_ms"] >= 40 else None
 
     ready = await eventually(slow_probe, "a good probe through the latency fault")
-    assert ready["status"] == "healthy"
+    assert ready["status"] == "healthy", ready["providers"]
     openai = ready["providers"]["openai"]
     assert openai["status"] == "operational" and openai["credential_source"] == "system"
     assert ready["providers"]["resend"]["status"] == "sandbox"
@@ -149,7 +149,7 @@ async def _probe_phases(client: httpx.AsyncClient, token: str, vendor: str) -> N
     assert health["status"] == "DEGRADED"
     assert {c["name"]: c["ok"] for c in health["checks"]} == {"store": True, "migrations": True}
     by_provider = {p["provider"]: p for p in health["providers"]}
-    assert set(by_provider) == {"OPENAI", "RESEND", "SENDGRID", "ROSSUM"}
+    assert set(by_provider) == {"OPENAI", "RESEND", "SENDGRID", "ROSSUM", "TWILIO"}
     assert by_provider["OPENAI"]["status"] == "DOWN"
     probe = by_provider["OPENAI"]["probe"]
     assert probe["ok"] is False and probe["failuresInARow"] >= 2
@@ -219,6 +219,7 @@ async def test_unconfigured_providers_make_the_gateway_degraded_not_unready(stor
         "resend": "unconfigured",
         "sendgrid": "unconfigured",
         "rossum": "unconfigured",
+        "twilio": "unconfigured",
     }
 
 
@@ -289,7 +290,8 @@ async def test_an_unconfigured_mail_provider_is_no_fault_while_another_sends(sto
         settings = make_settings(
             database_url=store.url, sandbox_enabled=False, openai_api_key="sk-" + "x" * 40,
             health_probe_seconds=0,
-            **{"rossum_username": "ap@acme.test", "rossum_password": "p" * 12, **overrides},
+            **{"rossum_username": "ap@acme.test", "rossum_password": "p" * 12, **TWILIO,
+               **overrides},
         )  # fmt: skip
         app = create_app(settings, configure_logs=False)
         transport = httpx.ASGITransport(app=app)
@@ -302,3 +304,12 @@ async def test_an_unconfigured_mail_provider_is_no_fault_while_another_sends(sto
     assert await status(sendgrid_api_key="SG." + "x" * 40) == "healthy"
     # Rossum has no stand-in: without it invoices cannot be read, whatever sends mail.
     assert await status(smtp_host="smtp.example.com", rossum_username="") == "degraded"
+    # Nor Twilio: without it no SMS, WhatsApp or verification code goes out.
+    assert await status(smtp_host="smtp.example.com", twilio_account_sid="") == "degraded"
+
+
+TWILIO = {
+    "twilio_account_sid": "AC" + "0" * 32,
+    "twilio_auth_token": "t" * 32,
+    "twilio_phone_number": "+14155550123",
+}
