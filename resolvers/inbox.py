@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from tortoise.transactions import in_transaction
 
 from kit.errors import BadUserInput, GatewayError
 from kit.phones import e164
-from kit.text import normalize_email
+from kit.text import normalize_email, text_problem
 from models.contacts import Contact
 from models.inbox import ConversationStatus, InboxConversation
 from models.mail import OutboundEmail
@@ -69,6 +70,11 @@ UPDATED = "inbox.conversation_updated"
 
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def mail_key(message_id: str) -> str:
+    """A mail's unique key among messages: its Message-ID, hashed to fit (they can be long)."""
+    return "mail:" + hashlib.sha256(message_id.encode()).hexdigest()[:40]
 
 
 def conversation_data(row: InboxConversation) -> dict[str, object]:
@@ -311,7 +317,7 @@ async def file_email_reply(
             recipient=recipient[:320],
             body=text[:20_000],
             media_urls=[],
-            provider_sid=f"mail:{message_id}"[:64],
+            provider_sid=mail_key(message_id),
             name=name,
             subject=subject,
         ),
@@ -395,6 +401,22 @@ class ReplyIn:
     media_urls: list[str]
 
 
+MAX_MAIL_REPLY_CHARS = 100_000
+
+
+def _mail_body(body: str, media_urls: list[str]) -> str:
+    if media_urls:
+        raise BadUserInput("Mail replies carry text only.", details={"mediaUrls": "not by mail"})
+    if len(body) > MAX_MAIL_REPLY_CHARS:
+        raise BadUserInput(
+            "The reply is too long.", details={"body": f"at most {MAX_MAIL_REPLY_CHARS} characters"}
+        )
+    problem = text_problem(body)
+    if problem or not body.strip():
+        raise BadUserInput("A reply needs text.", details={"body": problem or "is blank"})
+    return body
+
+
 @operation("inbox:write")
 async def reply(ctx: Context, conversation_id: int, request: ReplyIn) -> Message:
     """Send a reply on the conversation's channel; the conversation becomes PENDING."""
@@ -404,7 +426,7 @@ async def reply(ctx: Context, conversation_id: int, request: ReplyIn) -> Message
     channel = Channel(row.channel)
     media: list[str] = []
     if channel == Channel.EMAIL:
-        body = messaging.check_body(request.body, "body")
+        body = _mail_body(request.body, request.media_urls)
     elif channel == Channel.WHATSAPP:
         body, media, _, _ = messaging.check_whatsapp(
             messaging.SendWhatsAppIn(row.address, request.body, list(request.media_urls))
@@ -442,7 +464,7 @@ async def reply(ctx: Context, conversation_id: int, request: ReplyIn) -> Message
                 subject=subject[:300],
                 status=MessageStatus.ACCEPTED.value,
                 provider="mail",
-                provider_sid=f"mail:{email.message_id}"[:64],
+                provider_sid=mail_key(email.message_id),
                 conversation_id=locked.id,
                 author_id=principal.user_id,
                 using_db=conn,

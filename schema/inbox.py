@@ -87,7 +87,9 @@ class InboxConversation(ModelNode):
 @strawberry.input(description="A reply, sent on the conversation's channel.")
 class ReplyToConversationInput:
     conversation_id: relay.GlobalID = strawberry.field(description="Id of the conversation.")
-    body: str = strawberry.field(description="The text (SMS and WhatsApp: at most 1,600 chars).")
+    body: str = strawberry.field(
+        description="The text (SMS and WhatsApp: at most 1,600 characters; mail: 100,000)."
+    )
     media_urls: list[str] = strawberry.field(
         default_factory=list, description="Media URLs (WhatsApp only), up to 10."
     )
