@@ -15,7 +15,6 @@ import httpx
 import pytest
 
 from models.messaging import Channel, Message, MessageStatus
-from models.tenants import Tenant
 from providers import twilio
 from providers.http import ProviderConfig, ProviderHTTP
 from providers.sandbox.twilio import TwilioSandbox
@@ -202,9 +201,10 @@ async def test_a_worker_killed_during_a_bulk_send_sends_each_number_once(
         await eventually(lambda: batch_done(batch_id, 200), "the batch is sent", limit=120)
         sent = Counter(_created(sandbox))
         assert sorted(sent) == wanted and set(sent.values()) == {1}, sent.most_common(3)
-        tenant = await Tenant.get(id=decode_id(owner.org_id, "Organization"))
-        assert await Message.filter(tenant_id=tenant.id, batch_id=batch_id,
-                                    status=MessageStatus.ACCEPTED.value).count() == 200  # fmt: skip
+        statuses = Counter(await Message.filter(batch_id=batch_id).values_list("status", flat=True))
+        # ACCEPTED as sent; DELIVERED when the message caught in the kill was found at
+        # Twilio by the look-up (which reports the status Twilio has by then).
+        assert set(statuses) <= {"ACCEPTED", "DELIVERED"} and sum(statuses.values()) == 200
 
 
 def _created(sandbox: TwilioSandbox) -> list[str]:
