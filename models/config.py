@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tortoise.backends.base.config_generator import expand_db_url
+
 from kit.settings import Settings
 from models import MODEL_MODULES
 
@@ -22,8 +24,13 @@ def tortoise_config(settings: Settings) -> dict[str, Any]:
         # concurrent jobs plus requests. An explicit maxsize in the URL wins.
         if "maxsize=" not in url:
             url += ("&" if "?" in url else "?") + f"maxsize={settings.database_pool_size}"
+    connection = expand_db_url(url)
+    driver = connection["engine"].rsplit(".", 1)[-1]
+    if driver in ("sqlite", "asyncpg"):
+        # Tortoise's clients with transactions that survive cancellation (models/engines/).
+        connection["engine"] = f"models.engines.{driver}"
     return {
-        "connections": {"default": url},
+        "connections": {"default": connection},
         "apps": {
             "switchboard": {
                 "models": MODEL_MODULES,
