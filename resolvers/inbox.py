@@ -52,7 +52,7 @@ from resolvers.ai.plan import make_plan
 from resolvers.ai.streaming import stream_plan
 from resolvers.ai.types import ChatRequest, CompletionResult, MessageIn, StreamEvent
 from resolvers.context import Context
-from resolvers.crm import require_member
+from resolvers.crm import emit_change, require_member
 from resolvers.events import emit, global_id, row_id, subscribe
 from resolvers.jobs import JobContext, enqueue, job_handler
 from resolvers.operations import operation
@@ -192,11 +192,8 @@ async def _contact_for(
         notes=f"Created by the inbox from an incoming {incoming.channel.value} message.",
         using_db=connection,
     )
-    await emit(
-        tenant_id,
-        "contact.created",
-        {"id": global_id("Contact", contact.id), "source": "inbox"},
-        connection=connection,
+    await emit_change(
+        connection, tenant_id, "contact.created", "Contact", contact.id, source="inbox"
     )
     return contact
 
