@@ -180,8 +180,9 @@ PROVIDERS: dict[IntegrationProvider, ProviderSpec] = {
         "client_secret",
     ),
     # The auth token (it also verifies Twilio's signed callbacks) or an API key pair for
-    # the REST calls (`_check_twilio_auth`); the senders: an SMS number, a WhatsApp number,
-    # a Messaging Service (at least one).
+    # the REST calls (`_check_twilio`); the senders: an SMS number, a WhatsApp number, a
+    # Messaging Service (at least one); where Twilio posts the status of each message (the
+    # organization's `twilio` webhook source URL: its callbacks are signed with its token).
     IntegrationProvider.TWILIO: ProviderSpec(
         (
             _plain("account_sid"),
@@ -191,6 +192,7 @@ PROVIDERS: dict[IntegrationProvider, ProviderSpec] = {
             _opt("phone_number"),
             _opt("whatsapp_number"),
             _opt("messaging_service_sid"),
+            _opt("status_callback_url"),
             _opt("base_url"),
         ),
         "auth_token",
@@ -514,7 +516,7 @@ def clean_secrets(provider: IntegrationProvider, raw: Any, *, production: bool) 
     if provider is IntegrationProvider.ROSSUM and not problems:
         _check_rossum_auth(values, problems)
     if provider is IntegrationProvider.TWILIO and not problems:
-        _check_twilio(values, problems)
+        _check_twilio(values, problems, production=production)
     if problems:
         raise BadUserInput("Invalid credential.", details=problems)
     return values
@@ -538,7 +540,7 @@ _TWILIO_SIDS = {
 }
 
 
-def _check_twilio(values: dict[str, str], problems: dict[str, str]) -> None:
+def _check_twilio(values: dict[str, str], problems: dict[str, str], *, production: bool) -> None:
     """Twilio: SIDs of the right kind, an auth token or a whole API key pair, E.164
     senders, and at least one sender."""
     for name, pattern in _TWILIO_SIDS.items():
@@ -556,6 +558,9 @@ def _check_twilio(values: dict[str, str], problems: dict[str, str]) -> None:
                 values[name] = e164(values[name], f"secrets.{camel(name)}")
             except BadUserInput as exc:
                 problems.update(exc.details)
+    callback = values.get("status_callback_url")
+    if callback is not None and not _valid_url(callback, production=production):
+        problems["secrets.statusCallbackUrl"] = "must be an http(s) URL (its webhook source's)"
     if not {"phone_number", "whatsapp_number", "messaging_service_sid"} & values.keys():
         problems["secrets.phoneNumber"] = (
             "is required (or a whatsappNumber or messagingServiceSid): the sender"

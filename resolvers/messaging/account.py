@@ -10,8 +10,9 @@ Status callbacks: the operator's account and the sandbox sign them with the auth
 the system address `/webhooks/twilio` knows (TWILIO_AUTH_TOKEN, or the sandbox's), so
 each send names that URL as its `StatusCallback`. A tenant's own account signs with its
 own token, which the system address cannot know: its callbacks arrive at the tenant's
-webhook source (`createWebhookSource(provider: "twilio", secret: <auth token>)`), set in
-Twilio as the Messaging Service's status callback and the numbers' incoming URL.
+webhook source (`createWebhookSource(provider: "twilio", secret: <auth token>)`), whose URL
+the credential names as `statusCallbackUrl` (sent as each message's `StatusCallback`) and
+Twilio has as the numbers' incoming-message URL.
 """
 
 from __future__ import annotations
@@ -76,7 +77,9 @@ async def account_for(services: Services, tenant_id: int) -> TwilioAccount:
     client = twilio_client(ctx, credential, tenant_id)
     own = credential.source is CredentialSource.TENANT
     callback = None
-    if not own and credential.secrets.get("auth_token"):
+    if own:
+        callback = credential.secrets.get("status_callback_url") or None
+    elif credential.secrets.get("auth_token"):
         callback = f"{services.settings.base_url}{STATUS_PATH}"
     name = "twilio-sandbox" if _is_sandbox(services, credential) else "twilio"
     return TwilioAccount(client, credential, name, callback)

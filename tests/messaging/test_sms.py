@@ -247,21 +247,36 @@ SET_CREDENTIAL = """mutation($i: SetCredentialInput!) {
 
 
 async def test_a_tenants_own_twilio_account(gateway: Gateway) -> None:
+    """Its own account, verified on save; its callbacks signed with its own token reach its
+    own webhook source (named as the credential's statusCallbackUrl), not the system one."""
     owner = await register(gateway.client)
-    account = "AC" + "7e" * 16
+    account, token = "AC" + "7e" * 16, "tenant-own-token-123456"
+    source = await gql(
+        gateway.client,
+        """mutation($i: CreateWebhookSourceInput!) { createWebhookSource(input: $i) { url } }""",
+        {"i": {"provider": "twilio", "secret": token}},
+        owner.token,
+    )
+    source_url = source["data"]["createWebhookSource"]["url"]
     secrets = {
         "accountSid": account,
-        "authToken": "tenant-own-token-123456",
+        "authToken": token,
         "phoneNumber": "+1 415 555 0199",
+        "statusCallbackUrl": source_url,
         "baseUrl": f"{gateway.url}/sandbox/twilio",
     }
-    refused = await gql(
-        gateway.client, SET_CREDENTIAL,
-        {"i": {"provider": "TWILIO", "secrets": {**secrets, "authToken": "invalid-token"}}},
-        owner.token,
-    )  # fmt: skip
-    assert error_codes(refused) == ["BAD_USER_INPUT"]
-    assert "secrets.authToken" in refused["errors"][0]["extensions"]["details"]
+    for bad, field in (
+        ({"authToken": "invalid-token"}, "secrets.authToken"),
+        ({"statusCallbackUrl": "javascript:alert(1)"}, "secrets.statusCallbackUrl"),
+        ({"accountSid": "AC123"}, "secrets.accountSid"),
+    ):
+        refused = await gql(
+            gateway.client, SET_CREDENTIAL,
+            {"i": {"provider": "TWILIO", "secrets": {**secrets, **bad}}}, owner.token,
+        )  # fmt: skip
+        assert error_codes(refused) == ["BAD_USER_INPUT"], refused
+        assert field in refused["errors"][0]["extensions"]["details"]
+        assert token not in str(refused)
     saved = await gql(
         gateway.client, SET_CREDENTIAL, {"i": {"provider": "TWILIO", "secrets": secrets}},
         owner.token,
@@ -269,7 +284,7 @@ async def test_a_tenants_own_twilio_account(gateway: Gateway) -> None:
     assert saved["data"]["setTenantCredential"]["verified"] is True, saved
     number = unique_number()
     gid = await send_sms(gateway, owner, number)
-    await eventually(status_is(gateway, owner, gid, "ACCEPTED", "DELIVERED"), "taken")
+    await eventually(status_is(gateway, owner, gid, "DELIVERED"), "delivered via its source")
     [request] = [
         r for r in gateway.sandbox.recorded
         if r["method"] == "POST" and number.replace("+", "%2B") in str(r["body"])
@@ -277,6 +292,7 @@ async def test_a_tenants_own_twilio_account(gateway: Gateway) -> None:
     assert request["path"] == f"/2010-04-01/Accounts/{account}/Messages.json"
     sent = dict(_form(request["body"]))
     assert sent["From"] == "+14155550199"  # stored in E.164
-    # Its callbacks are signed with its own token: they go to its own webhook source, not
-    # to the system address, so none is asked for here.
-    assert "StatusCallback" not in sent
+    assert sent["StatusCallback"] == source_url
+    stored = await WebhookInbox.filter(provider="twilio", event_id__endswith=":delivered")
+    mine = [e for e in stored if e.payload.get("To") == number]
+    assert mine and mine[0].tenant_id is not None  # through the tenant's own source
