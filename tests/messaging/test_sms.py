@@ -236,6 +236,12 @@ async def test_roles_and_a_foreign_tenants_message(gateway: Gateway) -> None:
     bulk = """mutation($i: SendBulkSmsInput!) { sendBulkSms(input: $i) { batch { id } } }"""
     only = {"i": {"body": "x", "recipients": [{"to": unique_number()}]}}
     assert error_codes(await gql(gateway.client, bulk, only, support)) == ["FORBIDDEN"]
+    add = """mutation($i: AddPhoneOptOutInput!) { addPhoneOptOut(input: $i) { optOut { id } } }"""
+    number = {"i": {"number": unique_number()}}
+    assert error_codes(await gql(gateway.client, add, number, support)) == ["FORBIDDEN"]
+    listed = "query { phoneOptOuts(first: 5) { totalCount } }"
+    assert error_codes(await gql(gateway.client, listed, {}, support)) == ["FORBIDDEN"]
+    assert "errors" not in await gql(gateway.client, add, number, owner.token)
     other = await register(gateway.client)
     assert (await gql(gateway.client, MESSAGE, {"id": gid}, other.token))["data"]["node"] is None
     row = await Message.get(id=decode_id(gid, "Message"))
