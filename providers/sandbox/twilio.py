@@ -4,8 +4,9 @@ signed status callbacks, and incoming messages posted to the gateway.
 - **Auth**: HTTP Basic, the Account SID of the path and its auth token, or an API key
   (`SK…`) and its secret; none → 401 code 20003, a password containing `invalid` → 401
   20003, another account's SID in the user name → 403 20003 (`Authenticate`). Every
-  account is an account of its own (messages are visible only to it). The sandbox learns
-  an account's auth token from the requests made with it: that is what it signs with.
+  account is an account of its own (messages are visible only to it). The first auth
+  token an account is used with is its token (what its callbacks are signed with); any
+  other token for it is refused with 401 20003.
 - **Send**: `POST /2010-04-01/Accounts/{AccountSid}/Messages.json`, form-encoded: `To`,
   `From` or `MessagingServiceSid`, `Body` (≤ 1,600 characters), `MediaUrl` (repeated, ≤ 10,
   http(s)), `ContentSid` + `ContentVariables` (an approved template, below),
@@ -245,7 +246,10 @@ class TwilioSandbox(Sandbox):
             return account, None  # an API key of the account
         if user != account:
             return account, self.error_response(403, code="20003", message="Authenticate")
-        self.tokens[account] = password
+        # An account has one auth token: the first one seen is it, any other is refused
+        # (nobody can make the sandbox sign an account's callbacks with a token of theirs).
+        if self.tokens.setdefault(account, password) != password:
+            return account, self._error("20003")
         return account, None
 
     # Endpoints ----------------------------------------------------------------------
@@ -502,6 +506,8 @@ class TwilioSandbox(Sandbox):
         if login is None or not _ACCOUNT_SID.match(login[0]) or not login[1]:
             return self._error("20003")
         account, token = login
+        if self.tokens.setdefault(account, token) != token:
+            return self._error("20003")
         try:
             data = json.loads(await request.body())
         except ValueError:

@@ -222,3 +222,17 @@ def test_the_verifier_refuses_hostile_requests() -> None:
     ):
         with pytest.raises(SignatureInvalid):
             verifier.verify(headers, body, TOKEN, url=where)
+
+
+async def test_an_account_has_one_auth_token(served: Any) -> None:
+    _app, url, control = served
+    await client_for(url).send_message(to="+14155550100", sender="+15005550006", body="x")
+    other = client_for(url, twilio.TwilioCredential(ACCOUNT, "someone-elses-token"))
+    with pytest.raises(ProviderError) as refused:
+        await other.send_message(to="+14155550100", sender="+15005550006", body="x")
+    assert (refused.value.status, refused.value.vendor_code) == (401, "20003")
+    injected = await control.post(
+        "/_sandbox/inbound", auth=(ACCOUNT, "someone-elses-token"),
+        json={"from": "+14155550100", "to": "+15005550006", "body": "hi"},
+    )  # fmt: skip
+    assert injected.status_code == 401
