@@ -254,6 +254,8 @@ class Settings(BaseSettings):
     twilio_phone_number: str = ""
     twilio_whatsapp_number: str = ""
     twilio_messaging_service_sid: str = ""
+    # The approved WhatsApp template verification codes are sent with ({{1}}: the code).
+    twilio_verification_content_sid: str = Field("", pattern=r"^(HX[0-9a-fA-F]{32})?$")
     twilio_base_url: str = ""
     # Incoming messages to the operator's (shared) numbers belong to the organization that
     # last wrote to the sender; a sender nobody wrote to goes to the organization with this
@@ -561,6 +563,7 @@ _SYSTEM_CREDENTIALS: dict[str, dict[str, str]] = {
         "phone_number": "twilio_phone_number",
         "whatsapp_number": "twilio_whatsapp_number",
         "messaging_service_sid": "twilio_messaging_service_sid",
+        "verification_content_sid": "twilio_verification_content_sid",
         "base_url": "twilio_base_url",
     },
     "zoom": {

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import hmac
 import json
 import logging
@@ -192,6 +193,7 @@ PROVIDERS: dict[IntegrationProvider, ProviderSpec] = {
             _opt("phone_number"),
             _opt("whatsapp_number"),
             _opt("messaging_service_sid"),
+            _opt("verification_content_sid"),
             _opt("status_callback_url"),
             _opt("base_url"),
         ),
@@ -537,6 +539,7 @@ _TWILIO_SIDS = {
     "account_sid": re.compile(r"^AC[0-9a-fA-F]{32}$"),
     "api_key_sid": re.compile(r"^SK[0-9a-fA-F]{32}$"),
     "messaging_service_sid": re.compile(r"^MG[0-9a-fA-F]{32}$"),
+    "verification_content_sid": re.compile(r"^HX[0-9a-fA-F]{32}$"),
 }
 
 
@@ -626,6 +629,9 @@ SANDBOX_EXTRAS: dict[str, dict[str, str]] = {
         "account_sid": "AC" + "5a" * 16,
         "phone_number": "+15005550006",  # Twilio's test sender
         "whatsapp_number": "+15005550006",
+        # The sandbox's approved `verification_code` template (providers/sandbox/twilio.py).
+        "verification_content_sid": "HX"
+        + hashlib.md5(b"verification_code", usedforsecurity=False).hexdigest(),
     },
 }
 

@@ -39,7 +39,14 @@ from resolvers.context import Services
 from resolvers.jobs import JobContext, enqueue, job_handler
 from resolvers.messaging.account import TwilioAccount, account_for
 from resolvers.messaging.optout import opt_out, opted_out
-from resolvers.messaging.outbox import BATCH_JOB, REDACTED, SEALED_KIND, SEND_JOB, text_of
+from resolvers.messaging.outbox import (
+    BATCH_JOB,
+    REDACTED,
+    SEALED_KIND,
+    SEND_JOB,
+    code_of,
+    text_of,
+)
 from resolvers.messaging.tracking import TWILIO_STATUS, advance
 
 log = logging.getLogger("switchboard.messaging")
@@ -109,7 +116,7 @@ def _created_at(value: str) -> dt.datetime | None:
 
 
 async def _find_at_twilio(
-    account: TwilioAccount, message: Message, text: str
+    account: TwilioAccount, message: Message, text: str | None
 ) -> twilio.Message | None:
     """The message at Twilio when an earlier try's call went through (module docstring)."""
     since = (message.claimed_at or now()) - RECONCILE_SLACK
@@ -118,26 +125,42 @@ async def _find_at_twilio(
         created = _created_at(item.date_created)
         if created is None or created < since:
             continue
-        if not message.content_sid and item.body != text:
-            continue  # a template's text is Twilio's: any message since the claim fits
+        if text is not None and item.body != text:
+            continue  # (a template's text is Twilio's: any message since the claim fits)
         if await Message.filter(provider_sid=item.sid).exclude(id=message.id).exists():
             continue  # another of our messages with the same text
         return item
     return None
 
 
-async def _call(account: TwilioAccount, message: Message, text: str) -> Outcome:
+def _template(
+    services: Services, account: TwilioAccount, message: Message
+) -> tuple[str | None, dict[str, str]]:
+    """(Content SID, variables) to send: the message's own template, or for a
+    verification code on WhatsApp the account's verification template with the code."""
+    if message.content_sid:
+        return message.content_sid, {str(k): str(v) for k, v in message.content_variables.items()}
+    verification = account.credential.secrets.get("verification_content_sid")
+    if message.kind == SEALED_KIND and message.channel == Channel.WHATSAPP.value and verification:
+        code = code_of(services.settings, message)
+        if code:
+            return verification, {"1": code}
+    return None, {}
+
+
+async def _call(services: Services, account: TwilioAccount, message: Message, text: str) -> Outcome:
     channel = Channel(message.channel)
+    content_sid, variables = _template(services, account, message)
     try:
         sender, service = account.sender(channel)
         sent = await account.client.send_message(
             to=_to(message),
             sender=sender,
             messaging_service_sid=service,
-            body=text or None,
+            body=None if content_sid else (text or None),
             media_urls=message.media_urls,
-            content_sid=message.content_sid,
-            content_variables={str(k): str(v) for k, v in message.content_variables.items()},
+            content_sid=content_sid,
+            content_variables=variables,
             status_callback=account.status_callback,
         )
     except ProviderError as err:
@@ -160,13 +183,14 @@ async def attempt(
     text = text_of(services.settings, message)
     if look_up:
         try:
-            earlier = await _find_at_twilio(account, message, text)
+            templated = _template(services, account, message)[0] is not None
+            earlier = await _find_at_twilio(account, message, None if templated else text)
         except ProviderError as err:
             return Outcome(MessageStatus.SENDING, error=f"could not look the message up: {err}")
         if earlier is not None:
             status = TWILIO_STATUS.get(earlier.status, MessageStatus.ACCEPTED)
             return Outcome(status, earlier.sid, segments=earlier.num_segments)
-    return await _call(account, message, text)
+    return await _call(services, account, message, text)
 
 
 async def record(

@@ -3,6 +3,7 @@ caller's transaction with a `message.queued` event; nothing is sent here."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -22,15 +23,26 @@ REDACTED = "[verification code]"
 BATCH_JOB = "messaging.send_batch"
 
 
-def seal(settings: Settings, text: str) -> str:
-    return vault_for(settings.vault_keys).encrypt(text)
+def seal(settings: Settings, text: str, code: str) -> str:
+    """A verification message's text and code, sealed with the vault."""
+    return vault_for(settings.vault_keys).encrypt(json.dumps({"text": text, "code": code}))
+
+
+def _opened(settings: Settings, message: Message) -> dict[str, str]:
+    if message.kind == SEALED_KIND and message.body and message.body != REDACTED:
+        opened = json.loads(vault_for(settings.vault_keys).decrypt(message.body))
+        return {str(k): str(v) for k, v in opened.items()}
+    return {"text": message.body}
 
 
 def text_of(settings: Settings, message: Message) -> str:
     """The text to send (a sealed one opened)."""
-    if message.kind == SEALED_KIND and message.body and message.body != REDACTED:
-        return vault_for(settings.vault_keys).decrypt(message.body)
-    return message.body
+    return _opened(settings, message).get("text", "")
+
+
+def code_of(settings: Settings, message: Message) -> str | None:
+    """A sealed verification message's code (for a WhatsApp template's variable)."""
+    return _opened(settings, message).get("code")
 
 
 def shown_body(message: Message) -> str:

@@ -1,9 +1,11 @@
 """Verification codes: a signed-in member proves they hold a phone number.
 
-`sendVerificationCode(phone, channel)` sends a 6-digit code by SMS or WhatsApp (the
-approved `verification_code` template on WhatsApp when the account has one configured,
-else text); `checkVerificationCode(phone, code)` checks it and records the number on the
-user (`phone`, `phoneVerifiedAt`).
+`sendVerificationCode(phone, channel)` sends a 6-digit code by SMS or WhatsApp (on
+WhatsApp as the account's approved verification template, `verificationContentSid` /
+TWILIO_VERIFICATION_CONTENT_SID, with the code as its variable {{1}}, since WhatsApp takes
+only templates from a business the person has not written to in 24 hours; as text when
+the account names none); `checkVerificationCode(phone, code)` checks it and records the
+number on the user (`phone`, `phoneVerifiedAt`).
 
 - Codes are stored as an HMAC-SHA256 keyed with the first vault key (never as they are;
   a leaked table cannot be tried offline without the key), compared in constant time.
@@ -129,7 +131,7 @@ async def send_code(ctx: Context, phone: str, channel: Channel) -> SentCode:
             channel=channel,
             kind=SEALED_KIND,
             recipient=number,
-            body=seal(settings, body),
+            body=seal(settings, body, code),
             author_id=user_id,
             connection=conn,
         )

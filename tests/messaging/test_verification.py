@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 
 from gateway.app import create_app
 from models.messaging import Message, VerificationCode
+from resolvers.credentials import SANDBOX_EXTRAS
 from schema.relay import decode_id
 from tests.conftest import Account, error_codes, eventually, gql, make_settings, register
 from tests.conftest import running_server as serve
@@ -58,11 +60,12 @@ async def send(gw: Gateway, owner: Account, phone: str, channel: str = "SMS") ->
 
 
 async def code_sent_to(gw: Gateway, phone: str, channel: str = "SMS") -> str:
-    """The code as the handset would read it: from the sandbox's record of the send."""
+    """The code as the handset would read it: the text of the sandbox's latest message to
+    the number (a template's rendered)."""
     to = f"whatsapp:{phone}" if channel == "WHATSAPP" else phone
 
     async def found() -> str | None:
-        bodies = [m["Body"] for m in gw.created() if m["To"] == to]
+        bodies = [m["body"] for m in gw.sandbox.messages.values() if m["to"] == to]
         return bodies[-1] if bodies else None
 
     body = await eventually(found, "the code reaches the sandbox")
@@ -225,11 +228,17 @@ async def test_hostile_input_and_callers(codes: Gateway) -> None:
     assert error_codes(anonymous) == ["UNAUTHENTICATED"]
 
 
-async def test_a_code_by_whatsapp(codes: Gateway) -> None:
+async def test_a_code_by_whatsapp_goes_as_the_approved_template(codes: Gateway) -> None:
+    """WhatsApp takes only templates from a business the person has not written to: the
+    code is the account's verification template's variable (never outside the vault)."""
     owner = await register(codes.client)
     phone = unique_number()
-    await codes.inbound(phone, "hi", channel="whatsapp")  # opens WhatsApp's 24-hour window
     sent = await send(codes, owner, phone, "WHATSAPP")
     assert sent["message"]["channel"] == "WHATSAPP"
     code = await code_sent_to(codes, phone, "WHATSAPP")
+    [request] = [m for m in codes.created() if m["To"] == f"whatsapp:{phone}"]
+    assert request["ContentSid"] == SANDBOX_EXTRAS["twilio"]["verification_content_sid"]
+    assert json.loads(request["ContentVariables"]) == {"1": code} and "Body" not in request
+    row = await Message.get(id=decode_id(sent["message"]["id"], "Message"))
+    assert code not in json.dumps(row.content_variables) and code not in row.body
     assert "errors" not in await check(codes, owner, phone, code)
