@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import logging
 from collections.abc import AsyncGenerator
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from email.utils import parseaddr
 from typing import Any
 
+from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
@@ -56,7 +58,7 @@ from resolvers.crm import emit_change, require_member
 from resolvers.events import emit, global_id, row_id, subscribe
 from resolvers.jobs import JobContext, enqueue, job_handler
 from resolvers.operations import operation
-from resolvers.pagination import Order, Page, page_of
+from resolvers.pagination import Order, Page, check_page_size, encode_cursor, page_of
 from resolvers.webhooks_in import inbox_handler
 
 log = logging.getLogger("switchboard.inbox")
@@ -377,10 +379,58 @@ async def get_conversation(
 async def conversation_messages(
     ctx: Context, conversation_id: int, *, first: int | None, after: str | None
 ) -> Page[Message]:
-    """A conversation's messages, oldest first."""
+    """A conversation's messages, oldest first. The first page of every conversation a
+    list reaches is read in one query (a DataLoader); later pages one by one."""
     principal = ctx.require("inbox:read")
     qs = scoped(Message, principal.tenant_id).filter(conversation_id=conversation_id)
-    return await page_of(ctx, qs, first=first, after=after, order=Order("id"))
+    if after is not None:
+        return await page_of(ctx, qs, first=first, after=after, order=Order("id"))
+    limit = check_page_size(first, ctx.settings.max_page_size)
+    loader = ctx.loader(
+        f"inbox.first_messages:{limit}",
+        functools.partial(_first_pages, principal.tenant_id, limit),
+    )
+    page: Page[Message] = await loader.load(conversation_id)
+    return page
+
+
+async def _first_pages(tenant_id: int, limit: int, ids: list[int]) -> list[Page[Message]]:
+    """The first `limit` messages of each conversation in `ids`, in one query (a window
+    function numbers each conversation's messages; SQLite and PostgreSQL both have it)."""
+    rows: list[Message] = []
+    if limit and ids:
+        conn = connections.get("default")
+        marks = (
+            [f"${i}" for i in range(1, len(ids) + 3)]
+            if conn.capabilities.dialect == "postgres"
+            else ["?"] * (len(ids) + 2)
+        )
+        table = Message._meta.db_table
+        sql = (
+            f"SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY conversation_id "  # noqa: S608
+            f'ORDER BY id) AS rn FROM "{table}" WHERE tenant_id = {marks[0]} AND '
+            f"conversation_id IN ({', '.join(marks[1:-1])})) AS numbered WHERE rn <= {marks[-1]}"
+        )
+        _, found = await conn.execute_query(sql, [tenant_id, *ids, limit + 1])
+        wanted = [int(r["id"]) for r in found]
+        rows = list(await Message.filter(id__in=wanted, tenant_id=tenant_id).order_by("id"))
+    by_conversation: dict[int, list[Message]] = {}
+    for row in rows:
+        by_conversation.setdefault(row.conversation_id or 0, []).append(row)
+    pages = []
+    for conversation_id in ids:
+        mine = by_conversation.get(conversation_id, [])
+        items = mine[:limit]
+        pages.append(
+            Page(
+                items=items,
+                cursors=[encode_cursor(r, Order("id")) for r in items],
+                has_next=len(mine) > limit,
+                has_previous=False,
+                query=scoped(Message, tenant_id).filter(conversation_id=conversation_id),
+            )
+        )
+    return pages
 
 
 async def load_contacts(ctx: Context, ids: list[int]) -> dict[int, Contact]:

@@ -302,3 +302,47 @@ async def test_draft_reply_streams_and_respects_the_ai_quota(gateway: Gateway, s
     async with running_server(app, port) as url, httpx.AsyncClient(base_url=url) as client:
         refused = await gql(client, DRAFT, {"i": {"conversationId": gid}}, owner.token)
     assert error_codes(refused) == ["QUOTA_EXCEEDED"], refused
+
+
+async def test_each_conversations_first_messages_in_a_list(gateway: Gateway) -> None:
+    """The first page of each conversation's messages, read for a whole list at once, is
+    each conversation's own, in order, with the right page info; the next page follows."""
+    from resolvers import inbox
+
+    owner = await register(gateway.client)
+    tenant_id = int(decode_id(owner.org_id, "Organization"))
+    numbers = [unique_number() for _ in range(3)]
+    for count, number in zip((3, 1, 2), numbers, strict=True):
+        for i in range(count):
+            await inbox.file_message(
+                tenant_id,
+                inbox.Incoming(
+                    channel=inbox.Channel.SMS, sender=number, recipient="+15005550006",
+                    body=f"{number} #{i}", media_urls=[], provider_sid=f"SM{uuid.uuid4().hex}",
+                ),
+            )  # fmt: skip
+    query = """query { inboxConversations(first: 10) { edges { node { id address
+      messages(first: 2) { totalCount pageInfo { hasNextPage endCursor }
+        edges { node { body } } } } } } }"""
+    body = await gql(gateway.client, query, token=owner.token)
+    assert "errors" not in body, body
+    found = {e["node"]["address"]: e["node"] for e in body["data"]["inboxConversations"]["edges"]}
+    assert set(found) == set(numbers)
+    for count, number in zip((3, 1, 2), numbers, strict=True):
+        messages = found[number]["messages"]
+        bodies = [e["node"]["body"] for e in messages["edges"]]
+        assert bodies == [f"{number} #{i}" for i in range(min(count, 2))]
+        assert messages["pageInfo"]["hasNextPage"] is (count > 2)
+        assert messages["totalCount"] == count
+    rest = await gql(
+        gateway.client,
+        """query($id: ID!, $a: String) { inboxConversation(id: $id) {
+          messages(first: 2, after: $a) { edges { node { body } } } } }""",
+        {
+            "id": found[numbers[0]]["id"],
+            "a": found[numbers[0]]["messages"]["pageInfo"]["endCursor"],
+        },
+        owner.token,
+    )
+    edges = rest["data"]["inboxConversation"]["messages"]["edges"]
+    assert [e["node"]["body"] for e in edges] == [f"{numbers[0]} #2"]
