@@ -120,7 +120,9 @@ async def _find_at_twilio(
 ) -> twilio.Message | None:
     """The message at Twilio when an earlier try's call went through (module docstring)."""
     since = (message.claimed_at or now()) - RECONCILE_SLACK
-    found = await account.client.list_messages(to=_to(message), sent_after=since.date())
+    # The newest messages to the number, filtered here by creation time: Twilio's DateSent
+    # filter skips a message still queued (it has no date_sent yet).
+    found = await account.client.list_messages(to=_to(message))
     for item in found:
         created = _created_at(item.date_created)
         if created is None or created < since:
