@@ -346,3 +346,27 @@ async def test_each_conversations_first_messages_in_a_list(gateway: Gateway) -> 
     )
     edges = rest["data"]["inboxConversation"]["messages"]["edges"]
     assert [e["node"]["body"] for e in edges] == [f"{numbers[0]} #2"]
+
+
+async def test_a_stranger_at_the_system_address_goes_to_the_inbound_tenant(
+    store: Any, worker: Any, client: httpx.AsyncClient
+) -> None:
+    """Nobody wrote to the sender: TWILIO_INBOUND_TENANT's organization gets it."""
+    from gateway.app import create_app
+    from models.tenants import Tenant
+    from tests.conftest import free_port, make_settings, running_server
+    from tests.messaging.conftest import Gateway, settings_for
+
+    owner = await register(client)
+    slug = (await Tenant.get(id=decode_id(owner.org_id, "Organization"))).slug
+    port = free_port()
+    overrides = settings_for(store.url, port, twilio_inbound_tenant=slug)
+    app = create_app(make_settings(**overrides), configure_logs=False)
+    sandbox = app.state.services.sandboxes["twilio"]
+    async with running_server(app, port) as url, httpx.AsyncClient(base_url=url) as http:
+        await worker(**overrides)
+        gw = Gateway(http, url, make_settings(**overrides), sandbox, app)
+        number = unique_number()
+        await gw.inbound(number, "Hello? Who is this?")
+        found = await eventually(one_for(gw, owner.token, number), "filed for the slug")
+        assert found["contact"]["phone"] == number
