@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from gateway.http import files as file_routes
 from gateway.http import graphiql, health
+from gateway.http import identity as identity_routes
 from gateway.http import mail as mail_routes
 from gateway.http import metrics as metrics_routes
 from gateway.http import sandbox as sandbox_routes
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         *metrics_routes.routes(services),
         *webhook_routes.routes(services),
         *mail_routes.routes(),
+        *identity_routes.routes(services),
         *file_routes.routes(services),
         *sandbox_routes.routes(services),
         *(graphiql.routes() if settings.graphiql_enabled else []),

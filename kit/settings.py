@@ -232,6 +232,26 @@ class Settings(BaseSettings):
     rossum_password: SecretStr | None = Field(
         None, validation_alias=AliasChoices("rossum_password", "rossum_pass")
     )
+    # Sign-in with Google (OpenID Connect) and GitHub (OAuth): the product documents' names.
+    # Without a client id, and with sandboxes on, the gateway's own emulators sign people in.
+    google_client_id: str = Field(
+        "", validation_alias=AliasChoices("google_client_id", "google_id")
+    )
+    google_client_secret: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("google_client_secret", "google_secret")
+    )
+    google_issuer: str = "https://accounts.google.com"  # discovery at /.well-known/...
+    github_client_id: str = Field(
+        "", validation_alias=AliasChoices("github_client_id", "github_id")
+    )
+    github_client_secret: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("github_client_secret", "github_secret")
+    )
+    github_base_url: str = "https://github.com"  # authorize and token endpoints
+    github_api_url: str = "https://api.github.com"
+    # How long a sign-in may take at the provider, and the one-time code's life after it.
+    oauth_flow_seconds: int = Field(600, ge=30, le=3600)
+    login_code_seconds: int = Field(60, ge=5, le=600)
     # The gateway's own Rossum sandbox moves an annotation one state this often (seconds).
     rossum_sandbox_step_seconds: float = Field(0.5, ge=0, le=60)
     # Invoices: after a submit, Rossum's hook normally tells when an annotation moves on;
@@ -273,8 +293,6 @@ class Settings(BaseSettings):
     zoom_account_id: str = ""
     zoom_client_id: str = ""
     zoom_client_secret: SecretStr | None = None
-    google_client_id: str = ""
-    google_client_secret: SecretStr | None = None
     notion_api_key: SecretStr | None = None
     run_worker: bool = True
     # Jobs and events (gateway/worker.py): a claimed job's lease (renewed while it runs;

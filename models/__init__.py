@@ -7,6 +7,7 @@ module here.
 MODEL_MODULES: list[str] = [
     "models.tenants",
     "models.accounts",
+    "models.identity",
     "models.members",
     "models.apikeys",
     "models.mail",

@@ -38,7 +38,15 @@ from resolvers.context import Context, Services
 from resolvers.events import emit, global_id
 from resolvers.operations import operation
 from resolvers.pagination import Page, page_of
-from resolvers.storage import ObjectMissing, from_bytes, object_key, safe_filename, storage_of
+from resolvers.spool import Spooled
+from resolvers.storage import (
+    ObjectMissing,
+    Stored,
+    from_bytes,
+    object_key,
+    safe_filename,
+    storage_of,
+)
 
 MB = 1024 * 1024
 MAX_FILES_PER_REQUEST = 10  # the product documents' "up to 10 PDFs per request"
@@ -172,23 +180,58 @@ async def store_stream(
     key = object_key(tenant_id, POLICIES[purpose].segment)
     checked = Checked(chunks, purpose, name)
     stored = await store.put(key, checked.__aiter__())
+    assert checked.content_type is not None  # Checked raised otherwise
+    return await _record(services, tenant_id, user_id, purpose, name, checked.content_type, stored)
+
+
+async def store_spooled(
+    services: Services,
+    *,
+    tenant_id: int,
+    user_id: int | None,
+    purpose: FilePurpose,
+    spooled: Spooled,
+    default_name: str = "file",
+) -> File:
+    """`store_stream` for an upload the request already spooled (hashed and sniffed on
+    arrival, `resolvers/spool.py`): checked against the purpose, then handed to storage."""
+    policy = POLICIES[purpose]
+    if spooled.size > policy.max_bytes:
+        raise _too_large(policy, purpose)
+    if spooled.content_type is None or spooled.content_type not in policy.types:
+        raise _wrong_type(policy, purpose)
+    name = safe_filename(spooled.filename or default_name)
+    key = object_key(tenant_id, policy.segment)
+    stored = await storage_of(services).put_spooled(key, spooled)
+    return await _record(services, tenant_id, user_id, purpose, name, spooled.content_type, stored)
+
+
+async def _record(
+    services: Services,
+    tenant_id: int,
+    user_id: int | None,
+    purpose: FilePurpose,
+    name: str,
+    content_type: str,
+    stored: Stored,
+) -> File:
     try:
         async with in_transaction() as conn:
             row = await File.create(
                 using_db=conn,
                 tenant_id=tenant_id,
                 name=name,
-                content_type=checked.content_type,
+                content_type=content_type,
                 size=stored.size,
                 sha256=stored.sha256,
                 purpose=purpose.value,
-                storage_key=key,
+                storage_key=stored.key,
                 status=FileStatus.READY.value,
                 created_by_id=user_id,
             )
             await emit(tenant_id, "file.uploaded", _file_event(row), connection=conn)
     except BaseException:
-        await store.delete(key)
+        await storage_of(services).delete(stored.key)
         raise
     return row
 
@@ -214,17 +257,14 @@ async def store_bytes(
 
 
 @operation("files:write")
-async def upload_file(
-    ctx: Context, *, purpose: FilePurpose, filename: str, chunks: AsyncIterator[bytes]
-) -> File:
+async def upload_file(ctx: Context, *, purpose: FilePurpose, upload: Spooled) -> File:
     principal = ctx.require_principal()
-    return await store_stream(
+    return await store_spooled(
         ctx.services,
         tenant_id=principal.tenant_id,
         user_id=principal.user_id,
         purpose=purpose,
-        filename=filename,
-        chunks=chunks,
+        spooled=upload,
     )
 
 

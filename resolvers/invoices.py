@@ -27,7 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -54,6 +54,7 @@ from resolvers.events import Event, emit, follow, global_id, listener, row_id
 from resolvers.jobs import JobContext, enqueue, job_handler
 from resolvers.operations import operation
 from resolvers.pagination import Page, page_of
+from resolvers.spool import Spooled
 from resolvers.storage import storage_of
 from resolvers.webhooks_in import inbox_handler
 
@@ -176,17 +177,17 @@ async def _from_file(file: File, source: InvoiceSource, created_by_id: int | Non
 
 
 @operation("invoices:write")
-async def upload_invoice(ctx: Context, *, filename: str, chunks: AsyncIterator[bytes]) -> Invoice:
+async def upload_invoice(ctx: Context, *, upload: Spooled) -> Invoice:
     """Store an uploaded PDF (the files area's INVOICE purpose: a PDF by its bytes, at most
     16 MB) and start reading it."""
     principal = ctx.require("invoices:write")
-    stored = await files.store_stream(
+    stored = await files.store_spooled(
         ctx.services,
         tenant_id=principal.tenant_id,
         user_id=principal.user_id,
         purpose=FilePurpose.INVOICE,
-        filename=filename,
-        chunks=chunks,
+        spooled=upload,
+        default_name="invoice.pdf",
     )
     return await _from_file(stored, InvoiceSource.UPLOAD, principal.user_id)
 

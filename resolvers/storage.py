@@ -18,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import errno
 import hashlib
 import hmac
 import json
 import os
 import re
+import shutil
 import time
 import unicodedata
 import uuid
@@ -44,6 +46,7 @@ from providers.objects import (
 )
 from providers.s3 import S3Storage
 from resolvers.context import Services
+from resolvers.spool import Spooled, read_chunks
 
 __all__ = [
     "BadRange",
@@ -203,6 +206,26 @@ class LocalStorage:
             raise
         return Stored(key=key, size=size, sha256=digest.hexdigest())
 
+    async def adopt(self, key: str, spooled: Spooled) -> Stored:
+        """Move a spooled upload into place under `key` (a rename when it was spooled in
+        `partial`, as `Storage.spool_dir` arranges; a copy from another disk)."""
+        path = self._path(key)
+
+        def move() -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.replace(spooled.path, path)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                temp = self.partial / uuid.uuid4().hex
+                self.partial.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(spooled.path, temp)
+                os.replace(temp, path)
+
+        await asyncio.to_thread(move)
+        return Stored(key=key, size=spooled.size, sha256=spooled.sha256)
+
     async def head(self, key: str) -> ObjectHead:
         try:
             stat = await asyncio.to_thread(self._path(key).stat)
@@ -282,6 +305,20 @@ class Storage:
     @property
     def kind(self) -> str:
         return self.backend.kind
+
+    @property
+    def spool_dir(self) -> Path | None:
+        """Where uploads are spooled while they arrive: beside the local objects (so
+        storing one is a rename on the same disk), else the system's temporary directory."""
+        return self.backend.partial if isinstance(self.backend, LocalStorage) else None
+
+    async def put_spooled(self, key: str, spooled: Spooled) -> Stored:
+        """Store a spooled upload under `key`: the local backend takes the file itself
+        (its size and SHA-256 were computed while it was spooled), others stream it."""
+        content_type = spooled.content_type or "application/octet-stream"
+        if isinstance(self.backend, LocalStorage):
+            return await self.backend.adopt(key, spooled)
+        return await self.backend.put(key, read_chunks(spooled.path), content_type)
 
     async def put(
         self,

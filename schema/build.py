@@ -22,6 +22,7 @@ from schema import (
     credentials,
     events,
     files,
+    identity,
     inbox,
     integrations,
     invoices,
@@ -43,6 +44,7 @@ from schema.relay import resolve_global_id
 # Every area module that contributes root fields. Add a new area here.
 AREAS: list[ModuleType] = [
     accounts,
+    identity,
     members,
     apikeys,
     credentials,

@@ -5,7 +5,6 @@ uploads with a presigned PUT (`createUploadUrl` → `completeUpload`), `files`, 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
 from enum import Enum
 from typing import Annotated, Any, ClassVar
 
@@ -17,10 +16,9 @@ from strawberry.types import Info
 from kit.errors import BadUserInput
 from models import files as models
 from resolvers import files as file_ops
+from resolvers.spool import Spooled
 from schema.permissions import mutation, query
 from schema.relay import After, Connection, First, ModelNode, decode_id, encode_id
-
-READ_CHUNK = 256 * 1024
 
 
 @strawberry.enum(description="What a file is for; each purpose has its own types and size limit.")
@@ -150,18 +148,14 @@ class DeleteFilePayload:
     deleted_id: relay.GlobalID = strawberry.field(description="Id of the deleted file.")
 
 
-def require_file_part(value: Any, field: str = "file") -> None:
-    """BAD_USER_INPUT unless `value` is a file part of a multipart request (not a value in
-    the variables or the query)."""
-    if not callable(getattr(value, "read", None)):
+def spooled_of(value: Any, field: str = "file") -> Spooled:
+    """The spooled file of a multipart request's file part; BAD_USER_INPUT when `value`
+    is anything else (a value in the variables or the query)."""
+    spooled = getattr(value, "spooled", None)
+    if not isinstance(spooled, Spooled):
         problem = "send the file as a part of a multipart request (GraphQL multipart spec)"
         raise BadUserInput(f"{field}: {problem}", details={field: problem})
-
-
-async def chunks_of(upload: Any) -> AsyncIterator[bytes]:
-    """The upload's bytes as they are read from the request's spooled part."""
-    while chunk := await upload.read(READ_CHUNK):
-        yield chunk
+    return spooled
 
 
 @strawberry.type
@@ -204,12 +198,10 @@ class Mutation:
         f"most {file_ops.MAX_FILES_PER_REQUEST} files per request.",
     )
     async def upload_file(self, info: Info, input: UploadFileInput) -> UploadFilePayload:
-        require_file_part(input.file)
         row = await file_ops.upload_file(
             info.context,
             purpose=models.FilePurpose[input.purpose.name],
-            filename=getattr(input.file, "filename", None) or "file",
-            chunks=chunks_of(input.file),
+            upload=spooled_of(input.file),
         )
         return UploadFilePayload(file=File.from_row(row))
 

@@ -15,7 +15,7 @@ from strawberry.types import Info
 from models.invoices import Invoice as InvoiceRow
 from models.invoices import InvoiceSource, InvoiceStatus
 from resolvers import invoices
-from schema.files import chunks_of, require_file_part
+from schema.files import spooled_of
 from schema.permissions import mutation, query, subscription
 from schema.relay import After, Connection, First, ModelNode, decode_id
 
@@ -186,12 +186,7 @@ class Mutation:
         "`invoiceStatus`.",
     )
     async def upload_invoice(self, info: Info, input: UploadInvoiceInput) -> InvoicePayload:
-        require_file_part(input.file)
-        row = await invoices.upload_invoice(
-            info.context,
-            filename=getattr(input.file, "filename", None) or "invoice.pdf",
-            chunks=chunks_of(input.file),
-        )
+        row = await invoices.upload_invoice(info.context, upload=spooled_of(input.file))
         return InvoicePayload(invoice=Invoice.from_row(row))
 
     @mutation(

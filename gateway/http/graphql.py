@@ -56,6 +56,7 @@ from kit.errors import GatewayError
 from resolvers import authority, files, viewer_cache
 from resolvers.auth import authenticate, bearer_token
 from resolvers.context import Context, Services
+from resolvers.storage import storage_of
 from schema.errors import finish_errors
 from schema.metrics import record_cached_operation
 
@@ -255,6 +256,7 @@ class GatewayGraphQL(GraphQL):
                     request,
                     max_files=files.MAX_FILES_PER_REQUEST,
                     max_file_bytes=files.MAX_FILE_BYTES,
+                    spool_dir=storage_of(self.services).spool_dir,
                 )
                 response = await self.run(request)
             except GatewayError as exc:

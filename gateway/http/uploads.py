@@ -7,14 +7,17 @@ them: the CSRF rule, the caller, and a parser that refuses while the body stream
   else 400 `CSRF_PREFLIGHT_REQUIRED`.
 - Only a signed-in caller's body is read at all (401 otherwise), so anonymous uploads
   never reach the disk.
-- Each file part is spooled (to memory up to 1 MiB, then to a temporary file, never the
-  whole body in memory); a part past the largest purpose limit stops the read with 413,
-  more than the per-request number of files with 413 too. The resolver then streams the
-  spooled part to storage, checking the purpose's own limit and type as it goes.
+- Each file part is spooled to disk as it arrives (`resolvers/spool.py`: hashed and
+  sniffed on the way, in the local storage's own directory so that storing it is a
+  rename); a part past the largest purpose limit stops the read with 413, more than the
+  per-request number of files with 413 too. The resolver then checks the purpose's own
+  limit and type on the spooled file and hands it to storage.
 """
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 from starlette.datastructures import UploadFile
@@ -22,6 +25,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from kit.errors import BadUserInput, GatewayError, PayloadTooLarge, Unauthenticated
+from resolvers.spool import Spooled, SpoolWriter
 
 PREFLIGHT_HEADERS = ("apollo-require-preflight", "x-apollo-operation-name")
 MAX_FIELDS = 4  # operations, map (and room for a stray field or two)
@@ -36,35 +40,65 @@ class _TooLarge(MultiPartException):
     pass
 
 
-class _SpooledUpload(UploadFile):
-    """A file part spooled to this machine's temporary file: written and read in place.
-    Starlette hands every chunk of a rolled-over part to a worker thread (one hop per
-    64 KiB, which made a 16 MB upload spend most of its time switching threads); writing
-    to the page cache takes microseconds, less than the hop itself."""
+class SpooledPart(UploadFile):
+    """A file part written to a spool file as it streams: `spooled` (size, SHA-256, sniffed
+    type, path) once the part is whole. Closing it removes the spool file unless storage
+    took it."""
 
-    @property
-    def _in_memory(self) -> bool:
-        return True
+    def __init__(self, writer: SpoolWriter, filename: str | None, headers: Any) -> None:
+        super().__init__(file=None, size=0, filename=filename, headers=headers)  # type: ignore[arg-type]
+        self.writer = writer
+        self.spooled: Spooled | None = None
+        self._reader: Any = None
 
-    def _will_roll(self, size_to_add: int) -> bool:
-        return False
+    async def write(self, data: bytes) -> None:
+        self.size = (self.size or 0) + len(data)
+        await self.writer.write(data)
+
+    async def seek(self, offset: int) -> None:
+        # Starlette seeks to 0 when the part ended: the moment the spool file is whole.
+        if self.spooled is None:
+            self.spooled = await self.writer.finish()
+        if self._reader is not None:
+            self._reader.seek(offset)
+
+    async def read(self, size: int = -1) -> bytes:
+        if self.spooled is None:
+            self.spooled = await self.writer.finish()
+        if self._reader is None:
+            self._reader = await asyncio.to_thread(open, self.spooled.path, "rb")
+        data: bytes = await asyncio.to_thread(self._reader.read, size)
+        return data
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+        self.writer.discard()
 
 
 class _CappedParser(MultiPartParser):
-    """Starlette's streaming parser with a byte limit per file part."""
+    """Starlette's streaming parser with a byte limit per file part, spooling file parts
+    through `SpoolWriter` into `spool_dir`."""
+
+    def __init__(
+        self, *args: Any, max_file_bytes: int, spool_dir: Path | None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_file_bytes = max_file_bytes
+        self.spool_dir = spool_dir
+        self.parts: list[SpooledPart] = []
+        self._part_bytes = 0
 
     def on_headers_finished(self) -> None:
         super().on_headers_finished()
         part = self._current_part.file
         if part is not None:
-            self._current_part.file = _SpooledUpload(
-                file=part.file, size=0, filename=part.filename, headers=part.headers
+            part.file.close()  # Starlette's own spool, unused
+            spooled = SpooledPart(
+                SpoolWriter(self.spool_dir, part.filename or ""), part.filename, part.headers
             )
-
-    def __init__(self, *args: Any, max_file_bytes: int, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.max_file_bytes = max_file_bytes
-        self._part_bytes = 0
+            self.parts.append(spooled)
+            self._current_part.file = spooled
 
     def on_part_begin(self) -> None:
         super().on_part_begin()
@@ -85,7 +119,9 @@ def is_multipart(scope: Any) -> bool:
     return False
 
 
-async def read_multipart(request: Request, *, max_files: int, max_file_bytes: int) -> None:
+async def read_multipart(
+    request: Request, *, max_files: int, max_file_bytes: int, spool_dir: Path | None
+) -> None:
     """Check and parse a multipart GraphQL request; the form is left on `request` (where
     strawberry's `request.form()` finds it). Raises a coded GatewayError."""
     if not any(request.headers.get(h) for h in PREFLIGHT_HEADERS):
@@ -101,9 +137,15 @@ async def read_multipart(request: Request, *, max_files: int, max_file_bytes: in
         max_files=max_files,
         max_fields=MAX_FIELDS,
         max_file_bytes=max_file_bytes,
+        spool_dir=spool_dir,
     )
     try:
-        request._form = await parser.parse()
+        try:
+            request._form = await parser.parse()
+        except BaseException:
+            for part in parser.parts:  # nothing half-spooled stays on disk
+                await part.close()
+            raise
     except _TooLarge as exc:
         raise PayloadTooLarge(exc.message, limit=max_file_bytes) from None
     except MultiPartException as exc:

@@ -7,7 +7,7 @@ from tortoise import fields
 from tortoise.indexes import Index
 
 class Migration(migrations.Migration):
-    dependencies = [('switchboard', '0007_invoices')]
+    dependencies = [('switchboard', '0008_identity')]
 
     initial = False
 

@@ -45,8 +45,12 @@ async def upload(
     )
 
 
-async def snapshot(app: Any) -> tuple[int, list[str]]:
-    return await File.all().count(), await storage_of(app.state.services).keys()
+async def snapshot(app: Any) -> tuple[int, list[str], list[str]]:
+    """Rows, objects, and what is left in the spool directory (nothing, between requests)."""
+    storage = storage_of(app.state.services)
+    spool = storage.spool_dir
+    spooled = sorted(p.name for p in spool.iterdir()) if spool and spool.exists() else []
+    return await File.all().count(), await storage.keys(), spooled
 
 
 async def test_upload_download_and_ranges(client: httpx.AsyncClient, owner: Account) -> None:
@@ -269,3 +273,51 @@ async def test_upload_without_a_file_part(client: httpx.AsyncClient, owner: Acco
         token=owner.token,
     )
     assert error_codes(body) == ["BAD_USER_INPUT"]
+
+
+async def test_a_client_gone_mid_upload_leaves_nothing_spooled(owner: Account, app: Any) -> None:
+    before = await snapshot(app)
+    operations = {"query": UPLOAD, "variables": {"input": {"file": None, "purpose": "DOCUMENT"}}}
+    boundary = "cut0ff"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="operations"\r\n\r\n'
+        f"{json.dumps(operations)}\r\n--{boundary}\r\n"
+        'Content-Disposition: form-data; name="map"\r\n\r\n'
+        f"{json.dumps({'0': ['variables.input.file']})}\r\n--{boundary}\r\n"
+        'Content-Disposition: form-data; name="0"; filename="half.pdf"\r\n'
+        "Content-Type: application/pdf\r\n\r\n"
+    ).encode()
+    messages = [
+        {"type": "http.request", "body": head + PDF_BYTES, "more_body": True},
+        {"type": "http.request", "body": b"\x00" * (3 * 1024 * 1024), "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/graphql",
+        "raw_path": b"/graphql",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"test"),
+            (b"content-type", f"multipart/form-data; boundary={boundary}".encode()),
+            (b"authorization", f"Bearer {owner.token}".encode()),
+            (b"apollo-require-preflight", b"true"),
+        ],
+        "client": ("127.0.0.1", 5000),
+        "server": ("test", 80),
+    }
+    await app(scope, receive, send)
+    assert await snapshot(app) == before

@@ -1,0 +1,116 @@
+"""`/auth/{provider}/start` and `/auth/{provider}/callback`: sign-in with Google or GitHub
+(resolvers/identity.py has the flow).
+
+The start sets a cookie that binds the sign-in to this browser (HttpOnly, SameSite=Lax so
+it comes back with the provider's top-level redirect, limited to `/auth/`); the callback
+needs it, so a sign-in link someone else started cannot sign this browser in. The callback
+never puts tokens in a URL: the browser goes to `{FRONTEND_URL}/auth/callback` with
+`#code=…` (a one-time code for `exchangeLoginCode`) or `#error=CODE`; fragments reach
+neither the front end's server nor its logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from gateway.http.responses import error_body, gateway_error_body
+from kit.errors import GatewayError
+from providers.errors import ProviderError
+from providers.oauth import SignInRefused
+from resolvers import identity
+from resolvers.context import Context, Services
+
+log = logging.getLogger("switchboard.identity")
+
+COOKIE = "sb_oauth"
+NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+
+def _context(services: Services, request: Request) -> Context:
+    state = request.scope.get("state", {})
+    return Context(
+        services=services,
+        request_id=state.get("request_id") or secrets.token_hex(8),
+        client_ip=state.get("client_ip", "unknown"),
+        user_agent=request.headers.get("user-agent", "")[:300],
+        request=request,
+    )
+
+
+def _provider(request: Request) -> str:
+    provider = str(request.path_params["provider"])
+    if provider not in identity.PROVIDERS:
+        raise identity.ProviderUnavailable(f"There is no sign-in with {provider!r}.")
+    return provider
+
+
+def _to_front_end(services: Services, **fragment: str) -> RedirectResponse:
+    url = f"{services.settings.app_url}/auth/callback#{urlencode(fragment)}"
+    response = RedirectResponse(url, 302, headers=NO_STORE)
+    response.delete_cookie(COOKIE, path="/auth/")
+    return response
+
+
+def routes(services: Services) -> list[BaseRoute]:
+    async def start(request: Request) -> Response:
+        try:
+            provider = _provider(request)
+            browser = secrets.token_urlsafe(32)
+            url = await identity.start_sign_in(
+                _context(services, request),
+                provider,
+                browser,
+                hint=request.query_params.get("login_hint"),
+            )
+        except GatewayError as exc:
+            body = gateway_error_body(request.url.path, exc, None)
+            return Response(body, exc.http_status, media_type="application/json")
+        except ProviderError as exc:
+            log.warning("sign-in start failed", extra={"error": str(exc)})
+            message = "The sign-in provider is unavailable; try again."
+            body = error_body(request.url.path, "UPSTREAM_UNAVAILABLE", message, None)
+            return Response(body, 503, media_type="application/json")
+        response = RedirectResponse(url, 302, headers=NO_STORE)
+        response.set_cookie(
+            COOKIE,
+            browser,
+            max_age=services.settings.oauth_flow_seconds,
+            path="/auth/",
+            httponly=True,
+            secure=services.settings.base_url.startswith("https://"),
+            samesite="lax",
+        )
+        return response
+
+    async def callback(request: Request) -> Response:
+        query = request.query_params
+        try:
+            provider = _provider(request)
+            code = await identity.finish_sign_in(
+                _context(services, request),
+                provider,
+                state=query.get("state", ""),
+                code=query.get("code", ""),
+                error=query.get("error", ""),
+                browser_secret=request.cookies.get(COOKIE, ""),
+            )
+        except SignInRefused as exc:
+            log.info("sign-in refused", extra={"reason": exc.code})
+            return _to_front_end(services, error=exc.code)
+        except GatewayError as exc:
+            return _to_front_end(services, error=exc.code)
+        except ProviderError as exc:
+            log.warning("sign-in callback failed", extra={"error": str(exc)})
+            return _to_front_end(services, error="OAUTH_PROVIDER_UNAVAILABLE")
+        return _to_front_end(services, code=code)
+
+    return [
+        Route("/auth/{provider}/start", start, methods=["GET"]),
+        Route("/auth/{provider}/callback", callback, methods=["GET"]),
+    ]

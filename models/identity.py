@@ -1,0 +1,61 @@
+"""Sign-in with outside accounts: the accounts linked to a user, the sign-ins under way
+(state, PKCE verifier, nonce, until the provider sends the person back), and the
+one-time codes the front end turns into a session."""
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class LinkedAccount(Model):
+    """A Google or GitHub account that signs a user in (one person at the provider, by
+    the provider's stable subject id, never by email)."""
+
+    id = fields.BigIntField(primary_key=True)
+    user: fields.ForeignKeyRelation = fields.ForeignKeyField(
+        "switchboard.User", related_name=False, on_delete=fields.CASCADE
+    )
+    user_id: int
+    provider = fields.CharField(max_length=32)
+    subject = fields.CharField(max_length=255)
+    email = fields.CharField(max_length=320)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    last_used_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "linked_accounts"
+        unique_together = (("provider", "subject"),)
+
+
+class OAuthFlow(Model):
+    """One sign-in on its way through the provider: found again by its state (hashed),
+    and only from the browser that started it (the cookie's hash)."""
+
+    id = fields.BigIntField(primary_key=True)
+    provider = fields.CharField(max_length=32)
+    state_hash = fields.CharField(max_length=64, unique=True)
+    browser_hash = fields.CharField(max_length=64)
+    verifier = fields.CharField(max_length=128)
+    nonce = fields.CharField(max_length=128)
+    expires_at = fields.DatetimeField()
+    used_at = fields.DatetimeField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "oauth_flows"
+
+
+class LoginCode(Model):
+    """What the callback hands the front end instead of tokens: used once, soon."""
+
+    id = fields.BigIntField(primary_key=True)
+    user: fields.ForeignKeyRelation = fields.ForeignKeyField(
+        "switchboard.User", related_name=False, on_delete=fields.CASCADE
+    )
+    user_id: int
+    code_hash = fields.CharField(max_length=64, unique=True)
+    expires_at = fields.DatetimeField()
+    used_at = fields.DatetimeField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "login_codes"
