@@ -33,6 +33,7 @@ MATRIX: dict[str, frozenset[Role]] = {
     "members:invite": frozenset({O, M}),  # which roles: MANAGES below
     "members:manage": frozenset({O, M}),  # which roles: MANAGES below
     "apikeys:manage": frozenset({O, M}),
+    "sso:manage": frozenset({O}),
     # CRM
     "crm:read": ALL,
     "crm:write": frozenset({O, M, S}),

@@ -1,15 +1,15 @@
 """Sign-in with an outside account: Google (OpenID Connect) and GitHub (OAuth 2.0), both
 as the authorization code flow with PKCE, over the shared provider layer.
 
-authlib supplies the protocol's parts: the random state, nonce and verifier, the S256
-challenge, and the ID token's checks (signature against the issuer's published keys,
-issuer, audience, expiry, nonce: `authlib.oidc.core.CodeIDToken`). GitHub has no ID token:
-the identity is its user and the verified primary email from its emails API.
+authlib supplies the protocol's parts: the random state, nonce and verifier and the S256
+challenge; its JOSE library, joserfc (which authlib's own `authlib.jose` now defers to),
+the ID token's checks: signature against the issuer's published keys, issuer, audience,
+authorized party, expiry, nonce. GitHub has no ID token: the identity is its user and the
+verified primary email from its emails API.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,14 +17,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 from authlib.common.security import generate_token
-from authlib.jose import JsonWebKey, jwt
-from authlib.jose.errors import JoseError
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
-from authlib.oidc.core import CodeIDToken
-from joserfc.errors import JoseError as RfcJoseError  # what authlib.jose raises now
+from joserfc import jwt
+from joserfc.errors import InvalidKeyIdError, JoseError
+from joserfc.jwk import KeySet
 
 from providers.errors import ProviderError
-from providers.http import ProviderConfig, ProviderHTTP, Timeouts
+from providers.http import ProviderConfig, ProviderHTTP, ProviderResponse, Timeouts
 from providers.retry import RetryPolicy
 
 GOOGLE = ProviderConfig(
@@ -77,42 +76,67 @@ class Secrets:
         return str(create_s256_code_challenge(self.verifier))
 
 
-def _form(values: Mapping[str, str]) -> tuple[str, dict[str, str]]:
-    return urlencode(values), {"Content-Type": "application/x-www-form-urlencoded"}
+async def _redeem(
+    http: ProviderHTTP, url: str, form: Mapping[str, str], *, guard: bool
+) -> ProviderResponse:
+    """POST the code to the token endpoint; a 4xx (a bad, used or stolen code, a wrong
+    verifier) refuses the sign-in, other failures are the provider's."""
+    try:
+        return await http.request(
+            "POST",
+            url,
+            operation="oauth.token",
+            data=urlencode(form),
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Accept": "application/json",
+            },
+            guard_url=guard,
+        )
+    except ProviderError as err:
+        if err.status is not None and 400 <= err.status < 500:
+            raise SignInRefused(
+                "OAUTH_CODE_REFUSED", f"The provider refused the sign-in: {err}"
+            ) from None
+        raise
 
 
-def _refused(err: ProviderError) -> SignInRefused:
-    return SignInRefused("OAUTH_CODE_REFUSED", f"The provider refused the sign-in: {err}")
+# Google, and any OpenID Connect issuer ---------------------------------------------
 
 
-# Google ------------------------------------------------------------------------------
-
-
-async def google_discovery(http: ProviderHTTP, issuer: str) -> dict[str, Any]:
-    """The issuer's OpenID configuration (cached for an hour per process)."""
+async def oidc_discovery(http: ProviderHTTP, issuer: str, *, guard: bool = False) -> dict[str, Any]:
+    """The issuer's OpenID configuration (cached for an hour per process). `guard`: the
+    issuer was set by a tenant (single sign-on), so every URL goes through the outbound
+    address guard."""
     cached = _discovered.get(issuer)
     if cached is not None and cached[0] > time.monotonic():
         return cached[1]
     url = f"{issuer.rstrip('/')}/.well-known/openid-configuration"
-    answer = await http.request("GET", url, operation="oidc.discovery")
+    answer = await http.request("GET", url, operation="oidc.discovery", guard_url=guard)
     document = answer.json()
     if not isinstance(document, dict) or document.get("issuer") != issuer.rstrip("/"):
         raise ProviderError(http.config.name, "oidc.discovery", message="issuer mismatch")
+    for name in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
+        if not isinstance(document.get(name), str):
+            raise ProviderError(http.config.name, "oidc.discovery", message=f"no {name}")
     _discovered[issuer] = (time.monotonic() + _DISCOVERY_SECONDS, document)
     return document
 
 
-async def _jwks(http: ProviderHTTP, uri: str, *, refresh: bool = False) -> Any:
+async def _jwks(http: ProviderHTTP, uri: str, *, refresh: bool = False, guard: bool) -> Any:
     cached = _keys.get(uri)
     if cached is not None and cached[0] > time.monotonic() and not refresh:
         return cached[1]
-    answer = await http.request("GET", uri, operation="oidc.keys")
-    keys = JsonWebKey.import_key_set(answer.json())
+    answer = await http.request("GET", uri, operation="oidc.keys", guard_url=guard)
+    try:
+        keys = KeySet.import_key_set(answer.json())
+    except (JoseError, ValueError, TypeError, KeyError) as exc:
+        raise ProviderError(http.config.name, "oidc.keys", message=f"bad key set: {exc}") from None
     _keys[uri] = (time.monotonic() + _DISCOVERY_SECONDS, keys)
     return keys
 
 
-async def google_authorize_url(
+async def oidc_authorize_url(
     http: ProviderHTTP,
     *,
     issuer: str,
@@ -120,8 +144,10 @@ async def google_authorize_url(
     redirect_uri: str,
     secrets: Secrets,
     login_hint: str | None = None,
+    prompt: str | None = None,
+    guard: bool = False,
 ) -> str:
-    document = await google_discovery(http, issuer)
+    document = await oidc_discovery(http, issuer, guard=guard)
     params = {
         "response_type": "code",
         "client_id": client_id,
@@ -131,14 +157,15 @@ async def google_authorize_url(
         "nonce": secrets.nonce,
         "code_challenge": secrets.challenge,
         "code_challenge_method": "S256",
-        "prompt": "select_account",
     }
+    if prompt:
+        params["prompt"] = prompt
     if login_hint:
         params["login_hint"] = login_hint
     return f"{document['authorization_endpoint']}?{urlencode(params)}"
 
 
-async def google_identity(
+async def oidc_identity(
     http: ProviderHTTP,
     *,
     issuer: str,
@@ -147,10 +174,15 @@ async def google_identity(
     code: str,
     redirect_uri: str,
     secrets: Secrets,
+    guard: bool = False,
+    provider: str = "google",
 ) -> Identity:
-    """Redeem the code (with the PKCE verifier) and check the ID token it brings."""
-    document = await google_discovery(http, issuer)
-    body, headers = _form(
+    """Redeem the code (with the PKCE verifier) and check the ID token it brings: Google,
+    or (`provider`, `guard`) an organization's own OpenID Connect issuer."""
+    document = await oidc_discovery(http, issuer, guard=guard)
+    answer = await _redeem(
+        http,
+        document["token_endpoint"],
         {
             "grant_type": "authorization_code",
             "code": code,
@@ -158,25 +190,18 @@ async def google_identity(
             "client_id": client_id,
             "client_secret": client_secret,
             "code_verifier": secrets.verifier,
-        }
+        },
+        guard=guard,
     )
-    try:
-        answer = await http.request(
-            "POST", document["token_endpoint"], operation="oauth.token", data=body, headers=headers
-        )
-    except ProviderError as err:
-        if err.status is not None and 400 <= err.status < 500:
-            raise _refused(err) from None
-        raise
     id_token = (answer.json() or {}).get("id_token")
     if not isinstance(id_token, str):
         raise SignInRefused("OAUTH_ID_TOKEN_INVALID", "The provider sent no ID token.")
-    claims = await _verified_claims(http, document, id_token, client_id, secrets.nonce)
+    claims = await _verified_claims(http, document, id_token, client_id, secrets.nonce, guard)
     email = str(claims.get("email") or "").strip().lower()
     if not email:
         raise SignInRefused("OAUTH_EMAIL_MISSING", "The provider shared no email address.")
     return Identity(
-        provider="google",
+        provider=provider,
         subject=str(claims["sub"]),
         email=email,
         email_verified=claims.get("email_verified") is True,
@@ -185,30 +210,35 @@ async def google_identity(
 
 
 async def _verified_claims(
-    http: ProviderHTTP, document: dict[str, Any], id_token: str, client_id: str, nonce: str
+    http: ProviderHTTP,
+    document: dict[str, Any],
+    id_token: str,
+    client_id: str,
+    nonce: str,
+    guard: bool = False,
 ) -> Any:
-    options = {
-        "iss": {"essential": True, "value": document["issuer"]},
-        "sub": {"essential": True},
-        "nonce": {"essential": True},
-    }
-    params = {"nonce": nonce, "client_id": client_id}
+    registry = jwt.JWTClaimsRegistry(
+        leeway=60,
+        iss={"essential": True, "value": document["issuer"]},
+        aud={"essential": True, "value": client_id},
+        sub={"essential": True},
+        exp={"essential": True},
+        nonce={"essential": True, "value": nonce},
+    )
     for refresh in (False, True):  # a key rotated since the cache filled: fetch once more
-        keys = await _jwks(http, document["jwks_uri"], refresh=refresh)
+        keys = await _jwks(http, document["jwks_uri"], refresh=refresh, guard=guard)
         try:
-            claims = jwt.decode(
-                id_token,
-                keys,
-                claims_cls=CodeIDToken,
-                claims_options=options,
-                claims_params=params,
-            )
-            claims.validate(leeway=60)
-            return claims
-        except ValueError:  # authlib: no key with the token's kid
+            token = jwt.decode(id_token, keys, algorithms=["RS256", "ES256"])
+            registry.validate(token.claims)
+        except InvalidKeyIdError:
             continue
-        except (JoseError, RfcJoseError, json.JSONDecodeError) as exc:
+        except (JoseError, ValueError) as exc:
             raise SignInRefused("OAUTH_ID_TOKEN_INVALID", f"The ID token failed: {exc}") from None
+        claims = token.claims
+        audience = claims.get("aud")
+        if isinstance(audience, list) and len(audience) > 1 and claims.get("azp") != client_id:
+            raise SignInRefused("OAUTH_ID_TOKEN_INVALID", "The ID token is for another client.")
+        return claims
     raise SignInRefused("OAUTH_ID_TOKEN_INVALID", "The ID token's key is not the issuer's.")
 
 
@@ -243,27 +273,18 @@ async def github_identity(
     redirect_uri: str,
     secrets: Secrets,
 ) -> Identity:
-    body, headers = _form(
+    answer = await _redeem(
+        http,
+        f"{base_url.rstrip('/')}/login/oauth/access_token",
         {
             "client_id": client_id,
             "client_secret": client_secret,
             "code": code,
             "redirect_uri": redirect_uri,
             "code_verifier": secrets.verifier,
-        }
+        },
+        guard=False,
     )
-    try:
-        answer = await http.request(
-            "POST",
-            f"{base_url.rstrip('/')}/login/oauth/access_token",
-            operation="oauth.token",
-            data=body,
-            headers={**headers, "Accept": "application/json"},
-        )
-    except ProviderError as err:
-        if err.status is not None and 400 <= err.status < 500:
-            raise _refused(err) from None
-        raise
     token = (answer.json() or {}).get("access_token")
     if not isinstance(token, str) or not token:
         # GitHub answers a bad code with 200 and {"error": "bad_verification_code"}.

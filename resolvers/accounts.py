@@ -29,6 +29,7 @@ from kit.security import (
 from kit.text import normalize_email, one_line
 from kit.ttl_cache import read_through
 from models.accounts import EmailToken, RefreshToken, User
+from models.identity import SsoConnection
 from models.members import Membership
 from models.tenants import Tenant
 from resolvers import authority, mail, viewer_cache
@@ -228,6 +229,23 @@ async def throttle(ctx: Context, bucket: str, identity: str, spec: str) -> None:
         )
 
 
+class SsoRequired(Unauthenticated):
+    code = "SSO_REQUIRED"
+
+
+async def check_sso_policy(membership: Membership, *, via_sso: bool) -> None:
+    """SSO_REQUIRED when the membership's organization requires its single sign-on and
+    this sign-in did not come through it (OWNERs are exempt: the organization's way in
+    when its identity provider is down)."""
+    if via_sso or membership.role == Role.OWNER.value:
+        return
+    if await SsoConnection.filter(tenant_id=membership.tenant_id, required=True).exists():
+        raise SsoRequired(
+            "This organization requires its single sign-on: sign in at "
+            "/auth/sso/{organization}/start."
+        )
+
+
 @operation(PUBLIC)
 async def login(ctx: Context, *, email: str, password: str, tenant_id: int | None) -> AuthResult:
     email = (email or "").strip().lower()
@@ -248,6 +266,7 @@ async def login(ctx: Context, *, email: str, password: str, tenant_id: int | Non
         if tenant_id is not None:
             raise NotFound("Organization not found.")
         raise Unauthenticated("This account belongs to no organization.")
+    await check_sso_policy(membership, via_sso=False)
     tenant = await Tenant.get(id=membership.tenant_id)
     return await start_session(ctx, user, tenant, membership)
 
@@ -263,6 +282,7 @@ async def switch_tenant(ctx: Context, tenant_id: int) -> AuthResult:
     membership = await Membership.filter(user_id=principal.user_id, tenant_id=tenant_id).first()
     if membership is None:
         raise NotFound("Organization not found.")
+    await check_sso_policy(membership, via_sso=False)
     user = await User.get(id=principal.user_id)
     tenant = await Tenant.get(id=tenant_id)
     return await start_session(ctx, user, tenant, membership)

@@ -26,22 +26,25 @@ import hmac
 import logging
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from kit.errors import Conflict, GatewayError, NotFound, Unauthenticated
+from kit.errors import BadUserInput, Conflict, GatewayError, NotFound, Unauthenticated
 from kit.roles import Role
 from kit.security import hash_token, new_token, tokens_equal
 from kit.settings import Settings
+from kit.ssrf import UnsafeDestination, check_url, refusal_in
+from kit.vault import vault_for
 from models.accounts import User
-from models.identity import LinkedAccount, LoginCode, OAuthFlow
+from models.identity import LinkedAccount, LoginCode, OAuthFlow, SsoConnection
 from models.members import Membership
 from models.tenants import Tenant
 from providers import oauth
 from providers.errors import ProviderError
 from providers.oauth import Identity, Secrets, SignInRefused
-from resolvers.accounts import AuthResult, start_session, throttle
+from resolvers.accounts import AuthResult, check_sso_policy, start_session, throttle
 from resolvers.context import Context
 from resolvers.operations import PUBLIC, SIGNED_IN, operation
 from resolvers.upstream import provider_registry
@@ -49,6 +52,7 @@ from resolvers.upstream import provider_registry
 log = logging.getLogger("switchboard.identity")
 
 PROVIDERS = ("google", "github")
+SSO = "sso"  # the callback of every organization's own identity provider
 CALLBACK_PATH = "/auth/{provider}/callback"
 LOGIN_CODE_PREFIX = "slc_"
 
@@ -141,13 +145,14 @@ async def start_sign_in(
     hint = (hint or "").strip()[:320] or None
     if provider == "google":
         http = provider_registry(ctx.services).http("google")
-        return await oauth.google_authorize_url(
+        return await oauth.oidc_authorize_url(
             http,
             issuer=setup.issuer,
             client_id=setup.client_id,
             redirect_uri=redirect_uri,
             secrets=flow,
             login_hint=hint,
+            prompt="select_account",
         )
     return oauth.github_authorize_url(
         base_url=setup.base_url,
@@ -172,7 +177,6 @@ async def finish_sign_in(
 ) -> str:
     """Check the callback, redeem its code and answer a one-time login code. Raises
     SignInRefused (its `code` says why) or a GatewayError."""
-    setup = setup_for(ctx.settings, provider)
     claimed = await OAuthFlow.filter(
         provider=provider, state_hash=hash_token(state or ""), used_at=None
     ).update(used_at=_now())
@@ -184,6 +188,9 @@ async def finish_sign_in(
     if error or not code:
         raise SignInRefused("OAUTH_DENIED", "The sign-in was cancelled at the provider.")
     secrets_ = Secrets(state=state, verifier=flow.verifier, nonce=flow.nonce)
+    if provider == SSO:
+        return await _finish_sso(ctx, flow, code[:2048], secrets_)
+    setup = setup_for(ctx.settings, provider)
     http = provider_registry(ctx.services).http(provider)
     common = {
         "client_id": setup.client_id,
@@ -194,7 +201,7 @@ async def finish_sign_in(
     }
     identity: Identity
     if provider == "google":
-        identity = await oauth.google_identity(http, issuer=setup.issuer, **common)  # type: ignore[arg-type]
+        identity = await oauth.oidc_identity(http, issuer=setup.issuer, **common)  # type: ignore[arg-type]
     else:
         identity = await oauth.github_identity(
             http,
@@ -202,18 +209,23 @@ async def finish_sign_in(
             api_url=setup.api_url,
             **common,  # type: ignore[arg-type]
         )
-    user = await user_for(identity)
+    return await _login_code(ctx, await user_for(identity), tenant_id=None)
+
+
+async def _login_code(ctx: Context, user: User, *, tenant_id: int | None) -> str:
     login_code = new_token(LOGIN_CODE_PREFIX)
     await LoginCode.create(
         user_id=user.id,
+        tenant_id=tenant_id,
         code_hash=hash_token(login_code),
         expires_at=_now() + dt.timedelta(seconds=ctx.settings.login_code_seconds),
     )
     return login_code
 
 
-async def user_for(identity: Identity) -> User:
-    """The user `identity` signs in as: linked, linked now (verified email), or new."""
+async def user_for(identity: Identity, *, organization: bool = True) -> User:
+    """The user `identity` signs in as: linked, linked now (verified email), or new (with
+    an organization of their own unless `organization` is False)."""
     for attempt in range(2):  # a racing first sign-in of the same person wins once
         linked = await LinkedAccount.get_or_none(
             provider=identity.provider, subject=identity.subject
@@ -230,17 +242,24 @@ async def user_for(identity: Identity) -> User:
                 f"Your {identity.provider} account's email address is not verified.",
             )
         try:
-            return await _link_or_create(identity)
+            return await _link_or_create(identity, organization=organization)
         except IntegrityError:
             if attempt:
                 raise
     raise AssertionError("unreachable")
 
 
-async def _link_or_create(identity: Identity) -> User:
+async def _link_or_create(identity: Identity, *, organization: bool = True) -> User:
     async with in_transaction():
         user = await User.get_or_none(email=identity.email)
-        if user is None:
+        if user is None and not organization:
+            user = await User.create(
+                email=identity.email,
+                name=identity.name[:200],
+                password_hash="",
+                email_verified_at=_now(),
+            )
+        elif user is None:
             user = await User.create(
                 email=identity.email,
                 name=identity.name[:200],
@@ -282,9 +301,13 @@ async def exchange_login_code(ctx: Context, code: str) -> AuthResult:
     user = await User.get(id=row.user_id)
     if not user.is_active:
         raise Unauthenticated("This account is disabled.")
-    membership = await Membership.filter(user_id=user.id).order_by("created_at", "id").first()
+    memberships = Membership.filter(user_id=user.id)
+    if row.tenant_id is not None:
+        memberships = memberships.filter(tenant_id=row.tenant_id)
+    membership = await memberships.order_by("created_at", "id").first()
     if membership is None:
         raise Unauthenticated("This account belongs to no organization.")
+    await check_sso_policy(membership, via_sso=row.tenant_id is not None)
     tenant = await Tenant.get(id=membership.tenant_id)
     return await start_session(ctx, user, tenant, membership)
 
@@ -318,6 +341,152 @@ async def unlink_account(ctx: Context, account_id: int) -> LinkedAccount:
             )
         await row.delete()
     return row
+
+
+# single sign-on ------------------------------------------------------------------------
+
+
+def _sso_callback(settings: Settings) -> str:
+    return callback_url(settings, SSO)
+
+
+def _sso_secret(ctx: Context, row: SsoConnection) -> str:
+    return vault_for(ctx.settings.vault_keys).decrypt(row.client_secret)
+
+
+async def sso_tenant(tenant_id: int) -> Tenant:
+    return await Tenant.get(id=tenant_id)
+
+
+@operation("sso:manage")
+async def get_sso(ctx: Context) -> SsoConnection | None:
+    principal = ctx.require("sso:manage")
+    return await SsoConnection.get_or_none(tenant_id=principal.tenant_id)
+
+
+@operation("sso:manage")
+async def configure_sso(
+    ctx: Context,
+    *,
+    issuer: str,
+    client_id: str,
+    client_secret: str | None,
+    required: bool,
+    default_role: Role,
+) -> SsoConnection:
+    """Set the organization's OpenID Connect provider; its discovery document is fetched
+    (through the outbound address guard) before anything is saved."""
+    principal = ctx.require("sso:manage")
+    issuer = (issuer or "").strip().rstrip("/")
+    client_id = (client_id or "").strip()
+    problems: dict[str, str] = {}
+    if not 0 < len(issuer) <= 500:
+        problems["issuer"] = "must be a URL of at most 500 characters"
+    if not 0 < len(client_id) <= 300:
+        problems["clientId"] = "must be 1 to 300 characters"
+    if client_secret is not None and not 0 < len(client_secret) <= 1000:
+        problems["clientSecret"] = "must be 1 to 1000 characters"
+    if default_role == Role.OWNER:
+        problems["defaultRole"] = "people joining through single sign-on cannot be OWNER"
+    if problems:
+        raise BadUserInput("Invalid single sign-on settings.", details=problems)
+    existing = await SsoConnection.get_or_none(tenant_id=principal.tenant_id)
+    if client_secret is None and existing is None:
+        raise BadUserInput(
+            "clientSecret: required", details={"clientSecret": "required the first time"}
+        )
+    try:
+        check_url(issuer, ctx.settings.outbound_policy())
+        http = provider_registry(ctx.services).http("oidc")
+        await oauth.oidc_discovery(http, issuer, guard=True)
+    except UnsafeDestination as exc:
+        raise exc.for_field("issuer") from None
+    except ProviderError as exc:
+        refusal = refusal_in(exc)
+        if refusal is not None:
+            raise refusal.for_field("issuer") from None
+        raise BadUserInput(
+            f"issuer: its OpenID configuration could not be read ({exc})",
+            details={"issuer": "no valid OpenID Connect discovery document"},
+        ) from None
+    vault = vault_for(ctx.settings.vault_keys)
+    secret = vault.encrypt(client_secret) if client_secret is not None else None
+    values: dict[str, Any] = {
+        "issuer": issuer,
+        "client_id": client_id,
+        "required": required,
+        "default_role": default_role.value,
+    }
+    if existing is None:
+        assert secret is not None
+        return await SsoConnection.create(
+            tenant_id=principal.tenant_id, client_secret=secret, **values
+        )
+    if secret is not None:
+        values["client_secret"] = secret
+    await SsoConnection.filter(id=existing.id).update(**values)
+    return await SsoConnection.get(id=existing.id)
+
+
+@operation("sso:manage")
+async def remove_sso(ctx: Context) -> bool:
+    principal = ctx.require("sso:manage")
+    return bool(await SsoConnection.filter(tenant_id=principal.tenant_id).delete())
+
+
+async def start_sso(
+    ctx: Context, organization_slug: str, browser_secret: str, hint: str | None = None
+) -> str:
+    """`start_sign_in` through an organization's own identity provider."""
+    await throttle(ctx, "oauth-start", ctx.client_ip, ctx.settings.login_attempts_per_address)
+    tenant = await Tenant.get_or_none(slug=(organization_slug or "")[:100])
+    row = None if tenant is None else await SsoConnection.get_or_none(tenant_id=tenant.id)
+    if row is None:
+        raise ProviderUnavailable("This organization has no single sign-on.")
+    flow = Secrets.new()
+    await OAuthFlow.create(
+        provider=SSO,
+        tenant_id=row.tenant_id,
+        state_hash=hash_token(flow.state),
+        browser_hash=hash_token(browser_secret),
+        verifier=flow.verifier,
+        nonce=flow.nonce,
+        expires_at=_now() + dt.timedelta(seconds=ctx.settings.oauth_flow_seconds),
+    )
+    return await oauth.oidc_authorize_url(
+        provider_registry(ctx.services).http("oidc"),
+        issuer=row.issuer,
+        client_id=row.client_id,
+        redirect_uri=_sso_callback(ctx.settings),
+        secrets=flow,
+        login_hint=(hint or "").strip()[:320] or None,
+        guard=True,
+    )
+
+
+async def _finish_sso(ctx: Context, flow: OAuthFlow, code: str, secrets_: Secrets) -> str:
+    row = await SsoConnection.get_or_none(tenant_id=flow.tenant_id)
+    if row is None or flow.tenant_id is None:
+        raise SignInRefused("OAUTH_PROVIDER_UNAVAILABLE", "Single sign-on was removed.")
+    identity = await oauth.oidc_identity(
+        provider_registry(ctx.services).http("oidc"),
+        issuer=row.issuer,
+        client_id=row.client_id,
+        client_secret=_sso_secret(ctx, row),
+        code=code,
+        redirect_uri=_sso_callback(ctx.settings),
+        secrets=secrets_,
+        guard=True,
+        provider=f"{SSO}:{row.tenant_id}",
+    )
+    user = await user_for(identity, organization=False)
+    try:
+        await Membership.get_or_create(
+            user_id=user.id, tenant_id=row.tenant_id, defaults={"role": row.default_role}
+        )
+    except IntegrityError:
+        pass  # a racing sign-in of the same person made it
+    return await _login_code(ctx, user, tenant_id=row.tenant_id)
 
 
 __all__ = [

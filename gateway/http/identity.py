@@ -1,5 +1,6 @@
-"""`/auth/{provider}/start` and `/auth/{provider}/callback`: sign-in with Google or GitHub
-(resolvers/identity.py has the flow).
+"""`/auth/{provider}/start` and `/auth/{provider}/callback`: sign-in with Google or GitHub;
+`/auth/sso/{organization slug}/start` and `/auth/sso/callback`: through an organization's
+own OpenID Connect provider (resolvers/identity.py has the flow).
 
 The start sets a cookie that binds the sign-in to this browser (HttpOnly, SameSite=Lax so
 it comes back with the provider's top-level redirect, limited to `/auth/`); the callback
@@ -43,9 +44,9 @@ def _context(services: Services, request: Request) -> Context:
     )
 
 
-def _provider(request: Request) -> str:
+def _provider(request: Request, *, callback: bool = False) -> str:
     provider = str(request.path_params["provider"])
-    if provider not in identity.PROVIDERS:
+    if provider not in identity.PROVIDERS and not (callback and provider == identity.SSO):
         raise identity.ProviderUnavailable(f"There is no sign-in with {provider!r}.")
     return provider
 
@@ -60,14 +61,14 @@ def _to_front_end(services: Services, **fragment: str) -> RedirectResponse:
 def routes(services: Services) -> list[BaseRoute]:
     async def start(request: Request) -> Response:
         try:
-            provider = _provider(request)
             browser = secrets.token_urlsafe(32)
-            url = await identity.start_sign_in(
-                _context(services, request),
-                provider,
-                browser,
-                hint=request.query_params.get("login_hint"),
-            )
+            hint = request.query_params.get("login_hint")
+            ctx = _context(services, request)
+            if "organization" in request.path_params:
+                organization = str(request.path_params["organization"])
+                url = await identity.start_sso(ctx, organization, browser, hint=hint)
+            else:
+                url = await identity.start_sign_in(ctx, _provider(request), browser, hint=hint)
         except GatewayError as exc:
             body = gateway_error_body(request.url.path, exc, None)
             return Response(body, exc.http_status, media_type="application/json")
@@ -91,7 +92,7 @@ def routes(services: Services) -> list[BaseRoute]:
     async def callback(request: Request) -> Response:
         query = request.query_params
         try:
-            provider = _provider(request)
+            provider = _provider(request, callback=True)
             code = await identity.finish_sign_in(
                 _context(services, request),
                 provider,
@@ -111,6 +112,7 @@ def routes(services: Services) -> list[BaseRoute]:
         return _to_front_end(services, code=code)
 
     return [
+        Route("/auth/sso/{organization}/start", start, methods=["GET"]),
         Route("/auth/{provider}/start", start, methods=["GET"]),
         Route("/auth/{provider}/callback", callback, methods=["GET"]),
     ]

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from providers.sandbox.base import bearer
@@ -67,15 +67,7 @@ class GitHubSandbox(OAuthSandbox):
         problem = self.authorize_error(query)
         if problem is not None:
             return self.error_response(400, message=f"Bad authorization request: {problem}")
-        person = self.person(query.get("login", ""))
-        answer: dict[str, str] = {}
-        if person.deny:
-            answer["error"] = "access_denied"
-        else:
-            answer["code"] = self.issue_code(person, query, prefix="")
-        if query.get("state"):
-            answer["state"] = query["state"]
-        return RedirectResponse(f"{query['redirect_uri']}?{urlencode(answer)}", 302)
+        return self.send_back(self.person(query.get("login", "")), query, "")
 
     async def access_token(self, request: Request) -> Response:
         if request.headers.get("content-type", "").startswith("application/json"):

@@ -123,6 +123,17 @@ class OAuthSandbox(Sandbox):
             return "invalid_request"
         return None
 
+    def send_back(self, person: Person, query: Any, prefix: str) -> Response:
+        """The redirect to the client's `redirect_uri`: a code (or access_denied), state."""
+        answer: dict[str, str] = {}
+        if person.deny:
+            answer["error"] = "access_denied"
+        else:
+            answer["code"] = self.issue_code(person, query, prefix)
+        if query.get("state"):
+            answer["state"] = query["state"]
+        return RedirectResponse(f"{query['redirect_uri']}?{urlencode(answer)}", 302)
+
     def issue_code(self, person: Person, query: Any, prefix: str = "4/") -> str:
         code = prefix + secrets.token_urlsafe(24)
         self.grants[code] = Grant(
@@ -216,15 +227,7 @@ class GoogleSandbox(OAuthSandbox):
         problem = self.authorize_error(query)
         if problem is not None:
             return self.error_response(400, code=problem, message="Bad authorization request")
-        person = self.person(query.get("login_hint", ""))
-        answer: dict[str, str] = {}
-        if person.deny:
-            answer["error"] = "access_denied"
-        else:
-            answer["code"] = self.issue_code(person, query)
-        if query.get("state"):
-            answer["state"] = query["state"]
-        return RedirectResponse(f"{query['redirect_uri']}?{urlencode(answer)}", 302)
+        return self.send_back(self.person(query.get("login_hint", "")), query, "4/")
 
     async def token(self, request: Request) -> Response:
         form = await request.form()

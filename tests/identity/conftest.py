@@ -59,7 +59,12 @@ class Site:
 async def site(store: Store) -> AsyncIterator[Site]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    settings = make_settings(database_url=store.url, public_url=url, frontend_url=FRONT_END)
+    settings = make_settings(
+        database_url=store.url,
+        public_url=url,
+        frontend_url=FRONT_END,
+        outbound_allowed_hosts=["127.0.0.1"],  # an organization's identity provider: the sandbox
+    )
     app = create_app(settings, configure_logs=False)
     async with (
         running_server(app, port),

@@ -11,7 +11,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from providers.oauth import SignInRefused, _verified_claims, google_discovery
+from providers.oauth import SignInRefused, _verified_claims, oidc_discovery
 from providers.sandbox.google import _signing_key
 from resolvers.upstream import provider_registry
 from tests.identity.conftest import Site
@@ -47,7 +47,7 @@ async def test_a_token_the_issuer_did_not_make_for_this_sign_in_is_refused(
 ) -> None:
     http = provider_registry(site.app.state.services).http("google")
     issuer = f"{site.url}/sandbox/google"
-    document = await google_discovery(http, issuer)
+    document = await oidc_discovery(http, issuer)
     good = token(issuer)
     claims = await _verified_claims(http, document, good, CLIENT, NONCE)
     assert claims["sub"] == "1234567890"
