@@ -72,6 +72,15 @@ MATRIX: dict[str, frozenset[Role]] = {
     "payments:read": frozenset({O, A}),
     "payments:create": frozenset({O, M, A}),
     "payments:refund": frozenset({O, A}),
+    # messaging (SMS, WhatsApp): read messages and follow their status, send one, send in
+    # bulk, keep the opt-out list
+    "messaging:read": frozenset({O, M, S}),
+    "messaging:send": frozenset({O, M, S}),
+    "messaging:send_bulk": frozenset({O, M}),
+    "messaging:opt_outs": frozenset({O, M}),
+    # the support inbox: read conversations, answer, assign and close them, AI drafts
+    "inbox:read": frozenset({O, M, S}),
+    "inbox:write": frozenset({O, M, S}),
 }
 
 # Permissions whose mutations grant or change authority (who belongs, with which role,

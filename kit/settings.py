@@ -268,8 +268,34 @@ class Settings(BaseSettings):
     stripe_webhook_secret: SecretStr | None = Field(None, repr=False)
     paypal_client_id: str = ""
     paypal_client_secret: SecretStr | None = None
+    # Twilio (SMS, WhatsApp): the account, its auth token (it also verifies Twilio's signed
+    # callbacks) or an API key pair (SK…) for the REST calls, the senders (an E.164 number,
+    # a WhatsApp-enabled number, or a Messaging Service), another endpoint (e.g. a sandbox).
     twilio_account_sid: str = ""
     twilio_auth_token: SecretStr | None = None
+    twilio_api_key_sid: str = Field(
+        "", validation_alias=AliasChoices("twilio_api_key_sid", "twilio_api_key")
+    )
+    twilio_api_key_secret: SecretStr | None = None
+    twilio_phone_number: str = ""
+    twilio_whatsapp_number: str = ""
+    twilio_messaging_service_sid: str = ""
+    # The approved WhatsApp template verification codes are sent with ({{1}}: the code).
+    twilio_verification_content_sid: str = Field("", pattern=r"^(HX[0-9a-fA-F]{32})?$")
+    twilio_base_url: str = ""
+    # Incoming messages to the operator's (shared) numbers belong to the organization that
+    # last wrote to the sender; a sender nobody wrote to goes to the organization with this
+    # slug (none: such a message is recorded as ignored).
+    twilio_inbound_tenant: str = ""
+    # The gateway's own Twilio sandbox moves a message one status this often (seconds).
+    twilio_sandbox_step_seconds: float = Field(0.2, ge=0, le=60)
+    # Verification codes (sendVerificationCode / checkVerificationCode).
+    verification_code_ttl_seconds: int = Field(600, ge=60, le=3600)
+    verification_max_attempts: int = Field(5, ge=1, le=20)
+    verification_resend_cooldown_seconds: int = Field(60, ge=0, le=3600)
+    verification_sends_per_number: str = "5/hour"
+    verification_sends_per_address: str = "20/hour"
+    verification_checks_per_address: str = "60/hour"
     zoom_account_id: str = ""
     zoom_client_id: str = ""
     zoom_client_secret: SecretStr | None = None
@@ -403,6 +429,18 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s):// URL, e.g. https://fra1.digitaloceanspaces.com")
         return value
 
+    @field_validator("twilio_phone_number", "twilio_whatsapp_number")
+    @classmethod
+    def _check_phone(cls, value: str) -> str:
+        if not value:
+            return value
+        from kit.phones import e164
+
+        try:
+            return e164(value)
+        except Exception:
+            raise ValueError("must be a phone number in E.164 form, e.g. +14155550123") from None
+
     @model_validator(mode="after")
     def _imap_tenant_with_host(self) -> Settings:
         if self.imap_host and not self.imap_tenant:
@@ -506,6 +544,13 @@ class Settings(BaseSettings):
         required = _SYSTEM_ANY_OF.get(provider) or tuple(fields)[:1]
         return values if any(name in values for name in required) else None
 
+    def signing_secret_of(self, provider: str) -> str | None:
+        """The secret a vendor signs its webhooks to the system address with, when it is
+        one of the vendor's credentials (Twilio: the account's auth token)."""
+        if provider == "twilio" and self.twilio_auth_token is not None:
+            return self.twilio_auth_token.get_secret_value() or None
+        return None
+
     @property
     def signing_keys(self) -> list[tuple[str, str]]:
         """(kid, secret) pairs; the first one signs new tokens."""
@@ -544,7 +589,17 @@ _SYSTEM_CREDENTIALS: dict[str, dict[str, str]] = {
     },
     "stripe": {"secret_key": "stripe_secret_key", "base_url": "stripe_base_url"},
     "paypal": {"client_id": "paypal_client_id", "client_secret": "paypal_client_secret"},
-    "twilio": {"account_sid": "twilio_account_sid", "auth_token": "twilio_auth_token"},
+    "twilio": {
+        "account_sid": "twilio_account_sid",
+        "auth_token": "twilio_auth_token",
+        "api_key_sid": "twilio_api_key_sid",
+        "api_key_secret": "twilio_api_key_secret",
+        "phone_number": "twilio_phone_number",
+        "whatsapp_number": "twilio_whatsapp_number",
+        "messaging_service_sid": "twilio_messaging_service_sid",
+        "verification_content_sid": "twilio_verification_content_sid",
+        "base_url": "twilio_base_url",
+    },
     "zoom": {
         "account_id": "zoom_account_id",
         "client_id": "zoom_client_id",

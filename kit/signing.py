@@ -33,7 +33,10 @@ Vendors: `resend` (Svix: Standard Webhooks under `svix-*` header names), `sendgr
 verification key, base64 DER; one POST is a batch of events, stored as one event),
 `rossum` (HMAC-SHA256 of the body, hex, in `X-Rossum-Signature-SHA256`), `stripe`
 (`Stripe-Signature: t=…,v1=…`, HMAC-SHA256 of `"{t}.{body}"` with the whole `whsec_`
-string).
+string), `twilio` (`X-Twilio-Signature`: base64 HMAC-SHA1 with the auth token over the
+full public URL and every POSTed parameter, keys sorted; the URL is part of what is
+signed, so verifiers that set `signs_url` are given the public URL the request was
+addressed to).
 
 Part of kit/: imports no project package.
 """
@@ -229,6 +232,8 @@ class Verifier(ABC):
     generates_secret: ClassVar[bool] = True
     # What the secret is, for a refusal's message.
     secret_hint: ClassVar[str] = "whsec_ must be followed by base64"
+    # The vendor signs the URL it posted to: `verify` takes `url=` (the public URL).
+    signs_url: ClassVar[bool] = False
 
     def check_secret(self, secret: str) -> None:
         """Raise ValueError when `secret` cannot work with this verifier (on saving it)."""
@@ -571,3 +576,129 @@ class StripeVerifier(Verifier):
             raise PayloadInvalid("A Stripe event has an id.")
         event_type = _field(payload, "type") or "unknown"
         return VerifiedEvent(event_id[:255], event_type[:100], payload)
+
+
+# Twilio ---------------------------------------------------------------------------------
+
+_MAX_TWILIO_SIGNATURE_CHARS = 100  # base64 of a 20-byte HMAC-SHA1 is 28 characters
+
+
+def twilio_signature(auth_token: str, url: str, params: Iterable[tuple[str, str]]) -> str:
+    """`X-Twilio-Signature` for a POST of `params` to `url`: base64 HMAC-SHA1 with the auth
+    token over the URL followed by each parameter name and value, names sorted (a name
+    sent several times: its distinct values sorted), as Twilio signs its requests."""
+    grouped: dict[str, set[str]] = {}
+    for name, value in params:
+        grouped.setdefault(name, set()).add(value)
+    message = url + "".join(
+        name + value for name in sorted(grouped) for value in sorted(grouped[name])
+    )
+    digest = hmac.new(auth_token.encode(), message.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+def _url_variants(url: str) -> list[str]:
+    """The URL as given, and with the scheme's default port added or removed: Twilio may
+    sign either form (its own validator accepts both)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return [url]
+    default = {"https": 443, "http": 80}.get(parts.scheme)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    userinfo = parts.netloc.rpartition("@")[0]
+    prefix = f"{userinfo}@" if userinfo else ""
+    if port is None and default is not None:
+        other = urlunsplit(parts._replace(netloc=f"{prefix}{host}:{default}"))
+    elif port is not None and port == default:
+        other = urlunsplit(parts._replace(netloc=f"{prefix}{host}"))
+    else:
+        return [url]
+    return [url, other]
+
+
+MAX_TWILIO_PARAMS = 200
+
+
+def parse_form(raw_body: bytes) -> list[tuple[str, str]]:
+    """An `application/x-www-form-urlencoded` body as (name, value) pairs; PayloadInvalid
+    when it is not one (bad UTF-8, too many fields)."""
+    from urllib.parse import parse_qsl
+
+    try:
+        text = raw_body.decode("utf-8")
+        pairs = parse_qsl(
+            text,
+            keep_blank_values=True,
+            strict_parsing=bool(text),
+            max_num_fields=MAX_TWILIO_PARAMS,
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise PayloadInvalid("Webhook body is not a form.") from None
+    return pairs
+
+
+@register_verifier
+class TwilioVerifier(Verifier):
+    """Twilio's signed requests (status callbacks and incoming messages):
+    `X-Twilio-Signature`, the base64 HMAC-SHA1 with the account's auth token over the exact
+    public URL the request was sent to and the form parameters (`twilio_signature`). A
+    request signed for another URL (another source's token, another path) is refused.
+
+    Twilio signs no timestamp: a replay is caught by the event id alone, from the signed
+    parameters. A status callback (it carries `MessageStatus`) is `message.status` with
+    the id `{MessageSid}:{MessageStatus}` (each status of a message once); an incoming
+    message is `message.inbound` with its `MessageSid`. The payload is the parameters as
+    an object (NUL characters replaced, as for JSON bodies)."""
+
+    name = "twilio"
+    audit_headers = ("i-twilio-idempotency-token",)
+    signature_header = "X-Twilio-Signature"
+    generates_secret = False
+    secret_hint = "must be the Twilio account's auth token"
+    signs_url = True
+
+    def check_secret(self, secret: str) -> None:
+        if not secret.strip() or any(ord(c) < 33 for c in secret):
+            raise ValueError("an auth token is printable text without spaces")
+
+    def verify(
+        self,
+        headers: Mapping[str, str],
+        raw_body: bytes,
+        secret: str,
+        *,
+        now: float | None = None,
+        url: str | None = None,
+    ) -> VerifiedEvent:
+        sent = _get(headers, self.signature_header)
+        if not sent or not sent.strip():
+            raise SignatureInvalid("MISSING_SIGNATURE")
+        sent = sent.strip()
+        if len(sent) > _MAX_TWILIO_SIGNATURE_CHARS or not url:
+            raise SignatureInvalid("SIGNATURE_MISMATCH")
+        try:
+            pairs = parse_form(raw_body)
+        except PayloadInvalid:
+            raise SignatureInvalid("SIGNATURE_MISMATCH") from None  # nothing Twilio signs
+        given = sent.encode("ascii", "replace")
+        if not any(
+            hmac.compare_digest(twilio_signature(secret, variant, pairs).encode(), given)
+            for variant in _url_variants(url)
+        ):
+            raise SignatureInvalid("SIGNATURE_MISMATCH")
+        payload: dict[str, str] = {}
+        for name, value in pairs:
+            payload.setdefault(_text(name)[:100], _text(value)[:5000])
+        sid = payload.get("MessageSid") or payload.get("SmsSid") or ""
+        if not sid:
+            raise PayloadInvalid("A Twilio message request carries a MessageSid.")
+        status = payload.get("MessageStatus")
+        if status:
+            return VerifiedEvent(f"{sid}:{status}"[:255], "message.status", payload)
+        return VerifiedEvent(sid[:255], "message.inbound", payload)

@@ -24,4 +24,6 @@ MODEL_MODULES: list[str] = [
     "models.webhooks",
     "models.files",
     "models.payments",
+    "models.messaging",
+    "models.inbox",
 ]

@@ -10,6 +10,9 @@ class User(Model):
     name = fields.CharField(max_length=200, default="")
     password_hash = fields.CharField(max_length=255)
     email_verified_at = fields.DatetimeField(null=True)
+    # A phone the user proved they hold (checkVerificationCode), E.164.
+    phone = fields.CharField(max_length=32, null=True)
+    phone_verified_at = fields.DatetimeField(null=True)
     is_active = fields.BooleanField(default=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from kit.ratelimit import RateLimiter
 from kit.settings import Settings
 from kit.ssrf import Policy
-from providers import openai, resend, rossum, sendgrid, stripe
+from providers import openai, resend, rossum, sendgrid, stripe, twilio
 from providers.breaker import BreakerState, BreakerStore, make_breaker_store
 from providers.http import FailureHook, ProviderConfig, ProviderHTTP, ProviderStats
 
@@ -48,7 +48,14 @@ from providers.http import FailureHook, ProviderConfig, ProviderHTTP, ProviderSt
 # A new vendor module adds its CONFIG here: that is what makes it "have a client".
 CLIENTS: dict[str, ProviderConfig] = {
     config.name: config
-    for config in (openai.CONFIG, resend.CONFIG, sendgrid.CONFIG, rossum.CONFIG, stripe.CONFIG)
+    for config in (
+        openai.CONFIG,
+        resend.CONFIG,
+        sendgrid.CONFIG,
+        rossum.CONFIG,
+        stripe.CONFIG,
+        twilio.CONFIG,
+    )
 }
 
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
+import hmac
 import json
 import logging
 import re
@@ -36,6 +38,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from kit.errors import BadUserInput, NotFound, UpstreamUnavailable
+from kit.phones import e164
 from kit.roles import allowed
 from kit.settings import Settings
 from kit.ssrf import UnsafeDestination, check_destination, check_host, normalise
@@ -44,7 +47,7 @@ from kit.ttl_cache import read_through
 from kit.vault import VaultError, vault_for
 from models.credentials import TENANT_SLOT, Credential, user_slot
 from models.tenancy import scoped
-from providers import imap, openai, resend, rossum, sendgrid, stripe
+from providers import imap, openai, resend, rossum, sendgrid, stripe, twilio
 from providers.errors import ProviderError
 from providers.registry import has_client
 from providers.sandbox import has_sandbox
@@ -177,8 +180,24 @@ PROVIDERS: dict[IntegrationProvider, ProviderSpec] = {
         ),
         "client_secret",
     ),
+    # The auth token (it also verifies Twilio's signed callbacks) or an API key pair for
+    # the REST calls (`_check_twilio`); the senders: an SMS number, a WhatsApp number, a
+    # Messaging Service (at least one); where Twilio posts the status of each message (the
+    # organization's `twilio` webhook source URL: its callbacks are signed with its token).
     IntegrationProvider.TWILIO: ProviderSpec(
-        (_plain("account_sid"), FieldSpec("auth_token"), _opt("base_url")), "auth_token"
+        (
+            _plain("account_sid"),
+            FieldSpec("auth_token", required=False),
+            _opt("api_key_sid"),
+            FieldSpec("api_key_secret", required=False),
+            _opt("phone_number"),
+            _opt("whatsapp_number"),
+            _opt("messaging_service_sid"),
+            _opt("verification_content_sid"),
+            _opt("status_callback_url"),
+            _opt("base_url"),
+        ),
+        "auth_token",
     ),
     IntegrationProvider.ZOOM: ProviderSpec(
         (_plain("account_id"), _plain("client_id"), FieldSpec("client_secret"), _opt("base_url")),
@@ -339,6 +358,33 @@ async def _verify_stripe(ctx: Context, credential: ResolvedCredential) -> None:
     await stripe.verify_key(client)
 
 
+def twilio_client(
+    ctx: Context, credential: ResolvedCredential, tenant_id: int | None = None
+) -> twilio.TwilioClient:
+    """A Twilio client for a resolved credential, on the app's shared layer."""
+    labels: dict[str, str] = {
+        "request_id": ctx.request_id,
+        "credential_source": credential.source.value,
+    }
+    tenant = tenant_id if tenant_id is not None else (ctx.principal and ctx.principal.tenant_id)
+    if tenant:
+        labels["tenant_id"] = str(tenant)
+    return twilio.TwilioClient(
+        provider_registry(ctx.services).http(twilio.PROVIDER),
+        twilio.TwilioCredential.of(credential.secrets),
+        base_url=credential.base_url or twilio.API_URL,
+        labels=labels,
+        own_credential=credential.own,
+        guard_url=credential.guard_url,
+    )
+
+
+async def _verify_twilio(ctx: Context, credential: ResolvedCredential) -> None:
+    client = twilio_client(ctx, credential)
+    client.labels.update(_verify_labels(ctx, credential))
+    await twilio.verify_key(client)
+
+
 async def _verify_imap(ctx: Context, credential: ResolvedCredential) -> None:
     values = credential.secrets
     port = int(values.get("port") or imap.DEFAULT_PORT)
@@ -372,6 +418,7 @@ KEY_CHECKS: dict[IntegrationProvider, KeyCheck] = {
     IntegrationProvider.IMAP: _verify_imap,
     IntegrationProvider.ROSSUM: _verify_rossum,
     IntegrationProvider.STRIPE: _verify_stripe,
+    IntegrationProvider.TWILIO: _verify_twilio,
 }
 
 
@@ -486,6 +533,8 @@ def clean_secrets(provider: IntegrationProvider, raw: Any, *, production: bool) 
             problems[where] = "is required"
     if provider is IntegrationProvider.ROSSUM and not problems:
         _check_rossum_auth(values, problems)
+    if provider is IntegrationProvider.TWILIO and not problems:
+        _check_twilio(values, problems, production=production)
     if problems:
         raise BadUserInput("Invalid credential.", details=problems)
     return values
@@ -500,6 +549,41 @@ def _check_rossum_auth(values: dict[str, str], problems: dict[str, str]) -> None
     elif len(login) < 2:
         missing = "password" if "username" in values else "username"
         problems[f"secrets.{missing}"] = "is required (or an apiToken)"
+
+
+_TWILIO_SIDS = {
+    "account_sid": re.compile(r"^AC[0-9a-fA-F]{32}$"),
+    "api_key_sid": re.compile(r"^SK[0-9a-fA-F]{32}$"),
+    "messaging_service_sid": re.compile(r"^MG[0-9a-fA-F]{32}$"),
+    "verification_content_sid": re.compile(r"^HX[0-9a-fA-F]{32}$"),
+}
+
+
+def _check_twilio(values: dict[str, str], problems: dict[str, str], *, production: bool) -> None:
+    """Twilio: SIDs of the right kind, an auth token or a whole API key pair, E.164
+    senders, and at least one sender."""
+    for name, pattern in _TWILIO_SIDS.items():
+        if name in values and not pattern.match(values[name]):
+            problems[f"secrets.{camel(name)}"] = f"must be a Twilio SID ({pattern.pattern[2:4]}…)"
+    pair = [n for n in ("api_key_sid", "api_key_secret") if n in values]
+    if len(pair) == 1:
+        missing = "apiKeySecret" if "api_key_sid" in values else "apiKeySid"
+        problems[f"secrets.{missing}"] = "is required with an API key"
+    if "auth_token" not in values and not pair:
+        problems["secrets.authToken"] = "is required (or an apiKeySid and apiKeySecret)"
+    for name in ("phone_number", "whatsapp_number"):
+        if name in values:
+            try:
+                values[name] = e164(values[name], f"secrets.{camel(name)}")
+            except BadUserInput as exc:
+                problems.update(exc.details)
+    callback = values.get("status_callback_url")
+    if callback is not None and not _valid_url(callback, production=production):
+        problems["secrets.statusCallbackUrl"] = "must be an http(s) URL (its webhook source's)"
+    if not {"phone_number", "whatsapp_number", "messaging_service_sid"} & values.keys():
+        problems["secrets.phoneNumber"] = (
+            "is required (or a whatsappNumber or messagingServiceSid): the sender"
+        )
 
 
 def _valid_url(text: str, *, production: bool) -> bool:
@@ -555,7 +639,28 @@ _LOADER = "credentials:resolve"
 
 # Fields a sandbox credential carries besides its key: the Rossum sandbox takes any
 # numeric queue id, so documents go to queue 1.
-SANDBOX_EXTRAS: dict[str, dict[str, str]] = {"rossum": {"queue_id": "1"}}
+SANDBOX_EXTRAS: dict[str, dict[str, str]] = {
+    "rossum": {"queue_id": "1"},
+    "twilio": {
+        "account_sid": "AC" + "5a" * 16,
+        "phone_number": "+15005550006",  # Twilio's test sender
+        "whatsapp_number": "+15005550006",
+        # The sandbox's approved `verification_code` template (providers/sandbox/twilio.py).
+        "verification_content_sid": "HX"
+        + hashlib.md5(b"verification_code", usedforsecurity=False).hexdigest(),
+    },
+}
+
+
+def sandbox_secret(settings: Settings, provider: str) -> str:
+    """The main secret of `provider`'s sandbox credential. Twilio signs its callbacks with
+    the account's auth token, and the system address accepts what the sandbox signs: that
+    token is derived from the first vault key (the same in every process of one
+    installation, unknown to anyone without the vault key), not a constant."""
+    if provider == "twilio":
+        key = settings.vault_keys[0].encode()
+        return hmac.new(key, b"switchboard sandbox: twilio auth token", "sha256").hexdigest()
+    return f"sandbox-{provider}-key"
 
 
 def sandbox_base_url(ctx: Context, provider: str) -> str:
@@ -633,7 +738,9 @@ def _chain(
             provider,
             CredentialSource.SANDBOX,
             {
-                PROVIDERS[IntegrationProvider(provider)].primary: f"sandbox-{provider}-key",
+                PROVIDERS[IntegrationProvider(provider)].primary: sandbox_secret(
+                    ctx.settings, provider
+                ),
                 **SANDBOX_EXTRAS.get(provider, {}),
             },
             sandbox_base_url(ctx, provider),

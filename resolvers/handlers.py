@@ -15,6 +15,8 @@ HANDLER_MODULES: tuple[str, ...] = (
     "resolvers.invoices",  # submit invoices to Rossum; follow them (hooks and polls)
     "resolvers.payments",  # apply Stripe's payment webhooks
     "resolvers.mailbox",  # read every configured mailbox for invoices (periodic)
+    "resolvers.messaging",  # send SMS / WhatsApp; apply Twilio's status callbacks
+    "resolvers.inbox",  # file incoming messages in conversations
     "resolvers.webhooks_in",  # process an incoming webhook
     "resolvers.webhooks_out",  # deliver an outgoing webhook; the outbox listener
 )

@@ -74,7 +74,7 @@ from models.tenancy import scoped
 from models.tenants import Tenant
 from providers import imap
 from providers.errors import ProviderError
-from resolvers import invoices
+from resolvers import inbox, invoices
 from resolvers.context import Context
 from resolvers.credentials import CredentialSource, IntegrationProvider
 from resolvers.jobs import JobContext, periodic
@@ -315,6 +315,9 @@ class Parsed:
     message_id: str = ""
     sender: str = ""
     subject: str = ""
+    recipient: str = ""
+    in_reply_to: list[str] = field(default_factory=list)  # In-Reply-To and References
+    text: str = ""  # the plain-text body, for a reply that lands in the support inbox
     size: int = 0
     pdfs: list[Attachment] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -328,6 +331,10 @@ def parse(raw: bytes, *, max_bytes: int) -> Parsed:
             message_id=_header(message, "Message-ID", 255),
             sender=_header(message, "From", 320),
             subject=_header(message, "Subject", 300),
+            recipient=_header(message, "To", 320),
+            in_reply_to=_MESSAGE_IDS.findall(
+                f"{_header(message, 'In-Reply-To', 2000)} {_header(message, 'References', 8000)}"
+            )[:20],
         )
         broken = [d for d in _defects(message) if isinstance(d, _BROKEN)]
         if broken:
@@ -337,9 +344,27 @@ def parse(raw: bytes, *, max_bytes: int) -> Parsed:
             if part.is_multipart():
                 continue
             _take(part, index, result, max_bytes)
+        if result.in_reply_to:
+            result.text = _plain_text(message)
     except Exception as exc:  # the parser and header classes raise many things on junk
         return Parsed(errors=[f"the message cannot be parsed: {type(exc).__name__}"])
     return result
+
+
+_MESSAGE_IDS = re.compile(r"<[^<>\s]{1,250}>")
+MAX_REPLY_CHARS = 20_000
+
+
+def _plain_text(message: Message) -> str:
+    """The message's plain-text body (made storable), for the support inbox."""
+    body = message.get_body(preferencelist=("plain",))  # type: ignore[attr-defined]
+    if body is None:
+        return ""
+    try:
+        text = str(body.get_content())
+    except Exception:  # an undecodable charset: nothing to show
+        return ""
+    return text.replace("\x00", "\ufffd")[:MAX_REPLY_CHARS]
 
 
 def _defects(message: Message) -> list[MessageDefect]:
@@ -422,6 +447,17 @@ async def store(box: Mailbox, uidvalidity: int, uid: int, parsed: Parsed) -> Out
                     status=status.value,
                     error=error,
                     using_db=conn,
+                )
+                # A reply to one of the organization's own mails: to its support inbox.
+                await inbox.file_email_reply(
+                    box.tenant_id,
+                    sender=parsed.sender,
+                    recipient=parsed.recipient,
+                    subject=parsed.subject,
+                    text=parsed.text,
+                    message_id=parsed.message_id,
+                    in_reply_to=parsed.in_reply_to,
+                    connection=conn,
                 )
                 added = 0
                 held = set(

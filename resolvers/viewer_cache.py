@@ -34,10 +34,18 @@ class UserProfile:
     name: str
     email_verified_at: dt.datetime | None
     created_at: dt.datetime
+    phone_verified_at: dt.datetime | None = None
 
     @classmethod
     def of(cls, row: Any) -> UserProfile:
-        return cls(row.id, row.email, row.name, row.email_verified_at, row.created_at)
+        return cls(
+            row.id,
+            row.email,
+            row.name,
+            row.email_verified_at,
+            row.created_at,
+            getattr(row, "phone_verified_at", None),
+        )
 
 
 @dataclass(frozen=True, slots=True)

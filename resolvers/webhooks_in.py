@@ -137,6 +137,7 @@ async def _secrets_for(
     if token is None:
         found = [
             settings.system_webhook_secret(provider),
+            settings.signing_secret_of(provider),
             (sandbox_secrets or {}).get(provider),
         ]
         secrets = list(dict.fromkeys(s for s in found if s))
@@ -167,13 +168,15 @@ async def receive(
     *,
     throttle: Throttle | None = None,
     sandbox_secrets: Mapping[str, str] | None = None,
+    url: str | None = None,
 ) -> Received:
     """Verify and store one incoming webhook (the HTTP route's whole job).
 
     `throttle(source_key)` is awaited once the address is resolved: with the source's
     key, or None for an unknown address (it raises RateLimited when over budget).
     `sandbox_secrets`: provider → the secret the gateway's own sandbox signs with, also
-    accepted at the system address."""
+    accepted at the system address. `url`: the public URL the request was addressed to,
+    for vendors that sign it (Twilio)."""
     verifier = get_verifier(provider)
     if verifier is None:
         raise NotFound("Unknown webhook provider.")
@@ -190,7 +193,7 @@ async def receive(
         raise
     if throttle is not None:
         await throttle(source_key)
-    event = _verify_any(verifier, headers, raw_body, secrets)
+    event = _verify_any(verifier, headers, raw_body, secrets, url)
     audit = {
         name: headers[name]
         for name in (*AUDIT_HEADERS, *verifier.audit_headers)
@@ -216,12 +219,18 @@ async def receive(
 
 
 def _verify_any(
-    verifier: Verifier, headers: Mapping[str, str], raw_body: bytes, secrets: list[str]
+    verifier: Verifier,
+    headers: Mapping[str, str],
+    raw_body: bytes,
+    secrets: list[str],
+    url: str | None = None,
 ) -> VerifiedEvent:
     """The event verified by the first secret that fits; else the last refusal."""
     refusal: SignatureInvalid | None = None
     for secret in secrets:
         try:
+            if verifier.signs_url:
+                return verifier.verify(headers, raw_body, secret, url=url)  # type: ignore[call-arg]
             return verifier.verify(headers, raw_body, secret)
         except SignatureInvalid as exc:
             refusal = exc

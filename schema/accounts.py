@@ -27,6 +27,10 @@ class User(relay.Node):
     email: str = strawberry.field(description="Sign-in email, lower-cased.")
     name: str = strawberry.field(description="Display name.")
     email_verified: bool = strawberry.field(description="The user confirmed their email address.")
+    phone_verified: bool = strawberry.field(
+        default=False,
+        description="The user proved they hold a phone number (`checkVerificationCode`).",
+    )
     created_at: dt.datetime = strawberry.field(description="When the account was created.")
 
     @classmethod
@@ -36,6 +40,7 @@ class User(relay.Node):
             email=row.email,
             name=row.name,
             email_verified=row.email_verified_at is not None,
+            phone_verified=getattr(row, "phone_verified_at", None) is not None,
             created_at=row.created_at,
         )
 

@@ -23,6 +23,7 @@ from schema import (
     events,
     files,
     identity,
+    inbox,
     integrations,
     invoices,
     jobs,
@@ -30,6 +31,7 @@ from schema import (
     mail,
     mailbox,
     members,
+    messaging,
     payments,
     system,
     tasks,
@@ -62,6 +64,8 @@ AREAS: list[ModuleType] = [
     leads,
     tasks,
     files,
+    messaging,
+    inbox,
 ]
 
 

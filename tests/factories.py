@@ -432,3 +432,69 @@ async def make_file(client: httpx.AsyncClient, owner: Account) -> str:
     )
     assert "errors" not in done, done
     return str(ticket["file"]["id"])
+
+
+def _factory_number() -> str:
+    from kit.phones import is_e164
+
+    while True:
+        candidate = f"+1415{2 + uuid.uuid4().int % 8}{uuid.uuid4().int % 1_000_000:06d}"
+        if is_e164(candidate):
+            return candidate
+
+
+@factory("Message")
+async def make_message(client: httpx.AsyncClient, owner: Account) -> str:
+    body = await gql(
+        client,
+        """mutation($i: SendSmsInput!) { sendSms(input: $i) { message { id } } }""",
+        {"i": {"to": _factory_number(), "body": "Factory message"}},
+        token=owner.token,
+    )
+    assert "errors" not in body, body
+    return str(body["data"]["sendSms"]["message"]["id"])
+
+
+@factory("SmsBatch")
+async def make_sms_batch(client: httpx.AsyncClient, owner: Account) -> str:
+    body = await gql(
+        client,
+        """mutation($i: SendBulkSmsInput!) { sendBulkSms(input: $i) { batch { id } } }""",
+        {"i": {"body": "Factory bulk", "recipients": [{"to": _factory_number()}]}},
+        token=owner.token,
+    )
+    assert "errors" not in body, body
+    return str(body["data"]["sendBulkSms"]["batch"]["id"])
+
+
+@factory("PhoneOptOut")
+async def make_phone_opt_out(client: httpx.AsyncClient, owner: Account) -> str:
+    body = await gql(
+        client,
+        """mutation($i: AddPhoneOptOutInput!) { addPhoneOptOut(input: $i) { optOut { id } } }""",
+        {"i": {"number": _factory_number()}},
+        token=owner.token,
+    )
+    assert "errors" not in body, body
+    return str(body["data"]["addPhoneOptOut"]["optOut"]["id"])
+
+
+@factory("InboxConversation")
+async def make_inbox_conversation(client: httpx.AsyncClient, owner: Account) -> str:
+    """An incoming SMS, filed the way the inbox's intake job files Twilio's webhook."""
+    from resolvers import inbox
+
+    tenant_id = int(relay.GlobalID.from_id(owner.org_id).node_id)
+    message = await inbox.file_message(
+        tenant_id,
+        inbox.Incoming(
+            channel=inbox.Channel.SMS,
+            sender=_factory_number(),
+            recipient="+15005550006",
+            body="Factory question",
+            media_urls=[],
+            provider_sid="SM" + uuid.uuid4().hex,
+        ),
+    )
+    assert message is not None and message.conversation_id is not None
+    return str(relay.GlobalID("InboxConversation", str(message.conversation_id)))

@@ -10,16 +10,20 @@ providers/sandbox/__init__.py; each instance is kept in
 Delivery webhooks (SANDBOX_WEBHOOKS, on by default): the mail sandboxes post the events
 the vendor would send after each send, signed the vendor's way, to this gateway's own
 `{PUBLIC_URL}/webhooks/resend` and `/webhooks/sendgrid`, so the embedded default shows
-real delivery states; the Rossum sandbox calls `/webhooks/rossum` (its hook) whenever an
-annotation changes status, signed with `WEBHOOK_SYSTEM_SECRETS["rossum"]` when set, else
-with a derived secret, and walks annotations `ROSSUM_SANDBOX_STEP_SECONDS` apart.
-The Stripe sandbox posts its events to `/webhooks/stripe`, signed with
-STRIPE_WEBHOOK_SECRET (or `WEBHOOK_SYSTEM_SECRETS["stripe"]`) when set, else derived.
-Resend's are signed with `WEBHOOK_SYSTEM_SECRETS["resend"]` when
-set; otherwise, and always for SendGrid (whose key pair the vendor holds), with a key
-derived from the first vault key: every process of one installation derives the same,
-and nobody without the vault key can. `services.sandbox_webhook_secrets` tells the
-webhook route which key to accept besides the system secrets.
+real delivery states; the Twilio sandbox posts each message's signed status callbacks to
+the `StatusCallback` the send names (`/webhooks/twilio`) and its injected incoming
+messages to `/webhooks/twilio`, `TWILIO_SANDBOX_STEP_SECONDS` apart, signed with the
+sandbox account's auth token (derived from the vault key); the Stripe sandbox posts its
+events to `/webhooks/stripe`, signed with STRIPE_WEBHOOK_SECRET (or
+`WEBHOOK_SYSTEM_SECRETS["stripe"]`) when set, else derived; the Rossum sandbox calls
+`/webhooks/rossum` (its hook) whenever an annotation changes status, signed with
+`WEBHOOK_SYSTEM_SECRETS["rossum"]` when set, else with a derived secret, and walks
+annotations `ROSSUM_SANDBOX_STEP_SECONDS` apart. Resend's are signed with
+`WEBHOOK_SYSTEM_SECRETS["resend"]` when set; otherwise, and always for SendGrid (whose
+key pair the vendor holds), with a key derived from the first vault key: every process
+of one installation derives the same, and nobody without the vault key can.
+`services.sandbox_webhook_secrets` tells the webhook route which key to accept besides
+the system secrets.
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ from providers.sandbox.resend import ResendSandbox
 from providers.sandbox.rossum import RossumSandbox
 from providers.sandbox.sendgrid import SendGridSandbox
 from providers.sandbox.stripe import StripeSandbox
+from providers.sandbox.twilio import TwilioSandbox
 from resolvers.context import Services
+from resolvers.credentials import sandbox_secret
 
 log = logging.getLogger("switchboard.sandbox")
 
@@ -128,6 +134,17 @@ def configure_webhooks(services: Services) -> None:
             step_seconds=settings.rossum_sandbox_step_seconds,
         )
         services.sandbox_webhook_secrets["rossum"] = secret
+    twilio = services.sandboxes.get("twilio")
+    if isinstance(twilio, TwilioSandbox):
+        # Status callbacks go where each send says (only under this gateway's webhooks),
+        # incoming messages to /webhooks/twilio, signed with the sandbox account's auth
+        # token (derived from the vault key), which the system address accepts.
+        twilio.configure(
+            callbacks=f"{base}/webhooks/",
+            inbound=f"{base}/webhooks/twilio",
+            step=settings.twilio_sandbox_step_seconds,
+        )
+        services.sandbox_webhook_secrets["twilio"] = sandbox_secret(settings, "twilio")
 
 
 async def aclose(services: Services) -> None:

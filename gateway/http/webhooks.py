@@ -44,6 +44,12 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def routes(services: Services) -> list[BaseRoute]:
+    def public_url(request: Request) -> str:
+        """The URL the sender addressed (PUBLIC_URL + path + query): what Twilio signs.
+        Taken from settings, never from the request's Host, which a proxy may rewrite."""
+        query = request.url.query
+        return f"{settings.base_url}{request.url.path}" + (f"?{query}" if query else "")
+
     settings = services.settings
     webhooks_out.use_settings(settings)  # delivery jobs in this process sign and guard with these
 
@@ -80,6 +86,7 @@ def routes(services: Services) -> list[BaseRoute]:
                 body,
                 throttle=throttle,
                 sandbox_secrets=services.sandbox_webhook_secrets,
+                url=public_url(request),
             )
         except GatewayError as exc:
             headers = dict(budget)

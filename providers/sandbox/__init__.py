@@ -18,6 +18,7 @@ SANDBOXES: dict[str, str] = {
     "sendgrid": "providers.sandbox.sendgrid:create_app",
     "rossum": "providers.sandbox.rossum:create_app",
     "stripe": "providers.sandbox.stripe:create_app",
+    "twilio": "providers.sandbox.twilio:create_app",
     "google": "providers.sandbox.google:create_app",
     "github": "providers.sandbox.github:create_app",
 }

@@ -79,6 +79,17 @@ class Callbacks:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def schedule_to(self, url: str, requests: Sequence[RequestBuilder]) -> None:
+        """Post `requests` in order to `url` (a vendor that takes the receiver with each
+        call, as Twilio's `StatusCallback`); the caller checks that `url` may be posted to."""
+        if not requests:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._post_all(url, list(requests)), name=f"sandbox-{self.provider}-callbacks"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def drain(self) -> None:
         """Wait until every scheduled request was posted (or given up); bound it with
         `asyncio.timeout` when needed."""

@@ -125,6 +125,17 @@ async def stream_chat_completion(ctx: Context, request: ChatRequest) -> AsyncIte
         await asyncio.shield(release_unbilled(plan))
 
 
+async def stream_plan(ctx: Context, plan: Plan) -> AsyncIterator[StreamEvent]:
+    """Stream a completion already planned by another area (the inbox's draft replies),
+    settled as `stream_chat_completion` settles its own."""
+    try:
+        async with contextlib.aclosing(_stream(ctx, plan)) as events:
+            async for event in events:
+                yield event
+    finally:
+        await asyncio.shield(release_unbilled(plan))
+
+
 async def _stream(ctx: Context, plan: Plan) -> AsyncGenerator[StreamEvent, None]:
     client = provider(ctx.services)
     coalesce = ctx.settings.ai_stream_coalesce_ms / 1000

@@ -136,7 +136,30 @@ async def test_bad_input_names_the_field_and_stores_nothing(client, owner):
         ({"provider": "OPENAI", "secrets": {}}, "secrets.apiKey"),
         ({"provider": "OPENAI", "secrets": {"apiKey": "sk-x", "colour": "red"}}, "secrets.colour"),
         # No client for these vendors yet: refused on the provider, before their fields.
-        ({"provider": "TWILIO", "secrets": {"authToken": "t" * 20}}, "provider"),
+        ({"provider": "ZOOM", "secrets": {"clientSecret": "t" * 20}}, "provider"),
+        ({"provider": "TWILIO", "secrets": {"authToken": "t" * 20}}, "secrets.accountSid"),
+        (
+            {
+                "provider": "TWILIO",
+                "secrets": {
+                    "accountSid": "AC" + "0" * 32,
+                    "authToken": "t" * 20,
+                    "phoneNumber": "+1 555",
+                },
+            },
+            "secrets.phoneNumber",
+        ),
+        (
+            {
+                "provider": "TWILIO",
+                "secrets": {
+                    "accountSid": "AC" + "0" * 32,
+                    "apiKeySid": "SK" + "0" * 32,
+                    "phoneNumber": "+14155550123",
+                },
+            },
+            "secrets.apiKeySecret",
+        ),
         ({"provider": "SMTP", "secrets": {"host": "mail", "port": "99999"}}, "secrets.port"),
         (
             {"provider": "OPENAI", "secrets": {"apiKey": "sk-abc", "baseUrl": "ftp://x"}},

@@ -117,7 +117,7 @@ async def _probe_phases(client: httpx.AsyncClient, token: str, vendor: str) -> N
         return ready if probe and probe["ok"] and probe["latency_ms"] >= 40 else None
 
     ready = await eventually(slow_probe, "a good probe through the latency fault")
-    assert ready["status"] == "healthy"
+    assert ready["status"] == "healthy", ready["providers"]
     openai = ready["providers"]["openai"]
     assert openai["status"] == "operational" and openai["credential_source"] == "system"
     assert ready["providers"]["resend"]["status"] == "sandbox"
@@ -149,7 +149,7 @@ async def _probe_phases(client: httpx.AsyncClient, token: str, vendor: str) -> N
     assert health["status"] == "DEGRADED"
     assert {c["name"]: c["ok"] for c in health["checks"]} == {"store": True, "migrations": True}
     by_provider = {p["provider"]: p for p in health["providers"]}
-    assert set(by_provider) == {"OPENAI", "RESEND", "SENDGRID", "ROSSUM", "STRIPE"}
+    assert set(by_provider) == {"OPENAI", "RESEND", "SENDGRID", "ROSSUM", "STRIPE", "TWILIO"}
     assert by_provider["OPENAI"]["status"] == "DOWN"
     probe = by_provider["OPENAI"]["probe"]
     assert probe["ok"] is False and probe["failuresInARow"] >= 2
@@ -220,6 +220,7 @@ async def test_unconfigured_providers_make_the_gateway_degraded_not_unready(stor
         "sendgrid": "unconfigured",
         "rossum": "unconfigured",
         "stripe": "unconfigured",
+        "twilio": "unconfigured",
     }
 
 
@@ -253,7 +254,7 @@ async def test_no_probe_task_when_the_interval_is_zero(store):
 
 @pytest.mark.parametrize("mutation", [SET_TENANT, SET_MINE])
 async def test_credentials_for_a_provider_without_a_client_are_refused(client, owner, mutation):
-    for provider, field in (("TWILIO", "authToken"), ("NOTION", "apiKey")):
+    for provider, field in (("PAYPAL", "clientSecret"), ("NOTION", "apiKey")):
         secret = f"{provider.lower()}-{uuid.uuid4().hex}"
         body = await gql(
             client,
@@ -291,7 +292,7 @@ async def test_an_unconfigured_mail_provider_is_no_fault_while_another_sends(sto
             database_url=store.url, sandbox_enabled=False, openai_api_key="sk-" + "x" * 40,
             health_probe_seconds=0,
             **{"rossum_username": "ap@acme.test", "rossum_password": "p" * 12,
-               "stripe_secret_key": "sk_test_" + "x" * 24, **overrides},
+               "stripe_secret_key": "sk_test_" + "x" * 24, **TWILIO, **overrides},
         )  # fmt: skip
         app = create_app(settings, configure_logs=False)
         transport = httpx.ASGITransport(app=app)
@@ -304,3 +305,12 @@ async def test_an_unconfigured_mail_provider_is_no_fault_while_another_sends(sto
     assert await status(sendgrid_api_key="SG." + "x" * 40) == "healthy"
     # Rossum has no stand-in: without it invoices cannot be read, whatever sends mail.
     assert await status(smtp_host="smtp.example.com", rossum_username="") == "degraded"
+    # Nor Twilio: without it no SMS, WhatsApp or verification code goes out.
+    assert await status(smtp_host="smtp.example.com", twilio_account_sid="") == "degraded"
+
+
+TWILIO = {
+    "twilio_account_sid": "AC" + "0" * 32,
+    "twilio_auth_token": "t" * 32,
+    "twilio_phone_number": "+14155550123",
+}

@@ -99,7 +99,10 @@ async def test_rotate_vault_key_command(client, owner, store):
         )
 
     new = generate_key()
-    total = await Credential.all().count()
+    # Every vault column of every area (credentials, organizations' single sign-on, ...).
+    from models.credentials import VAULT_COLUMNS
+
+    total = sum([await model.all().count() for model, _ in VAULT_COLUMNS])
     try:
         out = rotate_cli(store.url, [new, DEV_VAULT_KEY])
         assert out.returncode == 0, out.stderr
@@ -108,8 +111,10 @@ async def test_rotate_vault_key_command(client, owner, store):
         # Every stored ciphertext is now under the new key alone ...
         only_new = Vault([new])
         for row in await Credential.all():
-            assert only_new.is_current(row.ciphertext)
             json.loads(only_new.decrypt(row.ciphertext))
+        for model, column in VAULT_COLUMNS:
+            for secret_row in await model.all():
+                assert only_new.is_current(getattr(secret_row, column))
         # ... so a gateway configured without the old key still reads them.
         settings = make_settings(database_url=store.url, vault_keys=[new])
         ctx = ctx_for(settings, tenant_id_of(owner), user_id_of(owner), "OWNER")

@@ -6,7 +6,7 @@ from tortoise.fields.base import OnDelete
 from tortoise import fields
 
 class Migration(migrations.Migration):
-    dependencies = [('switchboard', '0008_identity')]
+    dependencies = [('switchboard', '0009_messaging')]
 
     initial = False
 
