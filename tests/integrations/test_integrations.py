@@ -144,8 +144,8 @@ async def test_unconfigured_without_sandbox(store, owner):
 
     settings = make_settings(database_url=store.url, sandbox_enabled=False)
     ctx = ctx_for(settings, tenant_id_of(owner), user_id_of(owner), "OWNER")
-    reports = {r.provider.value: r for r in await integration_health(ctx, ["openai", "twilio"])}
-    assert set(reports) == {"openai"}  # no client for twilio: not listed
+    reports = {r.provider.value: r for r in await integration_health(ctx, ["openai", "paypal"])}
+    assert set(reports) == {"openai"}  # no client for paypal: not listed
     assert reports["openai"].status is ProviderStatus.UNCONFIGURED
     assert reports["openai"].source is None
 
