@@ -142,14 +142,6 @@ class GuardedHTTPClient(stripe.HTTPClient):
             raise
         return response.body, response.status, response.headers
 
-    async def request_stream_async(
-        self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
-    ) -> Any:
-        raise NotImplementedError("streamed Stripe answers are not used")
-
-    def request(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError("the gateway calls Stripe asynchronously only")
-
     async def close_async(self) -> None:
         """The session is the layer's (closed by the registry)."""
 

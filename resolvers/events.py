@@ -203,6 +203,35 @@ async def emit(
     return row
 
 
+async def move_forward(
+    row: Any,
+    status: str,
+    rank: dict[str, int],
+    values: dict[str, Any],
+    *,
+    event_type: str,
+    event_data: Callable[[Any], dict[str, Any]],
+    connection: BaseDBAsyncClient,
+) -> bool:
+    """A forward-only state move: set `row`'s status (and `values`) only while it stands
+    lower in `rank` — one conditional UPDATE, so a late or racing update never moves it
+    back — and, when it moved, emit `event_type` in the same transaction. True if moved."""
+    lower = [s for s, r in rank.items() if r < rank[status]]
+    moved = (
+        await type(row)
+        .filter(id=row.id, status__in=lower)
+        .using_db(connection)
+        .update(status=status, **values)
+    )
+    if not moved:
+        return False
+    row.status = status
+    for name, value in values.items():
+        setattr(row, name, value)
+    await emit(row.tenant_id, event_type, event_data(row), connection=connection)
+    return True
+
+
 async def emit_many(
     tenant_id: int,
     items: list[tuple[str, dict[str, Any]]],

@@ -491,7 +491,6 @@ async def _finish_sso(ctx: Context, flow: OAuthFlow, code: str, secrets_: Secret
 
 __all__ = [
     "PROVIDERS",
-    "ProviderError",
     "ProviderUnavailable",
     "SignInRefused",
     "exchange_login_code",

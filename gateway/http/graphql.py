@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from typing import Any
 
 from cross_web import HTTPException
@@ -42,6 +41,7 @@ from strawberry.types.unset import UNSET, UnsetType
 
 from gateway.http import uploads
 from gateway.http.graphiql import offline_html
+from gateway.http.middleware import request_context
 from gateway.http.responses import (
     GRAPHQL_RESPONSE,
     JSON,
@@ -133,17 +133,7 @@ class GatewayGraphQL(GraphQL):
             self.responses.max_entries = settings.response_cache_entries
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:  # type: ignore[override]
-        state = request.scope.get("state", {})
-        return Context(
-            services=self.services,
-            request_id=state.get("request_id") or uuid.uuid4().hex,
-            principal=state.get("principal"),
-            client_ip=state.get("client_ip", "unknown"),
-            user_agent=request.headers.get("user-agent", "")[:300],
-            request=request,
-            response=response,
-            connection_params=None,
-        )
+        return request_context(self.services, request, response)
 
     async def on_ws_connect(self, context: Context) -> UnsetType:  # type: ignore[override]
         params = context.connection_params or {}

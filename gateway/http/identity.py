@@ -20,28 +20,18 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.http.middleware import request_context
 from gateway.http.responses import error_body, gateway_error_body
 from kit.errors import GatewayError
 from providers.errors import ProviderError
 from providers.oauth import SignInRefused
 from resolvers import identity
-from resolvers.context import Context, Services
+from resolvers.context import Services
 
 log = logging.getLogger("switchboard.identity")
 
 COOKIE = "sb_oauth"
 NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
-
-
-def _context(services: Services, request: Request) -> Context:
-    state = request.scope.get("state", {})
-    return Context(
-        services=services,
-        request_id=state.get("request_id") or secrets.token_hex(8),
-        client_ip=state.get("client_ip", "unknown"),
-        user_agent=request.headers.get("user-agent", "")[:300],
-        request=request,
-    )
 
 
 def _provider(request: Request, *, callback: bool = False) -> str:
@@ -63,7 +53,7 @@ def routes(services: Services) -> list[BaseRoute]:
         try:
             browser = secrets.token_urlsafe(32)
             hint = request.query_params.get("login_hint")
-            ctx = _context(services, request)
+            ctx = request_context(services, request)
             if "organization" in request.path_params:
                 organization = str(request.path_params["organization"])
                 url = await identity.start_sso(ctx, organization, browser, hint=hint)
@@ -94,7 +84,7 @@ def routes(services: Services) -> list[BaseRoute]:
         try:
             provider = _provider(request, callback=True)
             code = await identity.finish_sign_in(
-                _context(services, request),
+                request_context(services, request),
                 provider,
                 state=query.get("state", ""),
                 code=query.get("code", ""),

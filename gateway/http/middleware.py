@@ -34,9 +34,26 @@ from kit.security import API_KEY_PREFIX, Principal
 from kit.ttl_cache import TTLCache
 from resolvers import authority
 from resolvers.auth import authenticate, bearer_token
-from resolvers.context import Services
+from resolvers.context import Context, Services
 
 log = logging.getLogger("switchboard.http")
+
+
+def request_context(services: Services, conn: Any, response: Any = None) -> Context:
+    """The resolvers' Context for an HTTP or WebSocket connection, from what this
+    middleware put in its scope's state (request id, principal, client address)."""
+    state = conn.scope.get("state", {})
+    return Context(
+        services=services,
+        request_id=state.get("request_id") or uuid.uuid4().hex,
+        principal=state.get("principal"),
+        client_ip=state.get("client_ip", "unknown"),
+        user_agent=conn.headers.get("user-agent", "")[:300],
+        request=conn,
+        response=response,
+    )
+
+
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 VERIFIED_TOKENS = 10_000
 EXEMPT_PREFIXES = ("/health", "/metrics", "/sandbox", "/graphiql/assets")

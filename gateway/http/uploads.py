@@ -16,7 +16,6 @@ them: the CSRF rule, the caller, and a parser that refuses while the body stream
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,6 @@ class SpooledPart(UploadFile):
         super().__init__(file=None, size=0, filename=filename, headers=headers)  # type: ignore[arg-type]
         self.writer = writer
         self.spooled: Spooled | None = None
-        self._reader: Any = None
 
     async def write(self, data: bytes) -> None:
         self.size = (self.size or 0) + len(data)
@@ -57,22 +55,11 @@ class SpooledPart(UploadFile):
 
     async def seek(self, offset: int) -> None:
         # Starlette seeks to 0 when the part ended: the moment the spool file is whole.
+        # The resolvers take `spooled` (the file on disk), never the part's bytes.
         if self.spooled is None:
             self.spooled = await self.writer.finish()
-        if self._reader is not None:
-            self._reader.seek(offset)
-
-    async def read(self, size: int = -1) -> bytes:
-        if self.spooled is None:
-            self.spooled = await self.writer.finish()
-        if self._reader is None:
-            self._reader = await asyncio.to_thread(open, self.spooled.path, "rb")
-        data: bytes = await asyncio.to_thread(self._reader.read, size)
-        return data
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
         self.writer.discard()
 
 

@@ -28,7 +28,7 @@ from kit.errors import NotFound
 from models.mail import EmailStatus, OutboundEmail, SuppressionReason
 from models.webhooks import WebhookInbox
 from resolvers.context import Context
-from resolvers.events import emit, follow, global_id
+from resolvers.events import follow, global_id, move_forward
 from resolvers.mail.chain import SENDGRID_EMAIL_ARG
 from resolvers.mail.outbox import event_data
 from resolvers.mail.suppression import suppress
@@ -66,11 +66,6 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def lower_than(status: EmailStatus) -> list[str]:
-    rank = RANK[status.value]
-    return [s for s, r in RANK.items() if r < rank]
-
-
 async def advance(
     email: OutboundEmail,
     status: EmailStatus,
@@ -81,25 +76,19 @@ async def advance(
     """Move `email` to `status` (and set `fields`) unless it is there or further already;
     emit `email.<status>`. True when it moved."""
     at = now()
-    values: dict[str, Any] = {"status": status.value, "status_changed_at": at, "updated_at": at}
+    values: dict[str, Any] = {"status_changed_at": at, "updated_at": at}
     if status == EmailStatus.DELIVERED:
         values["delivered_at"] = at
     values.update(fields)
-    moved = (
-        await OutboundEmail.filter(id=email.id, status__in=lower_than(status))
-        .using_db(connection)
-        .update(**values)
-    )
-    if not moved:
-        return False
-    email.status = status.value
-    await emit(
-        email.tenant_id,
-        f"email.{status.value.lower()}",
-        event_data(email),
+    return await move_forward(
+        email,
+        status.value,
+        RANK,
+        values,
+        event_type=f"email.{status.value.lower()}",
+        event_data=event_data,
         connection=connection,
     )
-    return True
 
 
 # Provider events ----------------------------------------------------------------------

@@ -28,7 +28,7 @@ from models.messaging import Channel, Direction, Message, MessageStatus, OptOutR
 from models.webhooks import WebhookInbox
 from providers import twilio
 from resolvers.context import Context
-from resolvers.events import emit, follow, global_id
+from resolvers.events import follow, global_id, move_forward
 from resolvers.messaging.optout import opt_out
 from resolvers.messaging.outbox import event_data
 from resolvers.operations import operation
@@ -86,11 +86,6 @@ def is_final(message: Message) -> bool:
     )
 
 
-def lower_than(status: MessageStatus) -> list[str]:
-    rank = RANK[status.value]
-    return [s for s, r in RANK.items() if r < rank]
-
-
 async def advance(
     message: Message,
     status: MessageStatus,
@@ -101,27 +96,19 @@ async def advance(
     """Move `message` to `status` (and set `fields`) unless it is there or further
     already; emit `message.<status>`. True when it moved."""
     at = now()
-    values: dict[str, Any] = {"status": status.value, "status_changed_at": at, "updated_at": at}
+    values: dict[str, Any] = {"status_changed_at": at, "updated_at": at}
     if status == MessageStatus.DELIVERED:
         values["delivered_at"] = at
     values.update(fields)
-    moved = (
-        await Message.filter(id=message.id, status__in=lower_than(status))
-        .using_db(connection)
-        .update(**values)
-    )
-    if not moved:
-        return False
-    message.status = status.value
-    for name, value in fields.items():
-        setattr(message, name, value)
-    await emit(
-        message.tenant_id,
-        f"message.{status.value.lower()}",
-        event_data(message),
+    return await move_forward(
+        message,
+        status.value,
+        RANK,
+        values,
+        event_type=f"message.{status.value.lower()}",
+        event_data=event_data,
         connection=connection,
     )
-    return True
 
 
 class NotYetRecorded(Exception):
