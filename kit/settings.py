@@ -266,8 +266,13 @@ class Settings(BaseSettings):
     stripe_secret_key: SecretStr | None = None
     stripe_base_url: str = ""  # another Stripe-compatible endpoint (e.g. a sandbox)
     stripe_webhook_secret: SecretStr | None = Field(None, repr=False)
+    # PayPal: the operator's REST app (client id and secret), its endpoint (the live API;
+    # https://api-m.sandbox.paypal.com for PayPal's own sandbox), and the id of its webhook
+    # at PayPal (`/webhooks/paypal`): PayPal signs each event for one webhook id.
     paypal_client_id: str = ""
     paypal_client_secret: SecretStr | None = None
+    paypal_base_url: str = ""
+    paypal_webhook_id: str = Field("", pattern=r"^[A-Za-z0-9_-]{0,64}$")
     # Twilio (SMS, WhatsApp): the account, its auth token (it also verifies Twilio's signed
     # callbacks) or an API key pair (SK…) for the REST calls, the senders (an E.164 number,
     # a WhatsApp-enabled number, or a Messaging Service), another endpoint (e.g. a sandbox).
@@ -527,6 +532,8 @@ class Settings(BaseSettings):
             return configured
         if provider == "stripe" and self.stripe_webhook_secret is not None:
             return self.stripe_webhook_secret.get_secret_value() or None
+        if provider == "paypal":
+            return self.paypal_webhook_id or None
         return None
 
     def system_credentials(self, provider: str) -> dict[str, str] | None:
@@ -588,7 +595,11 @@ _SYSTEM_CREDENTIALS: dict[str, dict[str, str]] = {
         "base_url": "rossum_base_url",
     },
     "stripe": {"secret_key": "stripe_secret_key", "base_url": "stripe_base_url"},
-    "paypal": {"client_id": "paypal_client_id", "client_secret": "paypal_client_secret"},
+    "paypal": {
+        "client_id": "paypal_client_id",
+        "client_secret": "paypal_client_secret",
+        "base_url": "paypal_base_url",
+    },
     "twilio": {
         "account_sid": "twilio_account_sid",
         "auth_token": "twilio_auth_token",

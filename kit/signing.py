@@ -51,16 +51,19 @@ import hashlib
 import hmac
 import json
 import math
+import re
 import secrets
 import time
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 from standardwebhooks.webhooks import Webhook
 
@@ -234,6 +237,11 @@ class Verifier(ABC):
     secret_hint: ClassVar[str] = "whsec_ must be followed by base64"
     # The vendor signs the URL it posted to: `verify` takes `url=` (the public URL).
     signs_url: ClassVar[bool] = False
+    # The vendor signs with a certificate it names in a header (`certificate_header`, a
+    # URL): the caller fetches it (after checking the URL) and `verify` takes
+    # `certificate=` (PEM bytes).
+    needs_certificate: ClassVar[bool] = False
+    certificate_header: ClassVar[str] = ""
 
     def check_secret(self, secret: str) -> None:
         """Raise ValueError when `secret` cannot work with this verifier (on saving it)."""
@@ -702,3 +710,102 @@ class TwilioVerifier(Verifier):
         if status:
             return VerifiedEvent(f"{sid}:{status}"[:255], "message.status", payload)
         return VerifiedEvent(sid[:255], "message.inbound", payload)
+
+
+# PayPal ---------------------------------------------------------------------------------
+
+_MAX_PAYPAL_HEADER = 1000
+_PAYPAL_WEBHOOK_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def paypal_message(
+    transmission_id: str, transmission_time: str, webhook_id: str, body: bytes
+) -> bytes:
+    """What PayPal signs: `"{transmission id}|{transmission time}|{webhook id}|{crc32}"`,
+    the CRC32 of the raw body unsigned, in decimal."""
+    crc = zlib.crc32(body) & 0xFFFFFFFF
+    return f"{transmission_id}|{transmission_time}|{webhook_id}|{crc}".encode()
+
+
+def _paypal_time(raw: str, tolerance: int, now: float | None) -> None:
+    try:
+        at = dt.datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise SignatureInvalid("MALFORMED_TIMESTAMP") from None
+    if at.tzinfo is None:
+        raise SignatureInvalid("MALFORMED_TIMESTAMP")
+    current = time.time() if now is None else now
+    if abs(current - at.timestamp()) > tolerance:
+        raise SignatureInvalid(
+            "STALE_TIMESTAMP", "Webhook timestamp is outside the allowed window."
+        )
+
+
+@register_verifier
+class PayPalVerifier(Verifier):
+    """PayPal's webhooks, checked offline as PayPal documents: RSA PKCS#1 v1.5 with SHA-256
+    (`PAYPAL-AUTH-ALGO: SHA256withRSA`) over `paypal_message(...)`, the signature base64 in
+    `PAYPAL-TRANSMISSION-SIG`, with the certificate named by `PAYPAL-CERT-URL` (fetched by
+    the caller, who checks that URL's host first: `needs_certificate`). The "secret" is the
+    webhook's id at PayPal: a delivery signed for another webhook is refused. The
+    transmission time must be within ±5 minutes (a replayed delivery), and the certificate
+    within its validity dates. The event id and type are the signed body's `id` and
+    `event_type` (`WH-…`, `PAYMENT.CAPTURE.COMPLETED`)."""
+
+    name = "paypal"
+    audit_headers = ("paypal-transmission-id", "paypal-cert-url")
+    generates_secret = False
+    secret_hint = "must be the webhook's id at PayPal (letters, digits, - and _)"
+    needs_certificate = True
+    certificate_header = "PAYPAL-CERT-URL"
+
+    def check_secret(self, secret: str) -> None:
+        if not _PAYPAL_WEBHOOK_ID.match(secret):
+            raise ValueError(self.secret_hint)
+
+    def verify(
+        self,
+        headers: Mapping[str, str],
+        raw_body: bytes,
+        secret: str,
+        *,
+        now: float | None = None,
+        certificate: bytes | None = None,
+    ) -> VerifiedEvent:
+        values = {}
+        for name in ("transmission-id", "transmission-time", "transmission-sig", "auth-algo"):
+            value = _get(headers, f"paypal-{name}")
+            if not value or not value.strip() or len(value) > _MAX_PAYPAL_HEADER:
+                raise SignatureInvalid("MISSING_SIGNATURE")
+            values[name] = value.strip()
+        if values["auth-algo"].upper() != "SHA256WITHRSA":
+            raise SignatureInvalid("UNSUPPORTED_ALGORITHM")
+        _paypal_time(values["transmission-time"], self.tolerance_seconds, now)
+        if certificate is None:
+            raise SignatureInvalid("CERTIFICATE_UNAVAILABLE")
+        try:
+            cert = x509.load_pem_x509_certificate(certificate)
+            key = cert.public_key()
+            signature = base64.b64decode(values["transmission-sig"], validate=True)
+        except (ValueError, binascii.Error, UnsupportedAlgorithm):
+            raise SignatureInvalid("SIGNATURE_MISMATCH") from None
+        current = dt.datetime.fromtimestamp(time.time() if now is None else now, dt.UTC)
+        if not cert.not_valid_before_utc <= current <= cert.not_valid_after_utc:
+            raise SignatureInvalid("CERTIFICATE_EXPIRED")
+        if not isinstance(key, rsa.RSAPublicKey):
+            raise SignatureInvalid("UNSUPPORTED_ALGORITHM")
+        message = paypal_message(
+            values["transmission-id"], values["transmission-time"], secret, raw_body
+        )
+        try:
+            key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+        except InvalidSignature:
+            raise SignatureInvalid("SIGNATURE_MISMATCH") from None
+        payload = parse_json(raw_body)
+        if not isinstance(payload, dict):
+            raise PayloadInvalid("A PayPal event is a JSON object.")
+        event_id = _field(payload, "id")
+        if event_id is None:
+            raise PayloadInvalid("A PayPal event has an id.")
+        event_type = _field(payload, "event_type") or "unknown"
+        return VerifiedEvent(event_id[:255], event_type[:100], payload)

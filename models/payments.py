@@ -1,4 +1,4 @@
-"""Payments (resolvers/payments.py): one row per charge whatever the vendor, its refunds,
+"""Payments (resolvers/payments/): one row per charge whatever the vendor, its refunds,
 and the customers charges are made for."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from models.base import TenantModel
 
 class PaymentProvider(StrEnum):
     STRIPE = "stripe"
+    PAYPAL = "paypal"
 
 
 class PaymentStatus(StrEnum):

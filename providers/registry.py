@@ -40,9 +40,10 @@ from dataclasses import dataclass
 from kit.ratelimit import RateLimiter
 from kit.settings import Settings
 from kit.ssrf import Policy
-from providers import openai, resend, rossum, sendgrid, stripe, twilio
+from providers import openai, paypal, resend, rossum, sendgrid, stripe, twilio
 from providers.breaker import BreakerState, BreakerStore, make_breaker_store
 from providers.http import FailureHook, ProviderConfig, ProviderHTTP, ProviderStats
+from providers.tokens import TokenCache
 
 # Every provider that has a client, with its configuration (vendor modules own theirs).
 # A new vendor module adds its CONFIG here: that is what makes it "have a client".
@@ -55,6 +56,7 @@ CLIENTS: dict[str, ProviderConfig] = {
         rossum.CONFIG,
         stripe.CONFIG,
         twilio.CONFIG,
+        paypal.CONFIG,
     )
 }
 
@@ -119,6 +121,8 @@ class ProviderRegistry:
         # Rossum login tokens, one per credential for this process (renewed single-flight).
         self._rossum_tokens = rossum.TokenCache()
         self._stripe: stripe.StripeProvider | None = None
+        # PayPal access tokens, one per REST app for this process (renewed single-flight).
+        self._paypal_tokens = TokenCache()
 
     def configure(self, config: ProviderConfig) -> None:
         """Set a provider's configuration (before its first call)."""
@@ -163,6 +167,10 @@ class ProviderRegistry:
     def rossum_tokens(self) -> rossum.TokenCache:
         """The process's Rossum login tokens (every `RossumClient` shares them)."""
         return self._rossum_tokens
+
+    def paypal_tokens(self) -> TokenCache:
+        """The process's PayPal access tokens (every `PayPalClient` shares them)."""
+        return self._paypal_tokens
 
     def add_failure_hook(self, hook: FailureHook) -> None:
         self.hooks.append(hook)

@@ -37,17 +37,16 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
-
-from cachetools import LRUCache
 
 from providers.errors import ProviderError
 from providers.http import ProviderConfig, ProviderHTTP, ProviderResponse, Timeouts
 from providers.retry import RetryPolicy
 from providers.rossum_fields import ExtractedInvoice, LineItem, extract_invoice
+from providers.tokens import Issued, TokenCache
 
 __all__ = [
     "API_URL",
@@ -84,8 +83,6 @@ VERIFY_TIMEOUTS = Timeouts(connect=3.0, read=5.0, total=5.0)
 # What we ask a login token to live (Rossum's default is 162 hours), and how long we use
 # it: an hour less, so a token is never used in its last minutes.
 TOKEN_LIFETIME = 24 * 3600
-TOKEN_MARGIN = 3600
-MAX_TOKENS = 1024  # login tokens kept per process (one per credential)
 
 # Annotation statuses (Rossum's words).
 IMPORTING = "importing"
@@ -162,45 +159,6 @@ class RossumCredential:
     def cache_key(self) -> str:
         raw = f"{self.base_url}\x00{self.username}\x00{self.password}"
         return hashlib.sha256(raw.encode()).hexdigest()
-
-
-@dataclass(slots=True)
-class _Slot:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    token: str | None = None
-    expires: float = 0.0
-
-
-class TokenCache:
-    """Login tokens per credential, shared by every client of a process: a token is
-    fetched once and kept until it expires or is refused, and one renewal serves every
-    caller that asked meanwhile (single flight)."""
-
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self._slots: LRUCache[str, _Slot] = LRUCache(maxsize=MAX_TOKENS)
-        self.clock = clock
-
-    async def token(
-        self, key: str, login: Callable[[], Awaitable[str]], *, refused: str | None = None
-    ) -> str:
-        """The live token for `key`, logging in (once, for all waiters) when there is none,
-        it expired, or it is `refused` (the token a call was just refused with)."""
-        slot = self._slots.get(key)
-        if slot is None:
-            slot = self._slots[key] = _Slot()
-        if self._usable(slot, refused):
-            assert slot.token is not None
-            return slot.token
-        async with slot.lock:
-            if self._usable(slot, refused):  # another caller renewed it while we waited
-                assert slot.token is not None
-                return slot.token
-            token = await login()
-            slot.token, slot.expires = token, self.clock() + TOKEN_LIFETIME - TOKEN_MARGIN
-            return token
-
-    def _usable(self, slot: _Slot, refused: str | None) -> bool:
-        return slot.token is not None and slot.token != refused and slot.expires > self.clock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,7 +287,11 @@ class RossumClient:
     async def _token(self, refused: str | None = None) -> str:
         if self.credential.token:
             return self.credential.token
-        return await self.tokens.token(self.credential.cache_key(), self.login, refused=refused)
+
+        async def issue() -> Issued:
+            return Issued(await self.login(), TOKEN_LIFETIME)
+
+        return await self.tokens.token(self.credential.cache_key(), issue, refused=refused)
 
     async def _call(
         self,

@@ -47,7 +47,7 @@ from kit.ttl_cache import read_through
 from kit.vault import VaultError, vault_for
 from models.credentials import TENANT_SLOT, Credential, user_slot
 from models.tenancy import scoped
-from providers import imap, openai, resend, rossum, sendgrid, stripe, twilio
+from providers import imap, openai, paypal, resend, rossum, sendgrid, stripe, twilio
 from providers.errors import ProviderError
 from providers.registry import has_client
 from providers.sandbox import has_sandbox
@@ -385,6 +385,35 @@ async def _verify_twilio(ctx: Context, credential: ResolvedCredential) -> None:
     await twilio.verify_key(client)
 
 
+def paypal_client(
+    ctx: Context, credential: ResolvedCredential, tenant_id: int | None = None
+) -> paypal.PayPalClient:
+    """A PayPal client for a resolved credential, on the app's shared layer and token cache."""
+    registry = provider_registry(ctx.services)
+    labels: dict[str, str] = {
+        "request_id": ctx.request_id,
+        "credential_source": credential.source.value,
+    }
+    tenant = tenant_id if tenant_id is not None else (ctx.principal and ctx.principal.tenant_id)
+    if tenant:
+        labels["tenant_id"] = str(tenant)
+    return paypal.PayPalClient(
+        registry.http(paypal.PROVIDER),
+        registry.paypal_tokens(),
+        paypal.PayPalCredential.of(credential.secrets),
+        base_url=credential.base_url or paypal.API_URL,
+        labels=labels,
+        own_credential=credential.own,
+        guard_url=credential.guard_url,
+    )
+
+
+async def _verify_paypal(ctx: Context, credential: ResolvedCredential) -> None:
+    client = paypal_client(ctx, credential)
+    client.labels.update(_verify_labels(ctx, credential))
+    await paypal.verify_key(client)
+
+
 async def _verify_imap(ctx: Context, credential: ResolvedCredential) -> None:
     values = credential.secrets
     port = int(values.get("port") or imap.DEFAULT_PORT)
@@ -419,6 +448,7 @@ KEY_CHECKS: dict[IntegrationProvider, KeyCheck] = {
     IntegrationProvider.ROSSUM: _verify_rossum,
     IntegrationProvider.STRIPE: _verify_stripe,
     IntegrationProvider.TWILIO: _verify_twilio,
+    IntegrationProvider.PAYPAL: _verify_paypal,
 }
 
 
@@ -641,6 +671,7 @@ _LOADER = "credentials:resolve"
 # numeric queue id, so documents go to queue 1.
 SANDBOX_EXTRAS: dict[str, dict[str, str]] = {
     "rossum": {"queue_id": "1"},
+    "paypal": {"client_id": "sandbox-paypal-client"},
     "twilio": {
         "account_sid": "AC" + "5a" * 16,
         "phone_number": "+15005550006",  # Twilio's test sender

@@ -157,6 +157,9 @@ async def _secrets_for(
 
 
 Throttle = Callable[[str | None], Awaitable[None]]
+# The certificate at a URL a vendor names in its signature headers (PayPal), as PEM bytes;
+# it refuses (SignatureInvalid) a URL that is not the vendor's.
+CertificateFetcher = Callable[[str, str], Awaitable[bytes]]
 
 
 async def receive(
@@ -169,6 +172,7 @@ async def receive(
     throttle: Throttle | None = None,
     sandbox_secrets: Mapping[str, str] | None = None,
     url: str | None = None,
+    certificates: CertificateFetcher | None = None,
 ) -> Received:
     """Verify and store one incoming webhook (the HTTP route's whole job).
 
@@ -176,7 +180,8 @@ async def receive(
     key, or None for an unknown address (it raises RateLimited when over budget).
     `sandbox_secrets`: provider → the secret the gateway's own sandbox signs with, also
     accepted at the system address. `url`: the public URL the request was addressed to,
-    for vendors that sign it (Twilio)."""
+    for vendors that sign it (Twilio). `certificates(provider, url)`: the certificate a
+    vendor that signs with one names (PayPal)."""
     verifier = get_verifier(provider)
     if verifier is None:
         raise NotFound("Unknown webhook provider.")
@@ -193,7 +198,10 @@ async def receive(
         raise
     if throttle is not None:
         await throttle(source_key)
-    event = _verify_any(verifier, headers, raw_body, secrets, url)
+    certificate = None
+    if verifier.needs_certificate:
+        certificate = await _certificate(verifier, headers, certificates)
+    event = _verify_any(verifier, headers, raw_body, secrets, url, certificate)
     audit = {
         name: headers[name]
         for name in (*AUDIT_HEADERS, *verifier.audit_headers)
@@ -224,6 +232,7 @@ def _verify_any(
     raw_body: bytes,
     secrets: list[str],
     url: str | None = None,
+    certificate: bytes | None = None,
 ) -> VerifiedEvent:
     """The event verified by the first secret that fits; else the last refusal."""
     refusal: SignatureInvalid | None = None
@@ -231,11 +240,24 @@ def _verify_any(
         try:
             if verifier.signs_url:
                 return verifier.verify(headers, raw_body, secret, url=url)  # type: ignore[call-arg]
+            if verifier.needs_certificate:
+                return verifier.verify(headers, raw_body, secret, certificate=certificate)  # type: ignore[call-arg]
             return verifier.verify(headers, raw_body, secret)
         except SignatureInvalid as exc:
             refusal = exc
     assert refusal is not None  # secrets is never empty
     raise refusal
+
+
+async def _certificate(
+    verifier: Verifier, headers: Mapping[str, str], certificates: CertificateFetcher | None
+) -> bytes:
+    url = (headers.get(verifier.certificate_header) or "").strip()
+    if not url or len(url) > 2000:
+        raise SignatureInvalid("MISSING_CERTIFICATE")
+    if certificates is None:
+        raise SignatureInvalid("CERTIFICATE_UNAVAILABLE")
+    return await certificates(verifier.name, url)
 
 
 # Processing ------------------------------------------------------------------------------

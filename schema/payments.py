@@ -18,6 +18,7 @@ from models.payments import PaymentCustomer as CustomerRow
 from models.payments import PaymentProvider, PaymentStatus, RefundStatus
 from models.payments import PaymentRefund as RefundRow
 from resolvers import payments as api
+from resolvers.payments.states import amount_of, refunded_of
 from schema.permissions import mutation, query, subscription
 from schema.relay import After, Connection, First, ModelNode, decode_id
 
@@ -131,8 +132,8 @@ class Payment(ModelNode):
             id=row.id,
             provider=PaymentProvider(row.provider),
             status=PaymentStatus(row.status),
-            amount=api.amount_of(row),
-            amount_refunded=api.refunded_of(row),
+            amount=amount_of(row),
+            amount_refunded=refunded_of(row),
             currency=row.currency,
             description=row.description,
             vendor_id=row.vendor_id,

@@ -15,7 +15,9 @@ the `StatusCallback` the send names (`/webhooks/twilio`) and its injected incomi
 messages to `/webhooks/twilio`, `TWILIO_SANDBOX_STEP_SECONDS` apart, signed with the
 sandbox account's auth token (derived from the vault key); the Stripe sandbox posts its
 events to `/webhooks/stripe`, signed with STRIPE_WEBHOOK_SECRET (or
-`WEBHOOK_SYSTEM_SECRETS["stripe"]`) when set, else derived; the Rossum sandbox calls
+`WEBHOOK_SYSTEM_SECRETS["stripe"]`) when set, else derived; the PayPal sandbox posts its
+events to `/webhooks/paypal`, signed (with its own key, whose certificate it serves) for
+PAYPAL_WEBHOOK_ID when set, else for a derived webhook id; the Rossum sandbox calls
 `/webhooks/rossum` (its hook) whenever an annotation changes status, signed with
 `WEBHOOK_SYSTEM_SECRETS["rossum"]` when set, else with a derived secret, and walks
 annotations `ROSSUM_SANDBOX_STEP_SECONDS` apart. Resend's are signed with
@@ -38,6 +40,7 @@ from starlette.routing import BaseRoute, Mount
 
 from kit.settings import Settings
 from providers.sandbox import SANDBOXES, create_sandbox, sandbox_path
+from providers.sandbox.paypal import PayPalSandbox
 from providers.sandbox.resend import ResendSandbox
 from providers.sandbox.rossum import RossumSandbox
 from providers.sandbox.sendgrid import SendGridSandbox
@@ -98,6 +101,14 @@ def sandbox_stripe_secret(settings: Settings) -> str:
     return "whsec_" + _derived(settings, "stripe").hex()
 
 
+def sandbox_paypal_webhook_id(settings: Settings) -> str:
+    """The webhook id the PayPal sandbox signs its events for: PAYPAL_WEBHOOK_ID (or the
+    system one), else derived."""
+    return settings.system_webhook_secret("paypal") or (
+        "WH-SANDBOX-" + _derived(settings, "paypal").hex()[:24].upper()
+    )
+
+
 def sandbox_sendgrid_key(settings: Settings) -> ec.EllipticCurvePrivateKey:
     """The P-256 key the SendGrid sandbox signs its Event Webhook with (derived)."""
     seed = hashlib.sha512(_derived(settings, "sendgrid")).digest()  # 512 bits: no bias
@@ -125,6 +136,11 @@ def configure_webhooks(services: Services) -> None:
         secret = sandbox_stripe_secret(settings)
         stripe.configure_webhooks(f"{base}/webhooks/stripe", secret)
         services.sandbox_webhook_secrets["stripe"] = secret
+    paypal = services.sandboxes.get("paypal")
+    if isinstance(paypal, PayPalSandbox):
+        webhook_id = sandbox_paypal_webhook_id(settings)
+        paypal.configure_webhooks(f"{base}/webhooks/paypal", webhook_id)
+        services.sandbox_webhook_secrets["paypal"] = webhook_id
     rossum = services.sandboxes.get("rossum")
     if isinstance(rossum, RossumSandbox):
         secret = sandbox_rossum_secret(settings)

@@ -21,6 +21,8 @@ from gateway.http.responses import gateway_error_body
 from kit.errors import GatewayError, RateLimited
 from resolvers import webhooks_in, webhooks_out
 from resolvers.context import Services
+from resolvers.payments import paypal as paypal_payments
+from resolvers.upstream import provider_registry
 
 log = logging.getLogger("switchboard.webhooks.in")
 
@@ -52,6 +54,12 @@ def routes(services: Services) -> list[BaseRoute]:
 
     settings = services.settings
     webhooks_out.use_settings(settings)  # delivery jobs in this process sign and guard with these
+
+    async def certificate(provider: str, url: str) -> bytes:
+        """The certificate a vendor that signs with one names (PayPal's, only)."""
+        if provider != "paypal":
+            raise webhooks_in.SignatureInvalid("CERTIFICATE_UNAVAILABLE")
+        return await paypal_payments.webhook_certificate(settings, provider_registry(services), url)
 
     async def receive(request: Request) -> Response:
         provider = request.path_params["provider"]
@@ -87,6 +95,7 @@ def routes(services: Services) -> list[BaseRoute]:
                 throttle=throttle,
                 sandbox_secrets=services.sandbox_webhook_secrets,
                 url=public_url(request),
+                certificates=certificate,
             )
         except GatewayError as exc:
             headers = dict(budget)

@@ -21,6 +21,7 @@ SANDBOXES: dict[str, str] = {
     "twilio": "providers.sandbox.twilio:create_app",
     "google": "providers.sandbox.google:create_app",
     "github": "providers.sandbox.github:create_app",
+    "paypal": "providers.sandbox.paypal:create_app",
 }
 
 
