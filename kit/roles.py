@@ -72,6 +72,10 @@ MATRIX: dict[str, frozenset[Role]] = {
     "payments:read": frozenset({O, A}),
     "payments:create": frozenset({O, M, A}),
     "payments:refund": frozenset({O, A}),
+    # the organization's own plan for this SaaS: see it and its invoices, subscribe,
+    # open the billing portal
+    "billing:read": frozenset({O, A}),
+    "billing:manage": frozenset({O, A}),
     # messaging (SMS, WhatsApp): read messages and follow their status, send one, send in
     # bulk, keep the opt-out list
     "messaging:read": frozenset({O, M, S}),

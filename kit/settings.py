@@ -14,12 +14,15 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
+    BaseModel,
+    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -45,6 +48,38 @@ DEFAULT_AI_PRICES_PER_MILLION: dict[str, Decimal] = {
     "default:input": Decimal("2.50"),
     "default:output": Decimal("10.00"),
 }
+
+
+class BillingPlan(BaseModel):
+    """One plan of the SaaS's own billing (BILLING_PLANS): what a tenant on it may use."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True
+    )
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,39}$")
+    title: str = Field(min_length=1, max_length=80)
+    # The Stripe price a subscription to it is for; none for the free plan.
+    stripe_price: str | None = Field(None, pattern=r"^price_[A-Za-z0-9_]{1,200}$")
+    ai_monthly_tokens: int = Field(ge=0)
+    requests_per_hour: int = Field(ge=1)
+
+
+DEFAULT_BILLING_PLANS: tuple[BillingPlan, ...] = (
+    BillingPlan(
+        name="free", title="Free", stripe_price=None, ai_monthly_tokens=2_000_000,
+        requests_per_hour=1000,
+    ),
+    # The Stripe sandbox knows these two prices (providers/sandbox/stripe.py).
+    BillingPlan(
+        name="pro", title="Pro", stripe_price="price_switchboard_pro",
+        ai_monthly_tokens=20_000_000, requests_per_hour=10_000,
+    ),
+    BillingPlan(
+        name="business", title="Business", stripe_price="price_switchboard_business",
+        ai_monthly_tokens=100_000_000, requests_per_hour=50_000,
+    ),
+)  # fmt: skip
 
 
 class Environment(StrEnum):
@@ -317,6 +352,10 @@ class Settings(BaseSettings):
     outbox_poll_seconds: float = Field(1.0, gt=0)
     job_retention_days: int = Field(14, ge=1)  # succeeded jobs, published events
     ai_monthly_token_quota: int = Field(2_000_000, ge=0)
+    # The SaaS's own billing: its plans (a JSON list of {name, title, stripePrice,
+    # aiMonthlyTokens, requestsPerHour}; the first without a price is where a tenant with
+    # no subscription is), paid through the operator's Stripe account.
+    billing_plans: tuple[BillingPlan, ...] = DEFAULT_BILLING_PLANS
     # USD per million tokens, "<model>:input" / "<model>:output" ("<model>" alone prices
     # both); models without an entry use "default:input" / "default:output".
     ai_prices_per_million: dict[str, Decimal] = Field(
@@ -369,6 +408,30 @@ class Settings(BaseSettings):
         "webhook_retry_schedule",
         mode="before",
     )(_split_csv)
+
+    @field_validator("billing_plans")
+    @classmethod
+    def _plans(cls, value: tuple[BillingPlan, ...]) -> tuple[BillingPlan, ...]:
+        names = [p.name for p in value]
+        prices = [p.stripe_price for p in value if p.stripe_price]
+        if len(set(names)) != len(names) or len(set(prices)) != len(prices):
+            raise ValueError("plan names and Stripe prices must be unique")
+        if not any(p.stripe_price is None for p in value):
+            raise ValueError("one plan must have no price: the free plan")
+        return value
+
+    @property
+    def free_plan(self) -> BillingPlan:
+        """Where a tenant without a subscription is: the first plan without a price."""
+        return next(p for p in self.billing_plans if p.stripe_price is None)
+
+    def plan_named(self, name: str | None) -> BillingPlan | None:
+        return next((p for p in self.billing_plans if p.name == name), None)
+
+    def plan_for_price(self, price: str | None) -> BillingPlan | None:
+        if not price:
+            return None
+        return next((p for p in self.billing_plans if p.stripe_price == price), None)
 
     @field_validator("webhook_retry_schedule")
     @classmethod

@@ -9,6 +9,9 @@ class Tenant(Model):
     name = fields.CharField(max_length=200)
     slug = fields.CharField(max_length=80, unique=True)
     ai_monthly_token_quota = fields.BigIntField(null=True)
+    # Authenticated requests per hour per caller; None: RATE_LIMIT_AUTHENTICATED. Set by
+    # the organization's billing plan.
+    requests_per_hour = fields.BigIntField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 

@@ -274,6 +274,83 @@ class Refund:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class CheckoutSession:
+    id: str
+    url: str
+
+    @classmethod
+    def of(cls, data: Mapping[str, Any]) -> CheckoutSession:
+        return cls(id=str(data["id"]), url=str(data.get("url") or ""))
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A subscription as the gateway reads it (its first item's price is the plan)."""
+
+    id: str
+    status: str  # incomplete, trialing, active, past_due, canceled, unpaid, paused, …
+    customer: str
+    price: str | None
+    current_period_end: int | None
+    cancel_at_period_end: bool
+    metadata: dict[str, str]
+
+    @classmethod
+    def of(cls, data: Mapping[str, Any]) -> Subscription:
+        items = data.get("items") if isinstance(data.get("items"), dict) else {}
+        first: Any = next(iter(items.get("data") or []), {}) if isinstance(items, dict) else {}
+        price = first.get("price") if isinstance(first, dict) else None
+        price_id = price.get("id") if isinstance(price, dict) else price
+        end = data.get("current_period_end") or (
+            first.get("current_period_end") if isinstance(first, dict) else None
+        )
+        customer = data.get("customer")
+        if isinstance(customer, dict):
+            customer = customer.get("id")
+        meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+        return cls(
+            id=str(data["id"]),
+            status=str(data.get("status") or ""),
+            customer=str(customer or ""),
+            price=str(price_id) if price_id else None,
+            current_period_end=int(end) if isinstance(end, int) else None,
+            cancel_at_period_end=bool(data.get("cancel_at_period_end")),
+            metadata={str(k): str(v) for k, v in (meta or {}).items()},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Invoice:
+    id: str
+    number: str | None
+    status: str | None  # draft, open, paid, uncollectible, void
+    currency: str
+    amount_due: int
+    amount_paid: int
+    created: int
+    period_start: int | None
+    period_end: int | None
+    hosted_invoice_url: str | None
+    invoice_pdf: str | None
+
+    @classmethod
+    def of(cls, data: Mapping[str, Any]) -> Invoice:
+        return cls(
+            id=str(data["id"]),
+            number=data.get("number"),
+            status=data.get("status"),
+            currency=str(data.get("currency") or "").upper(),
+            amount_due=int(data.get("amount_due") or 0),
+            amount_paid=int(data.get("amount_paid") or 0),
+            created=int(data.get("created") or 0),
+            period_start=data.get("period_start"),
+            period_end=data.get("period_end"),
+            hosted_invoice_url=data.get("hosted_invoice_url"),
+            invoice_pdf=data.get("invoice_pdf"),
+        )
+
+
 def _plain(obj: Any) -> dict[str, Any]:
     """A StripeObject as plain dicts and lists."""
     return obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
@@ -440,6 +517,72 @@ class StripeClient:
             ),
         )
         return Refund.of(_plain(data))
+
+    # Billing (the SaaS's own subscriptions) -------------------------------------------
+
+    async def create_checkout_session(
+        self,
+        *,
+        customer: str,
+        price: str,
+        success_url: str,
+        cancel_url: str,
+        client_reference_id: str,
+        metadata: Mapping[str, str],
+        idempotency_key: str,
+    ) -> CheckoutSession:
+        """A hosted Checkout page subscribing `customer` to `price` (mode subscription);
+        the subscription carries `metadata` too."""
+        params: dict[str, Any] = {
+            "mode": "subscription",
+            "customer": customer,
+            "line_items": [{"price": price, "quantity": 1}],
+            "success_url": success_url,
+            "cancel_url": cancel_url,
+            "client_reference_id": client_reference_id,
+            "metadata": dict(metadata),
+            "subscription_data": {"metadata": dict(metadata)},
+        }
+        data = await self._call(
+            "checkout.sessions.create",
+            lambda: self._sdk.v1.checkout.sessions.create_async(
+                params,  # type: ignore[arg-type]
+                self._options(idempotency_key),
+            ),
+        )
+        return CheckoutSession.of(_plain(data))
+
+    async def create_portal_session(self, *, customer: str, return_url: str) -> str:
+        """The billing portal's URL for `customer` (a short-lived session)."""
+        data = await self._call(
+            "billing_portal.sessions.create",
+            lambda: self._sdk.v1.billing_portal.sessions.create_async(
+                {"customer": customer, "return_url": return_url}
+            ),
+        )
+        return str(_plain(data)["url"])
+
+    async def retrieve_subscription(self, subscription_id: str) -> Subscription:
+        data = await self._call(
+            "subscriptions.retrieve",
+            lambda: self._sdk.v1.subscriptions.retrieve_async(subscription_id),
+        )
+        return Subscription.of(_plain(data))
+
+    async def list_invoices(
+        self, *, customer: str, limit: int, starting_after: str | None = None
+    ) -> tuple[list[Invoice], bool]:
+        """One page of the customer's invoices, newest first, and whether more follow."""
+        params: dict[str, Any] = {"customer": customer, "limit": limit}
+        if starting_after:
+            params["starting_after"] = starting_after
+        data = await self._call(
+            "invoices.list",
+            lambda: self._sdk.v1.invoices.list_async(params),  # type: ignore[arg-type]
+        )
+        plain = _plain(data)
+        rows = [Invoice.of(i) for i in plain.get("data") or [] if isinstance(i, dict)]
+        return rows, bool(plain.get("has_more"))
 
     async def balance(self) -> None:
         """The account's balance: Stripe's cheap authenticated call."""

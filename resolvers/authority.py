@@ -45,6 +45,7 @@ from kit.ttl_cache import TTLCache, read_through
 from models.accounts import RefreshToken
 from models.apikeys import ApiKey
 from models.members import Membership
+from models.tenants import Tenant
 from resolvers import viewer_cache
 from resolvers.context import Context, Services
 from resolvers.events import get_bus
@@ -75,6 +76,8 @@ class Authority:
     standings: TTLCache[tuple[int, int], Standing] = field(default_factory=TTLCache)
     # (user_id, session family) -> whether the session is still live (not revoked)
     sessions: TTLCache[tuple[int, str], bool] = field(default_factory=TTLCache)
+    # tenant_id -> its authenticated rate limit ("10000/hour"), from its billing plan
+    tiers: TTLCache[int, str] = field(default_factory=TTLCache)
     # ("user", user_id, tenant_id) or ("key", key_id) -> callbacks of open sockets
     watchers: dict[Hashable, set[Watcher]] = field(default_factory=dict)
     origin: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -148,6 +151,30 @@ async def current(services: Services, principal: Principal) -> Principal:
     return fresh
 
 
+async def rate_limit_of(services: Services, tenant_id: int) -> str:
+    """The authenticated rate limit of `tenant_id`'s callers: its plan's requests per hour
+    (`tenants.requests_per_hour`), else RATE_LIMIT_AUTHENTICATED. Cached like standings;
+    a plan change reaches every process through `tier_changed`."""
+    default = services.settings.rate_limit_authenticated
+
+    async def load() -> str:
+        row = await Tenant.filter(id=tenant_id).only("id", "requests_per_hour").first()
+        hourly = None if row is None else row.requests_per_hour
+        return default if hourly is None else f"{int(hourly)}/hour"
+
+    ttl = services.settings.authz_cache_seconds
+    return await read_through(authority_of(services).tiers, tenant_id, ttl, load) or default
+
+
+async def tier_changed(tenant_id: int) -> None:
+    """A tenant's rate limit changed (its plan): every process, this one included, reads
+    it again (call after commit)."""
+    try:
+        await get_bus().publish(CHANNEL, {"tier": tenant_id})
+    except Exception:
+        log.error("rate tier change not published on the bus", exc_info=True)
+
+
 async def recheck(services: Services, principal: Principal) -> Principal:
     """A long-lived principal (an open socket's) re-validated: token expiry, the key row
     (revoked? capped?) from the store, then the member's standing."""
@@ -194,6 +221,8 @@ def _forget(services: Services, message: dict[str, Any]) -> None:
     authority = authority_of(services)
     keys: list[Hashable] = []
     user, tenant, key = message.get("user"), message.get("tenant"), message.get("key")
+    if isinstance(message.get("tier"), int):
+        authority.tiers.forget(message["tier"])
     if isinstance(user, int):
         if isinstance(tenant, int):
             authority.standings.forget((user, tenant))

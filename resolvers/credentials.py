@@ -317,16 +317,26 @@ async def _verify_sendgrid(ctx: Context, credential: ResolvedCredential) -> None
     await sendgrid.verify_key(client)
 
 
-def rossum_client(ctx: Context, credential: ResolvedCredential) -> rossum.RossumClient:
-    """A Rossum client for a resolved credential (its token or login, queue and base
-    URL), on the app's shared layer and login-token cache."""
-    registry = provider_registry(ctx.services)
+def call_labels(
+    ctx: Context, credential: ResolvedCredential, tenant_id: int | None = None
+) -> dict[str, str]:
+    """What a vendor call is logged with: the request, the credential's source, the tenant
+    (the caller's unless `tenant_id` names the one background work is for)."""
     labels: dict[str, str] = {
         "request_id": ctx.request_id,
         "credential_source": credential.source.value,
     }
-    if ctx.principal is not None:
-        labels["tenant_id"] = str(ctx.principal.tenant_id)
+    tenant = tenant_id if tenant_id is not None else (ctx.principal and ctx.principal.tenant_id)
+    if tenant:
+        labels["tenant_id"] = str(tenant)
+    return labels
+
+
+def rossum_client(ctx: Context, credential: ResolvedCredential) -> rossum.RossumClient:
+    """A Rossum client for a resolved credential (its token or login, queue and base
+    URL), on the app's shared layer and login-token cache."""
+    registry = provider_registry(ctx.services)
+    labels = call_labels(ctx, credential)
     return rossum.RossumClient(
         registry.http(rossum.PROVIDER),
         registry.rossum_tokens(),
@@ -362,13 +372,7 @@ def twilio_client(
     ctx: Context, credential: ResolvedCredential, tenant_id: int | None = None
 ) -> twilio.TwilioClient:
     """A Twilio client for a resolved credential, on the app's shared layer."""
-    labels: dict[str, str] = {
-        "request_id": ctx.request_id,
-        "credential_source": credential.source.value,
-    }
-    tenant = tenant_id if tenant_id is not None else (ctx.principal and ctx.principal.tenant_id)
-    if tenant:
-        labels["tenant_id"] = str(tenant)
+    labels = call_labels(ctx, credential, tenant_id)
     return twilio.TwilioClient(
         provider_registry(ctx.services).http(twilio.PROVIDER),
         twilio.TwilioCredential.of(credential.secrets),
@@ -390,13 +394,7 @@ def paypal_client(
 ) -> paypal.PayPalClient:
     """A PayPal client for a resolved credential, on the app's shared layer and token cache."""
     registry = provider_registry(ctx.services)
-    labels: dict[str, str] = {
-        "request_id": ctx.request_id,
-        "credential_source": credential.source.value,
-    }
-    tenant = tenant_id if tenant_id is not None else (ctx.principal and ctx.principal.tenant_id)
-    if tenant:
-        labels["tenant_id"] = str(tenant)
+    labels = call_labels(ctx, credential, tenant_id)
     return paypal.PayPalClient(
         registry.http(paypal.PROVIDER),
         registry.paypal_tokens(),
@@ -777,6 +775,14 @@ def _chain(
             sandbox_base_url(ctx, provider),
         )
     raise UpstreamUnavailable(f"{provider} is not configured.", provider=provider)
+
+
+def resolve_operator_credential(
+    ctx: Context, provider: str | IntegrationProvider
+) -> ResolvedCredential:
+    """The operator's own credential (settings → sandbox), never a tenant's: what the
+    gateway's own business uses (the SaaS's billing in the operator's Stripe account)."""
+    return _chain(ctx, parse_provider(provider).value, {}, None)
 
 
 async def resolve_tenant_credential(

@@ -13,7 +13,8 @@ HANDLER_MODULES: tuple[str, ...] = (
     "resolvers.jobs",  # retention
     "resolvers.mail",  # send queued mail; apply delivery webhooks
     "resolvers.invoices",  # submit invoices to Rossum; follow them (hooks and polls)
-    "resolvers.payments",  # apply Stripe's payment webhooks
+    "resolvers.payments",  # apply Stripe's and PayPal's payment webhooks
+    "resolvers.billing",  # apply Stripe's subscription events to plans; re-read rate tiers
     "resolvers.mailbox",  # read every configured mailbox for invoices (periodic)
     "resolvers.messaging",  # send SMS / WhatsApp; apply Twilio's status callbacks
     "resolvers.inbox",  # file incoming messages in conversations

@@ -112,7 +112,12 @@ async def readiness_checks(services: Services) -> dict[str, bool]:
 # Providers that stand in for one another: mail leaves through whichever of the chain is
 # set up (resolvers/mail/chain.py), so one that is not set up is no fault while another
 # one of the group (or the operator's SMTP relay, which has no HTTP client to list) works.
-ALTERNATIVES = (frozenset({IntegrationProvider.RESEND, IntegrationProvider.SENDGRID}),)
+# Payments likewise: an organization pays through Stripe or PayPal, and a gateway set up
+# for one of them only is not at fault for the other.
+ALTERNATIVES = (
+    frozenset({IntegrationProvider.RESEND, IntegrationProvider.SENDGRID}),
+    frozenset({IntegrationProvider.STRIPE, IntegrationProvider.PAYPAL}),
+)
 
 
 def _judged(

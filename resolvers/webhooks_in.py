@@ -41,14 +41,13 @@ import logging
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from kit.errors import BadUserInput, GatewayError, NotFound, require
 from kit.security import hash_token, new_token
-from kit.settings import Settings
+from kit.settings import Settings, get_settings
 from kit.signing import (
     SignatureInvalid,
     VerifiedEvent,
@@ -77,7 +76,7 @@ PROCESS_JOB = inbox_store.PROCESS_JOB
 TOKEN_PREFIX = "whk_"
 AUDIT_HEADERS = ("content-type", "user-agent")
 
-InboxHandler = Callable[[WebhookInbox, BaseDBAsyncClient], Awaitable[None]]
+InboxHandler = Callable[..., Awaitable[None]]  # (event, connection[, *, settings])
 
 
 class PayloadTooLarge(GatewayError):
@@ -88,10 +87,17 @@ class PayloadTooLarge(GatewayError):
 # Handler registry ------------------------------------------------------------------------
 
 _handlers: dict[tuple[str, str], InboxHandler] = {}
+H = TypeVar("H", bound=Callable[..., Awaitable[None]])
+# Handlers that also take the running process's settings (`settings=` keyword).
+_with_settings: set[InboxHandler] = set()
 
 
-def inbox_handler(provider: str, event_type: str = "*") -> Callable[[InboxHandler], InboxHandler]:
-    """Register `async def handler(event: WebhookInbox, connection) -> None`.
+def inbox_handler(
+    provider: str, event_type: str = "*", *, settings: bool = False
+) -> Callable[[H], H]:
+    """Register `async def handler(event: WebhookInbox, connection) -> None` (with
+    `settings=True`: `handler(event, connection, *, settings)`, given the worker's
+    settings).
 
     It runs in the transaction that marks the event processed: write with
     `using_db=connection` (or `enqueue(..., connection=connection)`) so the effect and the
@@ -99,8 +105,10 @@ def inbox_handler(provider: str, event_type: str = "*") -> Callable[[InboxHandle
     (longest) matching pattern wins.
     """
 
-    def register(fn: InboxHandler) -> InboxHandler:
+    def register(fn: H) -> H:
         _handlers[(provider, event_type)] = fn
+        if settings:
+            _with_settings.add(fn)
         return fn
 
     return register
@@ -288,7 +296,11 @@ async def process_inbox(ctx: JobContext, payload: dict[str, Any]) -> None:
         else:
             try:
                 async with conn._in_transaction() as inner:  # a savepoint: undo only the handler
-                    await handler(row, inner)
+                    if handler in _with_settings:
+                        current = ctx.settings or get_settings()
+                        await handler(row, inner, settings=current)  # type: ignore[call-arg]
+                    else:
+                        await handler(row, inner)
             except Exception as exc:
                 log.warning("webhook %s (%s) handler failed", row.id, row.event_type, exc_info=True)
                 row.error = _error_text(exc)

@@ -256,7 +256,8 @@ class GatewayMiddleware:
         then goes through (an outage of Redis must not become an outage of the API)."""
         s = self.settings
         if principal is not None:
-            spec, identity = s.rate_limit_authenticated, ("principal", principal.key)
+            spec = await authority.rate_limit_of(self.services, principal.tenant_id)
+            identity = ("principal", principal.key)
         else:
             spec, identity = s.rate_limit_anonymous, ("address", state["client_ip"])
         try:

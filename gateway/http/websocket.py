@@ -113,7 +113,8 @@ class GuardedTransportWS(BaseGraphQLTransportWSHandler[Context, Any]):
             return None
         principal = self.context.principal
         if principal is not None:
-            spec, identity = settings.rate_limit_authenticated, ("principal", principal.key)
+            spec = await authority.rate_limit_of(self.services, principal.tenant_id)
+            identity = ("principal", principal.key)
         else:
             spec, identity = settings.rate_limit_anonymous, ("address", self.context.client_ip)
         try:

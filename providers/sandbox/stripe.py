@@ -13,7 +13,9 @@ address differs).
   limit 1–100, default 10) answer `{"object": "list", "data", "has_more", "url"}`.
 - **Objects**: customers (create, retrieve, list), payment intents (create — with
   `confirm=true` too —, retrieve, list, confirm, cancel), refunds (create, retrieve, list;
-  partial and full, `amount_too_large` past what is left), balance (the key check).
+  partial and full, `amount_too_large` past what is left), balance (the key check);
+  billing (prices, Checkout sessions, the customer portal, subscriptions, invoices) in
+  providers/sandbox/stripe_billing.py.
 - **Test payment methods** decide a confirmation, as Stripe's do: `pm_card_visa`,
   `pm_card_mastercard`, `pm_card_amex` succeed; `pm_card_visa_chargeDeclinedInsufficientFunds`
   declines with `insufficient_funds`, `pm_card_chargeDeclined` with `generic_decline`,
@@ -62,6 +64,7 @@ from starlette.routing import BaseRoute, Route
 
 from providers.sandbox.base import Sandbox, bearer
 from providers.sandbox.callbacks import CallbackRequest, RequestBuilder
+from providers.sandbox.stripe_billing import StripeBilling
 
 PROVIDER = "stripe"
 API_VERSION = "2026-10-28.endive"
@@ -152,7 +155,7 @@ class Account:
         return obj
 
 
-class StripeSandbox(Sandbox):
+class StripeSandbox(StripeBilling, Sandbox):
     provider = PROVIDER
 
     def __init__(self) -> None:
@@ -187,6 +190,7 @@ class StripeSandbox(Sandbox):
             Route("/v1/refunds", self._h(self.refunds), methods=["GET", "POST"]),
             Route("/v1/refunds/{id}", self._h(self.refund), methods=["GET"]),
             Route("/3d_secure_2/{id}", self.authenticate, methods=["GET", "POST"]),
+            *self.billing_routes(),
         ]
 
     def error_response(
@@ -208,6 +212,13 @@ class StripeSandbox(Sandbox):
         return JSONResponse(
             {"error": error}, status, headers={"request-id": _id("req"), **(headers or {})}
         )
+
+    def _fail(self, status: int, message: str, **extra: Any) -> StripeError:
+        """Stripe's `invalid_request_error` (for the billing endpoints)."""
+        return StripeError(status, "invalid_request_error", message, **extra)
+
+    def _new_id(self, prefix: str) -> str:
+        return _id(prefix)
 
     def _refusal(self, err: StripeError) -> tuple[int, dict[str, Any]]:
         error: dict[str, Any] = {"type": err.kind, "message": err.message}

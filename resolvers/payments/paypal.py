@@ -59,6 +59,9 @@ from resolvers.payments.states import (
     apply_refunded_total,
     log,
     now,
+    refund_made,
+    refund_refused,
+    set_refund_state,
 )
 from resolvers.upstream import to_gateway_error
 from resolvers.webhooks_in import inbox_handler
@@ -198,17 +201,15 @@ async def refund(ctx: Context, payment: Payment, refund: PaymentRefund) -> None:
             note=refund.reason,
         )
     except ProviderError as err:
-        if err.is_caller_error:
-            await PaymentRefund.filter(id=refund.id, status=RefundStatus.PENDING.value).update(
-                status=RefundStatus.FAILED.value, failure_reason=err.message[:500]
-            )
-            refund.status = RefundStatus.FAILED.value
+        await refund_refused(refund, err)
         raise to_gateway_error(err, field="amount") from None
-    async with in_transaction() as conn:
-        await apply_refund(refund, made, connection=conn)
-        fresh = await Payment.filter(id=payment.id).using_db(conn).first()
-        if fresh is not None:
-            await apply_refunded_total(fresh, await _refunds_total(fresh, conn), connection=conn)
+    await refund_made(
+        payment,
+        refund,
+        vendor_id=made.id,
+        status=REFUND_STATUS.get(made.status, RefundStatus.PENDING),
+        failure_reason=made.reason,
+    )
 
 
 # Bringing rows in step -------------------------------------------------------------------
@@ -266,20 +267,14 @@ REFUND_STATUS = {
 async def apply_refund(
     refund: PaymentRefund, made: paypal.Refund, *, connection: BaseDBAsyncClient
 ) -> None:
-    """A refund's state from PayPal; a decided refund stays decided."""
-    status = REFUND_STATUS.get(made.status, RefundStatus.PENDING)
-    values: dict[str, Any] = {"vendor_id": made.id, "updated_at": now()}
-    if status is not RefundStatus.PENDING:
-        values["status"] = status.value
-        if made.reason:
-            values["failure_reason"] = made.reason[:500]
-    await (
-        PaymentRefund.filter(id=refund.id, status=RefundStatus.PENDING.value)
-        .using_db(connection)
-        .update(**values)
+    """A refund's state from the vendor's refund object."""
+    await set_refund_state(
+        refund,
+        vendor_id=made.id,
+        status=REFUND_STATUS.get(made.status, RefundStatus.PENDING),
+        failure_reason=made.reason,
+        connection=connection,
     )
-    for name, value in values.items():
-        setattr(refund, name, value)
 
 
 # Webhooks --------------------------------------------------------------------------------

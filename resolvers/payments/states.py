@@ -30,6 +30,7 @@ from models.payments import (
 )
 from models.tenancy import scoped
 from models.webhooks import WebhookInbox
+from providers.errors import ProviderError
 from resolvers.context import Context
 from resolvers.events import emit, global_id
 
@@ -383,3 +384,54 @@ def _int(value: Any) -> int | None:
         return int(str(value))
     except ValueError:
         return None
+
+
+async def set_refund_state(
+    refund: PaymentRefund,
+    *,
+    vendor_id: str,
+    status: RefundStatus,
+    failure_reason: str | None,
+    connection: BaseDBAsyncClient,
+) -> None:
+    """A refund's state from the vendor; a decided refund stays decided."""
+    values: dict[str, Any] = {"vendor_id": vendor_id, "updated_at": now()}
+    if status is not RefundStatus.PENDING:
+        values["status"] = status.value
+        if failure_reason:
+            values["failure_reason"] = failure_reason[:500]
+    await (
+        PaymentRefund.filter(id=refund.id, status=RefundStatus.PENDING.value)
+        .using_db(connection)
+        .update(**values)
+    )
+    for name, value in values.items():
+        setattr(refund, name, value)
+
+
+async def refund_refused(refund: PaymentRefund, err: ProviderError) -> None:
+    """The vendor refused the refund itself (it will never pass): FAILED, with its reason."""
+    if err.is_caller_error:
+        await PaymentRefund.filter(id=refund.id, status=RefundStatus.PENDING.value).update(
+            status=RefundStatus.FAILED.value, failure_reason=err.message[:500]
+        )
+        refund.status = RefundStatus.FAILED.value
+
+
+async def refund_made(
+    payment: Payment,
+    refund: PaymentRefund,
+    *,
+    vendor_id: str,
+    status: RefundStatus,
+    failure_reason: str | None,
+) -> None:
+    """The vendor's answer to a refund: the refund's state, then the payment's total."""
+    async with in_transaction() as conn:
+        await set_refund_state(
+            refund, vendor_id=vendor_id, status=status, failure_reason=failure_reason,
+            connection=conn,
+        )  # fmt: skip
+        fresh = await Payment.filter(id=payment.id).using_db(conn).first()
+        if fresh is not None:
+            await apply_refunded_total(fresh, await _refunds_total(fresh, conn), connection=conn)

@@ -21,7 +21,7 @@ from models.webhooks import WebhookInbox
 from providers import stripe
 from providers.errors import ProviderError
 from resolvers.context import Context
-from resolvers.credentials import resolve_tenant_credential
+from resolvers.credentials import call_labels, resolve_tenant_credential
 from resolvers.payments.states import (
     MAX_URL,
     META_PAYMENT,
@@ -42,6 +42,9 @@ from resolvers.payments.states import (
     apply_refunded_total,
     log,
     now,
+    refund_made,
+    refund_refused,
+    set_refund_state,
 )
 from resolvers.upstream import provider_registry, to_gateway_error
 from resolvers.webhooks_in import inbox_handler
@@ -58,11 +61,7 @@ async def stripe_client(ctx: Context, tenant_id: int) -> stripe.StripeClient:
             base_url=credential.base_url or stripe.API_URL,
             own_credential=credential.own,
             guard_url=credential.guard_url,
-            labels={
-                "tenant_id": str(tenant_id),
-                "request_id": ctx.request_id,
-                "credential_source": credential.source.value,
-            },
+            labels=call_labels(ctx, credential, tenant_id),
         )
     )
 
@@ -250,17 +249,15 @@ async def refund(ctx: Context, payment: Payment, refund: PaymentRefund) -> None:
             metadata={META_REFUND: str(refund.id), META_TENANT: str(payment.tenant_id)},
         )
     except ProviderError as err:
-        if err.is_caller_error:
-            await PaymentRefund.filter(id=refund.id, status=RefundStatus.PENDING.value).update(
-                status=RefundStatus.FAILED.value, failure_reason=err.message[:500]
-            )
-            refund.status = RefundStatus.FAILED.value
+        await refund_refused(refund, err)
         raise to_gateway_error(err, field="amount") from None
-    async with in_transaction() as conn:
-        await apply_refund(refund, made, connection=conn)
-        fresh = await Payment.filter(id=payment.id).using_db(conn).first()
-        if fresh is not None:
-            await apply_refunded_total(fresh, await _refunds_total(fresh, conn), connection=conn)
+    await refund_made(
+        payment,
+        refund,
+        vendor_id=made.id,
+        status=REFUND_STATUS.get(made.status, RefundStatus.PENDING),
+        failure_reason=made.failure_reason,
+    )
 
 
 REFUND_STATUS = {
@@ -275,20 +272,14 @@ REFUND_STATUS = {
 async def apply_refund(
     refund: PaymentRefund, made: stripe.Refund, *, connection: BaseDBAsyncClient
 ) -> None:
-    """A refund's state from the vendor; a decided refund stays decided."""
-    status = REFUND_STATUS.get(made.status, RefundStatus.PENDING)
-    values: dict[str, Any] = {"vendor_id": made.id, "updated_at": now()}
-    if status is not RefundStatus.PENDING:
-        values["status"] = status.value
-        if made.failure_reason:
-            values["failure_reason"] = made.failure_reason[:500]
-    await (
-        PaymentRefund.filter(id=refund.id, status=RefundStatus.PENDING.value)
-        .using_db(connection)
-        .update(**values)
+    """A refund's state from the vendor's refund object."""
+    await set_refund_state(
+        refund,
+        vendor_id=made.id,
+        status=REFUND_STATUS.get(made.status, RefundStatus.PENDING),
+        failure_reason=made.failure_reason,
+        connection=connection,
     )
-    for name, value in values.items():
-        setattr(refund, name, value)
 
 
 def _object(event: WebhookInbox) -> dict[str, Any]:

@@ -146,9 +146,11 @@ async def test_unconfigured_without_sandbox(store, owner):
     settings = make_settings(database_url=store.url, sandbox_enabled=False)
     ctx = ctx_for(settings, tenant_id_of(owner), user_id_of(owner), "OWNER")
     from providers.registry import has_client
-    from resolvers.credentials import IntegrationProvider
+    from resolvers.credentials import OTHER_CLIENTS, IntegrationProvider
 
-    without = [p.value for p in IntegrationProvider if not has_client(p.value)][:1]
+    without = [
+        p.value for p in IntegrationProvider if not has_client(p.value) and p not in OTHER_CLIENTS
+    ][:1]
     reports = {r.provider.value: r for r in await integration_health(ctx, ["openai", *without])}
     assert set(reports) == {"openai"}  # a provider without a client is not listed
     assert reports["openai"].status is ProviderStatus.UNCONFIGURED
