@@ -105,3 +105,28 @@ class PaymentRefund(TenantModel):
     class Meta:
         table = "payment_refunds"
         unique_together = (("tenant_id", "idempotency_key"),)
+
+
+class PaymentSubscription(TenantModel):
+    """A customer's subscription to one of the organization's prices at the vendor
+    (Stripe's `sub_…`), kept in step by the vendor's answers and webhooks."""
+
+    provider = fields.CharField(max_length=16)
+    customer_id = fields.BigIntField(db_index=True)
+    price = fields.CharField(max_length=255)
+    # The vendor's words: incomplete, trialing, active, past_due, canceled, unpaid, …
+    status = fields.CharField(max_length=32, default="incomplete", db_index=True)
+    vendor_id = fields.CharField(max_length=255, null=True, db_index=True)
+    item_id = fields.CharField(max_length=255, null=True)
+    latest_invoice = fields.CharField(max_length=255, null=True)
+    current_period_end = fields.DatetimeField(null=True)
+    cancel_at_period_end = fields.BooleanField(default=False)
+    # The `created` time of the last vendor event applied (an older one changes nothing).
+    synced_at = fields.BigIntField(default=0)
+    idempotency_key = fields.CharField(max_length=255, null=True)
+    request_hash = fields.CharField(max_length=64)
+    created_by_id = fields.BigIntField(null=True)
+
+    class Meta:
+        table = "payment_subscriptions"
+        unique_together = (("tenant_id", "idempotency_key"),)

@@ -274,6 +274,13 @@ class Refund:
         )
 
 
+def _id_of(value: Any) -> str | None:
+    """An id, or an expanded object's id."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    return str(value) if value else None
+
+
 @dataclass(frozen=True, slots=True)
 class CheckoutSession:
     id: str
@@ -295,6 +302,8 @@ class Subscription:
     current_period_end: int | None
     cancel_at_period_end: bool
     metadata: dict[str, str]
+    item_id: str | None = None
+    latest_invoice: str | None = None
 
     @classmethod
     def of(cls, data: Mapping[str, Any]) -> Subscription:
@@ -317,6 +326,8 @@ class Subscription:
             current_period_end=int(end) if isinstance(end, int) else None,
             cancel_at_period_end=bool(data.get("cancel_at_period_end")),
             metadata={str(k): str(v) for k, v in (meta or {}).items()},
+            item_id=first.get("id") if isinstance(first, dict) else None,
+            latest_invoice=_id_of(data.get("latest_invoice")),
         )
 
 
@@ -333,10 +344,16 @@ class Invoice:
     period_end: int | None
     hosted_invoice_url: str | None
     invoice_pdf: str | None
+    customer: str | None = None
+    subscription: str | None = None
+    description: str | None = None
 
     @classmethod
     def of(cls, data: Mapping[str, Any]) -> Invoice:
         return cls(
+            customer=_id_of(data.get("customer")),
+            subscription=_id_of(data.get("subscription")),
+            description=data.get("description"),
             id=str(data["id"]),
             number=data.get("number"),
             status=data.get("status"),
@@ -561,6 +578,143 @@ class StripeClient:
             ),
         )
         return str(_plain(data)["url"])
+
+    async def create_subscription(
+        self,
+        *,
+        customer: str,
+        price: str,
+        idempotency_key: str,
+        metadata: Mapping[str, str],
+        payment_method: str | None = None,
+    ) -> Subscription:
+        """A subscription of `customer` to `price`; its first invoice is charged to
+        `payment_method` at once (without one, or declined, it stays `incomplete` with an
+        open invoice to pay)."""
+        params: dict[str, Any] = {
+            "customer": customer,
+            "items": [{"price": price}],
+            "metadata": dict(metadata),
+            "payment_behavior": "allow_incomplete",
+        }
+        if payment_method:
+            params["default_payment_method"] = payment_method
+        data = await self._call(
+            "subscriptions.create",
+            lambda: self._sdk.v1.subscriptions.create_async(
+                params,  # type: ignore[arg-type]
+                self._options(idempotency_key),
+            ),
+        )
+        return Subscription.of(_plain(data))
+
+    async def update_subscription(
+        self,
+        subscription_id: str,
+        *,
+        idempotency_key: str,
+        price: str | None = None,
+        item_id: str | None = None,
+        cancel_at_period_end: bool | None = None,
+    ) -> Subscription:
+        """Change the price (of item `item_id`) or whether it ends at the period's end."""
+        params: dict[str, Any] = {}
+        if price is not None:
+            params["items"] = [{"id": item_id, "price": price}]
+        if cancel_at_period_end is not None:
+            params["cancel_at_period_end"] = cancel_at_period_end
+        data = await self._call(
+            "subscriptions.update",
+            lambda: self._sdk.v1.subscriptions.update_async(
+                subscription_id,
+                params,  # type: ignore[arg-type]
+                self._options(idempotency_key),
+            ),
+        )
+        return Subscription.of(_plain(data))
+
+    async def cancel_subscription(self, subscription_id: str) -> Subscription:
+        """End it now (DELETE: idempotent, so retried by the layer)."""
+        data = await self._call(
+            "subscriptions.cancel",
+            lambda: self._sdk.v1.subscriptions.cancel_async(subscription_id),
+        )
+        return Subscription.of(_plain(data))
+
+    async def create_invoice(
+        self,
+        *,
+        customer: str,
+        currency: str,
+        lines: list[tuple[int, str]],
+        idempotency_key: str,
+        description: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Invoice:
+        """A draft invoice with `lines` (minor units, description), each added with its
+        own key derived from the invoice's."""
+        params: dict[str, Any] = {
+            "customer": customer,
+            "currency": currency.lower(),
+            "auto_advance": False,
+            "collection_method": "charge_automatically",
+            "metadata": dict(metadata or {}),
+        }
+        if description:
+            params["description"] = description
+        data = await self._call(
+            "invoices.create",
+            lambda: self._sdk.v1.invoices.create_async(
+                params,  # type: ignore[arg-type]
+                self._options(idempotency_key),
+            ),
+        )
+        invoice = Invoice.of(_plain(data))
+        for n, (amount, text) in enumerate(lines):
+            item: dict[str, Any] = {
+                "customer": customer, "invoice": invoice.id, "amount": amount,
+                "currency": currency.lower(), "description": text,
+            }  # fmt: skip
+            await self._call(
+                "invoiceitems.create",
+                lambda item=item, n=n: self._sdk.v1.invoice_items.create_async(  # type: ignore[misc]
+                    item,  # type: ignore[arg-type]
+                    self._options(f"{idempotency_key}-line-{n}"),
+                ),
+            )
+        return await self.retrieve_invoice(invoice.id)
+
+    async def retrieve_invoice(self, invoice_id: str) -> Invoice:
+        data = await self._call(
+            "invoices.retrieve", lambda: self._sdk.v1.invoices.retrieve_async(invoice_id)
+        )
+        return Invoice.of(_plain(data))
+
+    async def finalize_invoice(self, invoice_id: str, *, idempotency_key: str) -> Invoice:
+        data = await self._call(
+            "invoices.finalize",
+            lambda: self._sdk.v1.invoices.finalize_invoice_async(
+                invoice_id, {}, self._options(idempotency_key)
+            ),
+        )
+        return Invoice.of(_plain(data))
+
+    async def pay_invoice(
+        self, invoice_id: str, *, idempotency_key: str, payment_method: str | None = None
+    ) -> Invoice:
+        """Charge an open invoice (a decline raises `CardDeclined`)."""
+        params: dict[str, Any] = {}
+        if payment_method:
+            params["payment_method"] = payment_method
+        data = await self._call(
+            "invoices.pay",
+            lambda: self._sdk.v1.invoices.pay_async(
+                invoice_id,
+                params,  # type: ignore[arg-type]
+                self._options(idempotency_key),
+            ),
+        )
+        return Invoice.of(_plain(data))
 
     async def retrieve_subscription(self, subscription_id: str) -> Subscription:
         data = await self._call(

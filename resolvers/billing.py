@@ -44,6 +44,7 @@ from resolvers.context import Context
 from resolvers.credentials import call_labels, resolve_operator_credential
 from resolvers.events import Event, emit, listener
 from resolvers.operations import operation
+from resolvers.payments import subscriptions
 from resolvers.upstream import provider_registry, to_gateway_error
 from resolvers.webhooks_in import inbox_handler
 
@@ -287,17 +288,18 @@ async def apply_subscription(
     at: int,
     deleted: bool,
     connection: BaseDBAsyncClient,
-) -> None:
+) -> bool:
     """Bring an organization's plan in step with its subscription (an event `at` older
-    than the last applied changes nothing)."""
+    than the last applied changes nothing). False: not a customer of this service's
+    billing."""
     row = await _row_for(sub.customer, sub.metadata, connection)
     if row is None:
-        return  # not a customer of the gateway's billing
+        return False
     locked = await TenantBilling.filter(id=row.id).using_db(connection).select_for_update().first()
     if locked is None or at < locked.synced_at:
-        return
+        return True
     if row.stripe_subscription_id not in (None, sub.id) and sub.status not in PAYING:
-        return  # an older subscription ending says nothing about the current one
+        return True  # an older subscription ending says nothing about the current one
     paying = not deleted and sub.status in PAYING
     plan = settings.plan_for_price(sub.price) if paying else settings.free_plan
     if plan is None:
@@ -329,6 +331,7 @@ async def apply_subscription(
             {"plan": plan.name, "previous": locked.plan, "status": sub.status},
             connection=connection,
         )
+    return True
 
 
 async def set_limits(tenant_id: int, plan: BillingPlan, *, connection: BaseDBAsyncClient) -> None:
@@ -346,15 +349,19 @@ async def set_limits(tenant_id: int, plan: BillingPlan, *, connection: BaseDBAsy
 async def on_subscription(
     event: WebhookInbox, connection: BaseDBAsyncClient, *, settings: Settings
 ) -> None:
-    if event.tenant_id is not None:
-        return  # an organization's own Stripe account: its payments, never its plan
+    """A subscription to this service's plans (at the operator's endpoint only: an
+    organization's own Stripe account never changes its plan), else one of an
+    organization's own customers' (resolvers/payments/subscriptions.py)."""
     obj = _object(event)
     if not obj:
         return
-    await apply_subscription(
-        settings, stripe.Subscription.of(obj), at=_created(event),
+    sub = stripe.Subscription.of(obj)
+    if event.tenant_id is None and await apply_subscription(
+        settings, sub, at=_created(event),
         deleted=event.event_type == "customer.subscription.deleted", connection=connection,
-    )  # fmt: skip
+    ):  # fmt: skip
+        return
+    await subscriptions.on_subscription_event(event, connection)
 
 
 @listener("billing.plan_changed")

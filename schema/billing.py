@@ -4,16 +4,14 @@ and the billing portal."""
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
 from typing import Annotated
 
 import strawberry
 from strawberry.types import Info
 
-from kit.money import MoneyError, from_minor
 from kit.settings import BillingPlan as PlanSetting
-from providers.stripe import Invoice as StripeInvoice
 from resolvers import billing as api
+from schema.payments import PaymentInvoicePage
 from schema.permissions import mutation, query
 
 
@@ -33,50 +31,6 @@ class BillingPlan:
             name=plan.name, title=plan.title, paid=plan.stripe_price is not None,
             ai_monthly_tokens=plan.ai_monthly_tokens, requests_per_hour=plan.requests_per_hour,
         )  # fmt: skip
-
-
-@strawberry.type(description="An invoice of this service to the organization (from Stripe).")
-class BillingInvoice:
-    id: str = strawberry.field(description="Stripe's id (`in_…`); also the page cursor.")
-    number: str | None = strawberry.field(description="The invoice number.")
-    status: str | None = strawberry.field(
-        description="Stripe's status: draft, open, paid, uncollectible or void."
-    )
-    amount_due: Decimal = strawberry.field(description="What it asks for, exact.")
-    amount_paid: Decimal = strawberry.field(description="What was paid, exact.")
-    currency: str = strawberry.field(description="ISO 4217 code of the amounts.")
-    created_at: dt.datetime = strawberry.field(description="When it was issued.")
-    period_start: dt.datetime | None = strawberry.field(description="The period it bills from.")
-    period_end: dt.datetime | None = strawberry.field(description="The period it bills to.")
-    hosted_invoice_url: str | None = strawberry.field(description="Stripe's page for it.")
-    pdf_url: str | None = strawberry.field(description="Its PDF at Stripe.")
-
-    @classmethod
-    def of(cls, row: StripeInvoice) -> BillingInvoice:
-        def money(minor: int) -> Decimal:
-            try:
-                return from_minor(minor, row.currency)
-            except MoneyError:
-                return Decimal(minor)
-
-        def at(value: int | None) -> dt.datetime | None:
-            return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)
-
-        return cls(
-            id=row.id, number=row.number, status=row.status,
-            amount_due=money(row.amount_due), amount_paid=money(row.amount_paid),
-            currency=row.currency, created_at=dt.datetime.fromtimestamp(row.created, dt.UTC),
-            period_start=at(row.period_start), period_end=at(row.period_end),
-            hosted_invoice_url=row.hosted_invoice_url, pdf_url=row.invoice_pdf,
-        )  # fmt: skip
-
-
-@strawberry.type(description="A page of invoices, newest first.")
-class BillingInvoicePage:
-    invoices: list[BillingInvoice] = strawberry.field(description="The invoices.")
-    has_more: bool = strawberry.field(
-        description="Whether older ones follow (pass the last id as `after`)."
-    )
 
 
 @strawberry.type(description="The organization's plan and subscription.")
@@ -162,9 +116,9 @@ class Query:
         after: Annotated[
             str | None, strawberry.argument(description="The last invoice id of a page.")
         ] = None,
-    ) -> BillingInvoicePage:
+    ) -> PaymentInvoicePage:
         rows, more = await api.list_invoices(info.context, first=first, after=after)
-        return BillingInvoicePage(invoices=[BillingInvoice.of(r) for r in rows], has_more=more)
+        return PaymentInvoicePage.of(rows, more)
 
 
 @strawberry.type

@@ -12,12 +12,15 @@ import strawberry
 from strawberry import relay
 from strawberry.types import Info
 
-from kit.money import from_minor
+from kit.money import MoneyError, from_minor
 from models.payments import Payment as PaymentRow
 from models.payments import PaymentCustomer as CustomerRow
 from models.payments import PaymentProvider, PaymentStatus, RefundStatus
 from models.payments import PaymentRefund as RefundRow
+from models.payments import PaymentSubscription as SubscriptionRow
+from providers.stripe import Invoice as StripeInvoice
 from resolvers import payments as api
+from resolvers.payments import subscriptions
 from resolvers.payments.states import amount_of, refunded_of
 from schema.permissions import mutation, query, subscription
 from schema.relay import After, Connection, First, ModelNode, decode_id
@@ -174,6 +177,110 @@ class Payment(ModelNode):
         return None if row is None else PaymentCustomer.from_row(row)
 
 
+@strawberry.type(description="A customer's subscription to one of the organization's prices.")
+class PaymentSubscription(ModelNode):
+    _model: ClassVar[type] = SubscriptionRow
+    _permission: ClassVar[str] = "payments:read"
+    id: relay.NodeID[int]
+    provider: PaymentProvider = strawberry.field(description="The vendor it lives at.")
+    status: str = strawberry.field(
+        description="The vendor's status: incomplete (its first invoice is unpaid), "
+        "trialing, active, past_due, canceled, unpaid, incomplete_expired."
+    )
+    price: str = strawberry.field(description="The vendor's price id (Stripe: `price_…`).")
+    vendor_id: str | None = strawberry.field(description="The vendor's id (`sub_…`).")
+    latest_invoice_id: str | None = strawberry.field(
+        description="Its latest invoice at the vendor (`in_…`; see `paymentInvoices`)."
+    )
+    current_period_end: dt.datetime | None = strawberry.field(
+        description="When the period paid for ends."
+    )
+    cancel_at_period_end: bool = strawberry.field(
+        description="Whether it ends at the period's end."
+    )
+    idempotency_key: str | None = strawberry.field(
+        description="The client's idempotency key it was created with."
+    )
+    created_at: dt.datetime = strawberry.field(description="When it was created.")
+    updated_at: dt.datetime = strawberry.field(description="When it last changed.")
+    _customer_id: strawberry.Private[int] = 0
+
+    @classmethod
+    def from_row(cls, row: Any) -> PaymentSubscription:
+        return cls(
+            id=row.id, provider=PaymentProvider(row.provider), status=row.status,
+            price=row.price, vendor_id=row.vendor_id, latest_invoice_id=row.latest_invoice,
+            current_period_end=row.current_period_end,
+            cancel_at_period_end=row.cancel_at_period_end,
+            idempotency_key=row.idempotency_key, created_at=row.created_at,
+            updated_at=row.updated_at, _customer_id=row.customer_id,
+        )  # fmt: skip
+
+    @strawberry.field(description="The customer subscribed.")
+    async def customer(self, info: Info) -> PaymentCustomer | None:
+        ctx = info.context
+
+        async def batch(ids: list[int]) -> list[Any]:
+            found = await api.load_customers(ctx, ids)
+            return [found.get(i) for i in ids]
+
+        row = await ctx.loader("payment_customers", batch).load(self._customer_id)
+        return None if row is None else PaymentCustomer.from_row(row)
+
+
+@strawberry.type(description="An invoice at Stripe.")
+class PaymentInvoice:
+    id: str = strawberry.field(description="Stripe's id (`in_…`); also the page cursor.")
+    number: str | None = strawberry.field(description="Its number (once finalized).")
+    status: str | None = strawberry.field(
+        description="Stripe's status: draft, open, paid, uncollectible or void."
+    )
+    description: str | None = strawberry.field(description="What it is for.")
+    amount_due: Decimal = strawberry.field(description="What it asks for, exact.")
+    amount_paid: Decimal = strawberry.field(description="What was paid, exact.")
+    currency: str = strawberry.field(description="ISO 4217 code of the amounts.")
+    subscription_id: str | None = strawberry.field(
+        description="The subscription it bills, if any (`sub_…`)."
+    )
+    created_at: dt.datetime = strawberry.field(description="When it was made.")
+    period_start: dt.datetime | None = strawberry.field(description="The period it bills from.")
+    period_end: dt.datetime | None = strawberry.field(description="The period it bills to.")
+    hosted_invoice_url: str | None = strawberry.field(description="Stripe's page for it.")
+    pdf_url: str | None = strawberry.field(description="Its PDF at Stripe.")
+
+    @classmethod
+    def of(cls, row: StripeInvoice) -> PaymentInvoice:
+        def money(minor: int) -> Decimal:
+            try:
+                return from_minor(minor, row.currency)
+            except MoneyError:
+                return Decimal(minor)
+
+        def at(value: int | None) -> dt.datetime | None:
+            return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)
+
+        return cls(
+            id=row.id, number=row.number, status=row.status, description=row.description,
+            amount_due=money(row.amount_due), amount_paid=money(row.amount_paid),
+            currency=row.currency, subscription_id=row.subscription,
+            created_at=dt.datetime.fromtimestamp(row.created, dt.UTC),
+            period_start=at(row.period_start), period_end=at(row.period_end),
+            hosted_invoice_url=row.hosted_invoice_url, pdf_url=row.invoice_pdf,
+        )  # fmt: skip
+
+
+@strawberry.type(description="A page of invoices, newest first.")
+class PaymentInvoicePage:
+    invoices: list[PaymentInvoice] = strawberry.field(description="The invoices.")
+    has_more: bool = strawberry.field(
+        description="Whether older ones follow (pass the last id as `after`)."
+    )
+
+    @classmethod
+    def of(cls, rows: list[StripeInvoice], more: bool) -> PaymentInvoicePage:
+        return cls(invoices=[PaymentInvoice.of(r) for r in rows], has_more=more)
+
+
 IDEMPOTENCY = (
     "The client's key for this request (1 to 255 printable ASCII characters): the same "
     "key with the same input answers the first result again, never a second charge; with "
@@ -261,6 +368,71 @@ class RefundPaymentPayload:
     refund: PaymentRefund = strawberry.field(description="The refund.")
 
 
+@strawberry.input(description="A subscription to create at Stripe.")
+class CreatePaymentSubscriptionInput:
+    customer_id: relay.GlobalID = strawberry.field(description="The customer (at Stripe).")
+    price: str = strawberry.field(description="The organization's Stripe price (`price_…`).")
+    payment_method: str | None = strawberry.field(
+        default=None,
+        description="What the first invoice is charged to (without one, or declined, the "
+        "subscription is `incomplete` and its invoice open to pay).",
+    )
+    idempotency_key: str | None = strawberry.field(default=None, description=IDEMPOTENCY)
+
+
+@strawberry.input(description="A change to a subscription.")
+class ChangePaymentSubscriptionInput:
+    id: relay.GlobalID = strawberry.field(description="Id of the subscription.")
+    price: str | None = strawberry.field(default=None, description="Its new price.")
+    cancel_at_period_end: bool | None = strawberry.field(
+        default=None, description="End it at the period's end (true), or keep it (false)."
+    )
+
+
+@strawberry.input(description="A subscription to end now.")
+class CancelPaymentSubscriptionInput:
+    id: relay.GlobalID = strawberry.field(description="Id of the subscription.")
+
+
+@strawberry.type(description="The subscription after the change.")
+class PaymentSubscriptionPayload:
+    subscription: PaymentSubscription = strawberry.field(description="The subscription.")
+
+
+@strawberry.input(description="One line of an invoice.")
+class PaymentInvoiceLineInput:
+    amount: Decimal = strawberry.field(description="How much, exact, in the invoice's currency.")
+    description: str = strawberry.field(description="What it is for.")
+
+
+@strawberry.input(description="A draft invoice to a customer, at Stripe.")
+class CreatePaymentInvoiceInput:
+    customer_id: relay.GlobalID = strawberry.field(description="The customer (at Stripe).")
+    currency: str = strawberry.field(description="ISO 4217 code, e.g. EUR.")
+    lines: list[PaymentInvoiceLineInput] = strawberry.field(description="1 to 50 lines.")
+    description: str | None = strawberry.field(default=None, description="What it is for.")
+    idempotency_key: str = strawberry.field(description=IDEMPOTENCY)
+
+
+@strawberry.input(description="An invoice to finalize.")
+class FinalizePaymentInvoiceInput:
+    id: str = strawberry.field(description="Stripe's id of the invoice (`in_…`).")
+
+
+@strawberry.input(description="An open invoice to pay.")
+class PayPaymentInvoiceInput:
+    id: str = strawberry.field(description="Stripe's id of the invoice (`in_…`).")
+    payment_method: str | None = strawberry.field(
+        default=None,
+        description="What to charge (default: the subscription's payment method).",
+    )
+
+
+@strawberry.type(description="The invoice after the change.")
+class PaymentInvoicePayload:
+    invoice: PaymentInvoice = strawberry.field(description="The invoice.")
+
+
 def _customer_id(gid: relay.GlobalID | None) -> int | None:
     return None if gid is None else decode_id(gid, "PaymentCustomer")
 
@@ -300,6 +472,47 @@ class Query:
     ) -> Payment:
         row = await api.get_payment(info.context, decode_id(id, "Payment"))
         return Payment.from_row(row)
+
+    @query(
+        operation=subscriptions.list_subscriptions,
+        description="Subscriptions of the organization's customers, newest first.",
+    )
+    async def payment_subscriptions(
+        self,
+        info: Info,
+        customer_id: Annotated[
+            relay.GlobalID | None, strawberry.argument(description="Only of this customer.")
+        ] = None,
+        first: First = None,
+        after: After = None,
+    ) -> Connection[PaymentSubscription]:
+        page = await subscriptions.list_subscriptions(
+            info.context, customer_id=_customer_id(customer_id), first=first, after=after
+        )
+        return Connection.of(page, PaymentSubscription.from_row)
+
+    @query(
+        operation=subscriptions.list_invoices,
+        description="A customer's invoices at Stripe, newest first.",
+    )
+    async def payment_invoices(
+        self,
+        info: Info,
+        customer_id: Annotated[
+            relay.GlobalID, strawberry.argument(description="The customer (at Stripe).")
+        ],
+        first: Annotated[
+            int | None, strawberry.argument(description="How many (1 to 100, default 20).")
+        ] = None,
+        after: Annotated[
+            str | None, strawberry.argument(description="The last invoice id of a page.")
+        ] = None,
+    ) -> PaymentInvoicePage:
+        rows, more = await subscriptions.list_invoices(
+            info.context, customer_id=decode_id(customer_id, "PaymentCustomer"), first=first,
+            after=after,
+        )  # fmt: skip
+        return PaymentInvoicePage.of(rows, more)
 
     @query(
         operation=api.list_customers,
@@ -392,6 +605,81 @@ class Mutation:
         return RefundPaymentPayload(
             payment=Payment.from_row(row), refund=PaymentRefund.from_row(refund)
         )
+
+    @mutation(
+        operation=subscriptions.create_subscription,
+        description="Subscribe a customer to one of the organization's Stripe prices.",
+    )
+    async def create_payment_subscription(
+        self, info: Info, input: CreatePaymentSubscriptionInput
+    ) -> PaymentSubscriptionPayload:
+        row = await subscriptions.create_subscription(
+            info.context, customer_id=decode_id(input.customer_id, "PaymentCustomer"),
+            price=input.price, payment_method=input.payment_method,
+            idempotency_key=input.idempotency_key,
+        )  # fmt: skip
+        return PaymentSubscriptionPayload(subscription=PaymentSubscription.from_row(row))
+
+    @mutation(
+        operation=subscriptions.change_subscription,
+        description="Move a subscription to another price, or end it at the period's end.",
+    )
+    async def change_payment_subscription(
+        self, info: Info, input: ChangePaymentSubscriptionInput
+    ) -> PaymentSubscriptionPayload:
+        row = await subscriptions.change_subscription(
+            info.context, decode_id(input.id, "PaymentSubscription"), price=input.price,
+            cancel_at_period_end=input.cancel_at_period_end,
+        )  # fmt: skip
+        return PaymentSubscriptionPayload(subscription=PaymentSubscription.from_row(row))
+
+    @mutation(
+        operation=subscriptions.cancel_subscription,
+        description="End a subscription now.",
+    )
+    async def cancel_payment_subscription(
+        self, info: Info, input: CancelPaymentSubscriptionInput
+    ) -> PaymentSubscriptionPayload:
+        row = await subscriptions.cancel_subscription(
+            info.context, decode_id(input.id, "PaymentSubscription")
+        )
+        return PaymentSubscriptionPayload(subscription=PaymentSubscription.from_row(row))
+
+    @mutation(
+        operation=subscriptions.create_invoice,
+        description="Make a draft invoice to a customer at Stripe (finalize it, then pay it).",
+    )
+    async def create_payment_invoice(
+        self, info: Info, input: CreatePaymentInvoiceInput
+    ) -> PaymentInvoicePayload:
+        row = await subscriptions.create_invoice(
+            info.context, customer_id=decode_id(input.customer_id, "PaymentCustomer"),
+            currency=input.currency, lines=[(x.amount, x.description) for x in input.lines],
+            description=input.description, idempotency_key=input.idempotency_key,
+        )  # fmt: skip
+        return PaymentInvoicePayload(invoice=PaymentInvoice.of(row))
+
+    @mutation(
+        operation=subscriptions.finalize_invoice,
+        description="Finalize a draft invoice: it gets its number and can be paid.",
+    )
+    async def finalize_payment_invoice(
+        self, info: Info, input: FinalizePaymentInvoiceInput
+    ) -> PaymentInvoicePayload:
+        row = await subscriptions.finalize_invoice(info.context, input.id)
+        return PaymentInvoicePayload(invoice=PaymentInvoice.of(row))
+
+    @mutation(
+        operation=subscriptions.pay_invoice,
+        description="Pay an open invoice; a decline is PAYMENT_DECLINED with `declineCode`.",
+    )
+    async def pay_payment_invoice(
+        self, info: Info, input: PayPaymentInvoiceInput
+    ) -> PaymentInvoicePayload:
+        row = await subscriptions.pay_invoice(
+            info.context, input.id, payment_method=input.payment_method
+        )
+        return PaymentInvoicePayload(invoice=PaymentInvoice.of(row))
 
 
 @strawberry.type

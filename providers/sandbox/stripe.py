@@ -220,6 +220,21 @@ class StripeSandbox(StripeBilling, Sandbox):
     def _new_id(self, prefix: str) -> str:
         return _id(prefix)
 
+    def _charge_method(self, account: Account, method: str | None, what: str) -> None:
+        """Charge a test payment method for an invoice: nothing when it succeeds; the card
+        error Stripe answers (402) when it declines; 400 for an unknown method."""
+        if not method:
+            raise self._fail(400, f"This {what} has no payment method to charge.",
+                             code="invoice_no_payment_method_types")  # fmt: skip
+        account.charges_made += 1
+        if method in DECLINE:
+            code, message = DECLINE[method]
+            raise StripeError(402, "card_error", message, code="card_declined",
+                              extra={"decline_code": code})  # fmt: skip
+        if method not in SUCCEED:
+            raise self._fail(400, f"No such PaymentMethod: '{method}'",
+                             code="resource_missing", param="payment_method")  # fmt: skip
+
     def _refusal(self, err: StripeError) -> tuple[int, dict[str, Any]]:
         error: dict[str, Any] = {"type": err.kind, "message": err.message}
         if err.code:

@@ -58,6 +58,7 @@ class StripeBilling:
         def _event(self, account: Account, kind: str, obj: dict[str, Any]) -> None: ...
         def _fail(self, status: int, message: str, **extra: Any) -> Exception: ...
         def _new_id(self, prefix: str) -> str: ...
+        def _charge_method(self, account: Account, method: str | None, what: str) -> None: ...
 
     def billing_routes(self) -> list[BaseRoute]:
         return [
@@ -66,12 +67,17 @@ class StripeBilling:
             Route("/v1/checkout/sessions", self._h(self.checkout_sessions), methods=["POST"]),
             Route("/v1/checkout/sessions/{id}", self._h(self.checkout_session), methods=["GET"]),
             Route("/v1/billing_portal/sessions", self._h(self.portal_sessions), methods=["POST"]),
+            Route("/v1/subscriptions", self._h(self.subscriptions), methods=["GET", "POST"]),
             Route(
                 "/v1/subscriptions/{id}",
                 self._h(self.subscription),
                 methods=["GET", "POST", "DELETE"],
             ),
-            Route("/v1/invoices", self._h(self.invoices), methods=["GET"]),
+            Route("/v1/invoices", self._h(self.invoices), methods=["GET", "POST"]),
+            Route("/v1/invoices/{id}", self._h(self.invoice), methods=["GET"]),
+            Route("/v1/invoices/{id}/finalize", self._h(self.finalize), methods=["POST"]),
+            Route("/v1/invoices/{id}/pay", self._h(self.pay_invoice), methods=["POST"]),
+            Route("/v1/invoiceitems", self._h(self.invoice_items), methods=["POST"]),
             Route("/c/pay/{id}", self.hosted_checkout, methods=["GET", "POST"]),
             Route("/p/session/{id}", self.hosted_portal, methods=["GET", "POST"]),
         ]
@@ -196,21 +202,53 @@ class StripeBilling:
 
     def _invoice(
         self, request: Request, account: Account, subscription: dict[str, Any],
-        price: dict[str, Any],
+        price: dict[str, Any], *, paid: bool = True,
+    ) -> dict[str, Any]:  # fmt: skip
+        invoice = self._new_invoice(
+            request, account, subscription["customer"], price["currency"],
+            subscription=subscription["id"], period=(subscription["current_period_start"],
+                                                     subscription["current_period_end"]),
+        )  # fmt: skip
+        self._add_line(invoice, price["unit_amount"], price.get("nickname") or price["id"])
+        self._number(account, invoice)
+        invoice["status"] = "paid" if paid else "open"
+        invoice["amount_paid"] = invoice["amount_due"] if paid else 0
+        subscription["latest_invoice"] = invoice["id"]
+        return invoice
+
+    def _new_invoice(
+        self, request: Request, account: Account, customer: str, currency: str, *,
+        subscription: str | None = None, period: tuple[int, int] | None = None,
+        description: str | None = None, metadata: dict[str, Any] | None = None,
     ) -> dict[str, Any]:  # fmt: skip
         invoice_id = self._new_id("in")
         base = _base(request)
-        count = sum(1 for o in account.objects.values() if o.get("object") == "invoice")
+        now = int(time.time())
         return account.put({
-            "id": invoice_id, "object": "invoice", "status": "paid", "livemode": False,
-            "number": f"SBX-{count + 1:04d}", "customer": subscription["customer"],
-            "subscription": subscription["id"], "currency": price["currency"],
-            "amount_due": price["unit_amount"], "amount_paid": price["unit_amount"],
-            "created": int(time.time()), "period_start": subscription["current_period_start"],
-            "period_end": subscription["current_period_end"],
+            "id": invoice_id, "object": "invoice", "status": "draft", "livemode": False,
+            "number": None, "customer": customer, "subscription": subscription,
+            "currency": currency, "amount_due": 0, "amount_paid": 0, "created": now,
+            "period_start": period[0] if period else now,
+            "period_end": period[1] if period else now, "description": description,
+            "metadata": dict(metadata or {}),
+            "lines": {"object": "list", "data": [], "has_more": False},
             "hosted_invoice_url": f"{base}/i/{invoice_id}",
             "invoice_pdf": f"{base}/i/{invoice_id}/pdf",
         })  # fmt: skip
+
+    @staticmethod
+    def _add_line(invoice: dict[str, Any], amount: int, description: str) -> None:
+        invoice["lines"]["data"].append(
+            {"object": "line_item", "amount": amount, "description": description}
+        )
+        invoice["amount_due"] += amount
+
+    @staticmethod
+    def _number(account: Account, invoice: dict[str, Any]) -> None:
+        count = sum(
+            1 for o in account.objects.values() if o.get("object") == "invoice" and o["number"]
+        )
+        invoice["number"] = f"SBX-{count + 1:04d}"
 
     # The customer portal ------------------------------------------------------------------
 
@@ -281,8 +319,133 @@ class StripeBilling:
             self._event(account, "customer.subscription.updated", subscription)
         return 200, subscription
 
+    def subscriptions(self, request: Request, account: Account, params: dict[str, Any]) -> Any:
+        if request.method == "GET":
+            return self._list(
+                account, request, "subscription", params, customer=params.get("customer")
+            )
+        customer = str(params.get("customer") or "")
+        self._get(account, customer, "customer")
+        items = params.get("items")
+        if not isinstance(items, list) or len(items) != 1 or not isinstance(items[0], dict):
+            raise self._fail(400, "One item is required.", param="items")
+        price = self._price(account, str(items[0].get("price") or ""), "items[0][price]")
+        method = params.get("default_payment_method")
+        now = int(time.time())
+        item = {"id": self._new_id("si"), "object": "subscription_item", "price": price,
+                "quantity": 1, "current_period_start": now,
+                "current_period_end": now + PERIOD}  # fmt: skip
+        subscription = account.put({
+            "id": self._new_id("sub"), "object": "subscription", "status": "incomplete",
+            "customer": customer, "created": now, "livemode": False,
+            "items": {"object": "list", "data": [item], "has_more": False},
+            "current_period_start": now, "current_period_end": now + PERIOD,
+            "cancel_at_period_end": False, "canceled_at": None, "latest_invoice": None,
+            "default_payment_method": method, "metadata": dict(params.get("metadata") or {}),
+        })  # fmt: skip
+        invoice = self._invoice(request, account, subscription, price, paid=False)
+        self._event(account, "invoice.finalized", invoice)
+        try:
+            self._charge_method(account, str(method) if method else None, "subscription")
+        except Exception as exc:
+            declined = getattr(exc, "status", None) == 402
+            if method and not declined:
+                raise  # not a payment method of this account
+            if declined and params.get("payment_behavior") == "error_if_incomplete":
+                raise
+            if declined:
+                self._event(account, "invoice.payment_failed", invoice)
+        else:
+            self._paid(account, invoice)
+        self._event(account, "customer.subscription.created", subscription)
+        return 200, subscription
+
+    def _paid(self, account: Account, invoice: dict[str, Any]) -> None:
+        invoice.update(status="paid", amount_paid=invoice["amount_due"])
+        self._event(account, "invoice.paid", invoice)
+        subscription = account.objects.get(invoice.get("subscription") or "")
+        if subscription is not None and subscription["status"] in ("incomplete", "past_due"):
+            subscription["status"] = "active"
+            self._event(account, "customer.subscription.updated", subscription)
+
     def invoices(self, request: Request, account: Account, params: dict[str, Any]) -> Any:
-        return self._list(account, request, "invoice", params, customer=params.get("customer"))
+        if request.method == "GET":
+            return self._list(account, request, "invoice", params, customer=params.get("customer"))
+        customer = str(params.get("customer") or "")
+        self._get(account, customer, "customer")
+        currency = str(params.get("currency") or "eur").lower()
+        if len(currency) != 3:
+            raise self._fail(400, f"Invalid currency: {currency}.", param="currency")
+        invoice = self._new_invoice(
+            request, account, customer, currency,
+            description=str(params.get("description") or "")[:500] or None,
+            metadata=params.get("metadata") if isinstance(params.get("metadata"), dict) else {},
+        )  # fmt: skip
+        return 200, invoice
+
+    def invoice_items(self, request: Request, account: Account, params: dict[str, Any]) -> Any:
+        invoice = self._get(account, str(params.get("invoice") or ""), "invoice")
+        if invoice["status"] != "draft":
+            raise self._fail(400, "Only a draft invoice takes items.", param="invoice")
+        if params.get("customer") != invoice["customer"]:
+            raise self._fail(400, "The item's customer is not the invoice's.", param="customer")
+        try:
+            amount = int(str(params.get("amount")))
+        except ValueError:
+            raise self._fail(400, "Invalid integer: amount", param="amount") from None
+        if not 0 < amount <= 99_999_999:
+            raise self._fail(400, "Invalid amount.", param="amount")
+        description = str(params.get("description") or "")[:500]
+        self._add_line(invoice, amount, description)
+        item = account.put(
+            {
+                "id": self._new_id("ii"),
+                "object": "invoiceitem",
+                "invoice": invoice["id"],
+                "amount": amount,
+                "currency": invoice["currency"],
+                "description": description,
+            }
+        )
+        return 200, item
+
+    def invoice(self, request: Request, account: Account, params: dict[str, Any]) -> Any:
+        return 200, self._get(account, request.path_params["id"], "invoice")
+
+    def finalize(self, request: Request, account: Account, params: dict[str, Any]) -> Any:
+        invoice = self._get(account, request.path_params["id"], "invoice")
+        if invoice["status"] != "draft":
+            raise self._fail(
+                400, f"This invoice is already finalized (status {invoice['status']}).",
+                code="invoice_not_editable",
+            )  # fmt: skip
+        if invoice["amount_due"] <= 0:
+            raise self._fail(400, "An invoice without items can't be finalized.",
+                             code="invoice_no_customer_line_items")  # fmt: skip
+        self._number(account, invoice)
+        invoice["status"] = "open"
+        self._event(account, "invoice.finalized", invoice)
+        return 200, invoice
+
+    def pay_invoice(self, request: Request, account: Account, params: dict[str, Any]) -> Any:
+        invoice = self._get(account, request.path_params["id"], "invoice")
+        if invoice["status"] == "paid":
+            raise self._fail(400, "Invoice is already paid.", code="invoice_already_paid")
+        if invoice["status"] != "open":
+            raise self._fail(400, f"This invoice can't be paid (status {invoice['status']}).",
+                             code="invoice_not_open")  # fmt: skip
+        method = params.get("payment_method")
+        if not method and invoice.get("subscription"):
+            subscription = account.objects.get(invoice["subscription"]) or {}
+            method = subscription.get("default_payment_method")
+        try:
+            self._charge_method(account, str(method) if method else None, "invoice")
+        except Exception as exc:
+            if getattr(exc, "status", None) == 402:
+                self._event(account, "invoice.payment_failed", invoice)
+            raise
+        self._paid(account, invoice)
+        return 200, invoice
 
 
 def _base(request: Request) -> str:

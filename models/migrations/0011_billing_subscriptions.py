@@ -10,6 +10,30 @@ class Migration(migrations.Migration):
 
     operations = [
         ops.CreateModel(
+            name='PaymentSubscription',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('updated_at', fields.DatetimeField(auto_now=True, auto_now_add=False)),
+                ('tenant', fields.ForeignKeyField('switchboard.Tenant', source_field='tenant_id', db_index=True, db_constraint=True, to_field='id', related_name=False, on_delete=OnDelete.CASCADE)),
+                ('provider', fields.CharField(max_length=16)),
+                ('customer_id', fields.BigIntField(db_index=True)),
+                ('price', fields.CharField(max_length=255)),
+                ('status', fields.CharField(default='incomplete', db_index=True, max_length=32)),
+                ('vendor_id', fields.CharField(null=True, db_index=True, max_length=255)),
+                ('item_id', fields.CharField(null=True, max_length=255)),
+                ('latest_invoice', fields.CharField(null=True, max_length=255)),
+                ('current_period_end', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('cancel_at_period_end', fields.BooleanField(default=False)),
+                ('synced_at', fields.BigIntField(default=0)),
+                ('idempotency_key', fields.CharField(null=True, max_length=255)),
+                ('request_hash', fields.CharField(max_length=64)),
+                ('created_by_id', fields.BigIntField(null=True)),
+            ],
+            options={'table': 'payment_subscriptions', 'app': 'switchboard', 'unique_together': (('tenant_id', 'idempotency_key'),), 'pk_attr': 'id', 'table_description': "A customer's subscription to one of the organization's prices at the vendor"},
+            bases=['TenantModel'],
+        ),
+        ops.CreateModel(
             name='TenantBilling',
             fields=[
                 ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
