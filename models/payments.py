@@ -112,13 +112,17 @@ class PaymentSubscription(TenantModel):
     (Stripe's `sub_…`), kept in step by the vendor's answers and webhooks."""
 
     provider = fields.CharField(max_length=16)
-    customer_id = fields.BigIntField(db_index=True)
+    # The customer (Stripe); none at PayPal, whose payer is whoever approves it.
+    customer_id = fields.BigIntField(null=True, db_index=True)
+    # The vendor's price (Stripe's `price_…`) or plan (PayPal's `P-…`).
     price = fields.CharField(max_length=255)
     # The vendor's words: incomplete, trialing, active, past_due, canceled, unpaid, …
     status = fields.CharField(max_length=32, default="incomplete", db_index=True)
     vendor_id = fields.CharField(max_length=255, null=True, db_index=True)
     item_id = fields.CharField(max_length=255, null=True)
     latest_invoice = fields.CharField(max_length=255, null=True)
+    # Where the payer approves it (PayPal), while it is incomplete.
+    approve_url = fields.CharField(max_length=2000, null=True)
     current_period_end = fields.DatetimeField(null=True)
     cancel_at_period_end = fields.BooleanField(default=False)
     # The `created` time of the last vendor event applied (an older one changes nothing).

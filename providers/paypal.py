@@ -199,6 +199,32 @@ class Refund:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class PayPalSubscription:
+    id: str
+    status: str  # APPROVAL_PENDING | APPROVED | ACTIVE | SUSPENDED | CANCELLED | EXPIRED
+    plan_id: str | None
+    custom_id: str | None
+    approve_url: str | None
+    next_billing_time: str | None
+
+    @classmethod
+    def of(cls, data: Mapping[str, Any]) -> PayPalSubscription:
+        approve = None
+        for link in data.get("links") or []:
+            if isinstance(link, dict) and link.get("rel") == "approve":
+                approve = str(link.get("href") or "") or None
+        billing = _mapping(data.get("billing_info"))
+        return cls(
+            id=str(data.get("id") or ""),
+            status=str(data.get("status") or ""),
+            plan_id=data.get("plan_id"),
+            custom_id=data.get("custom_id"),
+            approve_url=approve,
+            next_billing_time=billing.get("next_billing_time"),
+        )
+
+
 class PayPalClient:
     """One REST app's view of PayPal. Cheap to build per call; the session and the token
     cache are the registry's."""
@@ -393,6 +419,50 @@ class PayPalClient:
             "GET", f"/v2/payments/refunds/{quote(refund_id, safe='')}", operation="refunds.get"
         )
         return Refund.of(response.json())
+
+    # Subscriptions ------------------------------------------------------------------
+
+    async def create_subscription(
+        self,
+        *,
+        plan_id: str,
+        custom_id: str,
+        request_id: str,
+        return_url: str | None = None,
+        cancel_url: str | None = None,
+    ) -> PayPalSubscription:
+        """A subscription to `plan_id`, waiting for its payer's approval (`approve_url`)."""
+        context: dict[str, Any] = {"user_action": "SUBSCRIBE_NOW", "shipping_preference":
+                                   "NO_SHIPPING"}  # fmt: skip
+        if return_url:
+            context["return_url"] = return_url
+        if cancel_url:
+            context["cancel_url"] = cancel_url
+        body = {"plan_id": plan_id, "custom_id": custom_id, "application_context": context}
+        response = await self._call(
+            "POST", "/v1/billing/subscriptions", operation="subscriptions.create", body=body,
+            request_id=request_id,
+        )  # fmt: skip
+        return PayPalSubscription.of(response.json())
+
+    async def get_subscription(self, subscription_id: str) -> PayPalSubscription:
+        response = await self._call(
+            "GET",
+            f"/v1/billing/subscriptions/{quote(subscription_id, safe='')}",
+            operation="subscriptions.get",
+        )
+        return PayPalSubscription.of(response.json())
+
+    async def cancel_subscription(self, subscription_id: str, *, reason: str) -> None:
+        """Cancel it (204); PayPal answers 422 SUBSCRIPTION_STATUS_INVALID when it is not
+        active or suspended any more."""
+        await self._call(
+            "POST",
+            f"/v1/billing/subscriptions/{quote(subscription_id, safe='')}/cancel",
+            operation="subscriptions.cancel",
+            body={"reason": reason[:128] or "Canceled"},
+            request_id=f"sb-cancel-{subscription_id}",
+        )
 
     # Key check and certificates -----------------------------------------------------
 

@@ -203,7 +203,10 @@ class PaymentSubscription(ModelNode):
     )
     created_at: dt.datetime = strawberry.field(description="When it was created.")
     updated_at: dt.datetime = strawberry.field(description="When it last changed.")
-    _customer_id: strawberry.Private[int] = 0
+    approve_url: str | None = strawberry.field(
+        description="Where the payer approves it while it is incomplete (PayPal)."
+    )
+    _customer_id: strawberry.Private[int | None] = None
 
     @classmethod
     def from_row(cls, row: Any) -> PaymentSubscription:
@@ -213,11 +216,14 @@ class PaymentSubscription(ModelNode):
             current_period_end=row.current_period_end,
             cancel_at_period_end=row.cancel_at_period_end,
             idempotency_key=row.idempotency_key, created_at=row.created_at,
-            updated_at=row.updated_at, _customer_id=row.customer_id,
+            updated_at=row.updated_at, approve_url=row.approve_url,
+            _customer_id=row.customer_id,
         )  # fmt: skip
 
-    @strawberry.field(description="The customer subscribed.")
+    @strawberry.field(description="The customer subscribed (Stripe; none at PayPal).")
     async def customer(self, info: Info) -> PaymentCustomer | None:
+        if self._customer_id is None:
+            return None
         ctx = info.context
 
         async def batch(ids: list[int]) -> list[Any]:
@@ -368,10 +374,20 @@ class RefundPaymentPayload:
     refund: PaymentRefund = strawberry.field(description="The refund.")
 
 
-@strawberry.input(description="A subscription to create at Stripe.")
+@strawberry.input(description="A subscription to create at the vendor.")
 class CreatePaymentSubscriptionInput:
-    customer_id: relay.GlobalID = strawberry.field(description="The customer (at Stripe).")
-    price: str = strawberry.field(description="The organization's Stripe price (`price_…`).")
+    customer_id: relay.GlobalID | None = strawberry.field(
+        default=None, description="The customer (Stripe; required there, none at PayPal)."
+    )
+    price: str = strawberry.field(
+        description="The organization's Stripe price (`price_…`) or PayPal plan (`P-…`)."
+    )
+    provider: PaymentProvider = strawberry.field(
+        default=PaymentProvider.STRIPE, description="The vendor."
+    )
+    return_url: str | None = strawberry.field(
+        default=None, description="Where PayPal sends the payer back after approving."
+    )
     payment_method: str | None = strawberry.field(
         default=None,
         description="What the first invoice is charged to (without one, or declined, the "
@@ -608,15 +624,17 @@ class Mutation:
 
     @mutation(
         operation=subscriptions.create_subscription,
-        description="Subscribe a customer to one of the organization's Stripe prices.",
+        description="Subscribe to one of the organization's prices: a Stripe customer to a "
+        "price (its first invoice charged at once), or a PayPal plan its payer approves at "
+        "`approveUrl`.",
     )
     async def create_payment_subscription(
         self, info: Info, input: CreatePaymentSubscriptionInput
     ) -> PaymentSubscriptionPayload:
         row = await subscriptions.create_subscription(
-            info.context, customer_id=decode_id(input.customer_id, "PaymentCustomer"),
-            price=input.price, payment_method=input.payment_method,
-            idempotency_key=input.idempotency_key,
+            info.context, customer_id=_customer_id(input.customer_id), price=input.price,
+            payment_method=input.payment_method, idempotency_key=input.idempotency_key,
+            provider=input.provider.value, return_url=input.return_url,
         )  # fmt: skip
         return PaymentSubscriptionPayload(subscription=PaymentSubscription.from_row(row))
 

@@ -89,6 +89,8 @@ CURRENCIES = {
     "THB": 2,
     "USD": 2,
 }
+# Subscription plans every REST app of the sandbox knows (name, price, currency a month).
+SEEDED_PLANS = {"P-SWITCHBOARD-PRO": ("Pro", "10.00", "EUR")}
 _AMOUNT = re.compile(r"^\d{1,10}(\.\d{1,2})?$")
 
 
@@ -120,8 +122,9 @@ def _id(length: int = 17) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(length))
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _now(*, days: int = 0) -> str:
+    at = dt.datetime.now(dt.UTC) + dt.timedelta(days=days)
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class PayPalError(Exception):
@@ -211,6 +214,19 @@ class PayPalSandbox(Sandbox):
             Route("/v2/payments/refunds/{id}", self._h(self.get_refund), methods=["GET"]),
             Route("/v1/notifications/certs/{name}", self.certificate, methods=["GET"]),
             Route("/checkoutnow", self.checkout, methods=["GET", "POST"]),
+            Route("/v1/billing/plans", self._h(self.create_plan), methods=["POST"]),
+            Route("/v1/billing/subscriptions", self._h(self.create_subscription), methods=["POST"]),
+            Route(
+                "/v1/billing/subscriptions/{id}", self._h(self.get_subscription), methods=["GET"]
+            ),
+            Route(
+                "/v1/billing/subscriptions/{id}/cancel",
+                self._h(self.cancel_subscription),
+                methods=["POST"],
+            ),
+            Route(
+                "/webapps/billing/subscriptions", self.approve_subscription, methods=["GET", "POST"]
+            ),
         ]
 
     def error_response(
@@ -335,14 +351,14 @@ class PayPalSandbox(Sandbox):
                     del app.request_ids[old]
                 if key in app.request_ids:
                     _, status, answer = app.request_ids[key]
-                    return JSONResponse(answer, status)
+                    return _answer(answer, status)
             try:
                 status, answer = fn(request, app, body if isinstance(body, dict) else {})
             except PayPalError as err:
                 return self._refusal(err)
             if key and request.method == "POST":
                 app.request_ids[key] = (time.time(), status, answer)
-            return JSONResponse(answer, status)
+            return _answer(answer, status)
 
         return handle
 
@@ -554,6 +570,138 @@ class PayPalSandbox(Sandbox):
     def get_refund(self, request: Request, app: App, body: dict[str, Any]) -> Any:
         return 200, _public(self._get(app, request.path_params["id"], "refund"))
 
+    # Subscriptions -------------------------------------------------------------------------
+
+    def _plan(self, app: App, plan_id: str) -> dict[str, Any]:
+        plan = app.objects.get(plan_id)
+        if plan is None and plan_id in SEEDED_PLANS:
+            name, value, currency = SEEDED_PLANS[plan_id]
+            plan = app.put(
+                {
+                    "_kind": "plan",
+                    "id": plan_id,
+                    "name": name,
+                    "status": "ACTIVE",
+                    "billing_cycles": [
+                        {
+                            "frequency": {"interval_unit": "MONTH"},
+                            "pricing_scheme": {
+                                "fixed_price": {"value": value, "currency_code": currency}
+                            },
+                        }
+                    ],
+                }
+            )
+        if plan is None or plan.get("_kind") != "plan":
+            raise _unprocessable("INVALID_RESOURCE_ID", "The specified plan does not exist.")
+        return plan
+
+    def create_plan(self, request: Request, app: App, body: dict[str, Any]) -> Any:
+        cycles = body.get("billing_cycles")
+        try:
+            price = cycles[0]["pricing_scheme"]["fixed_price"]  # type: ignore[index]
+            _check_amount(str(price["currency_code"]), str(price["value"]))
+        except (TypeError, KeyError, IndexError):
+            raise _invalid("MISSING_REQUIRED_PARAMETER", "billing_cycles is required.") from None
+        plan = app.put(
+            {
+                "_kind": "plan",
+                "id": f"P-{_id(24)}",
+                "status": "ACTIVE",
+                "name": str(body.get("name") or "Plan")[:127],
+                "billing_cycles": cycles,
+            }
+        )
+        return 201, _public(plan)
+
+    def create_subscription(self, request: Request, app: App, body: dict[str, Any]) -> Any:
+        plan = self._plan(app, str(body.get("plan_id") or ""))
+        context = (
+            body.get("application_context")
+            if isinstance(body.get("application_context"), dict)
+            else {}
+        )
+        sub_id, token = f"I-{_id(12)}", f"BA-{_id(17)}"
+        base = _base(request)
+        sub = app.put(
+            {
+                "_kind": "subscription",
+                "id": sub_id,
+                "plan_id": plan["id"],
+                "status": "APPROVAL_PENDING",
+                "custom_id": body.get("custom_id"),
+                "create_time": _now(),
+                "status_update_time": _now(),
+                "_token": token,
+                "_return_url": (context or {}).get("return_url"),
+                "_cancel_url": (context or {}).get("cancel_url"),
+                "links": [
+                    {
+                        "href": f"{base}/webapps/billing/subscriptions?ba_token={token}",
+                        "rel": "approve",
+                        "method": "GET",
+                    },
+                    {
+                        "href": f"{base}/v1/billing/subscriptions/{sub_id}",
+                        "rel": "self",
+                        "method": "GET",
+                    },
+                ],
+            }
+        )
+        return 201, _public(sub)
+
+    def get_subscription(self, request: Request, app: App, body: dict[str, Any]) -> Any:
+        return 200, _public(self._get(app, request.path_params["id"], "subscription"))
+
+    def cancel_subscription(self, request: Request, app: App, body: dict[str, Any]) -> Any:
+        sub = self._get(app, request.path_params["id"], "subscription")
+        if sub["status"] not in ("ACTIVE", "SUSPENDED", "APPROVAL_PENDING"):
+            raise _unprocessable(
+                "SUBSCRIPTION_STATUS_INVALID",
+                "Invalid subscription status for cancel action; subscription "
+                "status should be active or suspended.",
+            )
+        sub.update(status="CANCELLED", status_update_time=_now())
+        self._event("BILLING.SUBSCRIPTION.CANCELLED", "subscription", _public(sub))
+        return 204, {}
+
+    async def approve_subscription(self, request: Request) -> Response:
+        """The payer's page for a subscription: POST `ba_token` and `action` (approve,
+        cancel)."""
+        form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
+        token = form.get("ba_token") or request.query_params.get("ba_token") or ""
+        found = next(
+            (
+                o
+                for app in self.apps.values()
+                for o in app.objects.values()
+                if o.get("_kind") == "subscription" and o.get("_token") == token
+            ),
+            None,
+        )
+        if found is None:
+            return HTMLResponse("<h1>This subscription is not available</h1>", 404)
+        if request.method == "GET":
+            return HTMLResponse("<h1>PayPal sandbox: approve the subscription</h1>")
+        if found["status"] != "APPROVAL_PENDING":
+            return JSONResponse({"status": found["status"]}, 409)
+        if form.get("action") == "cancel":
+            target = found.get("_cancel_url")
+        else:
+            found.update(
+                status="ACTIVE",
+                status_update_time=_now(),
+                billing_info={"next_billing_time": _now(days=30)},
+            )
+            self._event("BILLING.SUBSCRIPTION.ACTIVATED", "subscription", _public(found))
+            target = found.get("_return_url")
+        if target:
+            joiner = "&" if "?" in target else "?"
+            query = urlencode({"subscription_id": found["id"], "ba_token": token})
+            return RedirectResponse(f"{target}{joiner}{query}", 303)
+        return JSONResponse({"status": found["status"]})
+
     # The payer ----------------------------------------------------------------------------
 
     def _order_anywhere(self, order_id: str) -> tuple[App, dict[str, Any]] | None:
@@ -653,6 +801,10 @@ class PayPalSandbox(Sandbox):
             )
 
         return build
+
+
+def _answer(body: dict[str, Any], status: int) -> Response:
+    return Response(status_code=204) if status == 204 else JSONResponse(body, status)
 
 
 def _base(request: Request) -> str:

@@ -19,6 +19,7 @@ metadata.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,6 +39,7 @@ from models.payments import (
     PaymentProvider,
     PaymentRefund,
     PaymentStatus,
+    PaymentSubscription,
     RefundStatus,
 )
 from models.webhooks import WebhookInbox
@@ -50,6 +52,7 @@ from resolvers.payments.states import (
     MAX_URL,
     NotYetCreated,
     S,
+    SubscriptionState,
     _declined,
     _int,
     _refunds_total,
@@ -57,6 +60,7 @@ from resolvers.payments.states import (
     advance,
     amount_of,
     apply_refunded_total,
+    apply_state,
     log,
     now,
     refund_made,
@@ -410,3 +414,90 @@ async def webhook_certificate(settings: Settings, registry: ProviderRegistry, ur
         raise SignatureInvalid("CERTIFICATE_UNAVAILABLE") from None
     _CERTIFICATES[url] = pem
     return pem
+
+
+# Subscriptions ---------------------------------------------------------------------------
+
+# PayPal's subscription statuses in the gateway's (Stripe's) words.
+SUBSCRIPTION_STATUS = {
+    "APPROVAL_PENDING": "incomplete",
+    "APPROVED": "incomplete",
+    "ACTIVE": "active",
+    "SUSPENDED": "paused",
+    "CANCELLED": "canceled",
+    "EXPIRED": "canceled",
+}
+_SUBSCRIPTION = re.compile(r"^sbs:(\d{1,18}):(\d{1,18})$")
+
+
+def _subscription_state(sub: paypal.PayPalSubscription) -> SubscriptionState:
+    period_end = None
+    if sub.next_billing_time:
+        try:
+            period_end = dt.datetime.fromisoformat(sub.next_billing_time.replace("Z", "+00:00"))
+        except ValueError:
+            period_end = None
+    return SubscriptionState(
+        vendor_id=sub.id, status=SUBSCRIPTION_STATUS.get(sub.status, "incomplete"),
+        price=sub.plan_id, current_period_end=period_end, approve_url=sub.approve_url,
+    )  # fmt: skip
+
+
+async def create_subscription(
+    ctx: Context, row: PaymentSubscription, *, return_url: str | None
+) -> SubscriptionState:
+    """The subscription at PayPal, waiting for its payer's approval."""
+    client = await client_for(ctx, row.tenant_id)
+    made = await client.create_subscription(
+        plan_id=row.price, custom_id=f"sbs:{row.tenant_id}:{row.id}",
+        request_id=f"sb-sub-{row.id}-create", return_url=return_url, cancel_url=return_url,
+    )  # fmt: skip
+    return _subscription_state(made)
+
+
+async def cancel_subscription(ctx: Context, row: PaymentSubscription) -> SubscriptionState:
+    assert row.vendor_id is not None
+    client = await client_for(ctx, row.tenant_id)
+    try:
+        await client.cancel_subscription(row.vendor_id, reason="Canceled by the organization")
+    except ProviderError as err:
+        if err.vendor_code != "SUBSCRIPTION_STATUS_INVALID":
+            raise
+    return _subscription_state(await client.get_subscription(row.vendor_id))
+
+
+@inbox_handler("paypal", "BILLING.SUBSCRIPTION.*")
+async def on_subscription(event: WebhookInbox, connection: BaseDBAsyncClient) -> None:
+    sub = paypal.PayPalSubscription.of(_resource(event))
+    match = _SUBSCRIPTION.match(sub.custom_id or "")
+    if match is None or not sub.id:
+        return
+    tenant_id, row_id = int(match[1]), int(match[2])
+    if event.tenant_id is not None and event.tenant_id != tenant_id:
+        return
+    row = (
+        await PaymentSubscription.filter(
+            id=row_id, tenant_id=tenant_id, provider=PaymentProvider.PAYPAL.value
+        )
+        .using_db(connection)
+        .first()
+    )
+    if row is None:
+        if (
+            _young(event)
+            and not await PaymentSubscription.filter(id=row_id).using_db(connection).exists()
+        ):
+            raise NotYetCreated(f"subscription {row_id} is not visible yet")
+        return
+    if row.vendor_id not in (None, sub.id):
+        return
+    at = _event_time(event)
+    await apply_state(row, _subscription_state(sub), at=at, connection=connection)
+
+
+def _event_time(event: WebhookInbox) -> int:
+    raw = event.payload.get("create_time") if isinstance(event.payload, dict) else None
+    try:
+        return int(dt.datetime.fromisoformat(str(raw).replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return 1

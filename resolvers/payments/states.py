@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import re
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -26,6 +27,7 @@ from models.payments import (
     PaymentProvider,
     PaymentRefund,
     PaymentStatus,
+    PaymentSubscription,
     RefundStatus,
 )
 from models.tenancy import scoped
@@ -119,6 +121,22 @@ class Vendor(Protocol):
     async def cancel(self, ctx: Context, payment: Payment) -> None: ...
 
     async def refund(self, ctx: Context, payment: Payment, refund: PaymentRefund) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionState:
+    """A subscription as a vendor answers it, in the gateway's words (Stripe's statuses:
+    incomplete, trialing, active, past_due, paused, canceled, unpaid,
+    incomplete_expired; PayPal's are mapped onto them)."""
+
+    vendor_id: str
+    status: str
+    price: str | None = None
+    item_id: str | None = None
+    latest_invoice: str | None = None
+    current_period_end: dt.datetime | None = None
+    cancel_at_period_end: bool = False
+    approve_url: str | None = None
 
 
 class PaymentDeclined(GatewayError):
@@ -435,3 +453,61 @@ async def refund_made(
         fresh = await Payment.filter(id=payment.id).using_db(conn).first()
         if fresh is not None:
             await apply_refunded_total(fresh, await _refunds_total(fresh, conn), connection=conn)
+
+
+# Subscriptions ---------------------------------------------------------------------------
+
+ENDED = frozenset({"canceled", "incomplete_expired"})
+
+
+def subscription_data(row: PaymentSubscription) -> dict[str, Any]:
+    return {
+        "subscription_id": global_id("PaymentSubscription", row.id),
+        "status": row.status,
+        "price": row.price,
+        "customer_id": None
+        if row.customer_id is None
+        else global_id("PaymentCustomer", row.customer_id),
+        "cancel_at_period_end": row.cancel_at_period_end,
+    }
+
+
+async def apply_state(
+    row: PaymentSubscription,
+    state: SubscriptionState,
+    *,
+    at: int,
+    connection: BaseDBAsyncClient,
+) -> None:
+    """The vendor's state of the subscription onto the row, as of `at` (an event's
+    `created`, or the time of an API answer): anything older than what was applied
+    changes nothing, and an ended subscription stays ended."""
+    locked = (
+        await PaymentSubscription.filter(id=row.id).using_db(connection).select_for_update().first()
+    )
+    if locked is None or at < locked.synced_at:
+        return
+    if locked.status in ENDED and state.status not in ENDED:
+        return
+    values: dict[str, Any] = {
+        "vendor_id": state.vendor_id, "status": state.status[:32],
+        "price": state.price or locked.price, "item_id": state.item_id or locked.item_id,
+        "latest_invoice": state.latest_invoice or locked.latest_invoice,
+        "approve_url": state.approve_url if state.status == "incomplete" else None,
+        "current_period_end": state.current_period_end or locked.current_period_end,
+        "cancel_at_period_end": state.cancel_at_period_end, "synced_at": at,
+        "updated_at": now(),
+    }  # fmt: skip
+    await PaymentSubscription.filter(id=row.id).using_db(connection).update(**values)
+    changed = (locked.status, locked.price, locked.cancel_at_period_end) != (
+        values["status"], values["price"], values["cancel_at_period_end"]
+    )  # fmt: skip
+    for name, value in values.items():
+        setattr(locked, name, value)
+    if changed:
+        await emit(
+            locked.tenant_id,
+            f"payment_subscription.{locked.status}",
+            subscription_data(locked),
+            connection=connection,
+        )

@@ -31,29 +31,43 @@ from models.webhooks import WebhookInbox
 from providers import stripe
 from providers.errors import ProviderError
 from resolvers.context import Context
-from resolvers.events import emit, global_id
+from resolvers.events import emit
 from resolvers.operations import operation
 from resolvers.pagination import Page, page_of
+from resolvers.payments import paypal
 from resolvers.payments.states import (
+    ENDED,
     META_TENANT,
     NotYetCreated,
     PaymentDeclined,
+    SubscriptionState,
     _hash,
     _idempotency_key,
     _method,
     _money,
+    _provider,
     _text,
+    _url,
     _young,
+    apply_state,
     now,
+    subscription_data,
 )
 from resolvers.payments.stripe import stripe_client
 from resolvers.upstream import to_gateway_error
 
 META_SUBSCRIPTION = "switchboard_subscription"
 _PRICE = re.compile(r"^price_[A-Za-z0-9_]{1,200}$")
+_PAYPAL_PLAN = re.compile(r"^P-[A-Z0-9-]{1,64}$")
 _INVOICE = re.compile(r"^in_[A-Za-z0-9_]{1,200}$")
 MAX_LINES = 50
-ENDED = frozenset({"canceled", "incomplete_expired"})
+
+
+def _plan(value: str) -> str:
+    value = value.strip()
+    if not _PAYPAL_PLAN.match(value):
+        raise BadUserInput("Invalid plan.", details={"price": "a PayPal plan id (P-…)"})
+    return value
 
 
 def _price(value: str) -> str:
@@ -61,16 +75,6 @@ def _price(value: str) -> str:
     if not _PRICE.match(value):
         raise BadUserInput("Invalid price.", details={"price": "a Stripe price id (price_…)"})
     return value
-
-
-def subscription_data(row: PaymentSubscription) -> dict[str, Any]:
-    return {
-        "subscription_id": global_id("PaymentSubscription", row.id),
-        "status": row.status,
-        "price": row.price,
-        "customer_id": global_id("PaymentCustomer", row.customer_id),
-        "cancel_at_period_end": row.cancel_at_period_end,
-    }
 
 
 async def _stripe_customer(ctx: Context, tenant_id: int, customer_id: int) -> PaymentCustomer:
@@ -89,21 +93,38 @@ async def _stripe_customer(ctx: Context, tenant_id: int, customer_id: int) -> Pa
 async def create_subscription(
     ctx: Context,
     *,
-    customer_id: int,
+    customer_id: int | None,
     price: str,
     payment_method: str | None,
     idempotency_key: str | None,
+    provider: str | None = None,
+    return_url: str | None = None,
 ) -> PaymentSubscription:
-    """Subscribe a customer to one of the organization's Stripe prices; its first invoice
-    is charged to `payment_method` (declined or without one: `incomplete`, its invoice
-    open to pay)."""
+    """Subscribe to one of the organization's prices. Stripe: a customer, its first
+    invoice charged to `payment_method` (declined or without one: `incomplete`, its
+    invoice open to pay). PayPal: a plan (`P-…`), `incomplete` until its payer approves it
+    at `approveUrl` (then `active`, by PayPal's webhook)."""
     principal = ctx.require("payments:create")
     tenant_id = principal.tenant_id
-    customer = await _stripe_customer(ctx, tenant_id, customer_id)
-    price = _price(price)
+    vendor = _provider(provider)
+    customer = None
+    if vendor == PaymentProvider.STRIPE.value:
+        if customer_id is None:
+            raise BadUserInput("A customer is needed.", details={"customerId": "required"})
+        customer = await _stripe_customer(ctx, tenant_id, customer_id)
+        price = _price(price)
+    else:
+        if customer_id is not None or payment_method is not None:
+            raise BadUserInput(
+                "A PayPal subscription is approved and paid by its payer.",
+                details={"customerId" if customer_id is not None else "paymentMethod":
+                         "not for PayPal"},
+            )  # fmt: skip
+        price = _plan(price)
     method = _method(payment_method)
+    url = _url(return_url)
     key = _idempotency_key(idempotency_key)
-    digest = _hash("subscription", customer_id, price, method)
+    digest = _hash("subscription", vendor, customer_id, price, method, url)
     row = None
     if key is not None:
         row = await scoped(PaymentSubscription, tenant_id).filter(idempotency_key=key).first()
@@ -111,9 +132,9 @@ async def create_subscription(
         try:
             async with in_transaction() as conn:
                 row = await PaymentSubscription.create(
-                    tenant_id=tenant_id, provider=PaymentProvider.STRIPE.value,
-                    customer_id=customer_id, price=price, idempotency_key=key,
-                    request_hash=digest, created_by_id=principal.user_id, using_db=conn,
+                    tenant_id=tenant_id, provider=vendor, customer_id=customer_id, price=price,
+                    idempotency_key=key, request_hash=digest, created_by_id=principal.user_id,
+                    using_db=conn,
                 )  # fmt: skip
                 await emit(tenant_id, "payment_subscription.created", subscription_data(row),
                            connection=conn)  # fmt: skip
@@ -127,13 +148,17 @@ async def create_subscription(
             details={"idempotencyKey": "used with other input"},
         )
     if row.vendor_id is None:
-        assert customer.vendor_id is not None
         try:
-            made = await (await stripe_client(ctx, tenant_id)).create_subscription(
-                customer=customer.vendor_id, price=price, payment_method=method,
-                idempotency_key=f"sb-sub-{row.id}-create",
-                metadata={META_SUBSCRIPTION: str(row.id), META_TENANT: str(tenant_id)},
-            )  # fmt: skip
+            if customer is not None:
+                assert customer.vendor_id is not None
+                made = await (await stripe_client(ctx, tenant_id)).create_subscription(
+                    customer=customer.vendor_id, price=price, payment_method=method,
+                    idempotency_key=f"sb-sub-{row.id}-create",
+                    metadata={META_SUBSCRIPTION: str(row.id), META_TENANT: str(tenant_id)},
+                )  # fmt: skip
+                state = stripe_state(made)
+            else:
+                state = await paypal.create_subscription(ctx, row, return_url=url)
         except ProviderError as err:
             if err.is_caller_error:
                 await PaymentSubscription.filter(id=row.id, vendor_id=None).update(
@@ -141,7 +166,7 @@ async def create_subscription(
                 )
             raise to_gateway_error(err, field="price") from None
         async with in_transaction() as conn:
-            await apply_subscription(row, made, at=int(time.time()), connection=conn)
+            await apply_state(row, state, at=int(time.time()), connection=conn)
     return await PaymentSubscription.get(id=row.id)
 
 
@@ -159,6 +184,12 @@ async def change_subscription(
     if price is None and cancel_at_period_end is None:
         raise BadUserInput("Nothing to change.", details={"price": "give a price or a flag"})
     price = None if price is None else _price(price)
+    if row.provider != PaymentProvider.STRIPE.value:
+        raise BadUserInput(
+            "A PayPal subscription changes plan by a new subscription its payer approves: "
+            "cancel this one and create another.",
+            details={"price": "not for PayPal"},
+        )
     if row.status in ENDED or row.vendor_id is None:
         raise Conflict(f"A subscription that is {row.status} cannot change.",
                        details={"status": row.status})  # fmt: skip
@@ -171,7 +202,7 @@ async def change_subscription(
     except ProviderError as err:
         raise to_gateway_error(err, field="price") from None
     async with in_transaction() as conn:
-        await apply_subscription(row, made, at=int(time.time()), connection=conn)
+        await apply_state(row, stripe_state(made), at=int(time.time()), connection=conn)
     return await PaymentSubscription.get(id=row.id)
 
 
@@ -185,13 +216,17 @@ async def cancel_subscription(ctx: Context, subscription_id: int) -> PaymentSubs
     if row.vendor_id is None:
         raise Conflict("The subscription never reached Stripe.", details={"status": row.status})
     try:
-        made = await (await stripe_client(ctx, principal.tenant_id)).cancel_subscription(
-            row.vendor_id
-        )
+        if row.provider == PaymentProvider.PAYPAL.value:
+            state = await paypal.cancel_subscription(ctx, row)
+        else:
+            made = await (await stripe_client(ctx, principal.tenant_id)).cancel_subscription(
+                row.vendor_id
+            )
+            state = stripe_state(made)
     except ProviderError as err:
         raise to_gateway_error(err, field="id") from None
     async with in_transaction() as conn:
-        await apply_subscription(row, made, at=int(time.time()), connection=conn)
+        await apply_state(row, state, at=int(time.time()), connection=conn)
     return await PaymentSubscription.get(id=row.id)
 
 
@@ -207,48 +242,17 @@ async def list_subscriptions(
     return await page_of(ctx, qs, first=first, after=after)
 
 
-async def apply_subscription(
-    row: PaymentSubscription,
-    sub: stripe.Subscription,
-    *,
-    at: int,
-    connection: BaseDBAsyncClient,
-) -> None:
-    """Stripe's state of the subscription onto the row, as of `at` (an event's `created`,
-    or the time of an API answer): anything older than what was applied changes nothing."""
-    locked = (
-        await PaymentSubscription.filter(id=row.id).using_db(connection).select_for_update().first()
-    )
-    if locked is None or at < locked.synced_at:
-        return
-    if locked.status in ENDED and sub.status not in ENDED:
-        return  # an ended subscription stays ended
+def stripe_state(sub: stripe.Subscription) -> SubscriptionState:
     end = (
         dt.datetime.fromtimestamp(sub.current_period_end, dt.UTC)
         if sub.current_period_end
         else None
     )
-    values: dict[str, Any] = {
-        "vendor_id": sub.id, "status": sub.status[:32], "price": sub.price or locked.price,
-        "item_id": sub.item_id or locked.item_id,
-        "latest_invoice": sub.latest_invoice or locked.latest_invoice,
-        "current_period_end": end, "cancel_at_period_end": sub.cancel_at_period_end,
-        "updated_at": now(),
-    }  # fmt: skip
-    values["synced_at"] = at
-    await PaymentSubscription.filter(id=row.id).using_db(connection).update(**values)
-    changed = (locked.status, locked.price, locked.cancel_at_period_end) != (
-        values["status"], values["price"], values["cancel_at_period_end"]
+    return SubscriptionState(
+        vendor_id=sub.id, status=sub.status, price=sub.price, item_id=sub.item_id,
+        latest_invoice=sub.latest_invoice, current_period_end=end,
+        cancel_at_period_end=sub.cancel_at_period_end,
     )  # fmt: skip
-    for name, value in values.items():
-        setattr(locked, name, value)
-    if changed:
-        await emit(
-            locked.tenant_id,
-            f"payment_subscription.{locked.status}",
-            subscription_data(locked),
-            connection=connection,
-        )
 
 
 async def on_subscription_event(event: WebhookInbox, connection: BaseDBAsyncClient) -> None:
@@ -283,9 +287,8 @@ async def on_subscription_event(event: WebhookInbox, connection: BaseDBAsyncClie
     if row is None:
         return
     created = event.payload.get("created")
-    await apply_subscription(
-        row, sub, at=int(created) if isinstance(created, int) else 1, connection=connection
-    )
+    at = int(created) if isinstance(created, int) else 1
+    await apply_state(row, stripe_state(sub), at=at, connection=connection)
 
 
 # Invoices --------------------------------------------------------------------------------

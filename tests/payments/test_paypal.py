@@ -369,3 +369,77 @@ async def test_a_tenant_endpoint_reaches_only_its_own_payments(gateway: Gateway)
 
     await eventually(done, "the stranger's event processed")
     assert (await Payment.get(id=payment.id)).status == "REQUIRES_ACTION"  # not theirs
+
+
+# Subscriptions ---------------------------------------------------------------------------
+
+SUBSCRIBE = """mutation($i: CreatePaymentSubscriptionInput!) { createPaymentSubscription(input: $i)
+  { subscription { id status price vendorId approveUrl customer { id } } } }"""
+SUBSCRIPTIONS = "{ paymentSubscriptions { edges { node { id status currentPeriodEnd } } } }"
+
+
+async def test_a_subscription_approved_by_its_payer_then_canceled(gateway: Gateway):
+    owner = await register(gateway.client)
+    key = f"sub-{uuid.uuid4().hex}"
+    data = {"provider": "PAYPAL", "price": "P-SWITCHBOARD-PRO", "idempotencyKey": key,
+            "returnUrl": "https://app.example/billing/done"}  # fmt: skip
+    body = await gql(gateway.client, SUBSCRIBE, {"i": data}, owner.token)
+    assert "errors" not in body, body
+    made = body["data"]["createPaymentSubscription"]["subscription"]
+    assert made["status"] == "incomplete" and made["vendorId"].startswith("I-")
+    assert made["customer"] is None and "ba_token=" in made["approveUrl"]
+    again = await gql(gateway.client, SUBSCRIBE, {"i": data}, owner.token)
+    assert again["data"]["createPaymentSubscription"]["subscription"]["id"] == made["id"]
+
+    async with httpx.AsyncClient() as browser:
+        url = made["approveUrl"]
+        token = url.split("ba_token=")[1]
+        answer = await browser.post(
+            url.split("?")[0], data={"ba_token": token, "action": "approve"}
+        )
+        assert answer.status_code == 303 and "subscription_id=" in answer.headers["location"]
+
+    async def active() -> bool:
+        listed = await gql(gateway.client, SUBSCRIPTIONS, token=owner.token)
+        nodes = [e["node"] for e in listed["data"]["paymentSubscriptions"]["edges"]]
+        return [n["status"] for n in nodes] == ["active"] and bool(nodes[0]["currentPeriodEnd"])
+
+    await eventually(active, "the subscription active by PayPal's webhook")
+    change = await gql(
+        gateway.client,
+        "mutation($i: ChangePaymentSubscriptionInput!) { changePaymentSubscription(input: $i)"
+        " { subscription { id } } }",
+        {"i": {"id": made["id"], "price": "P-OTHER"}}, owner.token,
+    )  # fmt: skip
+    assert error_codes(change) == ["BAD_USER_INPUT"]
+    cancel = await gql(
+        gateway.client,
+        "mutation($i: CancelPaymentSubscriptionInput!) { cancelPaymentSubscription(input: $i)"
+        " { subscription { status } } }",
+        {"i": {"id": made["id"]}}, owner.token,
+    )  # fmt: skip
+    assert cancel["data"]["cancelPaymentSubscription"]["subscription"]["status"] == "canceled"
+
+    async def cancelled_hook() -> bool:
+        rows = await WebhookInbox.filter(
+            provider="paypal", event_type="BILLING.SUBSCRIPTION.CANCELLED", status="processed"
+        )
+        return bool(rows)
+
+    await eventually(cancelled_hook, "PayPal's cancellation event processed")
+    listed = await gql(gateway.client, SUBSCRIPTIONS, token=owner.token)
+    assert [e["node"]["status"] for e in listed["data"]["paymentSubscriptions"]["edges"]] == [
+        "canceled"
+    ]
+
+
+async def test_paypal_subscription_bad_input(gateway: Gateway):
+    owner = await register(gateway.client)
+    for data in ({"provider": "PAYPAL", "price": "price_switchboard_pro"},
+                 {"provider": "PAYPAL", "price": "P-SWITCHBOARD-PRO",
+                  "paymentMethod": "pm_card_visa"},
+                 {"provider": "PAYPAL", "price": "P-SWITCHBOARD-PRO",
+                  "returnUrl": "javascript:alert(1)"},
+                 {"provider": "PAYPAL", "price": "P-NO-SUCH-PLAN"}):  # fmt: skip
+        body = await gql(gateway.client, SUBSCRIBE, {"i": data}, owner.token)
+        assert error_codes(body) == ["BAD_USER_INPUT"], (data, body)
