@@ -26,4 +26,6 @@ MODEL_MODULES: list[str] = [
     "models.payments",
     "models.messaging",
     "models.inbox",
+    "models.calendar",
+    "models.meetings",
 ]

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from kit.ratelimit import RateLimiter
 from kit.settings import Settings
 from kit.ssrf import Policy
-from providers import openai, resend, rossum, sendgrid, stripe, twilio
+from providers import google_calendar, openai, resend, rossum, sendgrid, stripe, twilio, zoom
 from providers.breaker import BreakerState, BreakerStore, make_breaker_store
 from providers.http import FailureHook, ProviderConfig, ProviderHTTP, ProviderStats
 
@@ -55,6 +55,8 @@ CLIENTS: dict[str, ProviderConfig] = {
         rossum.CONFIG,
         stripe.CONFIG,
         twilio.CONFIG,
+        google_calendar.CONFIG,
+        zoom.CONFIG,
     )
 }
 

@@ -21,6 +21,8 @@ SANDBOXES: dict[str, str] = {
     "twilio": "providers.sandbox.twilio:create_app",
     "google": "providers.sandbox.google:create_app",
     "github": "providers.sandbox.github:create_app",
+    "google_calendar": "providers.sandbox.google_calendar:create_app",
+    "zoom": "providers.sandbox.zoom:create_app",
 }
 
 

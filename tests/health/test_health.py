@@ -149,7 +149,16 @@ async def _probe_phases(client: httpx.AsyncClient, token: str, vendor: str) -> N
     assert health["status"] == "DEGRADED"
     assert {c["name"]: c["ok"] for c in health["checks"]} == {"store": True, "migrations": True}
     by_provider = {p["provider"]: p for p in health["providers"]}
-    assert set(by_provider) == {"OPENAI", "RESEND", "SENDGRID", "ROSSUM", "STRIPE", "TWILIO"}
+    assert set(by_provider) == {
+        "OPENAI",
+        "RESEND",
+        "SENDGRID",
+        "ROSSUM",
+        "STRIPE",
+        "TWILIO",
+        "ZOOM",
+        "GOOGLE_CALENDAR",
+    }
     assert by_provider["OPENAI"]["status"] == "DOWN"
     probe = by_provider["OPENAI"]["probe"]
     assert probe["ok"] is False and probe["failuresInARow"] >= 2
@@ -221,6 +230,8 @@ async def test_unconfigured_providers_make_the_gateway_degraded_not_unready(stor
         "rossum": "unconfigured",
         "stripe": "unconfigured",
         "twilio": "unconfigured",
+        "google_calendar": "unconfigured",
+        "zoom": "unconfigured",
     }
 
 
@@ -283,6 +294,16 @@ def test_readme_and_schema_speak_the_same_words():
     assert "| `HEALTH_PROBE_SECONDS` | `60` |" in readme
 
 
+# Google Calendar (the OAuth client also signs people in) and Zoom's server-to-server app.
+MEETINGS = {
+    "google_client_id": "client.apps.googleusercontent.com",
+    "google_client_secret": "g" * 24,
+    "zoom_account_id": "acct",
+    "zoom_client_id": "zoom-client",
+    "zoom_client_secret": "z" * 24,
+}
+
+
 async def test_an_unconfigured_mail_provider_is_no_fault_while_another_sends(store):
     """Resend and SendGrid stand in for one another (and the SMTP relay for both): one of
     them not set up does not make the gateway degraded while mail can go out."""
@@ -292,7 +313,8 @@ async def test_an_unconfigured_mail_provider_is_no_fault_while_another_sends(sto
             database_url=store.url, sandbox_enabled=False, openai_api_key="sk-" + "x" * 40,
             health_probe_seconds=0,
             **{"rossum_username": "ap@acme.test", "rossum_password": "p" * 12,
-               "stripe_secret_key": "sk_test_" + "x" * 24, **TWILIO, **overrides},
+               "stripe_secret_key": "sk_test_" + "x" * 24, **TWILIO, **MEETINGS,
+               **overrides},
         )  # fmt: skip
         app = create_app(settings, configure_logs=False)
         transport = httpx.ASGITransport(app=app)
