@@ -18,6 +18,7 @@ from schema import (
     accounts,
     ai,
     apikeys,
+    calendar,
     contacts,
     credentials,
     events,
@@ -66,6 +67,7 @@ AREAS: list[ModuleType] = [
     files,
     messaging,
     inbox,
+    calendar,
 ]
 
 
