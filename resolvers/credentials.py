@@ -1031,7 +1031,9 @@ async def rotate_vault(vault_keys: list[str], *, batch_size: int = 200) -> Rotat
                 )
                 for row in rows:
                     token = getattr(row, column)
-                    if not token or vault.is_current(token):
+                    if not token:
+                        continue  # no secret in this column (a connection without one)
+                    if vault.is_current(token):
                         report.current += 1
                         continue
                     try:

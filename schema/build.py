@@ -31,6 +31,7 @@ from schema import (
     leads,
     mail,
     mailbox,
+    meetings,
     members,
     messaging,
     payments,
@@ -68,6 +69,7 @@ AREAS: list[ModuleType] = [
     messaging,
     inbox,
     calendar,
+    meetings,
 ]
 
 

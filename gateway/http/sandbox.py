@@ -18,7 +18,10 @@ events to `/webhooks/stripe`, signed with STRIPE_WEBHOOK_SECRET (or
 `WEBHOOK_SYSTEM_SECRETS["stripe"]`) when set, else derived; the Rossum sandbox calls
 `/webhooks/rossum` (its hook) whenever an annotation changes status, signed with
 `WEBHOOK_SYSTEM_SECRETS["rossum"]` when set, else with a derived secret, and walks
-annotations `ROSSUM_SANDBOX_STEP_SECONDS` apart. Resend's are signed with
+annotations `ROSSUM_SANDBOX_STEP_SECONDS` apart; the Zoom sandbox posts `meeting.started`,
+`meeting.ended` and `recording.completed` to `/webhooks/zoom` as its meetings are driven
+(its `/_sandbox/meetings/{id}/…` controls), signed with ZOOM_WEBHOOK_SECRET_TOKEN when set,
+else with a derived secret token. Resend's are signed with
 `WEBHOOK_SYSTEM_SECRETS["resend"]` when set; otherwise, and always for SendGrid (whose
 key pair the vendor holds), with a key derived from the first vault key: every process
 of one installation derives the same, and nobody without the vault key can.
@@ -43,6 +46,7 @@ from providers.sandbox.rossum import RossumSandbox
 from providers.sandbox.sendgrid import SendGridSandbox
 from providers.sandbox.stripe import StripeSandbox
 from providers.sandbox.twilio import TwilioSandbox
+from providers.sandbox.zoom import ZoomSandbox
 from resolvers.context import Services
 from resolvers.credentials import sandbox_secret
 
@@ -98,6 +102,15 @@ def sandbox_stripe_secret(settings: Settings) -> str:
     return "whsec_" + _derived(settings, "stripe").hex()
 
 
+def sandbox_zoom_secret(settings: Settings) -> str:
+    """The secret token the Zoom sandbox signs with: ZOOM_WEBHOOK_SECRET_TOKEN (or the
+    system one), else derived."""
+    configured = settings.system_webhook_secret("zoom")
+    if configured:
+        return configured
+    return _derived(settings, "zoom").hex()[:32]
+
+
 def sandbox_sendgrid_key(settings: Settings) -> ec.EllipticCurvePrivateKey:
     """The P-256 key the SendGrid sandbox signs its Event Webhook with (derived)."""
     seed = hashlib.sha512(_derived(settings, "sendgrid")).digest()  # 512 bits: no bias
@@ -134,6 +147,11 @@ def configure_webhooks(services: Services) -> None:
             step_seconds=settings.rossum_sandbox_step_seconds,
         )
         services.sandbox_webhook_secrets["rossum"] = secret
+    zoom = services.sandboxes.get("zoom")
+    if isinstance(zoom, ZoomSandbox):
+        secret = sandbox_zoom_secret(settings)
+        zoom.configure_webhooks(f"{base}/webhooks/zoom", secret)
+        services.sandbox_webhook_secrets["zoom"] = secret
     twilio = services.sandboxes.get("twilio")
     if isinstance(twilio, TwilioSandbox):
         # Status callbacks go where each send says (only under this gateway's webhooks),

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
-import hmac
 import json
 import secrets
 import time
@@ -42,17 +40,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from kit.signing import zoom_signature
 from providers.sandbox.base import Sandbox, bearer
 from providers.sandbox.callbacks import CallbackRequest
 
 ACCESS_SECONDS = 3599
 SCOPES = "meeting:read:admin meeting:write:admin recording:read:admin user:read:admin"
 _CODES = {400: 300, 401: 124, 403: 200, 404: 3001, 409: 3000, 429: 429, 500: 500, 503: 503}
-
-
-def zoom_signature(secret: str, timestamp: str, body: bytes) -> str:
-    message = f"v0:{timestamp}:".encode() + body
-    return "v0=" + hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
 def _iso(value: dt.datetime) -> str:
@@ -494,7 +488,7 @@ class ZoomSandbox(Sandbox):
         data = json.loads(await request.body() or b"{}")
         now = dt.datetime.now(dt.UTC)
         if what == "start":
-            if meeting["status"] != "waiting":  # a new occurrence of a recurring meeting
+            if meeting.get("_started"):  # started before: a new instance, a new uuid
                 meeting["uuid"] = base64.b64encode(secrets.token_bytes(16)).decode()
             meeting["status"] = "started"
             meeting["_started"] = now
