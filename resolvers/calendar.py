@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from tortoise.transactions import in_transaction
 
 from kit.errors import BadUserInput, NotFound
-from kit.text import EMAIL_RE, single_line_problem, text_problem
+from kit.text import EMAIL_RE, bounded_text, single_line_problem
 from models.calendar import CalendarEventLink
 from models.contacts import Contact
 from models.identity import ConnectedAccount
@@ -218,15 +218,7 @@ async def load_task(ctx: Context, task_id: int | None) -> Task | None:
 
 
 def _text(value: str | None, name: str, limit: int, *, one_line: bool = False) -> str | None:
-    if value is None:
-        return None
-    value = value.strip()
-    problem = (single_line_problem if one_line else text_problem)(value)
-    if problem:
-        raise BadUserInput(f"Invalid {name}.", details={name: problem})
-    if len(value) > limit:
-        raise BadUserInput(f"{name} is too long.", details={name: f"at most {limit} characters"})
-    return value
+    return bounded_text(value, name, limit, single_line=one_line)
 
 
 def _when(value: dt.datetime, *, all_day: bool, time_zone: str | None, name: str) -> dict[str, str]:

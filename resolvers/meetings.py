@@ -31,7 +31,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from kit.errors import BadUserInput, NotFound
-from kit.text import single_line_problem, text_problem
+from kit.text import bounded_text
 from models.contacts import Contact
 from models.leads import Lead
 from models.meetings import Meeting, MeetingStatus, MeetingType
@@ -120,16 +120,8 @@ async def _zoom(call: Awaitable[T], field: str = "input") -> T:
         raise to_gateway_error(err, field=field) from None
 
 
-def _text(value: str | None, name: str, limit: int, *, one_line: bool) -> str | None:
-    if value is None:
-        return None
-    value = value.strip()
-    problem = (single_line_problem if one_line else text_problem)(value)
-    if problem:
-        raise BadUserInput(f"Invalid {name}.", details={name: problem})
-    if len(value) > limit:
-        raise BadUserInput(f"{name} is too long.", details={name: f"at most {limit} characters"})
-    return value
+def _text(value: str | None, name: str, limit: int, *, one_line: bool = False) -> str | None:
+    return bounded_text(value, name, limit, single_line=one_line)
 
 
 def _zoom_time(value: dt.datetime, name: str) -> str:
