@@ -35,9 +35,7 @@ INVITE = """mutation($e: String!, $r: Role!) { inviteMember(input: {email: $e, r
 async def connect_calendar(site: Site, owner: Account, scope: str = "USER") -> dict[str, str]:
     started = await gql(site.browser, CONNECT, {"s": scope}, owner.token)
     assert "errors" not in started, started
-    url = started["data"]["connectGoogleCalendarPayload" if False else "connectGoogleCalendar"][
-        "authorizationUrl"
-    ]
+    url = started["data"]["connectGoogleCalendar"]["authorizationUrl"]
     query = dict(parse_qsl(urlsplit(url).query))
     assert query["access_type"] == "offline" and query["prompt"] == "consent"
     assert "https://www.googleapis.com/auth/calendar" in query["scope"].split()
@@ -140,6 +138,24 @@ async def test_two_processes_renew_once_between_them(site: Site, store: Any) -> 
         assert await refreshes(site) == before + 1
     finally:
         await other.state.services.providers.aclose()
+
+
+async def test_a_renewer_that_died_holds_the_row_only_until_its_lease_ends(site: Site) -> None:
+    """Another process took the row to renew it and never wrote back (it crashed): callers
+    wait for its lease, then one of them renews."""
+    owner = await register(site.browser)
+    await connect_calendar(site, owner)
+    row = await the_row(owner)
+    await expire(row.id)
+    held = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=0.5)
+    await ConnectedAccount.filter(id=row.id).update(version=row.version + 1, renewing_until=held)
+    before = await refreshes(site)
+    tokens = await asyncio.gather(
+        *(connections.access_token(services(site), row.id) for _ in range(5))
+    )
+    assert len(set(tokens)) == 1
+    assert await refreshes(site) == before + 1
+    assert dt.datetime.now(dt.UTC) >= held  # nobody renewed under the other's lease
 
 
 async def test_a_refused_token_is_renewed_once_unless_already_renewed(site: Site) -> None:

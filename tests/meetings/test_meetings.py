@@ -454,3 +454,41 @@ async def member_of(z: Zoomed, role: str) -> Any:
     from tests.identity.conftest import Site
 
     return await member(Site(z.url, z.app, z.client), z.owner, role)
+
+
+SOURCE = """mutation($i: CreateWebhookSourceInput!) { createWebhookSource(input: $i) { url } }"""
+
+
+async def test_an_organizations_own_zoom_app_posts_to_its_source_and_reaches_its_meetings(
+    zoomed: Zoomed,
+) -> None:
+    """A webhook source with the organization's Secret Token: its events are stored under
+    that organization and touch only its meetings."""
+    z = zoomed
+    refused = await gql(z.client, SOURCE, {"i": {"provider": "zoom"}}, z.owner.token)
+    assert error_codes(refused) == ["BAD_USER_INPUT"]  # Zoom's token is Zoom's to give
+    made = await gql(
+        z.client, SOURCE, {"i": {"provider": "zoom", "secret": "OrgSecretToken123"}}, z.owner.token
+    )
+    path = made["data"]["createWebhookSource"]["url"].removeprefix(z.url)
+    meeting = await create(z)
+    # Another organization with a meeting of the same Zoom number cannot be reached from it.
+    stranger = await register(z.client)
+    other = await Meeting.create(
+        tenant_id=decode_id(stranger.org_id, "Organization"),
+        zoom_id=meeting["zoomId"],
+        meeting_type="SCHEDULED",
+        topic="Theirs",
+    )
+    raw, headers = signed(
+        "OrgSecretToken123",
+        notice("meeting.started", meeting["zoomId"], "org-uuid", int(time.time() * 1000)),
+    )
+    assert (await z.client.post("/webhooks/zoom", content=raw, headers=headers)).status_code == 401
+    answer = await z.client.post(path, content=raw, headers=headers)
+    assert answer.status_code == 200, answer.text
+    stored = await WebhookInbox.get(provider="zoom", event_id=answer.json()["eventId"])
+    assert stored.tenant_id == (await meeting_row(meeting["id"])).tenant_id
+    await eventually(lambda: _processed(answer.json()["eventId"]), "processed")
+    assert (await meeting_row(meeting["id"])).status == "STARTED"
+    assert (await Meeting.get(id=other.id)).status == "WAITING"
