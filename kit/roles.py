@@ -85,6 +85,21 @@ MATRIX: dict[str, frozenset[Role]] = {
     # the support inbox: read conversations, answer, assign and close them, AI drafts
     "inbox:read": frozenset({O, M, S}),
     "inbox:write": frozenset({O, M, S}),
+    # connected accounts (Google Calendar, Zoom): every member sees which are connected;
+    # a member connects their own calendar; only an OWNER connects the organization's
+    # (its calendar, its Zoom account), since every member's calls may go through it
+    "connections:read": ALL,
+    "connections:own": frozenset({O, M, S, A}),
+    "connections:tenant": frozenset({O}),
+    # calendar: read calendars and events; create, change and delete events (and put
+    # tasks on the calendar); share a calendar with someone
+    "calendar:read": ALL,
+    "calendar:write": frozenset({O, M, S}),
+    "calendar:share": frozenset({O, M}),
+    # meetings (Zoom): read them (registrants, participants, recordings); create, change,
+    # delete them, add registrants and mail invitations
+    "meetings:read": ALL,
+    "meetings:write": frozenset({O, M, S}),
 }
 
 # Permissions whose mutations grant or change authority (who belongs, with which role,
@@ -99,6 +114,8 @@ AUTHORITY: frozenset[str] = frozenset(
         "credentials:tenant",
         "credentials:own",
         "webhooks:manage",
+        "connections:own",
+        "connections:tenant",
     }
 )
 

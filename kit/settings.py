@@ -339,6 +339,8 @@ class Settings(BaseSettings):
     zoom_account_id: str = ""
     zoom_client_id: str = ""
     zoom_client_secret: SecretStr | None = None
+    # The Zoom app's Secret Token: Zoom signs its event notifications to /webhooks/zoom with it.
+    zoom_webhook_secret_token: SecretStr | None = Field(None, repr=False)
     notion_api_key: SecretStr | None = None
     run_worker: bool = True
     # Jobs and events (gateway/worker.py): a claimed job's lease (renewed while it runs;
@@ -589,7 +591,7 @@ class Settings(BaseSettings):
 
     def system_webhook_secret(self, provider: str) -> str | None:
         """The secret `/webhooks/{provider}` verifies with: WEBHOOK_SYSTEM_SECRETS, else
-        the vendor's own setting (STRIPE_WEBHOOK_SECRET)."""
+        the vendor's own setting (STRIPE_WEBHOOK_SECRET, ZOOM_WEBHOOK_SECRET_TOKEN)."""
         configured = self.webhook_system_secrets.get(provider)
         if configured:
             return configured
@@ -597,6 +599,8 @@ class Settings(BaseSettings):
             return self.stripe_webhook_secret.get_secret_value() or None
         if provider == "paypal":
             return self.paypal_webhook_id or None
+        if provider == "zoom" and self.zoom_webhook_secret_token is not None:
+            return self.zoom_webhook_secret_token.get_secret_value() or None
         return None
 
     def system_credentials(self, provider: str) -> dict[str, str] | None:

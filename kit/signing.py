@@ -31,7 +31,9 @@ ECDSA signatures are checked with `cryptography`.
 Vendors: `resend` (Svix: Standard Webhooks under `svix-*` header names), `sendgrid`
 (the Event Webhook: ECDSA P-256 over timestamp + body; the "secret" is SendGrid's public
 verification key, base64 DER; one POST is a batch of events, stored as one event),
-`rossum` (HMAC-SHA256 of the body, hex, in `X-Rossum-Signature-SHA256`), `stripe`
+`rossum` (HMAC-SHA256 of the body, hex, in `X-Rossum-Signature-SHA256`), `zoom`
+(`x-zm-signature: v0=<hex>`, HMAC-SHA256 of `"v0:{x-zm-request-timestamp}:{body}"`; its
+`endpoint.url_validation` handshake answered by `challenge`), `stripe`
 (`Stripe-Signature: t=…,v1=…`, HMAC-SHA256 of `"{t}.{body}"` with the whole `whsec_`
 string), `twilio` (`X-Twilio-Signature`: base64 HMAC-SHA1 with the auth token over the
 full public URL and every POSTed parameter, keys sorted; the URL is part of what is
@@ -247,6 +249,11 @@ class Verifier(ABC):
         """Raise ValueError when `secret` cannot work with this verifier (on saving it)."""
         if secret.startswith(SECRET_PREFIX):
             secret_key(secret)
+
+    def challenge(self, event: VerifiedEvent, secret: str) -> dict[str, Any] | None:
+        """The answer to an authentic handshake (a vendor checking that the endpoint is
+        ours), which is answered and not stored; None for a real event."""
+        return None
 
     @abstractmethod
     def verify(
@@ -809,3 +816,78 @@ class PayPalVerifier(Verifier):
             raise PayloadInvalid("A PayPal event has an id.")
         event_type = _field(payload, "event_type") or "unknown"
         return VerifiedEvent(event_id[:255], event_type[:100], payload)
+
+
+# Zoom -------------------------------------------------------------------------------------
+
+_MAX_ZOOM_SIGNATURE_CHARS = 100  # "v0=" and 64 hex characters
+ZOOM_URL_VALIDATION = "endpoint.url_validation"
+
+
+def zoom_signature(secret: str, timestamp: str, raw_body: bytes) -> str:
+    """`x-zm-signature` for a body sent at `timestamp`: `v0=` and the hex HMAC-SHA256 with
+    the app's secret token over `v0:{timestamp}:{body}`."""
+    message = f"v0:{timestamp}:".encode() + raw_body
+    return "v0=" + hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+@register_verifier
+class ZoomVerifier(Verifier):
+    """Zoom's event notifications: `x-zm-request-timestamp` (unix seconds, refused outside
+    ±5 minutes) and `x-zm-signature: v0=<hex HMAC-SHA256(secret token,
+    "v0:{timestamp}:{raw body}")>`. The event id is `{event}:{object uuid or id}:{event_ts}`
+    from the signed body (a re-delivery carries the same `event_ts`; the SHA-256 of the
+    body when those are missing). `endpoint.url_validation` (Zoom checking the endpoint,
+    every 72 hours) is answered with `{"plainToken", "encryptedToken": hex
+    HMAC-SHA256(secret token, plainToken)}` and not stored."""
+
+    name = "zoom"
+    audit_headers = ("x-zm-request-timestamp",)
+    signature_header = "x-zm-signature"
+    timestamp_header = "x-zm-request-timestamp"
+    generates_secret = False
+    secret_hint = "must be the app's Secret Token from Zoom's Marketplace (Features page)"
+
+    def check_secret(self, secret: str) -> None:
+        if not secret.strip() or any(ord(c) < 33 for c in secret):
+            raise ValueError("a secret token is printable text without spaces")
+
+    def verify(
+        self, headers: Mapping[str, str], raw_body: bytes, secret: str, *, now: float | None = None
+    ) -> VerifiedEvent:
+        sent = _get(headers, self.signature_header)
+        stamp = _get(headers, self.timestamp_header)
+        if not sent or not sent.strip():
+            raise SignatureInvalid("MISSING_SIGNATURE")
+        if stamp is not None and len(stamp) > 20:
+            raise SignatureInvalid("MALFORMED_TIMESTAMP")
+        ts = check_timestamp(stamp, self.tolerance_seconds, now)
+        sent = sent.strip()
+        if len(sent) > _MAX_ZOOM_SIGNATURE_CHARS:
+            raise SignatureInvalid("SIGNATURE_MISMATCH")
+        expected = zoom_signature(secret, str(ts), raw_body)
+        if not hmac.compare_digest(sent.encode("ascii", "replace"), expected.encode()):
+            raise SignatureInvalid("SIGNATURE_MISMATCH")
+        payload = parse_json(raw_body)
+        if not isinstance(payload, dict):
+            raise PayloadInvalid("A Zoom event is a JSON object.")
+        event = _field(payload, "event") or "unknown"
+        inner = payload.get("payload")
+        obj = inner.get("object") if isinstance(inner, dict) else None
+        about = _field(obj, "uuid", "id")
+        stamp_ms = _field(payload, "event_ts")
+        if about and stamp_ms:
+            event_id = f"{event}:{about}:{stamp_ms}"
+        else:
+            event_id = "sha256:" + hashlib.sha256(raw_body).hexdigest()
+        return VerifiedEvent(event_id[:255], event[:100], payload)
+
+    def challenge(self, event: VerifiedEvent, secret: str) -> dict[str, Any] | None:
+        if event.event_type != ZOOM_URL_VALIDATION:
+            return None
+        inner = event.payload.get("payload") if isinstance(event.payload, dict) else None
+        plain = inner.get("plainToken") if isinstance(inner, dict) else None
+        if not isinstance(plain, str) or not plain or len(plain) > 200:
+            raise PayloadInvalid("A Zoom URL validation carries a plainToken.")
+        encrypted = hmac.new(secret.encode(), plain.encode(), hashlib.sha256).hexdigest()
+        return {"plainToken": plain, "encryptedToken": encrypted}

@@ -78,6 +78,22 @@ def one_line(value: str, field: str) -> str:
     return cleaned
 
 
+def bounded_text(value: str | None, field: str, limit: int, *, single_line: bool) -> str | None:
+    """`value` stripped and checked (storable; one line when `single_line`; at most `limit`
+    characters), else BAD_USER_INPUT on `field`; None stays None (not given)."""
+    from kit.errors import BadUserInput
+
+    if value is None:
+        return None
+    cleaned = value.strip()
+    problem = (single_line_problem if single_line else text_problem)(cleaned)
+    if problem is not None:
+        raise BadUserInput(f"Invalid {field}.", details={field: problem})
+    if len(cleaned) > limit:
+        raise BadUserInput(f"{field} is too long.", details={field: f"at most {limit} characters"})
+    return cleaned
+
+
 def normalize_email(email: str, field: str = "email") -> str:
     """`email` trimmed and lower-cased, refused (BAD_USER_INPUT on `field`) unless it is
     one plausible address of at most 320 characters."""

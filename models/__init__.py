@@ -27,4 +27,6 @@ MODEL_MODULES: list[str] = [
     "models.messaging",
     "models.inbox",
     "models.billing",
+    "models.calendar",
+    "models.meetings",
 ]

@@ -1,6 +1,9 @@
 """Sign-in with outside accounts: the accounts linked to a user, the sign-ins under way
 (state, PKCE verifier, nonce, until the provider sends the person back), and the
-one-time codes the front end turns into a session."""
+one-time codes the front end turns into a session; and the connected accounts (a
+member's or the organization's grant to act at Google Calendar or Zoom)."""
+
+from enum import StrEnum
 
 from tortoise import fields
 from tortoise.models import Model
@@ -44,6 +47,13 @@ class OAuthFlow(Model):
         "switchboard.Tenant", related_name=False, null=True, on_delete=fields.CASCADE
     )
     tenant_id: int | None
+    # Connecting an account (not signing in): who connects it, and for whom ("user" or
+    # "tenant"); the browser is not bound, the state is bound to this member.
+    user: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
+        "switchboard.User", related_name=False, null=True, on_delete=fields.CASCADE
+    )
+    user_id: int | None
+    connect_scope = fields.CharField(max_length=8, default="")
     expires_at = fields.DatetimeField()
     used_at = fields.DatetimeField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
@@ -90,4 +100,51 @@ class SsoConnection(TenantModel):
         unique_together = (("tenant_id",),)
 
 
+class ConnectionStatus(StrEnum):
+    CONNECTED = "CONNECTED"
+    # The provider refused the grant (revoked, expired, the app's credentials withdrawn):
+    # calls fail until a person connects again.
+    NEEDS_RECONNECTION = "NEEDS_RECONNECTION"
+
+
+class ConnectedAccount(TenantModel):
+    """A grant to act at a provider for a member (`slot` `user:<id>`) or for the whole
+    organization (`tenant`): Google Calendar's offline grant (its refresh token), Zoom's
+    server-to-server app (its credential lives in the organization's credentials). The
+    current access token is kept too, both in the vault. The row is the truth across
+    processes: a renewal takes it with a conditional update on `version` (and holds it
+    until `renewing_until`), and every write of a renewal's outcome is conditional on the
+    version it took, so two processes never both renew, and the loser reads the winner's
+    token."""
+
+    provider = fields.CharField(max_length=32)
+    slot = fields.CharField(max_length=40)  # "tenant" or "user:<id>"
+    user: fields.ForeignKeyNullableRelation = fields.ForeignKeyField(
+        "switchboard.User", related_name=False, null=True, on_delete=fields.CASCADE
+    )
+    user_id: int | None
+    status = fields.CharField(max_length=24, default=ConnectionStatus.CONNECTED.value)
+    external_id = fields.CharField(max_length=255, default="")  # the provider's account id
+    email = fields.CharField(max_length=320, default="")
+    scopes = fields.CharField(max_length=2000, default="")
+    client_id = fields.CharField(max_length=300, default="")  # the app the grant is for
+    base_url = fields.CharField(
+        max_length=500, null=True
+    )  # where it was granted (not the vendor's)
+    refresh_token = fields.TextField(default="")  # vault token; "" without one (Zoom)
+    access_token = fields.TextField(default="")  # vault token
+    access_expires_at = fields.DatetimeField(null=True)
+    version = fields.IntField(default=0)
+    renewing_until = fields.DatetimeField(null=True)
+    last_refreshed_at = fields.DatetimeField(null=True)
+    last_error = fields.CharField(max_length=500, null=True)
+    connected_by_id = fields.BigIntField(null=True)
+
+    class Meta:
+        table = "connected_accounts"
+        unique_together = (("tenant_id", "provider", "slot"),)
+
+
 VAULT_COLUMNS.append((SsoConnection, "client_secret"))
+VAULT_COLUMNS.append((ConnectedAccount, "refresh_token"))
+VAULT_COLUMNS.append((ConnectedAccount, "access_token"))

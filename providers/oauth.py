@@ -1,5 +1,9 @@
 """Sign-in with an outside account: Google (OpenID Connect) and GitHub (OAuth 2.0), both
-as the authorization code flow with PKCE, over the shared provider layer.
+as the authorization code flow with PKCE, over the shared provider layer; and the OAuth
+parts of connected accounts (an API reached with a renewable access token): offline
+grants with a refresh token, renewal, revocation, and `OAuthApiClient`, the base of a
+vendor client whose calls carry an access token from a `TokenSource` (renewed once and
+the call made again when the vendor answers 401).
 
 authlib supplies the protocol's parts: the random state, nonce and verifier and the S256
 challenge; its JOSE library, joserfc (which authlib's own `authlib.jose` now defers to),
@@ -12,8 +16,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from authlib.common.security import generate_token
@@ -23,7 +27,14 @@ from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
 
 from providers.errors import ProviderError
-from providers.http import ProviderConfig, ProviderHTTP, ProviderResponse, Timeouts
+from providers.http import (
+    ErrorParser,
+    ProviderConfig,
+    ProviderHTTP,
+    ProviderResponse,
+    Timeouts,
+    default_error_parser,
+)
 from providers.retry import RetryPolicy
 
 GOOGLE = ProviderConfig(
@@ -146,13 +157,17 @@ async def oidc_authorize_url(
     login_hint: str | None = None,
     prompt: str | None = None,
     guard: bool = False,
+    scope: str = "openid email profile",
+    extra: Mapping[str, str] | None = None,
 ) -> str:
+    """The issuer's authorization URL for this attempt; `extra`: more parameters (Google's
+    `access_type=offline` for a refresh token, `include_granted_scopes`)."""
     document = await oidc_discovery(http, issuer, guard=guard)
     params = {
         "response_type": "code",
         "client_id": client_id,
         "redirect_uri": redirect_uri,
-        "scope": "openid email profile",
+        "scope": scope,
         "state": secrets.state,
         "nonce": secrets.nonce,
         "code_challenge": secrets.challenge,
@@ -162,6 +177,7 @@ async def oidc_authorize_url(
         params["prompt"] = prompt
     if login_hint:
         params["login_hint"] = login_hint
+    params.update(extra or {})
     return f"{document['authorization_endpoint']}?{urlencode(params)}"
 
 
@@ -179,6 +195,34 @@ async def oidc_identity(
 ) -> Identity:
     """Redeem the code (with the PKCE verifier) and check the ID token it brings: Google,
     or (`provider`, `guard`) an organization's own OpenID Connect issuer."""
+    identity, _tokens = await oidc_grant(
+        http,
+        issuer=issuer,
+        client_id=client_id,
+        client_secret=client_secret,
+        code=code,
+        redirect_uri=redirect_uri,
+        secrets=secrets,
+        guard=guard,
+        provider=provider,
+    )
+    return identity
+
+
+async def oidc_grant(
+    http: ProviderHTTP,
+    *,
+    issuer: str,
+    client_id: str,
+    client_secret: str,
+    code: str,
+    redirect_uri: str,
+    secrets: Secrets,
+    guard: bool = False,
+    provider: str = "google",
+) -> tuple[Identity, Tokens]:
+    """`oidc_identity`, and the tokens the code was redeemed for (a connected account
+    keeps them: the refresh token of an offline grant, the first access token)."""
     document = await oidc_discovery(http, issuer, guard=guard)
     answer = await _redeem(
         http,
@@ -193,20 +237,26 @@ async def oidc_identity(
         },
         guard=guard,
     )
-    id_token = (answer.json() or {}).get("id_token")
+    body = answer.json() or {}
+    id_token = body.get("id_token")
     if not isinstance(id_token, str):
         raise SignInRefused("OAUTH_ID_TOKEN_INVALID", "The provider sent no ID token.")
     claims = await _verified_claims(http, document, id_token, client_id, secrets.nonce, guard)
     email = str(claims.get("email") or "").strip().lower()
     if not email:
         raise SignInRefused("OAUTH_EMAIL_MISSING", "The provider shared no email address.")
-    return Identity(
+    identity = Identity(
         provider=provider,
         subject=str(claims["sub"]),
         email=email,
         email_verified=claims.get("email_verified") is True,
         name=str(claims.get("name") or ""),
     )
+    try:
+        tokens = Tokens.of(body)
+    except ValueError:
+        raise SignInRefused("OAUTH_CODE_REFUSED", "The provider sent no access token.") from None
+    return identity, tokens
 
 
 async def _verified_claims(
@@ -308,3 +358,227 @@ async def github_identity(
         email_verified=primary.get("verified") is True,
         name=str(user.get("name") or user.get("login") or ""),
     )
+
+
+# Connected accounts: tokens, renewal, revocation ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """What a token endpoint answered (never printed: the secrets are out of `repr`)."""
+
+    access_token: str = field(repr=False)
+    expires_in: int  # seconds
+    refresh_token: str | None = field(default=None, repr=False)
+    scope: str = ""
+
+    @classmethod
+    def of(cls, body: Any) -> Tokens:
+        """From a token endpoint's JSON answer; ValueError when it carries no token."""
+        if not isinstance(body, dict):
+            raise ValueError("not a token answer")
+        token = body.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise ValueError("no access token")
+        try:
+            expires = int(body.get("expires_in") or 3600)
+        except (TypeError, ValueError):
+            expires = 3600
+        refresh = body.get("refresh_token")
+        return cls(
+            access_token=token,
+            expires_in=max(0, min(expires, 366 * 86400)),
+            refresh_token=refresh if isinstance(refresh, str) and refresh else None,
+            scope=str(body.get("scope") or ""),
+        )
+
+
+class GrantRevoked(Exception):
+    """The token endpoint refused the grant itself (a refresh token revoked or expired, an
+    app's credentials withdrawn): no retry helps; a person has to connect again."""
+
+    def __init__(self, provider: str, code: str, message: str) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.code = code
+
+
+# The OAuth error codes that mean "this grant is gone" (RFC 6749 5.2), as opposed to a
+# call that failed: the refresh token, or the app's own credentials (Zoom's
+# server-to-server apps), are no longer accepted.
+REVOKED_CODES = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
+
+
+def revoked(err: ProviderError) -> bool:
+    return err.status in (400, 401) and (err.vendor_code or "") in REVOKED_CODES
+
+
+async def token_request(
+    http: ProviderHTTP,
+    url: str,
+    form: Mapping[str, str],
+    *,
+    operation: str = "oauth.refresh",
+    headers: Mapping[str, str] | None = None,
+    params: Mapping[str, str] | None = None,
+    guard: bool = False,
+    credential: str | None = None,
+) -> Tokens:
+    """One renewal at a token endpoint. A renewal may be repeated safely (it makes a new
+    access token, nothing else), so it carries an idempotency key and the layer retries
+    it; a refused grant raises GrantRevoked, other failures ProviderError."""
+    try:
+        answer = await http.request(
+            "POST",
+            url,
+            operation=operation,
+            data=urlencode(dict(form)),
+            params=params,
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Accept": "application/json",
+                **(headers or {}),
+            },
+            idempotency_key=generate_token(24),
+            guard_url=guard,
+            credential=credential,
+            own_credential=credential is not None,
+        )
+    except ProviderError as err:
+        if revoked(err):
+            raise GrantRevoked(http.name, err.vendor_code or "invalid_grant", str(err)) from None
+        raise
+    try:
+        return Tokens.of(answer.json())
+    except ValueError:
+        raise ProviderError(http.name, operation, message="no access token") from None
+
+
+async def refresh_tokens(
+    http: ProviderHTTP,
+    token_endpoint: str,
+    *,
+    client_id: str,
+    client_secret: str,
+    refresh_token: str,
+    guard: bool = False,
+) -> Tokens:
+    """A new access token for an offline grant (`grant_type=refresh_token`)."""
+    return await token_request(
+        http,
+        token_endpoint,
+        {
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "client_id": client_id,
+            "client_secret": client_secret,
+        },
+        guard=guard,
+        credential=f"{client_id}:{refresh_token}",
+    )
+
+
+async def revoke_token(
+    http: ProviderHTTP,
+    url: str,
+    token: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    guard: bool = False,
+) -> None:
+    """Withdraw a token (RFC 7009: `token=` form-encoded). A token the provider no longer
+    knows is as good as revoked."""
+    try:
+        await http.request(
+            "POST",
+            url,
+            operation="oauth.revoke",
+            data=urlencode({"token": token}),
+            headers={"Content-Type": "application/x-www-form-urlencoded", **(headers or {})},
+            idempotency_key=generate_token(24),
+            guard_url=guard,
+        )
+    except ProviderError as err:
+        if err.status == 400 or revoked(err):
+            return
+        raise
+
+
+class TokenSource(Protocol):
+    """Where an `OAuthApiClient` gets its access token (the gateway's connected account)."""
+
+    @property
+    def key(self) -> str:
+        """Stable per account: its breaker and rate budget (never a token)."""
+        ...
+
+    async def token(self) -> str:
+        """A live access token (renewed first when it is about to expire)."""
+        ...
+
+    async def renewed(self, stale: str) -> str:
+        """A new access token, the vendor having refused `stale` (unless another caller
+        already renewed it since: then that one)."""
+        ...
+
+
+class OAuthApiClient:
+    """One connected account's view of a vendor API. Cheap to build per call; the session
+    (`http`) is shared. Every call carries the account's access token; a 401 renews it
+    once (single flight, `TokenSource.renewed`) and the call is made again."""
+
+    API_URL = ""
+    parse_error: ErrorParser = staticmethod(default_error_parser)
+
+    def __init__(
+        self,
+        http: ProviderHTTP,
+        tokens: TokenSource,
+        *,
+        base_url: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        guard_url: bool = False,
+    ) -> None:
+        self.http = http
+        self.tokens = tokens
+        self.base_url = (base_url or self.API_URL).rstrip("/")
+        self.labels = dict(labels or {})
+        self.guard_url = guard_url
+
+    def __repr__(self) -> str:  # never a token
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        operation: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+        idempotency_key: str | None = None,
+        timeouts: Timeouts | None = None,
+    ) -> ProviderResponse:
+        token = await self.tokens.token()
+        for attempt in (1, 2):
+            try:
+                return await self.http.request(
+                    method,
+                    f"{self.base_url}{path}",
+                    operation=operation,
+                    credential=self.tokens.key,
+                    own_credential=True,
+                    headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+                    params=params,
+                    json=json,
+                    idempotency_key=idempotency_key,
+                    timeouts=timeouts,
+                    parse_error=self.parse_error,
+                    labels=self.labels,
+                    guard_url=self.guard_url,
+                )
+            except ProviderError as err:
+                if err.status != 401 or attempt == 2:
+                    raise
+                token = await self.tokens.renewed(token)  # expired or withdrawn mid-way
+        raise AssertionError("unreachable")

@@ -40,7 +40,17 @@ from dataclasses import dataclass
 from kit.ratelimit import RateLimiter
 from kit.settings import Settings
 from kit.ssrf import Policy
-from providers import openai, paypal, resend, rossum, sendgrid, stripe, twilio
+from providers import (
+    google_calendar,
+    openai,
+    paypal,
+    resend,
+    rossum,
+    sendgrid,
+    stripe,
+    twilio,
+    zoom,
+)
 from providers.breaker import BreakerState, BreakerStore, make_breaker_store
 from providers.http import FailureHook, ProviderConfig, ProviderHTTP, ProviderStats
 from providers.tokens import TokenCache
@@ -57,6 +67,8 @@ CLIENTS: dict[str, ProviderConfig] = {
         stripe.CONFIG,
         twilio.CONFIG,
         paypal.CONFIG,
+        google_calendar.CONFIG,
+        zoom.CONFIG,
     )
 }
 

@@ -45,6 +45,7 @@ from resolvers.credentials import call_labels, resolve_operator_credential
 from resolvers.events import Event, emit, listener
 from resolvers.operations import operation
 from resolvers.payments import subscriptions
+from resolvers.payments.stripe import event_object
 from resolvers.upstream import provider_registry, to_gateway_error
 from resolvers.webhooks_in import inbox_handler
 
@@ -255,12 +256,6 @@ async def open_portal(ctx: Context, *, return_url: str | None) -> str:
 # Stripe's events -------------------------------------------------------------------------
 
 
-def _object(event: WebhookInbox) -> dict[str, Any]:
-    data = event.payload.get("data") if isinstance(event.payload, dict) else None
-    obj = data.get("object") if isinstance(data, dict) else None
-    return obj if isinstance(obj, dict) and isinstance(obj.get("id"), str) else {}
-
-
 def _created(event: WebhookInbox) -> int:
     value = event.payload.get("created") if isinstance(event.payload, dict) else None
     return int(value) if isinstance(value, int) else 0
@@ -352,7 +347,7 @@ async def on_subscription(
     """A subscription to this service's plans (at the operator's endpoint only: an
     organization's own Stripe account never changes its plan), else one of an
     organization's own customers' (resolvers/payments/subscriptions.py)."""
-    obj = _object(event)
+    obj = event_object(event)
     if not obj:
         return
     sub = stripe.Subscription.of(obj)

@@ -47,7 +47,7 @@ from kit.ttl_cache import read_through
 from kit.vault import VaultError, vault_for
 from models.credentials import TENANT_SLOT, Credential, user_slot
 from models.tenancy import scoped
-from providers import imap, openai, paypal, resend, rossum, sendgrid, stripe, twilio
+from providers import imap, openai, paypal, resend, rossum, sendgrid, stripe, twilio, zoom
 from providers.errors import ProviderError
 from providers.registry import has_client
 from providers.sandbox import has_sandbox
@@ -438,6 +438,11 @@ async def _verify_imap(ctx: Context, credential: ResolvedCredential) -> None:
     )
 
 
+async def _verify_zoom(ctx: Context, credential: ResolvedCredential) -> None:
+    app = zoom.ZoomApp.of(credential.secrets, credential.base_url, guard=credential.guard_url)
+    await zoom.verify_key(provider_registry(ctx.services).http(zoom.PROVIDER), app)
+
+
 KEY_CHECKS: dict[IntegrationProvider, KeyCheck] = {
     IntegrationProvider.OPENAI: _verify_openai,
     IntegrationProvider.RESEND: _verify_resend,
@@ -447,6 +452,7 @@ KEY_CHECKS: dict[IntegrationProvider, KeyCheck] = {
     IntegrationProvider.STRIPE: _verify_stripe,
     IntegrationProvider.TWILIO: _verify_twilio,
     IntegrationProvider.PAYPAL: _verify_paypal,
+    IntegrationProvider.ZOOM: _verify_zoom,
 }
 
 
@@ -670,6 +676,8 @@ _LOADER = "credentials:resolve"
 SANDBOX_EXTRAS: dict[str, dict[str, str]] = {
     "rossum": {"queue_id": "1"},
     "paypal": {"client_id": "sandbox-paypal-client"},
+    "google_calendar": {"client_id": "switchboard-sandbox"},
+    "zoom": {"account_id": "sandbox-account", "client_id": "switchboard-sandbox"},
     "twilio": {
         "account_sid": "AC" + "5a" * 16,
         "phone_number": "+15005550006",  # Twilio's test sender
@@ -1060,7 +1068,9 @@ async def rotate_vault(vault_keys: list[str], *, batch_size: int = 200) -> Rotat
                 )
                 for row in rows:
                     token = getattr(row, column)
-                    if not token or vault.is_current(token):
+                    if not token:
+                        continue  # no secret in this column (a connection without one)
+                    if vault.is_current(token):
                         report.current += 1
                         continue
                     try:

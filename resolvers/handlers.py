@@ -18,6 +18,7 @@ HANDLER_MODULES: tuple[str, ...] = (
     "resolvers.mailbox",  # read every configured mailbox for invoices (periodic)
     "resolvers.messaging",  # send SMS / WhatsApp; apply Twilio's status callbacks
     "resolvers.inbox",  # file incoming messages in conversations
+    "resolvers.meetings",  # apply Zoom's meeting webhooks
     "resolvers.webhooks_in",  # process an incoming webhook
     "resolvers.webhooks_out",  # deliver an outgoing webhook; the outbox listener
 )

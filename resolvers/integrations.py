@@ -21,7 +21,10 @@ A provider's status (`provider_status`, the product's words):
 - `degraded`: the breaker is probing (half open), calls failed since the last success, or
   the last probe failed;
 - otherwise `sandbox` when the built-in emulator answers, `operational` for a real
-  credential.
+  credential;
+- `needs_reconnection` (`integrationHealth` only, for providers reached through connected
+  accounts: Google Calendar, Zoom): the account the caller's calls use was refused by the
+  provider (its grant revoked) and waits for someone to connect it again.
 
 Probe results count only where the caller's calls use the system credential (that is
 the credential probed); a tenant's or user's own key is judged by its own breaker.
@@ -30,6 +33,7 @@ the credential probed); a tenant's or user's own key is judged by its own breake
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable
@@ -39,6 +43,8 @@ from enum import StrEnum
 from kit.errors import UpstreamUnavailable
 from kit.logging import request_id_var, scrub
 from kit.ttl_cache import read_through
+from models.credentials import TENANT_SLOT, user_slot
+from models.identity import ConnectedAccount, ConnectionStatus
 from models.integrations import IntegrationError
 from models.tenancy import scoped
 from providers.breaker import BreakerState
@@ -73,6 +79,8 @@ REPEAT_WINDOW = 30.0
 _last_repeat: dict[tuple[int, str, str], float] = {}
 
 HEALTH_CACHE_SECONDS = 5.0
+# Providers reached through connected accounts (resolvers/connections.py).
+CONNECTED_PROVIDERS = frozenset({"google_calendar", "zoom"})
 
 
 DOWN_AFTER_PROBES = 2  # failed probes in a row before a provider is `down`
@@ -84,6 +92,7 @@ class ProviderStatus(StrEnum):
     DEGRADED = "DEGRADED"
     DOWN = "DOWN"
     UNCONFIGURED = "UNCONFIGURED"
+    NEEDS_RECONNECTION = "NEEDS_RECONNECTION"
 
 
 def registry_of(services: Services) -> ProviderRegistry | None:
@@ -293,11 +302,41 @@ async def integration_health(
     snapshot = await _snapshot(ctx.services, registry) if registry is not None else {}
     # Gathered, so the per-request credential loader answers all of them in one query.
     chains = await asyncio.gather(*(_resolved(ctx, p) for p in wanted))
+    refused = await _refused_connections(ctx, wanted)
     reports = []
     for provider, resolved in zip(wanted, chains, strict=True):
         health = await _health_for(registry, snapshot, provider, resolved)
-        reports.append(_report(provider, resolved.source if resolved else None, health))
+        report = _report(provider, resolved.source if resolved else None, health)
+        if provider in refused:
+            report = dataclasses.replace(report, status=ProviderStatus.NEEDS_RECONNECTION)
+        reports.append(report)
     return reports
+
+
+async def _refused_connections(
+    ctx: Context, wanted: list[IntegrationProvider]
+) -> set[IntegrationProvider]:
+    """The providers whose connected account the caller's calls use (their own, else the
+    organization's) needs reconnecting."""
+    principal = ctx.require_principal()
+    names = [p.value for p in wanted if p.value in CONNECTED_PROVIDERS]
+    if not names:
+        return set()
+    own = None
+    if principal.user_id is not None and principal.api_key_id is None:
+        own = user_slot(principal.user_id)
+    slots = [s for s in (own, TENANT_SLOT) if s]
+    rows = await scoped(ConnectedAccount, principal.tenant_id).filter(
+        provider__in=names, slot__in=slots
+    )
+    used: dict[str, ConnectedAccount] = {}
+    for row in sorted(rows, key=lambda r: slots.index(r.slot)):
+        used.setdefault(row.provider, row)
+    return {
+        IntegrationProvider(p)
+        for p, row in used.items()
+        if row.status == ConnectionStatus.NEEDS_RECONNECTION.value
+    }
 
 
 async def provider_summary(services: Services) -> list[ProviderHealthReport]:

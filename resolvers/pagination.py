@@ -201,3 +201,65 @@ async def page_of(
         order=order,
         fetch=fetch,
     )
+
+
+# A vendor's pages (Google's pageToken, Zoom's next_page_token) as a Relay list --------------
+
+VendorFetch = Callable[[str | None, int], Awaitable[tuple[list[Any], str | None]]]
+V = TypeVar("V")
+
+
+@dataclass
+class VendorPage(Generic[V]):
+    """A page of a vendor's list (no count: the vendor does not tell)."""
+
+    items: list[V]
+    cursors: list[str]
+    has_next: bool
+    has_previous: bool
+
+
+_MAX_VENDOR_PAGES = 10  # vendor pages one answer may read (a page of empty pages ends it)
+
+
+def _vendor_cursor(token: str | None, size: int, index: int) -> str:
+    raw = json.dumps({"p": token or "", "m": size, "i": index}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _vendor_position(after: str) -> tuple[str | None, int, int]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(after.encode()).decode())
+        token, size, index = str(data["p"]) or None, int(data["m"]), int(data["i"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise BadUserInput(
+            "Invalid cursor.", details={"after": "is not a cursor of this list"}
+        ) from None
+    if not 1 <= size <= 300 or index < -1 or (token is not None and len(token) > 2000):
+        raise BadUserInput("Invalid cursor.", details={"after": "is not a cursor of this list"})
+    return token, size, index
+
+
+async def vendor_page(
+    fetch: VendorFetch, *, first: int | None, after: str | None, max_page: int
+) -> VendorPage[Any]:
+    """A Relay page over a vendor's token-paged list. `fetch(token, size)` answers one
+    vendor page and the next token. A cursor names the vendor page (its token and size)
+    and the item's place in it, so `after` resumes exactly there."""
+    size = max(1, check_page_size(first, max_page))
+    if after:
+        token, vendor_size, skip = _vendor_position(after)
+    else:
+        token, vendor_size, skip = None, min(max(size + 1, 50), 250), -1
+    items: list[Any] = []
+    cursors: list[str] = []
+    for _ in range(_MAX_VENDOR_PAGES):
+        got, next_token = await fetch(token, vendor_size)
+        for index, item in enumerate(got):
+            if index > skip:
+                items.append(item)
+                cursors.append(_vendor_cursor(token, vendor_size, index))
+        if len(items) > size or not next_token:
+            break
+        token, skip = next_token, -1
+    return VendorPage(items[:size], cursors[:size], len(items) > size, bool(after))

@@ -131,8 +131,9 @@ def find_handler(provider: str, event_type: str) -> InboxHandler | None:
 
 @dataclass
 class Received:
-    inbox: WebhookInbox
+    inbox: WebhookInbox | None  # None: a handshake, answered and not stored
     duplicate: bool
+    answer: dict[str, Any] | None = None  # what to answer instead of the receipt
 
 
 async def _secrets_for(
@@ -209,7 +210,10 @@ async def receive(
     certificate = None
     if verifier.needs_certificate:
         certificate = await _certificate(verifier, headers, certificates)
-    event = _verify_any(verifier, headers, raw_body, secrets, url, certificate)
+    event, secret = _verify_any(verifier, headers, raw_body, secrets, url, certificate)
+    answer = verifier.challenge(event, secret)
+    if answer is not None:
+        return Received(None, duplicate=False, answer=answer)
     audit = {
         name: headers[name]
         for name in (*AUDIT_HEADERS, *verifier.audit_headers)
@@ -241,16 +245,18 @@ def _verify_any(
     secrets: list[str],
     url: str | None = None,
     certificate: bytes | None = None,
-) -> VerifiedEvent:
-    """The event verified by the first secret that fits; else the last refusal."""
+) -> tuple[VerifiedEvent, str]:
+    """The event verified by the first secret that fits, and that secret; else the last
+    refusal."""
     refusal: SignatureInvalid | None = None
     for secret in secrets:
         try:
             if verifier.signs_url:
-                return verifier.verify(headers, raw_body, secret, url=url)  # type: ignore[call-arg]
+                return verifier.verify(headers, raw_body, secret, url=url), secret  # type: ignore[call-arg]
             if verifier.needs_certificate:
-                return verifier.verify(headers, raw_body, secret, certificate=certificate)  # type: ignore[call-arg]
-            return verifier.verify(headers, raw_body, secret)
+                event = verifier.verify(headers, raw_body, secret, certificate=certificate)  # type: ignore[call-arg]
+                return event, secret
+            return verifier.verify(headers, raw_body, secret), secret
         except SignatureInvalid as exc:
             refusal = exc
     assert refusal is not None  # secrets is never empty

@@ -4,14 +4,13 @@ and the billing portal."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
 
 import strawberry
 from strawberry.types import Info
 
 from kit.settings import BillingPlan as PlanSetting
 from resolvers import billing as api
-from schema.payments import PaymentInvoicePage
+from schema.payments import InvoiceAfter, InvoiceFirst, PaymentInvoicePage
 from schema.permissions import mutation, query
 
 
@@ -110,12 +109,8 @@ class Query:
     async def billing_invoices(
         self,
         info: Info,
-        first: Annotated[
-            int | None, strawberry.argument(description="How many (1 to 100, default 20).")
-        ] = None,
-        after: Annotated[
-            str | None, strawberry.argument(description="The last invoice id of a page.")
-        ] = None,
+        first: InvoiceFirst = None,
+        after: InvoiceAfter = None,
     ) -> PaymentInvoicePage:
         rows, more = await api.list_invoices(info.context, first=first, after=after)
         return PaymentInvoicePage.of(rows, more)

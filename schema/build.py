@@ -19,6 +19,7 @@ from schema import (
     ai,
     apikeys,
     billing,
+    calendar,
     contacts,
     credentials,
     events,
@@ -31,6 +32,7 @@ from schema import (
     leads,
     mail,
     mailbox,
+    meetings,
     members,
     messaging,
     payments,
@@ -68,6 +70,8 @@ AREAS: list[ModuleType] = [
     files,
     messaging,
     inbox,
+    calendar,
+    meetings,
 ]
 
 

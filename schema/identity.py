@@ -12,7 +12,9 @@ from strawberry import relay
 from strawberry.types import Info
 
 from kit.roles import Role
-from resolvers import identity
+from models.identity import ConnectionStatus
+from resolvers import connections, identity
+from resolvers.connections import ConnectScope
 from schema.accounts import AuthPayload
 from schema.permissions import mutation, query
 from schema.relay import decode_id, encode_id
@@ -122,6 +124,108 @@ async def _single_sign_on(info: Info, row: Any) -> SingleSignOn:
     return SingleSignOn.from_row(row, tenant.slug, identity.callback_url(ctx.settings, "sso"))
 
 
+strawberry.enum(
+    ConnectionStatus,
+    description="CONNECTED: calls go through it. NEEDS_RECONNECTION: the provider refused "
+    "its grant (revoked by the person, expired, the app's credentials withdrawn); calls "
+    "answer CONNECTION_REQUIRED until someone connects it again.",
+)
+strawberry.enum(
+    ConnectScope,
+    description="Whose account: USER, the caller's own; TENANT, the organization's "
+    "(connected by an OWNER, used by every member who has none of their own).",
+)
+
+
+@strawberry.enum(description="A provider an account can be connected to.")
+class ConnectedProvider(Enum):
+    GOOGLE_CALENDAR = "google_calendar"
+    ZOOM = "zoom"
+
+
+@strawberry.type(description="A grant to act at Google Calendar or Zoom (tokens never shown).")
+class ConnectedAccount:
+    id: relay.GlobalID = strawberry.field(
+        description="Its id (`accountId` of calendar and meeting operations)."
+    )
+    provider: ConnectedProvider = strawberry.field(description="Where it is.")
+    scope: ConnectScope = strawberry.field(description="The caller's own or the organization's.")
+    status: ConnectionStatus = strawberry.field(description="Whether calls can go through it.")
+    email: str = strawberry.field(description="The account's email address at the provider.")
+    external_id: str = strawberry.field(description="The provider's id of the account.")
+    scopes: list[str] = strawberry.field(description="What the grant allows, as granted.")
+    connected_at: dt.datetime = strawberry.field(description="When it was (last) connected.")
+    last_refreshed_at: dt.datetime | None = strawberry.field(
+        description="When its access token was last renewed."
+    )
+    access_expires_at: dt.datetime | None = strawberry.field(
+        description="When the current access token expires (renewed before then)."
+    )
+    last_error: str | None = strawberry.field(
+        description="Why it needs reconnection, when it does."
+    )
+
+    @classmethod
+    def from_row(cls, row: Any) -> ConnectedAccount:
+        return cls(
+            id=encode_id("ConnectedAccount", row.id),
+            provider=ConnectedProvider(row.provider),
+            scope=connections.scope_of(row),
+            status=ConnectionStatus(row.status),
+            email=row.email,
+            external_id=row.external_id,
+            scopes=[s for s in row.scopes.split() if s],
+            connected_at=row.updated_at,
+            last_refreshed_at=row.last_refreshed_at,
+            access_expires_at=row.access_expires_at,
+            last_error=row.last_error,
+        )
+
+
+@strawberry.input(description="Start connecting Google Calendar.")
+class ConnectGoogleCalendarInput:
+    scope: ConnectScope = strawberry.field(
+        default=ConnectScope.USER,
+        description="USER: your own calendar. TENANT: the organization's (OWNER).",
+    )
+
+
+@strawberry.type(description="Where to send the browser to grant calendar access.")
+class ConnectGoogleCalendarPayload:
+    authorization_url: str = strawberry.field(
+        description="Google's consent page (offline access to the calendar). Google sends "
+        "the browser back to `/connect/google_calendar/callback`, which keeps the grant and "
+        "goes on to `{FRONTEND_URL}/connections/callback#connected=GOOGLE_CALENDAR` (or "
+        "`#error=CODE`)."
+    )
+
+
+@strawberry.input(description="The organization's Zoom server-to-server OAuth app.")
+class ConnectZoomInput:
+    account_id: str | None = strawberry.field(
+        default=None, description="The Zoom account id (omit all three to use the stored one)."
+    )
+    client_id: str | None = strawberry.field(default=None, description="The app's client id.")
+    client_secret: str | None = strawberry.field(
+        default=None, description="The app's client secret (stored encrypted, never shown)."
+    )
+    base_url: str | None = strawberry.field(
+        default=None,
+        description="Where Zoom is (OAuth at its root, the API under /v2): an emulator or a "
+        "proxy; default Zoom's own.",
+    )
+
+
+@strawberry.type(description="The account connected.")
+class ConnectAccountPayload:
+    connected_account: ConnectedAccount = strawberry.field(description="As connected.")
+
+
+@strawberry.input(description="A connected account to disconnect.")
+class DisconnectAccountInput:
+    id: relay.GlobalID = strawberry.field(description="The connected account's id.")
+
+
 @strawberry.type
 class Query:
     @query(
@@ -138,6 +242,15 @@ class Query:
     )
     async def linked_accounts(self, info: Info) -> list[LinkedAccount]:
         return [LinkedAccount.from_row(r) for r in await identity.linked_accounts(info.context)]
+
+    @query(
+        operation=connections.connected_accounts,
+        description="The organization's connected accounts (Google Calendar, Zoom) and your "
+        "own, with their status.",
+    )
+    async def connected_accounts(self, info: Info) -> list[ConnectedAccount]:
+        rows = await connections.connected_accounts(info.context)
+        return [ConnectedAccount.from_row(r) for r in rows]
 
 
 @strawberry.type
@@ -184,3 +297,43 @@ class Mutation:
     )
     async def remove_single_sign_on(self, info: Info) -> bool:
         return await identity.remove_sso(info.context)
+
+    @mutation(
+        operation=connections.connect_google_calendar,
+        description="Start connecting Google Calendar with offline access: your own, or "
+        "(scope TENANT, OWNER only) the organization's.",
+    )
+    async def connect_google_calendar(
+        self, info: Info, input: ConnectGoogleCalendarInput
+    ) -> ConnectGoogleCalendarPayload:
+        url = await connections.connect_google_calendar(info.context, input.scope)
+        return ConnectGoogleCalendarPayload(authorization_url=url)
+
+    @mutation(
+        operation=connections.connect_zoom,
+        description="Connect the organization's Zoom account through its server-to-server "
+        "OAuth app (refused with BAD_USER_INPUT when Zoom refuses the app).",
+    )
+    async def connect_zoom(self, info: Info, input: ConnectZoomInput) -> ConnectAccountPayload:
+        given = {
+            "accountId": input.account_id,
+            "clientId": input.client_id,
+            "clientSecret": input.client_secret,
+            "baseUrl": input.base_url,
+        }
+        app = {k: v for k, v in given.items() if v is not None} or None
+        row = await connections.connect_zoom(info.context, app)
+        return ConnectAccountPayload(connected_account=ConnectedAccount.from_row(row))
+
+    @mutation(
+        operation=connections.disconnect_account,
+        description="Revoke a connected account's grant at the provider and forget it (the "
+        "organization's: OWNER only).",
+    )
+    async def disconnect_account(
+        self, info: Info, input: DisconnectAccountInput
+    ) -> ConnectAccountPayload:
+        row = await connections.disconnect_account(
+            info.context, decode_id(input.id, "ConnectedAccount")
+        )
+        return ConnectAccountPayload(connected_account=ConnectedAccount.from_row(row))

@@ -24,7 +24,9 @@ strawberry.enum(
     "probe. SANDBOX: the same, served by the built-in emulator. DEGRADED: calls failed "
     "since the last success, the breaker is probing (half open), or the last probe failed. "
     "DOWN: the breaker is open (calls fail fast), or the last two probes failed. "
-    "UNCONFIGURED: no credential reaches it (none stored, no system key, no emulator).",
+    "UNCONFIGURED: no credential reaches it (none stored, no system key, no emulator). "
+    "NEEDS_RECONNECTION (Google Calendar, Zoom): the connected account your calls use was "
+    "refused by the provider (its grant revoked); connect it again.",
 )
 strawberry.enum(
     HealthStatus,

@@ -66,6 +66,20 @@ class PaymentCustomer(ModelNode):
         )
 
 
+async def _customer(info: Info, customer_id: int | None) -> PaymentCustomer | None:
+    """A payment's or subscription's customer, batched per request."""
+    if customer_id is None:
+        return None
+    ctx = info.context
+
+    async def batch(ids: list[int]) -> list[Any]:
+        found = await api.load_customers(ctx, ids)
+        return [found.get(i) for i in ids]
+
+    row = await ctx.loader("payment_customers", batch).load(customer_id)
+    return None if row is None else PaymentCustomer.from_row(row)
+
+
 @strawberry.type(description="Money sent back for a payment.")
 class PaymentRefund:
     id: relay.GlobalID = strawberry.field(description="The refund's id.")
@@ -165,16 +179,7 @@ class Payment(ModelNode):
 
     @strawberry.field(description="The customer charged, if one was given.")
     async def customer(self, info: Info) -> PaymentCustomer | None:
-        if self._customer_id is None:
-            return None
-        ctx = info.context
-
-        async def batch(ids: list[int]) -> list[Any]:
-            found = await api.load_customers(ctx, ids)
-            return [found.get(i) for i in ids]
-
-        row = await ctx.loader("payment_customers", batch).load(self._customer_id)
-        return None if row is None else PaymentCustomer.from_row(row)
+        return await _customer(info, self._customer_id)
 
 
 @strawberry.type(description="A customer's subscription to one of the organization's prices.")
@@ -222,16 +227,7 @@ class PaymentSubscription(ModelNode):
 
     @strawberry.field(description="The customer subscribed (Stripe; none at PayPal).")
     async def customer(self, info: Info) -> PaymentCustomer | None:
-        if self._customer_id is None:
-            return None
-        ctx = info.context
-
-        async def batch(ids: list[int]) -> list[Any]:
-            found = await api.load_customers(ctx, ids)
-            return [found.get(i) for i in ids]
-
-        row = await ctx.loader("payment_customers", batch).load(self._customer_id)
-        return None if row is None else PaymentCustomer.from_row(row)
+        return await _customer(info, self._customer_id)
 
 
 @strawberry.type(description="An invoice at Stripe.")
@@ -286,6 +282,13 @@ class PaymentInvoicePage:
     def of(cls, rows: list[StripeInvoice], more: bool) -> PaymentInvoicePage:
         return cls(invoices=[PaymentInvoice.of(r) for r in rows], has_more=more)
 
+
+InvoiceFirst = Annotated[
+    int | None, strawberry.argument(description="How many (1 to 100, default 20).")
+]
+InvoiceAfter = Annotated[
+    str | None, strawberry.argument(description="The last invoice id of a page.")
+]
 
 IDEMPOTENCY = (
     "The client's key for this request (1 to 255 printable ASCII characters): the same "
@@ -517,12 +520,8 @@ class Query:
         customer_id: Annotated[
             relay.GlobalID, strawberry.argument(description="The customer (at Stripe).")
         ],
-        first: Annotated[
-            int | None, strawberry.argument(description="How many (1 to 100, default 20).")
-        ] = None,
-        after: Annotated[
-            str | None, strawberry.argument(description="The last invoice id of a page.")
-        ] = None,
+        first: InvoiceFirst = None,
+        after: InvoiceAfter = None,
     ) -> PaymentInvoicePage:
         rows, more = await subscriptions.list_invoices(
             info.context, customer_id=decode_id(customer_id, "PaymentCustomer"), first=first,

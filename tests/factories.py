@@ -272,6 +272,31 @@ async def make_payment_customer(client: httpx.AsyncClient, owner: Account) -> st
     return str(body["data"]["createPaymentCustomer"]["customer"]["id"])
 
 
+@factory("PaymentSubscription")
+async def make_payment_subscription(client: httpx.AsyncClient, owner: Account) -> str:
+    """An active Stripe subscription of a new customer, through the API and the sandbox
+    (one served gateway: its sandbox knows the customer it made)."""
+    async with _served_gateway() as live:
+        made = await gql(
+            live,
+            """mutation($i: CreatePaymentCustomerInput!) {
+              createPaymentCustomer(input: $i) { customer { id } } }""",
+            {"i": {"email": "factory@example.com"}},
+            token=owner.token,
+        )
+        assert "errors" not in made, made
+        body = await gql(
+            live,
+            """mutation($i: CreatePaymentSubscriptionInput!) {
+              createPaymentSubscription(input: $i) { subscription { id } } }""",
+            {"i": {"customerId": made["data"]["createPaymentCustomer"]["customer"]["id"],
+                   "price": "price_switchboard_pro", "paymentMethod": "pm_card_visa"}},
+            token=owner.token,
+        )  # fmt: skip
+    assert "errors" not in body, body
+    return str(body["data"]["createPaymentSubscription"]["subscription"]["id"])
+
+
 async def another_tenant(client: httpx.AsyncClient) -> Account:
     return await register(client, org="Other Tenant")
 
@@ -498,3 +523,28 @@ async def make_inbox_conversation(client: httpx.AsyncClient, owner: Account) -> 
     )
     assert message is not None and message.conversation_id is not None
     return str(relay.GlobalID("InboxConversation", str(message.conversation_id)))
+
+
+@factory("Meeting")
+async def make_meeting(client: httpx.AsyncClient, owner: Account) -> str:
+    """A Zoom meeting through `connectZoom` and `createMeeting`, against the Zoom sandbox of
+    a served gateway."""
+    async with _served_gateway() as live:
+        base = str(live.base_url).rstrip("/")
+        connected = await gql(
+            live,
+            """mutation($i: ConnectZoomInput!) { connectZoom(input: $i) {
+              connectedAccount { id } } }""",
+            {"i": {"accountId": "factory", "clientId": "factory-client",
+                   "clientSecret": "factory-secret-0123", "baseUrl": f"{base}/sandbox/zoom"}},
+            token=owner.token,
+        )  # fmt: skip
+        assert "errors" not in connected, connected
+        body = await gql(
+            live,
+            """mutation($i: CreateMeetingInput!) { createMeeting(input: $i) { meeting { id } } }""",
+            {"i": {"meeting": {"topic": "Factory meeting", "type": "INSTANT"}}},
+            token=owner.token,
+        )
+    assert "errors" not in body, body
+    return str(body["data"]["createMeeting"]["meeting"]["id"])

@@ -25,7 +25,7 @@ from gateway.http.responses import error_body, gateway_error_body
 from kit.errors import GatewayError
 from providers.errors import ProviderError
 from providers.oauth import SignInRefused
-from resolvers import identity
+from resolvers import connections, identity
 from resolvers.context import Services
 
 log = logging.getLogger("switchboard.identity")
@@ -41,8 +41,8 @@ def _provider(request: Request, *, callback: bool = False) -> str:
     return provider
 
 
-def _to_front_end(services: Services, **fragment: str) -> RedirectResponse:
-    url = f"{services.settings.app_url}/auth/callback#{urlencode(fragment)}"
+def _to_front_end(services: Services, page: str = "auth", **fragment: str) -> RedirectResponse:
+    url = f"{services.settings.app_url}/{page}/callback#{urlencode(fragment)}"
     response = RedirectResponse(url, 302, headers=NO_STORE)
     response.delete_cookie(COOKIE, path="/auth/")
     return response
@@ -101,7 +101,30 @@ def routes(services: Services) -> list[BaseRoute]:
             return _to_front_end(services, error="OAUTH_PROVIDER_UNAVAILABLE")
         return _to_front_end(services, code=code)
 
+    async def connected(request: Request) -> Response:
+        """Back from the provider after connecting an account (resolvers/connections.py)."""
+        query = request.query_params
+        provider = str(request.path_params["provider"])
+        try:
+            await connections.finish_connect(
+                request_context(services, request),
+                provider,
+                state=query.get("state", ""),
+                code=query.get("code", ""),
+                error=query.get("error", ""),
+            )
+        except SignInRefused as exc:
+            log.info("connection refused", extra={"reason": exc.code})
+            return _to_front_end(services, "connections", error=exc.code)
+        except GatewayError as exc:
+            return _to_front_end(services, "connections", error=exc.code)
+        except ProviderError as exc:
+            log.warning("connection callback failed", extra={"error": str(exc)})
+            return _to_front_end(services, "connections", error="OAUTH_PROVIDER_UNAVAILABLE")
+        return _to_front_end(services, "connections", connected=provider.upper())
+
     return [
+        Route("/connect/{provider}/callback", connected, methods=["GET"]),
         Route("/auth/sso/{organization}/start", start, methods=["GET"]),
         Route("/auth/{provider}/start", start, methods=["GET"]),
         Route("/auth/{provider}/callback", callback, methods=["GET"]),

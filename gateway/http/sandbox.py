@@ -20,7 +20,10 @@ events to `/webhooks/paypal`, signed (with its own key, whose certificate it ser
 PAYPAL_WEBHOOK_ID when set, else for a derived webhook id; the Rossum sandbox calls
 `/webhooks/rossum` (its hook) whenever an annotation changes status, signed with
 `WEBHOOK_SYSTEM_SECRETS["rossum"]` when set, else with a derived secret, and walks
-annotations `ROSSUM_SANDBOX_STEP_SECONDS` apart. Resend's are signed with
+annotations `ROSSUM_SANDBOX_STEP_SECONDS` apart; the Zoom sandbox posts `meeting.started`,
+`meeting.ended` and `recording.completed` to `/webhooks/zoom` as its meetings are driven
+(its `/_sandbox/meetings/{id}/…` controls), signed with ZOOM_WEBHOOK_SECRET_TOKEN when set,
+else with a derived secret token. Resend's are signed with
 `WEBHOOK_SYSTEM_SECRETS["resend"]` when set; otherwise, and always for SendGrid (whose
 key pair the vendor holds), with a key derived from the first vault key: every process
 of one installation derives the same, and nobody without the vault key can.
@@ -46,6 +49,7 @@ from providers.sandbox.rossum import RossumSandbox
 from providers.sandbox.sendgrid import SendGridSandbox
 from providers.sandbox.stripe import StripeSandbox
 from providers.sandbox.twilio import TwilioSandbox
+from providers.sandbox.zoom import ZoomSandbox
 from resolvers.context import Services
 from resolvers.credentials import sandbox_secret
 
@@ -109,6 +113,15 @@ def sandbox_paypal_webhook_id(settings: Settings) -> str:
     )
 
 
+def sandbox_zoom_secret(settings: Settings) -> str:
+    """The secret token the Zoom sandbox signs with: ZOOM_WEBHOOK_SECRET_TOKEN (or the
+    system one), else derived."""
+    configured = settings.system_webhook_secret("zoom")
+    if configured:
+        return configured
+    return _derived(settings, "zoom").hex()[:32]
+
+
 def sandbox_sendgrid_key(settings: Settings) -> ec.EllipticCurvePrivateKey:
     """The P-256 key the SendGrid sandbox signs its Event Webhook with (derived)."""
     seed = hashlib.sha512(_derived(settings, "sendgrid")).digest()  # 512 bits: no bias
@@ -150,6 +163,11 @@ def configure_webhooks(services: Services) -> None:
             step_seconds=settings.rossum_sandbox_step_seconds,
         )
         services.sandbox_webhook_secrets["rossum"] = secret
+    zoom = services.sandboxes.get("zoom")
+    if isinstance(zoom, ZoomSandbox):
+        secret = sandbox_zoom_secret(settings)
+        zoom.configure_webhooks(f"{base}/webhooks/zoom", secret)
+        services.sandbox_webhook_secrets["zoom"] = secret
     twilio = services.sandboxes.get("twilio")
     if isinstance(twilio, TwilioSandbox):
         # Status callbacks go where each send says (only under this gateway's webhooks),

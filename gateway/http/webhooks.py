@@ -107,6 +107,8 @@ def routes(services: Services) -> list[BaseRoute]:
                 media_type="application/json",
                 headers=headers,
             )
+        if received.answer is not None or received.inbox is None:  # a vendor's handshake
+            return JSONResponse(received.answer or {}, headers=budget)
         return JSONResponse(
             {
                 "received": True,

@@ -22,6 +22,8 @@ SANDBOXES: dict[str, str] = {
     "google": "providers.sandbox.google:create_app",
     "github": "providers.sandbox.github:create_app",
     "paypal": "providers.sandbox.paypal:create_app",
+    "google_calendar": "providers.sandbox.google_calendar:create_app",
+    "zoom": "providers.sandbox.zoom:create_app",
 }
 
 

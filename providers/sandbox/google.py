@@ -61,6 +61,7 @@ class Grant:
     nonce: str | None
     scope: str
     expires: float
+    offline: bool = False  # `access_type=offline`: the code also brings a refresh token
 
 
 def s256(verifier: str) -> str:
@@ -144,6 +145,7 @@ class OAuthSandbox(Sandbox):
             nonce=query.get("nonce"),
             scope=query.get("scope", ""),
             expires=time.time() + CODE_SECONDS,
+            offline=query.get("access_type") == "offline",
         )
         return code
 
@@ -237,6 +239,10 @@ class GoogleSandbox(OAuthSandbox):
         grant = self.redeem(form, client_id)
         if isinstance(grant, str):
             return self.error_response(400, code=grant, message="Bad Request")
+        return JSONResponse(self.token_answer(request, grant, client_id))
+
+    def token_answer(self, request: Request, grant: Grant, client_id: str) -> dict[str, Any]:
+        """The token endpoint's answer to a redeemed code."""
         now = int(time.time())
         claims: dict[str, Any] = {
             "iss": self.issuer(request),
@@ -252,15 +258,13 @@ class GoogleSandbox(OAuthSandbox):
         if grant.nonce:
             claims["nonce"] = grant.nonce
         id_token = jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": self.kid})
-        return JSONResponse(
-            {
-                "access_token": "ya29." + secrets.token_urlsafe(32),
-                "expires_in": 3599,
-                "token_type": "Bearer",
-                "scope": grant.scope,
-                "id_token": id_token,
-            }
-        )
+        return {
+            "access_token": "ya29." + secrets.token_urlsafe(32),
+            "expires_in": 3599,
+            "token_type": "Bearer",
+            "scope": grant.scope,
+            "id_token": id_token,
+        }
 
 
 def create_app() -> GoogleSandbox:

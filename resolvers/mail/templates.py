@@ -134,6 +134,20 @@ TEMPLATES: dict[str, Template] = {
             ),
         ),
         Template(
+            "meeting_invitation",
+            "An invitation to a video meeting, with its join link.",
+            "Invitation: {{ topic }}",
+            (
+                _v("topic", "The meeting's topic.", "Quarterly review"),
+                _v("join_url", "Where to join.", "https://zoom.us/j/85746065432?pwd=abc"),
+                _v("start", "When it starts.", "2026-12-24 10:00 UTC", False),
+                _v("duration", "How long, in minutes.", "45", False),
+                _v("host", "Who invites.", "Grace Hopper", False),
+                _v("name", "The invitee's name.", "Ada", False),
+                _v("agenda", "What it is about.", "Next quarter's plan.", False),
+            ),
+        ),
+        Template(
             "project_update",
             "News about a project.",
             "{{ project }}: update",

@@ -39,8 +39,7 @@ import re
 from collections.abc import AsyncGenerator
 from decimal import Decimal
 
-from tortoise.exceptions import IntegrityError
-from tortoise.transactions import in_transaction
+from tortoise.backends.base.client import BaseDBAsyncClient
 
 from kit.errors import BadUserInput, Conflict, NotFound
 from kit.money import from_minor
@@ -73,6 +72,7 @@ from resolvers.payments.states import (
     _provider,
     _text,
     _url,
+    claim_keyed,
 )
 
 # Each vendor's side of the operations below, by `Payment.provider`.
@@ -97,30 +97,14 @@ async def create_customer(
         raise BadUserInput("Invalid email.", details={"email": "an email address"})
     name = _text(name, "name", 256)
     digest = _hash(vendor, email, name)
-    customer = None
-    if key is not None:
-        customer = (
-            await scoped(PaymentCustomer, principal.tenant_id).filter(idempotency_key=key).first()
-        )
-    if customer is None:
-        try:
-            customer = await PaymentCustomer.create(
-                tenant_id=principal.tenant_id, provider=vendor, email=email, name=name,
-                idempotency_key=key, request_hash=digest, created_by_id=principal.user_id,
-            )  # fmt: skip
-        except IntegrityError:
-            customer = (
-                await scoped(PaymentCustomer, principal.tenant_id)
-                .filter(idempotency_key=key)
-                .first()
-            )
-            if customer is None:
-                raise
-    if customer.request_hash != digest:
-        raise Conflict(
-            "This idempotency key was used with other input.",
-            details={"idempotencyKey": "used with other input"},
-        )
+    customer = await claim_keyed(
+        PaymentCustomer, principal.tenant_id, key, digest,
+        lambda conn: PaymentCustomer.create(
+            tenant_id=principal.tenant_id, provider=vendor, email=email, name=name,
+            idempotency_key=key, request_hash=digest, created_by_id=principal.user_id,
+            using_db=conn,
+        ),
+    )  # fmt: skip
     if customer.vendor_id is None:
         await VENDORS[customer.provider].create_customer(ctx, customer)
     return customer
@@ -286,21 +270,11 @@ async def refund_payment(
         requested, _ = _money(amount, payment.currency)
     reason = _text(reason, "reason", MAX_REASON)
     digest = _hash(payment.id, requested, reason)
-    refund = None
-    if key is not None:
-        refund = await scoped(PaymentRefund, tenant_id).filter(idempotency_key=key).first()
-    if refund is None:
-        try:
-            refund = await _new_refund(payment, requested, reason, key, digest, principal.user_id)
-        except IntegrityError:
-            refund = await scoped(PaymentRefund, tenant_id).filter(idempotency_key=key).first()
-            if refund is None:
-                raise
-    if refund.request_hash != digest:
-        raise Conflict(
-            "This idempotency key was used with other input.",
-            details={"idempotencyKey": "used with other input"},
-        )
+    refund = await claim_keyed(
+        PaymentRefund, tenant_id, key, digest,
+        lambda conn: _new_refund(payment, requested, reason, key, digest, principal.user_id,
+                                 conn),
+    )  # fmt: skip
     if refund.status == RefundStatus.PENDING.value:
         await VENDORS[payment.provider].refund(ctx, payment, refund)
     return await Payment.get(id=payment.id), refund
@@ -308,39 +282,40 @@ async def refund_payment(
 
 async def _new_refund(
     payment: Payment, requested: int | None, reason: str | None, key: str | None,
-    digest: str, user_id: int | None,
+    digest: str, user_id: int | None, conn: BaseDBAsyncClient,
 ) -> PaymentRefund:  # fmt: skip
-    async with in_transaction() as conn:
-        locked = await Payment.filter(id=payment.id).using_db(conn).select_for_update().first()
-        assert locked is not None
-        if locked.status not in REFUNDABLE or locked.vendor_id is None:
-            raise Conflict(
-                f"A payment that is {locked.status} cannot be refunded.",
-                details={"status": locked.status},
-            )
-        pending = (
-            await PaymentRefund.filter(
-                payment_id=payment.id,
-                status__in=[RefundStatus.PENDING.value, RefundStatus.SUCCEEDED.value],
-            )
-            .using_db(conn)
-            .values_list("amount_minor", flat=True)
+    """The refund row, in `conn` (the claim's transaction), with the payment locked so
+    two refunds racing never send back more than was paid."""
+    locked = await Payment.filter(id=payment.id).using_db(conn).select_for_update().first()
+    assert locked is not None
+    if locked.status not in REFUNDABLE or locked.vendor_id is None:
+        raise Conflict(
+            f"A payment that is {locked.status} cannot be refunded.",
+            details={"status": locked.status},
         )
-        taken = sum(int(str(a)) for a in pending)
-        left = locked.amount_minor - max(taken, locked.amount_refunded_minor)
-        if left <= 0:
-            raise Conflict("The payment is refunded in full already.", details={"amount": "0 left"})
-        minor = left if requested is None else requested
-        if minor > left:
-            raise BadUserInput(
-                "More than is left to refund.",
-                details={"amount": f"at most {from_minor(left, locked.currency)} is left"},
-            )
-        return await PaymentRefund.create(
-            tenant_id=payment.tenant_id, payment_id=payment.id, amount_minor=minor,
-            currency=payment.currency, reason=reason, idempotency_key=key,
-            request_hash=digest, created_by_id=user_id, using_db=conn,
-        )  # fmt: skip
+    pending = (
+        await PaymentRefund.filter(
+            payment_id=payment.id,
+            status__in=[RefundStatus.PENDING.value, RefundStatus.SUCCEEDED.value],
+        )
+        .using_db(conn)
+        .values_list("amount_minor", flat=True)
+    )
+    taken = sum(int(str(a)) for a in pending)
+    left = locked.amount_minor - max(taken, locked.amount_refunded_minor)
+    if left <= 0:
+        raise Conflict("The payment is refunded in full already.", details={"amount": "0 left"})
+    minor = left if requested is None else requested
+    if minor > left:
+        raise BadUserInput(
+            "More than is left to refund.",
+            details={"amount": f"at most {from_minor(left, locked.currency)} is left"},
+        )
+    return await PaymentRefund.create(
+        tenant_id=payment.tenant_id, payment_id=payment.id, amount_minor=minor,
+        currency=payment.currency, reason=reason, idempotency_key=key,
+        request_hash=digest, created_by_id=user_id, using_db=conn,
+    )  # fmt: skip
 
 
 @operation("payments:read")

@@ -9,9 +9,10 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
@@ -343,30 +344,53 @@ async def _refunds_total(payment: Payment, connection: BaseDBAsyncClient) -> int
     return int((row or {}).get("total") or 0)
 
 
-async def _claim(tenant_id: int, key: str | None, digest: str, values: dict[str, Any]) -> Payment:
-    """The payment for this key (made now, committed before the vendor is called)."""
-    payment = None
+K = TypeVar("K", Payment, PaymentCustomer, PaymentRefund, PaymentSubscription)
+
+
+async def claim_keyed(
+    model: type[K],
+    tenant_id: int,
+    key: str | None,
+    digest: str,
+    create: Callable[[BaseDBAsyncClient], Awaitable[K]],
+) -> K:
+    """The row for the client's idempotency key: the one made before (by a retry or a
+    racing twin, on any process: the unique key sends the loser to it), else `create`d
+    now in its own transaction, committed before the vendor is called. The same key with
+    other input (another `digest`) is CONFLICT."""
+    row = None
     if key is not None:
-        payment = await scoped(Payment, tenant_id).filter(idempotency_key=key).first()
-    if payment is None:
+        row = await scoped(model, tenant_id).filter(idempotency_key=key).first()
+    if row is None:
         try:
             async with in_transaction() as conn:
-                payment = await Payment.create(
-                    tenant_id=tenant_id, idempotency_key=key, request_hash=digest,
-                    status_changed_at=now(), using_db=conn, **values,
-                )  # fmt: skip
-                await emit(tenant_id, "payment.created", event_data(payment), connection=conn)
+                row = await create(conn)
         except IntegrityError:
-            payment = await scoped(Payment, tenant_id).filter(idempotency_key=key).first()
-            if payment is None:
+            row = await scoped(model, tenant_id).filter(idempotency_key=key).first()
+            if row is None:
                 raise
-    if payment.request_hash != digest:
+    if row.request_hash != digest:
         raise Conflict(
             "This idempotency key was used with other input.",
             details={"idempotencyKey": "used with other input"},
-            paymentId=global_id("Payment", payment.id),
-        )
-    return payment
+            **{f"{model.__name__[0].lower()}{model.__name__[1:]}Id": global_id(
+                model.__name__, row.id)},
+        )  # fmt: skip
+    return row
+
+
+async def _claim(tenant_id: int, key: str | None, digest: str, values: dict[str, Any]) -> Payment:
+    """The payment for this key (made now, committed before the vendor is called)."""
+
+    async def create(conn: BaseDBAsyncClient) -> Payment:
+        payment = await Payment.create(
+            tenant_id=tenant_id, idempotency_key=key, request_hash=digest,
+            status_changed_at=now(), using_db=conn, **values,
+        )  # fmt: skip
+        await emit(tenant_id, "payment.created", event_data(payment), connection=conn)
+        return payment
+
+    return await claim_keyed(Payment, tenant_id, key, digest, create)
 
 
 def _declined(payment: Payment) -> PaymentDeclined:

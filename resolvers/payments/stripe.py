@@ -282,7 +282,8 @@ async def apply_refund(
     )
 
 
-def _object(event: WebhookInbox) -> dict[str, Any]:
+def event_object(event: WebhookInbox) -> dict[str, Any]:
+    """A Stripe event's `data.object` (empty when it has none with an id)."""
     data = event.payload.get("data") if isinstance(event.payload, dict) else None
     obj = data.get("object") if isinstance(data, dict) else None
     return obj if isinstance(obj, dict) and isinstance(obj.get("id"), str) else {}
@@ -319,7 +320,7 @@ async def _payment_for(
 
 @inbox_handler("stripe", "payment_intent.*")
 async def on_payment_intent(event: WebhookInbox, connection: BaseDBAsyncClient) -> None:
-    obj = _object(event)
+    obj = event_object(event)
     if not obj:
         return
     intent = stripe.PaymentIntent.of(obj)
@@ -331,7 +332,7 @@ async def on_payment_intent(event: WebhookInbox, connection: BaseDBAsyncClient) 
 
 @inbox_handler("stripe", "charge.refunded")
 async def on_charge_refunded(event: WebhookInbox, connection: BaseDBAsyncClient) -> None:
-    obj = _object(event)
+    obj = event_object(event)
     intent_id = obj.get("payment_intent")
     if not isinstance(intent_id, str):
         return
@@ -348,7 +349,7 @@ async def on_charge_refunded(event: WebhookInbox, connection: BaseDBAsyncClient)
 
 @inbox_handler("stripe", "refund.*")
 async def on_refund(event: WebhookInbox, connection: BaseDBAsyncClient) -> None:
-    obj = _object(event)
+    obj = event_object(event)
     if not obj:
         return
     made = stripe.Refund.of(obj)

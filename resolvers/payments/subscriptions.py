@@ -21,7 +21,6 @@ import time
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from kit.errors import BadUserInput, Conflict, NotFound
@@ -50,10 +49,11 @@ from resolvers.payments.states import (
     _url,
     _young,
     apply_state,
+    claim_keyed,
     now,
     subscription_data,
 )
-from resolvers.payments.stripe import stripe_client
+from resolvers.payments.stripe import event_object, stripe_client
 from resolvers.upstream import to_gateway_error
 
 META_SUBSCRIPTION = "switchboard_subscription"
@@ -125,28 +125,18 @@ async def create_subscription(
     url = _url(return_url)
     key = _idempotency_key(idempotency_key)
     digest = _hash("subscription", vendor, customer_id, price, method, url)
-    row = None
-    if key is not None:
-        row = await scoped(PaymentSubscription, tenant_id).filter(idempotency_key=key).first()
-    if row is None:
-        try:
-            async with in_transaction() as conn:
-                row = await PaymentSubscription.create(
-                    tenant_id=tenant_id, provider=vendor, customer_id=customer_id, price=price,
-                    idempotency_key=key, request_hash=digest, created_by_id=principal.user_id,
-                    using_db=conn,
-                )  # fmt: skip
-                await emit(tenant_id, "payment_subscription.created", subscription_data(row),
-                           connection=conn)  # fmt: skip
-        except IntegrityError:
-            row = await scoped(PaymentSubscription, tenant_id).filter(idempotency_key=key).first()
-            if row is None:
-                raise
-    if row.request_hash != digest:
-        raise Conflict(
-            "This idempotency key was used with other input.",
-            details={"idempotencyKey": "used with other input"},
-        )
+
+    async def create(conn: BaseDBAsyncClient) -> PaymentSubscription:
+        row = await PaymentSubscription.create(
+            tenant_id=tenant_id, provider=vendor, customer_id=customer_id, price=price,
+            idempotency_key=key, request_hash=digest, created_by_id=principal.user_id,
+            using_db=conn,
+        )  # fmt: skip
+        await emit(tenant_id, "payment_subscription.created", subscription_data(row),
+                   connection=conn)  # fmt: skip
+        return row
+
+    row = await claim_keyed(PaymentSubscription, tenant_id, key, digest, create)
     if row.vendor_id is None:
         try:
             if customer is not None:
@@ -259,9 +249,8 @@ async def on_subscription_event(event: WebhookInbox, connection: BaseDBAsyncClie
     """A `customer.subscription.*` event about one of the organizations' subscriptions
     (the row named by the metadata we wrote, else by Stripe's id); a tenant's own endpoint
     reaches its own rows only."""
-    data = event.payload.get("data") if isinstance(event.payload, dict) else None
-    obj = data.get("object") if isinstance(data, dict) else None
-    if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
+    obj = event_object(event)
+    if not obj:
         return
     sub = stripe.Subscription.of(obj)
     qs = PaymentSubscription.all().using_db(connection)

@@ -135,8 +135,7 @@ async def test_bad_input_names_the_field_and_stores_nothing(client, owner):
     cases = [
         ({"provider": "OPENAI", "secrets": {}}, "secrets.apiKey"),
         ({"provider": "OPENAI", "secrets": {"apiKey": "sk-x", "colour": "red"}}, "secrets.colour"),
-        # No client for these vendors yet: refused on the provider, before their fields.
-        ({"provider": "ZOOM", "secrets": {"clientSecret": "t" * 20}}, "provider"),
+        ({"provider": "PAYPAL", "secrets": {"clientSecret": "t" * 20}}, "secrets.clientId"),
         ({"provider": "TWILIO", "secrets": {"authToken": "t" * 20}}, "secrets.accountSid"),
         (
             {

@@ -290,6 +290,16 @@ def test_readme_and_schema_speak_the_same_words():
     assert "| `HEALTH_PROBE_SECONDS` | `60` |" in readme
 
 
+# Google Calendar (the OAuth client also signs people in) and Zoom's server-to-server app.
+MEETINGS = {
+    "google_client_id": "client.apps.googleusercontent.com",
+    "google_client_secret": "g" * 24,
+    "zoom_account_id": "acct",
+    "zoom_client_id": "zoom-client",
+    "zoom_client_secret": "z" * 24,
+}
+
+
 async def test_an_unconfigured_mail_provider_is_no_fault_while_another_sends(store):
     """Resend and SendGrid stand in for one another (and the SMTP relay for both): one of
     them not set up does not make the gateway degraded while mail can go out."""
@@ -299,7 +309,8 @@ async def test_an_unconfigured_mail_provider_is_no_fault_while_another_sends(sto
             database_url=store.url, sandbox_enabled=False, openai_api_key="sk-" + "x" * 40,
             health_probe_seconds=0,
             **{"rossum_username": "ap@acme.test", "rossum_password": "p" * 12,
-               "stripe_secret_key": "sk_test_" + "x" * 24, **TWILIO, **overrides},
+               "stripe_secret_key": "sk_test_" + "x" * 24, **TWILIO, **MEETINGS,
+               **overrides},
         )  # fmt: skip
         app = create_app(settings, configure_logs=False)
         transport = httpx.ASGITransport(app=app)

@@ -102,7 +102,8 @@ async def test_rotate_vault_key_command(client, owner, store):
     # Every vault column of every area (credentials, organizations' single sign-on, ...).
     from models.credentials import VAULT_COLUMNS
 
-    total = sum([await model.all().count() for model, _ in VAULT_COLUMNS])
+    # (A column may hold no secret, e.g. a Zoom connection has no refresh token: "".)
+    total = sum([await model.exclude(**{column: ""}).count() for model, column in VAULT_COLUMNS])
     try:
         out = rotate_cli(store.url, [new, DEV_VAULT_KEY])
         assert out.returncode == 0, out.stderr
@@ -113,7 +114,7 @@ async def test_rotate_vault_key_command(client, owner, store):
         for row in await Credential.all():
             json.loads(only_new.decrypt(row.ciphertext))
         for model, column in VAULT_COLUMNS:
-            for secret_row in await model.all():
+            for secret_row in await model.exclude(**{column: ""}):
                 assert only_new.is_current(getattr(secret_row, column))
         # ... so a gateway configured without the old key still reads them.
         settings = make_settings(database_url=store.url, vault_keys=[new])

@@ -193,6 +193,7 @@ async def test_templates_and_preview(gateway: Any) -> None:
     for name in (
         "verify_email", "reset_password", "invitation", "task_assigned", "lead_assigned",
         "lead_status_changed", "project_update", "invoice_processed", "system_alert",
+        "meeting_invitation",
         "admin_broadcast",
     ):  # fmt: skip
         assert name in names, name
