@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from kit.ratelimit import RateLimiter
 from kit.settings import Settings
 from kit.ssrf import Policy
-from providers import openai, resend, rossum, sendgrid, stripe, twilio
+from providers import notion, openai, resend, rossum, sendgrid, stripe, twilio
 from providers.breaker import BreakerState, BreakerStore, make_breaker_store
 from providers.http import FailureHook, ProviderConfig, ProviderHTTP, ProviderStats
 
@@ -55,6 +55,7 @@ CLIENTS: dict[str, ProviderConfig] = {
         rossum.CONFIG,
         stripe.CONFIG,
         twilio.CONFIG,
+        notion.CONFIG,
     )
 }
 
@@ -119,6 +120,7 @@ class ProviderRegistry:
         # Rossum login tokens, one per credential for this process (renewed single-flight).
         self._rossum_tokens = rossum.TokenCache()
         self._stripe: stripe.StripeProvider | None = None
+        self._notion: notion.NotionProvider | None = None
 
     def configure(self, config: ProviderConfig) -> None:
         """Set a provider's configuration (before its first call)."""
@@ -158,6 +160,14 @@ class ProviderRegistry:
         client = self._stripe
         if client is None:
             client = self._stripe = stripe.StripeProvider(self.http(stripe.PROVIDER))
+        return client
+
+    def notion(self) -> notion.NotionProvider:
+        """The Notion SDK clients (one per key and base URL) on this registry's Notion
+        layer; closed by `aclose()`."""
+        client = self._notion
+        if client is None:
+            client = self._notion = notion.NotionProvider(self.http(notion.PROVIDER))
         return client
 
     def rossum_tokens(self) -> rossum.TokenCache:
@@ -220,6 +230,9 @@ class ProviderRegistry:
         payments, self._stripe = self._stripe, None
         if payments is not None:
             await payments.aclose()
+        second_brain, self._notion = self._notion, None
+        if second_brain is not None:
+            await second_brain.aclose()
         for client in list(self._clients.values()):
             await client.aclose()
         await self.breakers.aclose()

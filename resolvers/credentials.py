@@ -47,7 +47,7 @@ from kit.ttl_cache import read_through
 from kit.vault import VaultError, vault_for
 from models.credentials import TENANT_SLOT, Credential, user_slot
 from models.tenancy import scoped
-from providers import imap, openai, resend, rossum, sendgrid, stripe, twilio
+from providers import imap, notion, openai, resend, rossum, sendgrid, stripe, twilio
 from providers.errors import ProviderError
 from providers.registry import has_client
 from providers.sandbox import has_sandbox
@@ -385,6 +385,21 @@ async def _verify_twilio(ctx: Context, credential: ResolvedCredential) -> None:
     await twilio.verify_key(client)
 
 
+async def _verify_notion(ctx: Context, credential: ResolvedCredential) -> None:
+    client = (
+        provider_registry(ctx.services)
+        .notion()
+        .client(
+            credential.secrets["api_key"],
+            base_url=credential.base_url or notion.API_URL,
+            own_credential=credential.own,
+            guard_url=credential.guard_url,
+            labels=_verify_labels(ctx, credential),
+        )
+    )
+    await notion.verify_key(client)
+
+
 async def _verify_imap(ctx: Context, credential: ResolvedCredential) -> None:
     values = credential.secrets
     port = int(values.get("port") or imap.DEFAULT_PORT)
@@ -419,6 +434,7 @@ KEY_CHECKS: dict[IntegrationProvider, KeyCheck] = {
     IntegrationProvider.ROSSUM: _verify_rossum,
     IntegrationProvider.STRIPE: _verify_stripe,
     IntegrationProvider.TWILIO: _verify_twilio,
+    IntegrationProvider.NOTION: _verify_notion,
 }
 
 

@@ -113,13 +113,20 @@ async def readiness_checks(services: Services) -> dict[str, bool]:
 # set up (resolvers/mail/chain.py), so one that is not set up is no fault while another
 # one of the group (or the operator's SMTP relay, which has no HTTP client to list) works.
 ALTERNATIVES = (frozenset({IntegrationProvider.RESEND, IntegrationProvider.SENDGRID}),)
+# Providers reached with each user's own key (Notion: `connectNotion`): no system key is
+# expected, so one not set up is no fault.
+OWN_KEYS_ONLY = frozenset({IntegrationProvider.NOTION})
 
 
 def _judged(
     providers: list[ProviderHealthReport], settings: Settings
 ) -> list[ProviderHealthReport]:
     """The providers the overall status weighs: all but unconfigured stand-ins."""
-    skipped: set[IntegrationProvider] = set()
+    skipped = {
+        p.provider
+        for p in providers
+        if p.provider in OWN_KEYS_ONLY and p.status == ProviderStatus.UNCONFIGURED
+    }
     for group in ALTERNATIVES:
         members = [p for p in providers if p.provider in group]
         relay = IntegrationProvider.RESEND in group and bool(settings.smtp_host)

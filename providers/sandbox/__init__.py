@@ -21,6 +21,7 @@ SANDBOXES: dict[str, str] = {
     "twilio": "providers.sandbox.twilio:create_app",
     "google": "providers.sandbox.google:create_app",
     "github": "providers.sandbox.github:create_app",
+    "notion": "providers.sandbox.notion:create_app",
 }
 
 

@@ -250,7 +250,7 @@ async def test_resolution_chain_user_tenant_system_sandbox(client, owner, store)
             )
             return got.source, got.secrets, got.base_url
 
-        # Nothing stored: the system key for openai, the sandbox for resend; notion has
+        # Nothing stored: the system key for openai, the sandbox for resend; zoom has
         # neither a client nor an emulator, so no sandbox either.
         assert (await source("openai"))[:2] == (
             CredentialSource.SYSTEM,
@@ -259,7 +259,7 @@ async def test_resolution_chain_user_tenant_system_sandbox(client, owner, store)
         src, _, base = await source("resend")
         assert src is CredentialSource.SANDBOX and base == f"{settings.base_url}/sandbox/resend"
         with pytest.raises(UpstreamUnavailable):
-            await source("notion")
+            await source("zoom")
 
         tenant_key = "sk-tenant-" + "t" * 20
         await gql(

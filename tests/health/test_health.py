@@ -149,7 +149,15 @@ async def _probe_phases(client: httpx.AsyncClient, token: str, vendor: str) -> N
     assert health["status"] == "DEGRADED"
     assert {c["name"]: c["ok"] for c in health["checks"]} == {"store": True, "migrations": True}
     by_provider = {p["provider"]: p for p in health["providers"]}
-    assert set(by_provider) == {"OPENAI", "RESEND", "SENDGRID", "ROSSUM", "STRIPE", "TWILIO"}
+    assert set(by_provider) == {
+        "OPENAI",
+        "RESEND",
+        "SENDGRID",
+        "ROSSUM",
+        "STRIPE",
+        "TWILIO",
+        "NOTION",
+    }
     assert by_provider["OPENAI"]["status"] == "DOWN"
     probe = by_provider["OPENAI"]["probe"]
     assert probe["ok"] is False and probe["failuresInARow"] >= 2
@@ -221,6 +229,7 @@ async def test_unconfigured_providers_make_the_gateway_degraded_not_unready(stor
         "rossum": "unconfigured",
         "stripe": "unconfigured",
         "twilio": "unconfigured",
+        "notion": "unconfigured",
     }
 
 
@@ -254,7 +263,7 @@ async def test_no_probe_task_when_the_interval_is_zero(store):
 
 @pytest.mark.parametrize("mutation", [SET_TENANT, SET_MINE])
 async def test_credentials_for_a_provider_without_a_client_are_refused(client, owner, mutation):
-    for provider, field in (("PAYPAL", "clientSecret"), ("NOTION", "apiKey")):
+    for provider, field in (("PAYPAL", "clientSecret"), ("ZOOM", "clientSecret")):
         secret = f"{provider.lower()}-{uuid.uuid4().hex}"
         body = await gql(
             client,

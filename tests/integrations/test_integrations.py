@@ -90,7 +90,15 @@ async def _key_checks_and_error_log(client, owner, live_server):
     health = await gql(client, HEALTH, token=owner.token)
     by_provider = {h["provider"]: h for h in health["data"]["integrationHealth"]}
     # the providers with a client only
-    assert set(by_provider) == {"OPENAI", "RESEND", "SENDGRID", "ROSSUM", "STRIPE", "TWILIO"}
+    assert set(by_provider) == {
+        "OPENAI",
+        "RESEND",
+        "SENDGRID",
+        "ROSSUM",
+        "STRIPE",
+        "TWILIO",
+        "NOTION",
+    }
     resend = by_provider["RESEND"]
     assert resend["credentialSource"] == "TENANT"
     assert resend["status"] in {"DEGRADED", "DOWN"}
@@ -102,7 +110,9 @@ async def _key_checks_and_error_log(client, owner, live_server):
     }
 
     ready = (await client.get("/health/ready")).json()
-    assert set(ready["providers"]) == {"openai", "resend", "sendgrid", "rossum", "stripe", "twilio"}
+    assert set(ready["providers"]) == {
+        "openai", "resend", "sendgrid", "rossum", "stripe", "twilio", "notion",
+    }  # fmt: skip
     assert ready["providers"]["openai"]["status"] == "sandbox"
     # The failures were the tenant's own key's: the shared (sandbox) view is untouched.
     assert ready["providers"]["resend"]["status"] == "sandbox"
