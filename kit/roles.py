@@ -81,6 +81,9 @@ MATRIX: dict[str, frozenset[Role]] = {
     # the support inbox: read conversations, answer, assign and close them, AI drafts
     "inbox:read": frozenset({O, M, S}),
     "inbox:write": frozenset({O, M, S}),
+    # Notion, each person's own: connect it, read and add to their database, sync the
+    # CRM's contacts into it
+    "notion:use": frozenset({O, M, S, A}),
 }
 
 # Permissions whose mutations grant or change authority (who belongs, with which role,

@@ -26,4 +26,5 @@ MODEL_MODULES: list[str] = [
     "models.payments",
     "models.messaging",
     "models.inbox",
+    "models.notion",
 ]

@@ -19,6 +19,7 @@ HANDLER_MODULES: tuple[str, ...] = (
     "resolvers.inbox",  # file incoming messages in conversations
     "resolvers.webhooks_in",  # process an incoming webhook
     "resolvers.webhooks_out",  # deliver an outgoing webhook; the outbox listener
+    "resolvers.notion",  # sync the CRM's contacts into a user's Notion database
 )
 
 

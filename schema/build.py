@@ -32,6 +32,7 @@ from schema import (
     mailbox,
     members,
     messaging,
+    notion,
     payments,
     system,
     tasks,
@@ -66,6 +67,7 @@ AREAS: list[ModuleType] = [
     files,
     messaging,
     inbox,
+    notion,
 ]
 
 
