@@ -103,8 +103,12 @@ async def sync_contacts(ctx: Context, *, full: bool = False) -> NotionSync:
 
 async def _own_sync(ctx: Context, sync_id: int) -> NotionSync:
     tenant_id, user_id = _person(ctx)
-    mine = scoped(NotionConnection, tenant_id).filter(user_id=user_id).values_list("id", flat=True)
-    sync = await scoped(NotionSync, tenant_id).filter(id=sync_id, connection_id__in=mine).first()
+    mine = await scoped(NotionConnection, tenant_id).filter(user_id=user_id).first()
+    sync = (
+        None
+        if mine is None
+        else await scoped(NotionSync, tenant_id).filter(id=sync_id, connection_id=mine.id).first()
+    )
     if sync is None:
         raise NotFound("Notion sync not found.")
     return sync
