@@ -84,6 +84,10 @@ MATRIX: dict[str, frozenset[Role]] = {
     # Notion, each person's own: connect it, read and add to their database, sync the
     # CRM's contacts into it
     "notion:use": frozenset({O, M, S, A}),
+    # the knowledge base the AI answers from: search it and ask it; add, refresh and
+    # remove its sources
+    "knowledge:read": frozenset({O, M, S}),
+    "knowledge:manage": frozenset({O, M}),
 }
 
 # Permissions whose mutations grant or change authority (who belongs, with which role,

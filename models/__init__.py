@@ -27,4 +27,5 @@ MODEL_MODULES: list[str] = [
     "models.messaging",
     "models.inbox",
     "models.notion",
+    "models.knowledge",
 ]

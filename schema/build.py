@@ -27,6 +27,7 @@ from schema import (
     integrations,
     invoices,
     jobs,
+    knowledge,
     leads,
     mail,
     mailbox,
@@ -68,6 +69,7 @@ AREAS: list[ModuleType] = [
     messaging,
     inbox,
     notion,
+    knowledge,
 ]
 
 
