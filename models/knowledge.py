@@ -10,6 +10,7 @@ PostgreSQL a generated `tsv` column (english) with a GIN index."""
 from enum import StrEnum
 
 from tortoise import fields
+from tortoise.backends.base.client import BaseDBAsyncClient
 
 from models.base import TenantModel
 
@@ -58,3 +59,33 @@ class KnowledgeChunk(TenantModel):
     class Meta:
         table = "knowledge_chunks"
         indexes = (("source_id", "position"),)
+
+
+# The full-text index, as migration 0013 builds it (the migration keeps its own copy, as
+# migrations do); `install_search_index` builds it on a store made straight from the
+# models (`generate_schemas`: tests, benchmarks).
+SEARCH_INDEX: dict[str, list[str]] = {
+    "sqlite": [
+        "CREATE VIRTUAL TABLE IF NOT EXISTS knowledge_chunks_fts USING fts5("
+        "text, content='knowledge_chunks', content_rowid='id', tokenize='porter unicode61')",
+        "CREATE TRIGGER IF NOT EXISTS knowledge_chunks_ai AFTER INSERT ON knowledge_chunks "
+        "BEGIN INSERT INTO knowledge_chunks_fts(rowid, text) VALUES (new.id, new.text); END",
+        "CREATE TRIGGER IF NOT EXISTS knowledge_chunks_ad AFTER DELETE ON knowledge_chunks "
+        "BEGIN INSERT INTO knowledge_chunks_fts(knowledge_chunks_fts, rowid, text) "
+        "VALUES ('delete', old.id, old.text); END",
+        "CREATE TRIGGER IF NOT EXISTS knowledge_chunks_au AFTER UPDATE OF text ON "
+        "knowledge_chunks BEGIN INSERT INTO knowledge_chunks_fts(knowledge_chunks_fts, rowid, "
+        "text) VALUES ('delete', old.id, old.text); "
+        "INSERT INTO knowledge_chunks_fts(rowid, text) VALUES (new.id, new.text); END",
+    ],
+    "postgres": [
+        "ALTER TABLE knowledge_chunks ADD COLUMN IF NOT EXISTS tsv tsvector "
+        "GENERATED ALWAYS AS (to_tsvector('english', text)) STORED",
+        "CREATE INDEX IF NOT EXISTS knowledge_chunks_tsv ON knowledge_chunks USING GIN (tsv)",
+    ],
+}
+
+
+async def install_search_index(conn: BaseDBAsyncClient) -> None:
+    for sql in SEARCH_INDEX[conn.capabilities.dialect]:
+        await conn.execute_script(sql)

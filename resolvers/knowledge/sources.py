@@ -288,7 +288,7 @@ async def _read(services: Services, row: KnowledgeSource) -> list[tuple[str, str
             raise Failed("its file was deleted")
         data = await storage_of(services).read(file.storage_key)
         found = extract(file.content_type, data)
-        return [(found.title or row.title, None, found.text)]
+        return [(row.title, None, found.text)]  # the given title, else the file's name
     connection = await NotionConnection.get_or_none(
         id=row.notion_connection_id, tenant_id=row.tenant_id
     )
