@@ -236,8 +236,21 @@ async def ask(ctx: Context, *, question: str, model: str | None = None) -> Answe
     return Answer(result.message.content, hits, result)
 
 
-def citations_for(hits: Sequence[Hit]) -> list[dict[str, Any]]:
-    return [
-        {"n": n, "title": h.chunk.title or h.source.title, "url": h.chunk.url or h.source.url}
-        for n, h in enumerate(hits, 1)
-    ]
+NOTHING_RELEVANT = (
+    "The company's knowledge base was searched for the user's question and has nothing "
+    "relevant to it. Say that the knowledge base does not cover this; do not invent an "
+    "answer from it."
+)
+
+
+async def grounding_for(ctx: Context, question: str) -> tuple[str, list[Hit]]:
+    """The system message that grounds a completion (`knowledge: true`) in the relevant
+    chunks, and those chunks (its citations, numbered from 1)."""
+    ctx.require(READ)
+    text = " ".join(question.split())[:MAX_QUERY]
+    if not text:
+        return NOTHING_RELEVANT, []
+    hits = [h for h in await retrieve(ctx, text, ANSWER_CHUNKS) if h.relevant]
+    if not hits:
+        return NOTHING_RELEVANT, []
+    return grounded_messages(hits), hits
