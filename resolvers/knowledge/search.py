@@ -19,7 +19,6 @@ import html
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from tortoise import connections
 from tortoise.functions import Sum

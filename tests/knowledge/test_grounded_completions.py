@@ -57,9 +57,10 @@ async def test_plain_and_streamed_completions_are_grounded(gateway: Gateway) -> 
     assert [m["role"] for m in sent_to_model(gateway)] == ["user"]  # untouched without it
 
     ws_url = gateway.url.replace("http", "ws") + "/graphql"
-    async with websockets.connect(ws_url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
-        await ws.send(json.dumps({"type": "connection_init",
-                                  "payload": {"authorization": f"Bearer {owner.token}"}}))  # fmt: skip
+    protocols: Any = ["graphql-transport-ws"]
+    async with websockets.connect(ws_url, subprotocols=protocols) as ws:
+        init = {"authorization": f"Bearer {owner.token}"}
+        await ws.send(json.dumps({"type": "connection_init", "payload": init}))
         assert json.loads(await ws.recv())["type"] == "connection_ack"
         await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
             "query": STREAM, "variables": question("espresso machine warranty")}}))  # fmt: skip

@@ -18,12 +18,13 @@ from tests.knowledge.conftest import Gateway, add, upload
 async def follow(gateway: Gateway, token: str, query: str, gid: str) -> list[dict[str, Any]]:
     """Every `next` payload until `complete`, or the error list."""
     ws_url = gateway.url.replace("http", "ws") + "/graphql"
-    async with websockets.connect(ws_url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
+    protocols: Any = ["graphql-transport-ws"]
+    async with websockets.connect(ws_url, subprotocols=protocols) as ws:
         await ws.send(json.dumps({"type": "connection_init",
                                   "payload": {"authorization": f"Bearer {token}"}}))  # fmt: skip
         assert json.loads(await ws.recv())["type"] == "connection_ack"
-        await ws.send(json.dumps({"id": "1", "type": "subscribe",
-                                  "payload": {"query": query, "variables": {"id": gid}}}))  # fmt: skip
+        payload = {"query": query, "variables": {"id": gid}}
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
         seen: list[dict[str, Any]] = []
         while True:
             message = json.loads(await asyncio.wait_for(ws.recv(), 60))
