@@ -498,3 +498,18 @@ async def make_inbox_conversation(client: httpx.AsyncClient, owner: Account) -> 
     )
     assert message is not None and message.conversation_id is not None
     return str(relay.GlobalID("InboxConversation", str(message.conversation_id)))
+
+
+@factory("KnowledgeSource")
+async def make_knowledge_source(client: httpx.AsyncClient, owner: Account) -> str:
+    """A knowledge source over an uploaded document (indexed later by a job)."""
+    file_id = await make_file(client, owner)
+    body = await gql(
+        client,
+        """mutation($i: AddKnowledgeSourceInput!) {
+          addKnowledgeSource(input: $i) { source { id } } }""",
+        {"i": {"fileId": file_id}},
+        token=owner.token,
+    )
+    assert "errors" not in body, body
+    return str(body["data"]["addKnowledgeSource"]["source"]["id"])
