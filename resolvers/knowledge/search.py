@@ -152,7 +152,11 @@ async def retrieve(ctx: Context, query: str, first: int) -> list[Hit]:
     similarity = {cid: sim for sim, cid in ranked_by_vector}
     for rank, (_, cid) in enumerate(ranked_by_vector):
         fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + rank + 1)
-    best = sorted(fused, key=lambda cid: -fused[cid])[:first]
+    matched = set(lexical)
+    # Only relevant chunks answer: matched a content word, or near enough in meaning.
+    ranked = [c for c in sorted(fused, key=lambda c: -fused[c])
+              if c in matched or similarity.get(c, 0.0) >= MIN_SIMILARITY]  # fmt: skip
+    best = ranked[:first]
     if not best:
         return []
     rows = {c.id: c for c in await chunks.filter(id__in=best)}
@@ -162,7 +166,6 @@ async def retrieve(ctx: Context, query: str, first: int) -> list[Hit]:
             id__in={c.source_id for c in rows.values()}
         )
     }
-    matched = set(lexical)
     return [
         Hit(
             chunk=rows[cid],
@@ -191,7 +194,8 @@ async def _size(tenant_id: int) -> int:
 
 @operation(READ)
 async def search(ctx: Context, *, query: str, first: int | None = None) -> list[Hit]:
-    """The tenant's chunks that best answer `query`, best first."""
+    """The tenant's chunks that best answer `query`, best first: those that matched a
+    content word of it or are near it in meaning (never the merely least far)."""
     return await retrieve(ctx, query, first or 5)
 
 
@@ -223,7 +227,7 @@ async def ask(ctx: Context, *, question: str, model: str | None = None) -> Answe
     """An answer from the knowledge base with its citations; with nothing relevant, a
     plain "not found" (and no model call)."""
     principal = ctx.require("ai:use")
-    hits = [h for h in await retrieve(ctx, question, ANSWER_CHUNKS) if h.relevant]
+    hits = await retrieve(ctx, question, ANSWER_CHUNKS)
     if not hits:
         return Answer(NOTHING_FOUND, [], None)
     request = ChatRequest(
@@ -249,7 +253,7 @@ async def grounding_for(ctx: Context, question: str) -> tuple[str, list[Hit]]:
     text = " ".join(question.split())[:MAX_QUERY]
     if not text:
         return NOTHING_RELEVANT, []
-    hits = [h for h in await retrieve(ctx, text, ANSWER_CHUNKS) if h.relevant]
+    hits = await retrieve(ctx, text, ANSWER_CHUNKS)
     if not hits:
         return NOTHING_RELEVANT, []
     return grounded_messages(hits), hits
