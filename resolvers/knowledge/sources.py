@@ -248,6 +248,9 @@ async def index_job(job: JobContext, payload: dict[str, Any]) -> None:
         await _move(row, SourceStatus.FAILED, reason=f"{err.provider}: {err.message}"[:500])
         return
     async with in_transaction() as conn:
+        still = await KnowledgeSource.filter(id=row.id).using_db(conn).select_for_update().first()
+        if still is None:
+            return  # removed while it was being read: nothing to keep
         await KnowledgeChunk.filter(source_id=row.id).using_db(conn).delete()
         await KnowledgeChunk.bulk_create(
             [

@@ -207,6 +207,12 @@ async def test_roles(gateway: Gateway, web: str) -> None:
     for role in ("SUPPORT", "ACCOUNTING", "READ_ONLY"):
         body = await gql(client, REMOVE, {"i": {"id": made["id"]}}, tokens[role])
         assert error_codes(body) == ["FORBIDDEN"], role
+    listed = "{ knowledgeSources(first: 10) { edges { node { id status } } } }"
+    body = await gql(client, listed, token=tokens["SUPPORT"])
+    assert [e["node"]["id"] for e in body["data"]["knowledgeSources"]["edges"]] == [made["id"]]
+    other = await register(client, org="Other")
+    body = await gql(client, listed, token=other.token)
+    assert body["data"]["knowledgeSources"]["edges"] == []
 
 
 async def test_notion_pages_are_a_source(gateway: Gateway) -> None:

@@ -5,15 +5,18 @@ and creates nothing; a run cut mid-way resumes without duplicates; per-contact e
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 from strawberry import relay
 
 from models.contacts import Contact
-from models.notion import NotionConnection, NotionContactPage
+from models.jobs import Job
+from models.notion import NotionConnection, NotionContactPage, NotionSync
 from providers.sandbox.base import Fault
 from providers.sandbox.notion import plain
+from resolvers.notion import SYNC_JOB
 from tests.conftest import Store, error_codes, eventually, gql, register
 from tests.credentials.test_credentials import member_token, tenant_id_of
 from tests.notion.conftest import SYNC, SYNC_QUERY, Gateway, serving
@@ -180,3 +183,14 @@ async def test_syncs_are_their_owners(gateway: Gateway) -> None:
     body = await gql(gateway.client, SYNC_QUERY, {"id": sync["id"]}, other.token)
     assert error_codes(body) == ["NOT_FOUND"]
     assert json.dumps(body).count("Contact") == 0
+
+
+async def test_two_racing_sync_requests_make_one_sync(store: Store, worker: Any) -> None:
+    async with serving(store, worker, run_jobs=False) as gw:
+        owner = await register(gw.client)
+        assert "errors" not in await gw.connect(owner)
+        first, second = await asyncio.gather(gw.sync(owner), gw.sync(owner))
+        assert first["id"] == second["id"]
+        tenant_id = tenant_id_of(owner)
+        assert await NotionSync.filter(tenant_id=tenant_id).count() == 1
+        assert await Job.filter(tenant_id=tenant_id, kind=SYNC_JOB).count() == 1
