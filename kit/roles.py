@@ -102,6 +102,7 @@ AUTHORITY: frozenset[str] = frozenset(
         "credentials:tenant",
         "credentials:own",
         "webhooks:manage",
+        "notion:use",  # where the CRM's contacts are sent (a person's own Notion)
     }
 )
 
