@@ -159,15 +159,15 @@ async def connect_notion(ctx: Context, *, api_key: str, database_id: str) -> Not
         "inactive_reason": None,
     }
     for _ in range(2):  # a racing connect of the same person: the second one updates
-        async with in_transaction() as conn:
-            row = (
-                await scoped(NotionConnection, tenant_id)
-                .filter(user_id=user_id)
-                .using_db(conn)
-                .select_for_update()
-                .first()
-            )
-            try:
+        try:
+            async with in_transaction() as conn:
+                row = (
+                    await scoped(NotionConnection, tenant_id)
+                    .filter(user_id=user_id)
+                    .using_db(conn)
+                    .select_for_update()
+                    .first()
+                )
                 if row is None:
                     return await NotionConnection.create(
                         using_db=conn, tenant_id=tenant_id, user_id=user_id, **values
@@ -175,8 +175,8 @@ async def connect_notion(ctx: Context, *, api_key: str, database_id: str) -> Not
                 row.update_from_dict(values)
                 await row.save(using_db=conn)
                 return row
-            except IntegrityError:
-                continue
+        except IntegrityError:
+            continue  # the other request created it first: update it
     raise Conflict("The connection changed meanwhile; try again.")
 
 

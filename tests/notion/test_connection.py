@@ -4,6 +4,7 @@ vault (never returned), Notion's filters, sorts and cursors, and the abuse a use
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from kit.vault import vault_for
@@ -189,3 +190,12 @@ async def test_a_refused_key_makes_the_connection_inactive(gateway: Gateway) -> 
     assert error_codes(body) == ["BAD_USER_INPUT"]  # inactive: connect again
     assert "errors" not in await gateway.connect(owner)
     assert "errors" not in await gql(gateway.client, ITEMS, {}, owner.token)
+
+
+async def test_two_racing_connects_leave_one_connection(gateway: Gateway) -> None:
+    owner = await register(gateway.client)
+    first, second = await asyncio.gather(gateway.connect(owner), gateway.connect(owner))
+    assert "errors" not in first and "errors" not in second, (first, second)
+    ids = {b["data"]["connectNotion"]["connection"]["id"] for b in (first, second)}
+    assert len(ids) == 1
+    assert await NotionConnection.filter(tenant_id=tenant_id_of(owner)).count() == 1
