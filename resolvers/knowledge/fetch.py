@@ -81,7 +81,7 @@ async def fetch(http: ProviderHTTP, url: str, *, tenant_id: int) -> Fetched:
         target = check_url(current, http.policy).url
         call = http.guard(
             "fetch", credential=f"knowledge-tenant-{tenant_id}", idempotent=True,
-            classify=_failure, own_credential=True,
+            classify=_failure, own_credential=True, labels={"tenant_id": str(tenant_id)},
         )  # fmt: skip
         answer = await call.run(functools.partial(_get, http, target))
         if isinstance(answer, Fetched):
