@@ -44,12 +44,16 @@ def web_app() -> Starlette:
     async def image(request: Request) -> Response:
         return Response(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, media_type="image/png")
 
+    async def nul(request: Request) -> Response:
+        return Response(b"The backup\x00 runs nightly at 02:00.\x00\x01", media_type="text/plain")
+
     async def missing(request: Request) -> Response:
         return Response("gone", status_code=404)
 
     return Starlette(routes=[
         Route("/handbook.html", handbook), Route("/redirect", into_network),
         Route("/huge.html", huge), Route("/image.png", image), Route("/missing", missing),
+        Route("/nul.txt", nul),
     ])  # fmt: skip
 
 

@@ -253,3 +253,13 @@ async def test_retrieval_quality_recall_at_5(gateway: Gateway) -> None:
         for (q, p), texts in zip(QUESTIONS, found, strict=True)
         if not any(p in t for t in texts)
     ]
+
+
+async def test_nul_bytes_never_reach_a_chunk(gateway: Gateway, web: str) -> None:
+    client = gateway.client
+    owner = await register(client)
+    source = await add(client, owner.token, url=f"{web}/nul.txt")
+    done = await settled(client, owner.token, source["id"])
+    assert done["status"] == "READY", done
+    [hit] = await search(client, owner.token, "backup nightly")
+    assert "\x00" not in hit["chunk"]["text"] and "02:00" in hit["chunk"]["text"]
