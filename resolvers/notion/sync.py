@@ -24,7 +24,7 @@ events (every few contacts) and `notion.sync_finished` feed `notionSyncStatus`.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +62,7 @@ SYNC_JOB = "notion.sync_contacts"
 ACTIVE = (NotionSyncStatus.QUEUED.value, NotionSyncStatus.RUNNING.value)
 SETTLED = (NotionSyncStatus.SUCCEEDED.value, NotionSyncStatus.FAILED.value)
 PROGRESS_EVERY = 10  # contacts between two progress events
+READ_BATCH = 200  # contacts read from the store at a time
 MAX_ERRORS_SHOWN = 100
 
 
@@ -208,23 +209,37 @@ def contact_properties(contact: Contact, columns: Columns) -> dict[str, Any]:
     return props
 
 
-async def _pending(connection: NotionConnection, sync: NotionSync) -> list[Contact]:
-    """The contacts this sync still has to write, oldest first."""
+async def _pending(connection: NotionConnection, sync: NotionSync) -> list[int]:
+    """Ids of the contacts this sync still has to write, oldest first (ids and times
+    only: the contacts themselves are read a batch at a time as they are written)."""
     written = {
-        row.contact_id: row for row in await NotionContactPage.filter(connection_id=connection.id)
+        contact_id: (page_id, contact_updated_at, updated_at)
+        for contact_id, page_id, contact_updated_at, updated_at in await NotionContactPage.filter(
+            connection_id=connection.id
+        ).values_list("contact_id", "page_id", "contact_updated_at", "updated_at")
     }
-    contacts = await scoped(Contact, connection.tenant_id).order_by("id")
     todo = []
-    for contact in contacts:
-        row = written.get(contact.id)
+    for contact_id, updated_at in (
+        await scoped(Contact, connection.tenant_id).order_by("id").values_list("id", "updated_at")
+    ):
+        row = written.get(contact_id)
         if (
             row is None
-            or row.page_id is None
-            or row.contact_updated_at != contact.updated_at
-            or (sync.full and row.updated_at < sync.created_at)
+            or row[0] is None
+            or row[1] != updated_at
+            or (sync.full and row[2] < sync.created_at)
         ):
-            todo.append(contact)
+            todo.append(contact_id)
     return todo
+
+
+async def _contacts(tenant_id: int, ids: list[int]) -> AsyncIterator[Contact]:
+    for start in range(0, len(ids), READ_BATCH):
+        batch = ids[start : start + READ_BATCH]
+        found = {c.id: c for c in await scoped(Contact, tenant_id).filter(id__in=batch)}
+        for contact_id in batch:
+            if contact_id in found:  # deleted meanwhile: nothing to write
+                yield found[contact_id]
 
 
 async def _find_page(
@@ -335,7 +350,9 @@ async def _run(client: NotionClient, connection: NotionConnection, sync: NotionS
                 .update(status=sync.status, total=sync.total, started_at=sync.started_at)
             )
             await emit(sync.tenant_id, "notion.sync_progressed", _event(sync), connection=conn)
-    for n, contact in enumerate(todo, 1):
+    n = 0
+    async for contact in _contacts(sync.tenant_id, todo):
+        n += 1
         try:
             outcome = await _write(client, connection, columns, contact)
         except ProviderError as err:
