@@ -100,6 +100,13 @@ MATRIX: dict[str, frozenset[Role]] = {
     # delete them, add registrants and mail invitations
     "meetings:read": ALL,
     "meetings:write": frozenset({O, M, S}),
+    # Notion, each person's own: connect it, read and add to their database, sync the
+    # CRM's contacts into it
+    "notion:use": frozenset({O, M, S, A}),
+    # the knowledge base the AI answers from: search it and ask it; add, refresh and
+    # remove its sources
+    "knowledge:read": frozenset({O, M, S}),
+    "knowledge:manage": frozenset({O, M}),
 }
 
 # Permissions whose mutations grant or change authority (who belongs, with which role,
@@ -116,6 +123,7 @@ AUTHORITY: frozenset[str] = frozenset(
         "webhooks:manage",
         "connections:own",
         "connections:tenant",
+        "notion:use",  # where the CRM's contacts are sent (a person's own Notion)
     }
 )
 

@@ -342,6 +342,9 @@ class Settings(BaseSettings):
     # The Zoom app's Secret Token: Zoom signs its event notifications to /webhooks/zoom with it.
     zoom_webhook_secret_token: SecretStr | None = Field(None, repr=False)
     notion_api_key: SecretStr | None = None
+    # Where users' Notion connections are called: empty = api.notion.com, or the gateway's
+    # own Notion sandbox while sandboxes are on (development, tests).
+    notion_base_url: str = ""
     run_worker: bool = True
     # Jobs and events (gateway/worker.py): a claimed job's lease (renewed while it runs;
     # a dead worker's job is taken again after it), how often idle workers and the

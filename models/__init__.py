@@ -29,4 +29,6 @@ MODEL_MODULES: list[str] = [
     "models.billing",
     "models.calendar",
     "models.meetings",
+    "models.notion",
+    "models.knowledge",
 ]

@@ -104,6 +104,13 @@ class Completion:
     model: str
 
 
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    vectors: list[list[float]]
+    prompt_tokens: int
+    model: str
+
+
 @dataclass(slots=True)
 class StreamChunk:
     """One SSE chunk reduced to what the gateway uses."""
@@ -260,6 +267,36 @@ class OpenAIProvider:
             )
 
         return await self._guarded(cred, "chat.completions", call, idempotent=False)
+
+    async def embed(
+        self,
+        cred: OpenAICredential,
+        texts: Sequence[str],
+        *,
+        model: str,
+        dimensions: int | None = None,
+    ) -> Embeddings:
+        """One vector per text (in order), from the embeddings API. No effect at the
+        vendor, so it is retried like a read."""
+
+        async def call() -> Embeddings:
+            client = self._acquire(cred)
+            try:
+                args: dict[str, Any] = {"model": model, "input": list(texts)}
+                if dimensions is not None:
+                    args["dimensions"] = dimensions
+                result = await client.embeddings.create(**args, encoding_format="float")
+            finally:
+                self._release(client)
+            ordered = sorted(result.data, key=lambda d: d.index)
+            usage = result.usage
+            return Embeddings(
+                vectors=[list(d.embedding) for d in ordered],
+                prompt_tokens=usage.prompt_tokens if usage else 0,
+                model=result.model or model,
+            )
+
+        return await self._guarded(cred, "embeddings", call, idempotent=True)
 
     def stream_chat(
         self,

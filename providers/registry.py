@@ -42,6 +42,7 @@ from kit.settings import Settings
 from kit.ssrf import Policy
 from providers import (
     google_calendar,
+    notion,
     openai,
     paypal,
     resend,
@@ -69,6 +70,7 @@ CLIENTS: dict[str, ProviderConfig] = {
         paypal.CONFIG,
         google_calendar.CONFIG,
         zoom.CONFIG,
+        notion.CONFIG,
     )
 }
 
@@ -135,6 +137,7 @@ class ProviderRegistry:
         self._stripe: stripe.StripeProvider | None = None
         # PayPal access tokens, one per REST app for this process (renewed single-flight).
         self._paypal_tokens = TokenCache()
+        self._notion: notion.NotionProvider | None = None
 
     def configure(self, config: ProviderConfig) -> None:
         """Set a provider's configuration (before its first call)."""
@@ -174,6 +177,14 @@ class ProviderRegistry:
         client = self._stripe
         if client is None:
             client = self._stripe = stripe.StripeProvider(self.http(stripe.PROVIDER))
+        return client
+
+    def notion(self) -> notion.NotionProvider:
+        """The Notion SDK clients (one per key and base URL) on this registry's Notion
+        layer; closed by `aclose()`."""
+        client = self._notion
+        if client is None:
+            client = self._notion = notion.NotionProvider(self.http(notion.PROVIDER))
         return client
 
     def rossum_tokens(self) -> rossum.TokenCache:
@@ -240,6 +251,9 @@ class ProviderRegistry:
         payments, self._stripe = self._stripe, None
         if payments is not None:
             await payments.aclose()
+        second_brain, self._notion = self._notion, None
+        if second_brain is not None:
+            await second_brain.aclose()
         for client in list(self._clients.values()):
             await client.aclose()
         await self.breakers.aclose()

@@ -47,7 +47,18 @@ from kit.ttl_cache import read_through
 from kit.vault import VaultError, vault_for
 from models.credentials import TENANT_SLOT, Credential, user_slot
 from models.tenancy import scoped
-from providers import imap, openai, paypal, resend, rossum, sendgrid, stripe, twilio, zoom
+from providers import (
+    imap,
+    notion,
+    openai,
+    paypal,
+    resend,
+    rossum,
+    sendgrid,
+    stripe,
+    twilio,
+    zoom,
+)
 from providers.errors import ProviderError
 from providers.registry import has_client
 from providers.sandbox import has_sandbox
@@ -412,6 +423,21 @@ async def _verify_paypal(ctx: Context, credential: ResolvedCredential) -> None:
     await paypal.verify_key(client)
 
 
+async def _verify_notion(ctx: Context, credential: ResolvedCredential) -> None:
+    client = (
+        provider_registry(ctx.services)
+        .notion()
+        .client(
+            credential.secrets["api_key"],
+            base_url=credential.base_url or notion.API_URL,
+            own_credential=credential.own,
+            guard_url=credential.guard_url,
+            labels=_verify_labels(ctx, credential),
+        )
+    )
+    await notion.verify_key(client)
+
+
 async def _verify_imap(ctx: Context, credential: ResolvedCredential) -> None:
     values = credential.secrets
     port = int(values.get("port") or imap.DEFAULT_PORT)
@@ -453,6 +479,7 @@ KEY_CHECKS: dict[IntegrationProvider, KeyCheck] = {
     IntegrationProvider.TWILIO: _verify_twilio,
     IntegrationProvider.PAYPAL: _verify_paypal,
     IntegrationProvider.ZOOM: _verify_zoom,
+    IntegrationProvider.NOTION: _verify_notion,
 }
 
 

@@ -21,6 +21,8 @@ HANDLER_MODULES: tuple[str, ...] = (
     "resolvers.meetings",  # apply Zoom's meeting webhooks
     "resolvers.webhooks_in",  # process an incoming webhook
     "resolvers.webhooks_out",  # deliver an outgoing webhook; the outbox listener
+    "resolvers.notion",  # sync the CRM's contacts into a user's Notion database
+    "resolvers.knowledge",  # index a knowledge source (fetch, extract, chunk, embed)
 )
 
 

@@ -118,13 +118,20 @@ ALTERNATIVES = (
     frozenset({IntegrationProvider.RESEND, IntegrationProvider.SENDGRID}),
     frozenset({IntegrationProvider.STRIPE, IntegrationProvider.PAYPAL}),
 )
+# Providers reached with each user's own key (Notion: `connectNotion`): no system key is
+# expected, so one not set up is no fault.
+OWN_KEYS_ONLY = frozenset({IntegrationProvider.NOTION})
 
 
 def _judged(
     providers: list[ProviderHealthReport], settings: Settings
 ) -> list[ProviderHealthReport]:
     """The providers the overall status weighs: all but unconfigured stand-ins."""
-    skipped: set[IntegrationProvider] = set()
+    skipped = {
+        p.provider
+        for p in providers
+        if p.provider in OWN_KEYS_ONLY and p.status == ProviderStatus.UNCONFIGURED
+    }
     for group in ALTERNATIVES:
         members = [p for p in providers if p.provider in group]
         relay = IntegrationProvider.RESEND in group and bool(settings.smtp_host)

@@ -171,6 +171,13 @@ class CreateChatCompletionInput:
     conversation_id: relay.GlobalID | None = strawberry.field(
         default=None, description="Continue this conversation of yours; default: a new one."
     )
+    knowledge: bool = strawberry.field(
+        default=False,
+        description="Ground the answer in the organization's knowledge base: the chunks "
+        "that answer the last user message are given to the model, which cites them as [n] "
+        "(see `citations`); with none, it is told to say the knowledge base does not cover "
+        "it. Needs the knowledge:read permission too.",
+    )
 
     def to_request(self) -> ai.ChatRequest:
         return ai.ChatRequest(
@@ -183,7 +190,34 @@ class CreateChatCompletionInput:
                 if self.conversation_id is None
                 else decode_id(self.conversation_id, "Conversation")
             ),
+            knowledge=self.knowledge,
         )
+
+
+@strawberry.type(description="A knowledge-base chunk a grounded answer rests on.")
+class AiCitation:
+    number: int = strawberry.field(description="The [n] the answer cites it with.")
+    title: str = strawberry.field(description="The title of the page or document it is from.")
+    url: str | None = strawberry.field(description="Where it can be read, when it has a URL.")
+    excerpt: str = strawberry.field(
+        description="A passage of it, HTML-escaped, the question's words in <mark>."
+    )
+    source_id: relay.GlobalID = strawberry.field(description="Its KnowledgeSource.")
+    chunk_id: relay.GlobalID = strawberry.field(description="The chunk.")
+
+    @classmethod
+    def all_of(cls, hits: list[Any] | None) -> list[AiCitation]:
+        return [
+            cls(
+                number=n,
+                title=hit.chunk.title or hit.source.title,
+                url=hit.chunk.url or hit.source.url,
+                excerpt=hit.excerpt,
+                source_id=encode_id("KnowledgeSource", hit.source.id),
+                chunk_id=encode_id("KnowledgeChunk", hit.chunk.id),
+            )
+            for n, hit in enumerate(hits or [], 1)
+        ]
 
 
 @strawberry.type(description="The answer of a completion.")
@@ -191,6 +225,9 @@ class ChatCompletionPayload:
     conversation: Conversation = strawberry.field(description="The conversation it belongs to.")
     message: ChatMessage = strawberry.field(description="The assistant's answer.")
     usage: TokenUsage = strawberry.field(description="Tokens and cost of this completion.")
+    citations: list[AiCitation] = strawberry.field(
+        description="With `knowledge: true`: the chunks given to the model, as [1], [2]…"
+    )
 
     @classmethod
     def of(cls, result: ai.CompletionResult) -> ChatCompletionPayload:
@@ -198,6 +235,7 @@ class ChatCompletionPayload:
             conversation=Conversation.from_row(result.conversation),
             message=ChatMessage.from_row(result.message),
             usage=TokenUsage.of(result.usage),
+            citations=AiCitation.all_of(result.citations),
         )
 
 
@@ -213,6 +251,10 @@ class ChatCompletionChunk:
         description="The conversation the answer is stored in."
     )
     message_id: relay.GlobalID = strawberry.field(description="The answer's message.")
+    citations: list[AiCitation] | None = strawberry.field(
+        default=None,
+        description="With `knowledge: true`, on the last chunk: the chunks given to the model.",
+    )
 
 
 @strawberry.input(description="Which day's tasks to summarise.")
@@ -385,4 +427,5 @@ class Subscription:
                 usage=None if event.usage is None else TokenUsage.of(event.usage),
                 conversation_id=encode_id("Conversation", event.conversation_id),
                 message_id=encode_id("ChatMessage", event.message_id),
+                citations=None if event.citations is None else AiCitation.all_of(event.citations),
             )

@@ -29,12 +29,14 @@ from schema import (
     integrations,
     invoices,
     jobs,
+    knowledge,
     leads,
     mail,
     mailbox,
     meetings,
     members,
     messaging,
+    notion,
     payments,
     system,
     tasks,
@@ -72,6 +74,8 @@ AREAS: list[ModuleType] = [
     inbox,
     calendar,
     meetings,
+    notion,
+    knowledge,
 ]
 
 

@@ -26,6 +26,7 @@ from tortoise import Tortoise
 from gateway.app import create_app
 from kit.settings import Settings, load_settings
 from models import store as db
+from models.knowledge import install_search_index
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
@@ -111,6 +112,7 @@ async def store(
     # Tables straight from the models (always current while areas are being built);
     # tests/gateway/test_migrations.py proves the checked-in migrations build the same store.
     await Tortoise.generate_schemas()
+    await install_search_index(Tortoise.get_connection("default"))  # raw SQL of 0013
     try:
         yield Store(request.param, url)
     finally:

@@ -548,3 +548,18 @@ async def make_meeting(client: httpx.AsyncClient, owner: Account) -> str:
         )
     assert "errors" not in body, body
     return str(body["data"]["createMeeting"]["meeting"]["id"])
+
+
+@factory("KnowledgeSource")
+async def make_knowledge_source(client: httpx.AsyncClient, owner: Account) -> str:
+    """A knowledge source over an uploaded document (indexed later by a job)."""
+    file_id = await make_file(client, owner)
+    body = await gql(
+        client,
+        """mutation($i: AddKnowledgeSourceInput!) {
+          addKnowledgeSource(input: $i) { source { id } } }""",
+        {"i": {"fileId": file_id}},
+        token=owner.token,
+    )
+    assert "errors" not in body, body
+    return str(body["data"]["addKnowledgeSource"]["source"]["id"])

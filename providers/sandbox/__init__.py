@@ -24,6 +24,7 @@ SANDBOXES: dict[str, str] = {
     "paypal": "providers.sandbox.paypal:create_app",
     "google_calendar": "providers.sandbox.google_calendar:create_app",
     "zoom": "providers.sandbox.zoom:create_app",
+    "notion": "providers.sandbox.notion:create_app",
 }
 
 

@@ -61,6 +61,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from providers.sandbox import openai_embeddings as embeddings
 from providers.sandbox.base import CONTROL_PREFIX, Sandbox, bearer
 
 PROVIDER = "openai"
@@ -149,6 +150,7 @@ class OpenAISandbox(Sandbox):
             api += [
                 Route(f"{prefix}/chat/completions", self.chat_completions, methods=["POST"]),
                 Route(f"{prefix}/models", self.list_models, methods=["GET"]),
+                Route(f"{prefix}/embeddings", self.embeddings, methods=["POST"]),
                 Route(f"{prefix}/models/{{model:path}}", self.get_model, methods=["GET"]),
             ]
         return api
@@ -319,6 +321,60 @@ class OpenAISandbox(Sandbox):
         if model not in MODELS:
             return _model_not_found(model)
         return JSONResponse(_model_object(model), headers=_request_headers())
+
+    # Embeddings ---------------------------------------------------------------------
+
+    async def embeddings(self, request: Request) -> Response:
+        """`POST /v1/embeddings`: deterministic vectors (see openai_embeddings.py), as
+        floats or as base64 of little-endian float32 (`encoding_format`)."""
+        problem = self.check_bearer(request)
+        if problem is not None:
+            return problem
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return self.error_response(400, message="We could not parse the JSON body.")
+        if not isinstance(body, dict):
+            return self.error_response(400, message="The body must be a JSON object.")
+        model = body.get("model")
+        if model not in embeddings.MODELS:
+            return _model_not_found(str(model))
+        raw = body.get("input")
+        texts = [raw] if isinstance(raw, str) else raw
+        if (
+            not isinstance(texts, list)
+            or not texts
+            or len(texts) > 2048
+            or not all(isinstance(t, str) and t for t in texts)
+        ):
+            return self.error_response(
+                400, message="'input' must be a non-empty string or array of up to 2048 "
+                "non-empty strings."
+            )  # fmt: skip
+        full = embeddings.MODELS[model]
+        dims = body.get("dimensions", full)
+        if not isinstance(dims, int) or isinstance(dims, bool) or not 1 <= dims <= full:
+            return self.error_response(400, message=f"'dimensions' must be 1 to {full}.")
+        fmt = body.get("encoding_format", "float")
+        if fmt not in ("float", "base64"):
+            return self.error_response(400, message="'encoding_format' must be float or base64.")
+        if sum(embeddings.tokens(t) for t in texts) > 300_000 or any(
+            embeddings.tokens(t) > 8192 for t in texts
+        ):
+            return self.error_response(
+                400, message="This model's maximum context length is 8192 tokens."
+            )
+        data = []
+        for index, text in enumerate(texts):
+            vector = embeddings.embed(text, dims)
+            value: Any = embeddings.as_base64(vector) if fmt == "base64" else vector
+            data.append({"object": "embedding", "index": index, "embedding": value})
+        used = sum(embeddings.tokens(t) for t in texts)
+        return JSONResponse(
+            {"object": "list", "data": data, "model": model,
+             "usage": {"prompt_tokens": used, "total_tokens": used}},
+            headers=_request_headers(),
+        )  # fmt: skip
 
     # Chat completions --------------------------------------------------------------
 

@@ -72,4 +72,4 @@ async def _complete_reserved(ctx: Context, plan: Plan) -> CompletionResult:
         ctx, plan, conversation_id=conversation.id, usage=usage,
         outcome=UsageOutcome.COMPLETE, latency=latency, first_token=latency, answer=answer,
     )  # fmt: skip
-    return CompletionResult(conversation, answer, usage)
+    return CompletionResult(conversation, answer, usage, plan.citations)

@@ -23,6 +23,15 @@ async def make_plan(
     if request.conversation_id is not None:
         conversation = await own_conversation(principal, request.conversation_id)
         history = await history_of(principal, conversation)
+    grounding: list[dict[str, str]] = []
+    citations: list[object] = []
+    if request.knowledge:
+        # Imported here: the knowledge area answers through this module (askKnowledgeBase).
+        from resolvers.knowledge.search import grounding_for
+
+        question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        system, hits = await grounding_for(ctx, question)
+        grounding, citations = [{"role": "system", "content": system}], list(hits)
     cred, source = await credential(ctx)
     if not title:
         first_user = next((m["content"] for m in messages if m["role"] == "user"), "")
@@ -30,7 +39,7 @@ async def make_plan(
     plan = Plan(
         principal=principal,
         request_messages=messages,
-        messages=history + messages,
+        messages=grounding + history + messages,
         model=model,
         temperature=request.temperature,
         max_tokens=request.max_tokens,
@@ -39,6 +48,7 @@ async def make_plan(
         operation=operation,
         conversation=conversation,
         title=title,
+        citations=citations,
     )
     # Last: from here on the caller must settle it (a bill, or `release_unbilled`).
     plan.reservation = await reserve(ctx, plan)

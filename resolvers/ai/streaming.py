@@ -204,8 +204,9 @@ async def _stream(ctx: Context, plan: Plan) -> AsyncGenerator[StreamEvent, None]
             settled = True
             # The last event: any text still buffered, the finish reason and the bill.
             yield StreamEvent(
-                text, index, conversation.id, answer.id, finish_reason=pump.finish, usage=usage
-            )
+                text, index, conversation.id, answer.id, finish_reason=pump.finish, usage=usage,
+                citations=plan.citations if plan.citations else None,
+            )  # fmt: skip
             return
     finally:
         state.live_streams -= 1

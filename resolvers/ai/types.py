@@ -31,6 +31,7 @@ class ChatRequest:
     temperature: float | None = None
     max_tokens: int | None = None
     conversation_id: int | None = None
+    knowledge: bool = False  # ground the answer in the knowledge base, with citations
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,7 @@ class CompletionResult:
     conversation: Conversation
     message: ChatMessage
     usage: Usage
+    citations: list[Any] = field(default_factory=list)  # knowledge hits the answer rests on
 
 
 @dataclass(slots=True)
@@ -60,6 +62,7 @@ class StreamEvent:
     message_id: int
     finish_reason: str | None = None
     usage: Usage | None = None
+    citations: list[Any] | None = None  # on the last event of a knowledge-grounded stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,7 @@ class Plan:
     title: str = ""
     created: list[Any] = field(default_factory=list)  # rows to undo if the vendor refuses
     reservation: quotas.Reservation | None = None  # held in the quota until billed
+    citations: list[Any] = field(default_factory=list)  # knowledge hits given to the model
 
     @property
     def vendor_user(self) -> str:

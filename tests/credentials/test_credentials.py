@@ -249,8 +249,8 @@ async def test_resolution_chain_user_tenant_system_sandbox(client, owner, store)
             )
             return got.source, got.secrets, got.base_url
 
-        # Nothing stored: the system key for openai, the sandbox for resend; notion has
-        # neither a client nor an emulator, so no sandbox either.
+        # Nothing stored: the system key for openai, the sandbox for resend; IMAP has no
+        # emulator and no key here, so nothing.
         assert (await source("openai"))[:2] == (
             CredentialSource.SYSTEM,
             {"api_key": "sk-system-" + "s" * 20},
@@ -258,7 +258,7 @@ async def test_resolution_chain_user_tenant_system_sandbox(client, owner, store)
         src, _, base = await source("resend")
         assert src is CredentialSource.SANDBOX and base == f"{settings.base_url}/sandbox/resend"
         with pytest.raises(UpstreamUnavailable):
-            await source("notion")
+            await source("imap")  # no emulator (a real IMAP server is the tests'), no key
 
         tenant_key = "sk-tenant-" + "t" * 20
         await gql(

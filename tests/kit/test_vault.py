@@ -92,7 +92,7 @@ async def test_rotate_vault_key_command(client, owner, store):
     assert "errors" not in body, body
     # Rows of providers without a client (stored before the gateway refused them) are
     # rotated like any other.
-    for provider, field in (("notion", "api_key"), ("stripe", "secret_key")):
+    for provider, field in (("google_calendar", "api_key"), ("paypal", "secret_key")):
         token = Vault([DEV_VAULT_KEY]).encrypt(json.dumps({field: uuid.uuid4().hex}))
         await Credential.create(
             tenant_id=tenant_id_of(owner), provider=provider, slot="tenant", ciphertext=token
