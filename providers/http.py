@@ -46,9 +46,9 @@ from __future__ import annotations
 
 import asyncio
 import json as jsonlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import aiohttp
 
@@ -419,3 +419,29 @@ class BearerClient:
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
+
+
+C = TypeVar("C")
+
+
+class SdkClients(Generic[C]):
+    """A vendor SDK's clients, one per credential, base URL and guard setting (building
+    one costs a millisecond or more), at most `limit` of them (the oldest goes first: its
+    HTTP goes through the layer's shared session, so dropping it leaks no connection)."""
+
+    def __init__(self, limit: int = 256) -> None:
+        self.limit = limit
+        self._clients: dict[Hashable, C] = {}
+
+    def get(self, slot: Hashable, make: Callable[[], C]) -> C:
+        client = self._clients.get(slot)
+        if client is None:
+            if len(self._clients) >= self.limit:
+                self._clients.pop(next(iter(self._clients)))
+            client = self._clients[slot] = make()
+        return client
+
+    def take_all(self) -> list[C]:
+        """Every client, forgotten here (to close them)."""
+        clients, self._clients = list(self._clients.values()), {}
+        return clients

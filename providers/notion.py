@@ -41,7 +41,7 @@ from notion_client import AsyncClient
 from notion_client.errors import NotionClientErrorBase
 
 from providers.errors import ProviderError
-from providers.http import ProviderConfig, ProviderHTTP, Timeouts
+from providers.http import ProviderConfig, ProviderHTTP, SdkClients, Timeouts
 from providers.retry import RetryPolicy
 
 PROVIDER = "notion"
@@ -280,11 +280,9 @@ async def verify_key(client: NotionClient) -> None:
 class NotionProvider:
     """The SDK clients, one per key and base URL, on the registry's Notion layer."""
 
-    MAX_CLIENTS = 256
-
     def __init__(self, http: ProviderHTTP) -> None:
         self.http = http
-        self._clients: dict[tuple[str, str, bool, bool], AsyncClient] = {}
+        self._clients: SdkClients[AsyncClient] = SdkClients()
 
     def client(
         self,
@@ -296,15 +294,12 @@ class NotionProvider:
         labels: Mapping[str, str] | None = None,
     ) -> NotionClient:
         url = (base_url or API_URL).rstrip("/")
-        slot = (api_key, url, own_credential, guard_url)
-        sdk = self._clients.get(slot)
-        if sdk is None:
-            if len(self._clients) >= self.MAX_CLIENTS:
-                self._clients.pop(next(iter(self._clients)))
+
+        def make() -> AsyncClient:
             transport = LayerTransport(
                 self.http, api_key, own_credential=own_credential, guard_url=guard_url
             )
-            sdk = AsyncClient(
+            return AsyncClient(
                 client=httpx.AsyncClient(transport=transport),
                 auth=api_key,
                 base_url=url,
@@ -312,10 +307,10 @@ class NotionProvider:
                 retry=False,  # one retry loop: the layer's
                 timeout_ms=int(CONFIG.timeouts.total * 1000 * 4),  # the layer times out first
             )
-            self._clients[slot] = sdk
+
+        sdk = self._clients.get((api_key, url, own_credential, guard_url), make)
         return NotionClient(sdk, labels=labels)
 
     async def aclose(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
-        for sdk in clients:
+        for sdk in self._clients.take_all():
             await sdk.aclose()

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 import stripe
 
 from providers.errors import ProviderError
-from providers.http import ProviderConfig, ProviderHTTP, Timeouts
+from providers.http import ProviderConfig, ProviderHTTP, SdkClients, Timeouts
 from providers.retry import RetryPolicy
 
 PROVIDER = "stripe"
@@ -751,11 +751,9 @@ async def verify_key(client: StripeClient) -> None:
 class StripeProvider:
     """The SDK clients, one per credential and base URL, on the registry's Stripe layer."""
 
-    MAX_CLIENTS = 256
-
     def __init__(self, http: ProviderHTTP) -> None:
         self.http = http
-        self._clients: dict[tuple[str, str, bool, bool], stripe.StripeClient] = {}
+        self._clients: SdkClients[stripe.StripeClient] = SdkClients()
 
     def client(
         self,
@@ -767,12 +765,9 @@ class StripeProvider:
         labels: Mapping[str, str] | None = None,
     ) -> StripeClient:
         url = (base_url or API_URL).rstrip("/")
-        slot = (api_key, url, own_credential, guard_url)
-        sdk = self._clients.get(slot)
-        if sdk is None:
-            if len(self._clients) >= self.MAX_CLIENTS:
-                self._clients.pop(next(iter(self._clients)))
-            sdk = stripe.StripeClient(
+
+        def make() -> stripe.StripeClient:
+            return stripe.StripeClient(
                 api_key,
                 base_addresses={"api": url},
                 max_network_retries=0,
@@ -780,8 +775,9 @@ class StripeProvider:
                     self.http, api_key, own_credential=own_credential, guard_url=guard_url
                 ),
             )
-            self._clients[slot] = sdk
+
+        sdk = self._clients.get((api_key, url, own_credential, guard_url), make)
         return StripeClient(sdk, labels=labels)
 
     async def aclose(self) -> None:
-        self._clients.clear()
+        self._clients.take_all()
