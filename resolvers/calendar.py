@@ -1,4 +1,4 @@
-"""Google Calendar through a connected account (resolvers/connections.py): calendars,
+"""Google Calendar through a connected account (resolvers/identity/connections.py): calendars,
 events (a time window, paged), create / update / delete with attendees, reminders and a
 Meet link, sharing a calendar, and the CRM: an event may be about a contact, a lead or a
 task of the organization (kept here as a `CalendarEventLink`, and in the event's private
@@ -30,10 +30,10 @@ from models.tasks import Task
 from models.tenancy import get_scoped, scoped
 from providers.errors import ProviderError
 from providers.google_calendar import GoogleCalendarClient
-from resolvers.connections import GOOGLE_CALENDAR, calendar_client, usable_account
 from resolvers.context import Context
 from resolvers.crm import by_id_loader
 from resolvers.events import global_id
+from resolvers.identity.connections import GOOGLE_CALENDAR, calendar_client, usable_account
 from resolvers.operations import operation
 from resolvers.pagination import VendorPage, vendor_page
 from resolvers.upstream import to_gateway_error

@@ -20,8 +20,8 @@ from providers.registry import ProviderHealth, ProviderRegistry
 if TYPE_CHECKING:  # the areas' own state types; those modules import this one
     from resolvers.ai.state import AiState
     from resolvers.authority import Authority
-    from resolvers.connections import ConnectionsState
     from resolvers.credentials import ResolvedCredential
+    from resolvers.identity.connections import ConnectionsState
     from resolvers.storage import Storage
     from resolvers.viewer_cache import ViewerCache
 
@@ -65,7 +65,7 @@ class Services:
     authority: Authority | None = None  # resolvers.authority.authority_of
     ai: AiState | None = None  # resolvers.ai.state.ai_state
     storage: Storage | None = None  # resolvers.storage.storage_of
-    connections: ConnectionsState | None = None  # resolvers.connections.state_of
+    connections: ConnectionsState | None = None  # resolvers.identity.connections.state_of
     # Migrations the store lacked at start-up (production refuses to serve then); /health/ready
     # looks again until none is left.
     pending_migrations: list[str] = field(default_factory=list)

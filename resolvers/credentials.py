@@ -329,14 +329,14 @@ async def _verify_sendgrid(ctx: Context, credential: ResolvedCredential) -> None
 
 
 def call_labels(
-    ctx: Context, credential: ResolvedCredential, tenant_id: int | None = None
+    ctx: Context, credential: ResolvedCredential | None = None, tenant_id: int | None = None
 ) -> dict[str, str]:
-    """What a vendor call is logged with: the request, the credential's source, the tenant
-    (the caller's unless `tenant_id` names the one background work is for)."""
-    labels: dict[str, str] = {
-        "request_id": ctx.request_id,
-        "credential_source": credential.source.value,
-    }
+    """Labels a provider client carries so its failures land in the caller's error log
+    (`resolvers/integrations.py`): the request, the credential's source, the tenant (the
+    caller's unless `tenant_id` names the one background work is for)."""
+    labels: dict[str, str] = {"request_id": ctx.request_id}
+    if credential is not None:
+        labels["credential_source"] = credential.source.value
     tenant = tenant_id if tenant_id is not None else (ctx.principal and ctx.principal.tenant_id)
     if tenant:
         labels["tenant_id"] = str(tenant)

@@ -4,8 +4,8 @@
   `IntegrationError` row per failed outbound call made for a tenant (message
   scrubbed of secrets). Counting in `kit.metrics.outbound_calls` is the HTTP
   layer's job; this hook does not count again.
-- `call_labels(ctx, credential)` is what a resolver passes to a provider client
-  (`labels=`) so that a failure can be attributed to its tenant and request.
+- `resolvers.credentials.call_labels(ctx, credential)` is what a resolver passes to a
+  provider client (`labels=`) so that a failure can be attributed to its tenant and request.
 - `integration_health` / `provider_summary` read the registry's snapshot (breaker
   state, recent failures, last error and latency, the last background probe) and the
   credential chain; they never call a vendor. The snapshot is cached for a few seconds
@@ -79,7 +79,7 @@ REPEAT_WINDOW = 30.0
 _last_repeat: dict[tuple[int, str, str], float] = {}
 
 HEALTH_CACHE_SECONDS = 5.0
-# Providers reached through connected accounts (resolvers/connections.py).
+# Providers reached through connected accounts (resolvers/identity/connections.py).
 CONNECTED_PROVIDERS = frozenset({"google_calendar", "zoom"})
 
 
@@ -100,16 +100,6 @@ def registry_of(services: Services) -> ProviderRegistry | None:
 
 
 # -- the error log ----------------------------------------------------------------------
-
-
-def call_labels(ctx: Context, credential: ResolvedCredential | None = None) -> dict[str, str]:
-    """Labels a provider client carries so its failures land in the caller's error log."""
-    labels = {LABEL_REQUEST: ctx.request_id}
-    if ctx.principal is not None:
-        labels[LABEL_TENANT] = str(ctx.principal.tenant_id)
-    if credential is not None:
-        labels[LABEL_SOURCE] = credential.source.value
-    return labels
 
 
 async def record_failure(event: FailureEvent) -> None:

@@ -1,5 +1,5 @@
 """Zoom meetings through the organization's connected Zoom account
-(resolvers/connections.py): create (instant, scheduled, recurring with its rule), read
+(resolvers/identity/connections.py): create (instant, scheduled, recurring with its rule), read
 again from Zoom, change, delete, list; registrants; a past meeting's participants; cloud
 recordings. Each meeting the gateway creates is a `Meeting` row (what it is about in the
 CRM, its join URL, its status), written with its `meeting.created` event.
@@ -40,9 +40,9 @@ from models.tenants import Tenant
 from models.webhooks import WebhookInbox
 from providers import zoom
 from providers.errors import ProviderError
-from resolvers.connections import ZOOM, usable_account, zoom_client
 from resolvers.context import Context
 from resolvers.events import emit, global_id, move_forward
+from resolvers.identity.connections import ZOOM, usable_account, zoom_client
 from resolvers.mail.compose import Recipient
 from resolvers.mail.outbox import queue
 from resolvers.mail.suppression import refuse, suppressed

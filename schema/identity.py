@@ -13,8 +13,9 @@ from strawberry.types import Info
 
 from kit.roles import Role
 from models.identity import ConnectionStatus
-from resolvers import connections, identity
-from resolvers.connections import ConnectScope
+from resolvers import identity
+from resolvers.identity import connections
+from resolvers.identity.connections import ConnectScope
 from schema.accounts import AuthPayload
 from schema.permissions import mutation, query
 from schema.relay import decode_id, encode_id

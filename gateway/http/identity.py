@@ -1,6 +1,6 @@
 """`/auth/{provider}/start` and `/auth/{provider}/callback`: sign-in with Google or GitHub;
 `/auth/sso/{organization slug}/start` and `/auth/sso/callback`: through an organization's
-own OpenID Connect provider (resolvers/identity.py has the flow).
+own OpenID Connect provider (resolvers/identity/ has the flow).
 
 The start sets a cookie that binds the sign-in to this browser (HttpOnly, SameSite=Lax so
 it comes back with the provider's top-level redirect, limited to `/auth/`); the callback
@@ -25,8 +25,9 @@ from gateway.http.responses import error_body, gateway_error_body
 from kit.errors import GatewayError
 from providers.errors import ProviderError
 from providers.oauth import SignInRefused
-from resolvers import connections, identity
+from resolvers import identity
 from resolvers.context import Services
+from resolvers.identity import connections
 
 log = logging.getLogger("switchboard.identity")
 
@@ -102,7 +103,7 @@ def routes(services: Services) -> list[BaseRoute]:
         return _to_front_end(services, code=code)
 
     async def connected(request: Request) -> Response:
-        """Back from the provider after connecting an account (resolvers/connections.py)."""
+        """Back from the provider after connecting an account (identity/connections.py)."""
         query = request.query_params
         provider = str(request.path_params["provider"])
         try:

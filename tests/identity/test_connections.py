@@ -15,7 +15,7 @@ import pytest
 from gateway.app import create_app
 from kit.vault import vault_for
 from models.identity import ConnectedAccount, OAuthFlow
-from resolvers import connections
+from resolvers.identity import connections
 from tests.conftest import Account, error_codes, gql, make_settings, register
 from tests.identity.conftest import FRONT_END, Site
 

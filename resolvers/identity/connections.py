@@ -62,12 +62,12 @@ from resolvers.context import Context, Services
 from resolvers.credentials import (
     CredentialScope,
     ResolvedCredential,
+    call_labels,
     is_own_sandbox,
     remove_credential,
     resolve_tenant_credential,
     set_credential,
 )
-from resolvers.integrations import call_labels
 from resolvers.operations import operation
 from resolvers.upstream import provider_registry, to_gateway_error
 
