@@ -267,9 +267,15 @@ async def _find_page(
 
 
 async def _write(
-    client: NotionClient, connection: NotionConnection, columns: Columns, contact: Contact
-) -> str:
-    """Write one contact's page; 'created' or 'updated'."""
+    client: NotionClient,
+    connection: NotionConnection,
+    columns: Columns,
+    contact: Contact,
+    sync: NotionSync,
+) -> None:
+    """Write one contact's page, then, in one transaction, remember it and count it on the
+    sync as created or updated (a worker killed between the two would otherwise leave a
+    written contact uncounted: the resumed run finds it up to date and skips it)."""
     props = contact_properties(contact, columns)
     row = await NotionContactPage.filter(connection_id=connection.id, contact_id=contact.id).first()
     outcome = "updated"
@@ -290,10 +296,13 @@ async def _write(
     if page_id is None:
         page = await client.create_page(connection.database_id, props)
         page_id, outcome = str(page["id"]), "created"
-    await NotionContactPage.filter(id=row.id).update(
-        page_id=page_id, contact_updated_at=contact.updated_at, updated_at=now()
-    )
-    return outcome
+    async with in_transaction() as conn:
+        await (
+            NotionContactPage.filter(id=row.id)
+            .using_db(conn)
+            .update(page_id=page_id, contact_updated_at=contact.updated_at, updated_at=now())
+        )
+        await NotionSync.filter(id=sync.id).using_db(conn).update(**{outcome: F(outcome) + 1})
 
 
 async def _finish(sync: NotionSync, status: NotionSyncStatus, reason: str | None = None) -> None:
@@ -354,7 +363,7 @@ async def _run(client: NotionClient, connection: NotionConnection, sync: NotionS
     async for contact in _contacts(sync.tenant_id, todo):
         n += 1
         try:
-            outcome = await _write(client, connection, columns, contact)
+            await _write(client, connection, columns, contact, sync)
         except ProviderError as err:
             if not err.is_caller_error:
                 raise
@@ -363,8 +372,6 @@ async def _run(client: NotionClient, connection: NotionConnection, sync: NotionS
                 message=f"{err.vendor_code or err.status}: {err.message}"[:500],
             )  # fmt: skip
             await NotionSync.filter(id=sync.id).update(failed=F("failed") + 1)
-        else:
-            await NotionSync.filter(id=sync.id).update(**{outcome: F(outcome) + 1})
         if n % PROGRESS_EVERY == 0:
             await emit(sync.tenant_id, "notion.sync_progressed", _event(sync))
     await _finish(sync, NotionSyncStatus.SUCCEEDED)
