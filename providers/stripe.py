@@ -716,13 +716,6 @@ class StripeClient:
         )
         return Invoice.of(_plain(data))
 
-    async def retrieve_subscription(self, subscription_id: str) -> Subscription:
-        data = await self._call(
-            "subscriptions.retrieve",
-            lambda: self._sdk.v1.subscriptions.retrieve_async(subscription_id),
-        )
-        return Subscription.of(_plain(data))
-
     async def list_invoices(
         self, *, customer: str, limit: int, starting_after: str | None = None
     ) -> tuple[list[Invoice], bool]:

@@ -137,6 +137,12 @@ def mask_secret(value: str) -> str:
     return f"{scheme} [sha256:{digest}]".strip()
 
 
+def mounted_url(request: Request) -> str:
+    """The emulator's own URL as the caller reached it, under wherever it is mounted
+    (`root_path`: Starlette's `base_url` is the top-level app's), without a trailing /."""
+    return str(request.url.replace(path=request.scope.get("root_path", ""), query="")).rstrip("/")
+
+
 def bearer(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")

@@ -55,7 +55,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import BaseRoute, Route
 
 from kit.signing import paypal_message
-from providers.sandbox.base import Sandbox, bearer
+from providers.sandbox.base import Sandbox, bearer, mounted_url
 from providers.sandbox.callbacks import CallbackRequest, RequestBuilder
 
 PROVIDER = "paypal"
@@ -326,7 +326,7 @@ class PayPalSandbox(Sandbox):
 
         async def handle(request: Request) -> Response:
             # Where the certificate is served, as the callers reach this emulator.
-            self.public_base = _base(request)
+            self.public_base = mounted_url(request)
             app = self._app(request)
             if app is None:
                 return self.error_response(
@@ -390,7 +390,7 @@ class PayPalSandbox(Sandbox):
             "experience_context"
         ) or {}
         order_id = _id()
-        base = _base(request)
+        base = mounted_url(request)
         order = app.put(
             {
                 "_kind": "order",
@@ -461,7 +461,7 @@ class PayPalSandbox(Sandbox):
         capture = app.put(
             {
                 "_kind": "capture",
-                "id": _id(),
+                "id": (capture_id := _id()),
                 "status": "PENDING" if pending else "COMPLETED",
                 "amount": dict(unit["amount"]),
                 "custom_id": unit.get("custom_id"),
@@ -472,7 +472,7 @@ class PayPalSandbox(Sandbox):
                 "supplementary_data": {"related_ids": {"order_id": order["id"]}},
                 "links": [
                     {
-                        "href": f"{_base(request)}/v2/payments/captures/{order['id']}",
+                        "href": f"{mounted_url(request)}/v2/payments/captures/{capture_id}",
                         "rel": "self",
                         "method": "GET",
                     }
@@ -541,7 +541,7 @@ class PayPalSandbox(Sandbox):
         self.refunds_made += 1
         capture["_refunded"] += amount
         capture["status"] = "REFUNDED" if capture["_refunded"] >= total else "PARTIALLY_REFUNDED"
-        base = _base(request)
+        base = mounted_url(request)
         places = CURRENCIES[currency]
         refund = app.put(
             {
@@ -622,7 +622,7 @@ class PayPalSandbox(Sandbox):
             else {}
         )
         sub_id, token = f"I-{_id(12)}", f"BA-{_id(17)}"
-        base = _base(request)
+        base = mounted_url(request)
         sub = app.put(
             {
                 "_kind": "subscription",
@@ -805,11 +805,6 @@ class PayPalSandbox(Sandbox):
 
 def _answer(body: dict[str, Any], status: int) -> Response:
     return Response(status_code=204) if status == 204 else JSONResponse(body, status)
-
-
-def _base(request: Request) -> str:
-    """This emulator's URL as the caller reached it (under wherever it is mounted)."""
-    return str(request.url.replace(path=request.scope.get("root_path", ""), query="")).rstrip("/")
 
 
 def _check_amount(currency: str, value: str) -> None:

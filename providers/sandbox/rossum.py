@@ -49,7 +49,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from providers.sandbox.base import Sandbox
+from providers.sandbox.base import Sandbox, mounted_url
 from providers.sandbox.callbacks import CallbackRequest
 from providers.sandbox.rossum_text import Unreadable, content_tree, pdf_text, read_fields
 
@@ -432,8 +432,7 @@ class RossumSandbox(Sandbox):
     def _url(request: Request, kind: str, object_id: int) -> str:
         """An object's absolute URL, under the sandbox's own mount (`root_path`: Starlette's
         `base_url` is the top-level app's)."""
-        root = request.url.replace(path=request.scope.get("root_path", ""), query="")
-        return f"{str(root).rstrip('/')}/{kind}/{object_id}"
+        return f"{mounted_url(request)}/{kind}/{object_id}"
 
 
 def _flatten_values(tree: Any) -> Any:

@@ -31,6 +31,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from providers.sandbox.base import mounted_url
+
 if TYPE_CHECKING:
     from providers.sandbox.stripe import Account
 
@@ -150,7 +152,7 @@ class StripeBilling:
             "_subscription_metadata": dict((data or {}).get("metadata") or {})
             if isinstance(data, dict) else {},
         })  # fmt: skip
-        session["url"] = f"{_base(request)}/c/pay/{session['id']}"
+        session["url"] = f"{mounted_url(request)}/c/pay/{session['id']}"
         return 200, _public(session)
 
     def checkout_session(self, request: Request, account: Account, params: dict[str, Any]) -> Any:
@@ -222,7 +224,7 @@ class StripeBilling:
         description: str | None = None, metadata: dict[str, Any] | None = None,
     ) -> dict[str, Any]:  # fmt: skip
         invoice_id = self._new_id("in")
-        base = _base(request)
+        base = mounted_url(request)
         now = int(time.time())
         return account.put({
             "id": invoice_id, "object": "invoice", "status": "draft", "livemode": False,
@@ -260,7 +262,7 @@ class StripeBilling:
             "customer": customer, "return_url": params.get("return_url"),
             "created": int(time.time()), "livemode": False, "url": None,
         })  # fmt: skip
-        session["url"] = f"{_base(request)}/p/session/{session['id']}"
+        session["url"] = f"{mounted_url(request)}/p/session/{session['id']}"
         return 200, session
 
     async def hosted_portal(self, request: Request) -> Response:
@@ -446,11 +448,6 @@ class StripeBilling:
             raise
         self._paid(account, invoice)
         return 200, invoice
-
-
-def _base(request: Request) -> str:
-    """This sandbox's URL as the caller reached it (under wherever it is mounted)."""
-    return str(request.url.replace(path=request.scope.get("root_path", ""), query="")).rstrip("/")
 
 
 def _public(obj: dict[str, Any]) -> dict[str, Any]:
