@@ -7,13 +7,15 @@ driver.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +175,26 @@ async def register_owner(app: Any, email: str = "bench-owner@example.com") -> st
     data = response.json()
     assert "errors" not in data, data
     return data["data"]["registerOrganization"]["accessToken"]
+
+
+PG_ADMIN = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(kind: str) -> AsyncIterator[str]:
+    """A store URL to fill and drop: a temporary SQLite file, or a new PostgreSQL database
+    on $BENCH_POSTGRES_URL's server (dropped afterwards)."""
+    if kind == "sqlite":
+        yield temp_sqlite_url()
+        return
+    import asyncpg
+
+    name = f"sb_bench_{uuid.uuid4().hex[:8]}"
+    admin_dsn = PG_ADMIN.replace("postgres://", "postgresql://", 1)
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

@@ -1,18 +1,22 @@
-"""Benchmark: `contacts(first: 100) { owner openTasks }` from the store vs from memory.
+"""Benchmark: a page of contacts from the store vs the same shape from memory.
 
-Runs, in one process and one run:
+Two queries: the flat page `contacts(first: 100) { edges { node { id name email company } } }`
+and the nested one that also resolves each contact's `owner` and `openTasks` (DataLoaders).
+The baseline (bench/bare_app.py) is a bare Strawberry app serving the same shape from
+memory with plain synchronous resolvers and its parser and validation caches on: the
+fastest natural version of the same page.
 
-1. the gateway schema, executed with a real Context over the real store (SQLite in a
-   temporary directory by default; set BENCH_DATABASE_URL=postgres://… for PostgreSQL),
-   with its DataLoaders, permissions and extensions;
-2. a strawberry schema of the same types and fields over in-memory Python objects
-   (the baseline: what the query costs with no store at all);
-3. the full app over HTTP in-process (httpx ASGITransport), for reference.
+1. In-process: the gateway schema executed with a real Context over the real store
+   (its DataLoaders, permissions and extensions) vs the bare schema, alternating.
+2. Over HTTP (as users meet it): `switchboard serve` on the seeded store vs the bare app
+   under uvicorn, each pinned to one core, `wrk` on the other (bench/_http.py),
+   alternating rounds.
 
-Prints requests/second for each, the ratio store/memory (target ≥ 0.8×) and the number
-of SQL statements one request runs.
+Prints requests/second, the ratio gateway/bare for each (target >= 0.8x) and the number of
+SQL statements one request runs. SQLite in a temporary file by default; `--postgres` for a
+scratch database on $BENCH_POSTGRES_URL's server.
 
-    .venv/bin/python bench/bench_contacts.py [--seconds 3]
+    .venv/bin/python bench/bench_contacts.py [--seconds 6] [--postgres] [--no-http]
 """
 
 from __future__ import annotations
@@ -20,9 +24,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import os
+import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -30,14 +33,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import httpx
-import strawberry
-from strawberry.extensions import ParserCache, ValidationCache
-from tortoise import Tortoise
+import _http
+import bare_app
+from _util import scratch_database
 from tortoise.connection import get_connection
 
-from gateway.app import create_app
 from kit.ratelimit import RateLimiter
 from kit.roles import Role
 from kit.security import Principal, issue_access_token
@@ -51,14 +53,19 @@ from models.tenants import Tenant
 from resolvers.context import Context, Services
 from schema.build import build_schema
 
-QUERY = """query Contacts($first: Int!) {
+FLAT = """query Contacts($first: Int!) {
+  contacts(first: $first) { edges { node { id name email company } } }
+}"""
+NESTED = """query Contacts($first: Int!) {
   contacts(first: $first) {
     edges { cursor node { id name email company owner { name } openTasks { title dueAt } } }
     pageInfo { hasNextPage endCursor }
   }
 }"""
-PAGE = 100
-TASKS_PER_CONTACT = 2
+QUERIES = {"flat": FLAT, "nested": NESTED}
+PAGE = bare_app.PAGE
+TASKS_PER_CONTACT = bare_app.TASKS_PER_CONTACT
+VARIABLES = {"first": PAGE}
 
 
 # The store ------------------------------------------------------------------------------
@@ -133,89 +140,6 @@ class StatementCounter:
         return counted
 
 
-# The in-memory baseline ----------------------------------------------------------------
-
-
-@strawberry.type
-class MemUser:
-    name: str
-
-
-@strawberry.type
-class MemTask:
-    title: str
-    due_at: dt.datetime | None
-
-
-@strawberry.type
-class MemContact:
-    id: strawberry.ID
-    name: str
-    email: str
-    company: str
-    _owner: strawberry.Private[MemUser]
-    _tasks: strawberry.Private[list[MemTask]]
-
-    @strawberry.field
-    async def owner(self) -> MemUser | None:
-        return self._owner
-
-    @strawberry.field
-    async def open_tasks(self) -> list[MemTask]:
-        return self._tasks
-
-
-@strawberry.type
-class MemEdge:
-    cursor: str
-    node: MemContact
-
-
-@strawberry.type
-class MemPageInfo:
-    has_next_page: bool
-    end_cursor: str | None
-
-
-@strawberry.type
-class MemConnection:
-    edges: list[MemEdge]
-    page_info: MemPageInfo
-
-
-def memory_schema() -> strawberry.Schema:
-    owners = [MemUser(name=f"Owner {i}") for i in range(5)]
-    due = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
-    contacts = [
-        MemContact(
-            id=strawberry.ID(f"Q29udGFjdDo{i}"),
-            name=f"Contact {i:03}",
-            email=f"c{i}@example.com",
-            company="Acme",
-            _owner=owners[i % 5],
-            _tasks=[
-                MemTask(title=f"Task {j}", due_at=due + dt.timedelta(days=j))
-                for j in range(TASKS_PER_CONTACT)
-            ],
-        )
-        for i in range(PAGE)
-    ]
-
-    @strawberry.type
-    class Query:
-        @strawberry.field
-        async def contacts(self, first: int) -> MemConnection:
-            page = contacts[:first]
-            edges = [MemEdge(cursor=f"cursor-{i}", node=c) for i, c in enumerate(page)]
-            return MemConnection(
-                edges=edges, page_info=MemPageInfo(has_next_page=False, end_cursor="cursor-99")
-            )
-
-    return strawberry.Schema(
-        query=Query, extensions=[lambda: ParserCache(maxsize=16), ValidationCache]
-    )
-
-
 # Measuring ---------------------------------------------------------------------------
 
 
@@ -231,80 +155,113 @@ async def rate(run: Callable[[], Awaitable[None]], seconds: float) -> float:
     return done / elapsed
 
 
-def check(result: Any) -> None:
-    if result.errors:
-        raise SystemExit(f"query failed: {result.errors}")
-    edges = result.data["contacts"]["edges"]
-    assert len(edges) == PAGE and all(e["node"]["owner"] for e in edges), edges[:1]
-    assert all(len(e["node"]["openTasks"]) == TASKS_PER_CONTACT for e in edges)
+def check(name: str, data: Any) -> None:
+    edges = data["contacts"]["edges"]
+    assert len(edges) == PAGE, f"{name}: {len(edges)} edges"
+    if name == "nested":
+        assert all(e["node"]["owner"] for e in edges), edges[:1]
+        assert all(len(e["node"]["openTasks"]) == TASKS_PER_CONTACT for e in edges)
 
 
-async def main(seconds: float) -> None:
-    tmp = tempfile.mkdtemp(prefix="bench-contacts-")
-    url = os.environ.get("BENCH_DATABASE_URL") or f"sqlite://{tmp}/bench.sqlite3"
-    settings: Settings = load_settings(
-        switchboard_env="test",
-        database_url=url,
-        log_json=False,
-        gc_freeze=False,
-        rate_limit_enabled=False,
+def ratio_line(label: str, gateway: float, bare: float) -> str:
+    return (
+        f"  {label:<8} gateway {gateway:8.1f} req/s   bare {bare:8.1f} req/s   "
+        f"ratio {gateway / bare:5.2f}x  (target >= 0.80x)"
     )
-    await db.open_store(settings)
-    await Tortoise.generate_schemas(safe=True)
-    principal = await seed()
+
+
+async def in_process(settings: Settings, principal: Principal, seconds: float) -> None:
     store_schema = build_schema(settings)
     services = Services(settings=settings, limiter=RateLimiter())
-    variables = {"first": PAGE}
+    for name, query in QUERIES.items():
 
-    async def from_store() -> None:
-        ctx = Context(services=services, request_id="bench", principal=principal)
-        check(await store_schema.execute(QUERY, variable_values=variables, context_value=ctx))
+        async def from_store(query: str = query, name: str = name) -> None:
+            ctx = Context(services=services, request_id="bench", principal=principal)
+            result = await store_schema.execute(query, variable_values=VARIABLES, context_value=ctx)
+            if result.errors:
+                raise SystemExit(f"query failed: {result.errors}")
+            check(name, result.data)
 
-    mem = memory_schema()
+        async def from_memory(query: str = query, name: str = name) -> None:
+            result = await bare_app.schema.execute(query, variable_values=VARIABLES)
+            if result.errors:
+                raise SystemExit(f"query failed: {result.errors}")
+            check(name, result.data)
 
-    async def from_memory() -> None:
-        check(await mem.execute(QUERY, variable_values=variables))
-
-    with StatementCounter() as counter:
-        await from_store()
-    statements = counter.count
-
-    app = create_app(settings, configure_logs=False)
-    token, _ = issue_access_token(settings, principal)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-
-        async def over_http() -> None:
-            response = await client.post(
-                "/graphql",
-                json={"query": QUERY, "variables": variables},
-                headers={"Authorization": f"Bearer {token}"},
-            )
-            body = response.json()
-            if body.get("errors") or len(body["data"]["contacts"]["edges"]) != PAGE:
-                raise SystemExit(f"HTTP query failed: {body}")
-
-        # Alternate the two main measurements so load from elsewhere hits both alike.
-        store_rates, memory_rates = [], []
+        with StatementCounter() as counter:
+            await from_store()
+        # Alternate the two so load from elsewhere hits both alike; best of three.
+        stores, memories = [], []
         for _ in range(3):
-            memory_rates.append(await rate(from_memory, seconds / 3))
-            store_rates.append(await rate(from_store, seconds / 3))
-        http_rate = await rate(over_http, seconds / 3)
+            memories.append(await rate(from_memory, seconds / 3))
+            stores.append(await rate(from_store, seconds / 3))
+        print(ratio_line(name, max(stores), max(memories)) + f"   {counter.count} SQL")
 
-    store_rps, memory_rps = max(store_rates), max(memory_rates)
-    backend = url.split("://", 1)[0]
-    print(f"contacts(first: {PAGE}) with owner and openTasks ({TASKS_PER_CONTACT} each), {backend}")
-    print(f"  SQL statements per request:         {statements}")
-    print(f"  in-memory strawberry schema:         {memory_rps:8.1f} req/s")
-    print(f"  gateway schema over the store:       {store_rps:8.1f} req/s")
-    print(
-        f"  ratio store / memory:                {store_rps / memory_rps:8.2f}x  (target >= 0.80x)"
-    )
-    print(f"  full app over HTTP (ASGI, in-proc):  {http_rate:8.1f} req/s")
-    await db.close_store()
+
+def over_http(settings: Settings, principal: Principal, seconds: float, rounds: int) -> None:
+    token, _ = issue_access_token(settings, principal)
+    auth = {"Authorization": f"Bearer {token}"}
+    port_g, port_b = _http.free_port(), _http.free_port()
+    env = {
+        "DATABASE_URL": settings.database_url,
+        "RATE_LIMIT_AUTHENTICATED": "1000000000/hour",
+        "RATE_LIMIT_ANONYMOUS": "1000000000/hour",
+        "GC_FREEZE": "true",
+    }
+    gateway_argv = [
+        str(Path(sys.executable).parent / "switchboard"),
+        "serve",
+        "--port",
+        str(port_g),
+    ]
+    bare_argv = _http.uvicorn_argv("bare_app:app", port_b)
+    results: dict[str, dict[str, list[float]]] = {n: {"gateway": [], "bare": []} for n in QUERIES}
+    for _ in range(rounds):
+        for side, argv, port, headers in (
+            ("bare", bare_argv, port_b, {}),
+            ("gateway", gateway_argv, port_g, auth),
+        ):
+            with _http.server(argv, port, env if side == "gateway" else None) as url:
+                for name, query in QUERIES.items():
+                    body = {"query": query, "variables": VARIABLES}
+                    answer = _http.post_json(f"{url}/graphql", body, headers)
+                    if answer.get("errors"):
+                        raise SystemExit(f"{side} {name}: {answer['errors']}")
+                    check(name, answer["data"])
+                    _http.wrk(f"{url}/graphql", body, headers, seconds=1)  # warm up
+                    figure = _http.wrk(f"{url}/graphql", body, headers, seconds=seconds)
+                    results[name][side].append(figure["rps"])
+    for name, sides in results.items():
+        gateway, bare = statistics.median(sides["gateway"]), statistics.median(sides["bare"])
+        print(ratio_line(name, gateway, bare) + f"   (medians of {rounds} rounds)")
+
+
+async def seeded(url: str) -> tuple[Settings, Principal]:
+    settings = load_settings(
+        switchboard_env="test", database_url=url, log_json=False, gc_freeze=False,
+        rate_limit_enabled=False,
+    )  # fmt: skip
+    await db.open_store(settings, apply_migrations=True)
+    return settings, await seed()
+
+
+async def main(args: argparse.Namespace) -> None:
+    async with scratch_database("postgres" if args.postgres else "sqlite") as url:
+        settings, principal = await seeded(url)
+        backend = url.split("://", 1)[0]
+        print(f"contacts(first: {PAGE}), {backend}; nested: owner and {TASKS_PER_CONTACT} tasks")
+        print("in-process (schema.execute):")
+        await in_process(settings, principal, args.seconds)
+        await db.close_store()
+        if not args.no_http:
+            print(f"over HTTP (server on cpu {_http.SERVER_CPU}, wrk on cpu {_http.LOAD_CPU}):")
+            await asyncio.to_thread(over_http, settings, principal, args.seconds, args.rounds)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=6.0, help="measuring time per variant")
-    asyncio.run(main(parser.parse_args().seconds))
+    parser.add_argument("--rounds", type=int, default=3, help="alternating HTTP rounds")
+    parser.add_argument("--postgres", action="store_true", help="a scratch PostgreSQL database")
+    parser.add_argument("--no-http", action="store_true", help="in-process figures only")
+    asyncio.run(main(parser.parse_args()))
