@@ -66,10 +66,16 @@ def _decode_value(raw: Any) -> Any:
 def encode_cursor(row: Any, order: Order) -> str:
     """Rows are model objects, or plain dicts from a `fetch` that skips hydration."""
     if isinstance(row, dict):
-        payload = [_encode_value(row[order.field]), row["id"]]
+        value, row_id = row[order.field], row["id"]
     else:
-        payload = [_encode_value(getattr(row, order.field)), row.id]
-    return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode()
+        value, row_id = getattr(row, order.field), row.id
+    if type(value) is int and type(row_id) is int:
+        # The common case (ordered by id), byte for byte what json.dumps writes, several
+        # times faster: a page encodes one cursor per row.
+        text = f"[{value},{row_id}]"
+    else:
+        text = json.dumps([_encode_value(value), row_id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode()).decode()
 
 
 MAX_ROW_ID = 2**63 - 1

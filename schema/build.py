@@ -43,6 +43,7 @@ from schema import (
     webhooks_in,
     webhooks_out,
 )
+from schema.execution import GatewayExecutionContext
 from schema.extensions import Limits, gateway_extension
 from schema.limits import StorableStrings, limits_rule
 from schema.relay import resolve_global_id
@@ -140,6 +141,7 @@ def _types() -> GatewaySchema:
         mutation=mutation,
         subscription=subscription,
         config=StrawberryConfig(auto_camel_case=True),
+        execution_context_class=GatewayExecutionContext,
     )
 
 

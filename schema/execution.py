@@ -1,0 +1,207 @@
+"""The executor: graphql-core's, with plain leaves completed inline.
+
+graphql-core executes every field the same way: a path object, a resolve-info object, the
+resolve function, then `complete_value` through the type's wrappers to the scalar's
+`serialize`. For a plain leaf (a scalar or enum field with no resolver, no field
+extension, no argument: strawberry's "basic" fields, which read one attribute) all of that
+amounts to `serialize(getattr(source, name))`, and a page of 100 nodes has hundreds of
+them. So, per selection set (graphql-core memoizes those per operation), this executor
+plans once which fields are plain leaves and completes them inline; every other field, and
+any leaf whose value is not plainly serializable (null where not allowed, a value the
+scalar refuses), goes through graphql-core's own `execute_field`, so errors, paths and
+nulls come out exactly as they would without the plan.
+
+A node's `id` of a `ModelNode` type that keeps strawberry's `resolve_id` and
+`resolve_typename` is inlined too: it is `base64("<Type>:<row id>")`, what
+strawberry's resolver computes through an `Info` object, an argument parse and a
+`GlobalID`.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any
+
+from graphql import (
+    GraphQLEnumType,
+    GraphQLField,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLScalarType,
+    Undefined,
+)
+from graphql.execution.collect_fields import FieldDetailsList, GroupedFieldSet
+from graphql.pyutils import Path
+from strawberry import relay
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+from schema.relay import ModelNode
+
+# (response name, attribute reader, serializer, non-null) for an inlined leaf; or
+# (response name, field group) for a field graphql-core executes.
+Leaf = tuple[str, Callable[[Any], Any], Callable[[Any], Any], bool]
+Other = tuple[str, FieldDetailsList]
+Plan = tuple[Leaf | Other, ...]
+
+_NODE_ID = relay.Node.resolve_id.__func__  # type: ignore[attr-defined]
+_NODE_TYPENAME = relay.Node.resolve_typename.__func__  # type: ignore[attr-defined]
+_NODE_ID_FIELD = relay.Node.__dict__["_id"].__func__  # the `id` field's resolver
+
+
+_SLOW = object()
+
+
+def _inline(step: Leaf, source: Any) -> Any:
+    """The leaf's completed value, or _SLOW when graphql-core must complete it (a null
+    where none is allowed, a value the scalar refuses, an attribute that raised): its
+    `execute_field` then reports it exactly as it would have."""
+    _, read, serialize, non_null = step
+    try:
+        value = read(source)
+        if value is None:
+            return _SLOW if non_null else None
+        value = serialize(value)
+    except Exception:
+        return _SLOW
+    return _SLOW if value is None or value is Undefined else value
+
+
+class GatewayExecutionContext(StrawberryGraphQLCoreExecutionContext):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Keyed by the field set's identity, which graphql-core keeps alive (and so
+        # unique) for the whole execution; the set is held here too, for the same reason.
+        self._plans: dict[int, tuple[GroupedFieldSet, Plan | None]] = {}
+
+    def execute_fields(
+        self,
+        parent_type: GraphQLObjectType,
+        source_value: Any,
+        path: Path | None,
+        grouped_field_set: GroupedFieldSet,
+        position_context: Any,
+    ) -> Any:
+        entry = self._plans.get(id(grouped_field_set))
+        if entry is None:
+            entry = (grouped_field_set, self._plan(parent_type, grouped_field_set))
+            self._plans[id(grouped_field_set)] = entry
+        plan = entry[1]
+        if plan is None:
+            return super().execute_fields(
+                parent_type, source_value, path, grouped_field_set, position_context
+            )
+        results: dict[str, Any] = {}
+        awaitable_fields: list[str] = []
+        is_awaitable = self.is_awaitable
+        try:
+            for step in plan:
+                name = step[0]
+                if len(step) == 4:
+                    value = _inline(step, source_value)  # type: ignore[arg-type]
+                    if value is not _SLOW:
+                        results[name] = value
+                        continue
+                    details = grouped_field_set[name]
+                else:
+                    details = step[1]  # type: ignore[misc]
+                result = self.execute_field(
+                    parent_type,
+                    source_value,
+                    details,
+                    Path(path, name, parent_type.name),
+                    position_context,
+                )
+                if result is not Undefined:
+                    results[name] = result
+                    if is_awaitable(result):
+                        awaitable_fields.append(name)
+        except Exception:
+            if awaitable_fields:
+                self.settle_in_background([results[f] for f in awaitable_fields])
+            raise
+        if not awaitable_fields:
+            return results
+        return self._gathered(results, awaitable_fields)
+
+    async def _gathered(self, results: dict[str, Any], fields: list[str]) -> dict[str, Any]:
+        from graphql.pyutils import gather_with_cancel
+
+        if len(fields) == 1:
+            results[fields[0]] = await results[fields[0]]
+        else:
+            values = await gather_with_cancel(*(results[f] for f in fields))
+            results.update(zip(fields, values, strict=True))
+        return results
+
+    def _plan(self, parent_type: GraphQLObjectType, fields: GroupedFieldSet) -> Plan | None:
+        """Which fields of this selection set are inlined; None when none is (or when
+        middleware must see every field)."""
+        manager = self.middleware_manager
+        if manager is not None and manager._middleware_resolvers is not None:
+            return None
+        steps: list[Leaf | Other] = []
+        inlined = False
+        for name, details in fields.items():
+            leaf = _leaf(parent_type, details)
+            if leaf is None:
+                steps.append((name, details))
+            else:
+                steps.append((name, *leaf))
+                inlined = True
+        return tuple(steps) if inlined else None
+
+
+def _leaf(
+    parent_type: GraphQLObjectType, details: FieldDetailsList
+) -> tuple[Callable[[Any], Any], Callable[[Any], Any], bool] | None:
+    node = details[0].node
+    field = parent_type.fields.get(node.name.value)
+    if field is None or field.args or node.arguments:
+        return None
+    return_type = field.type
+    non_null = isinstance(return_type, GraphQLNonNull)
+    leaf_type = return_type.of_type if non_null else return_type
+    if not isinstance(leaf_type, GraphQLScalarType | GraphQLEnumType):
+        return None
+    read = _reader(parent_type, node.name.value, field)
+    if read is None:
+        return None
+    return read, leaf_type.serialize, non_null
+
+
+def _reader(
+    parent_type: GraphQLObjectType, field_name: str, field: GraphQLField
+) -> Callable[[Any], Any] | None:
+    resolve = field.resolve
+    if resolve is not None and getattr(resolve, "_is_default", False):
+        # strawberry's basic field: the resolver ignores its info and arguments
+        return lambda source: resolve(source, None)
+    if field_name == "id" and _is_model_node_id(parent_type, field):
+        prefix = f"{parent_type.name}:"
+        origin = parent_type.extensions["strawberry-definition"].origin
+        attr = origin.resolve_id_attr()
+
+        def global_id(source: Any) -> Any:
+            if type(source) is not origin:
+                raise TypeError  # not the plain case: strawberry's resolver decides
+            return base64.b64encode(f"{prefix}{getattr(source, attr)}".encode()).decode()
+
+        return global_id
+    return None
+
+
+def _is_model_node_id(parent_type: GraphQLObjectType, field: GraphQLField) -> bool:
+    definition = parent_type.extensions.get("strawberry-definition")
+    origin = getattr(definition, "origin", None)
+    strawberry_field = field.extensions.get("strawberry-definition")
+    resolver = getattr(strawberry_field, "base_resolver", None)
+    return (
+        isinstance(origin, type)
+        and issubclass(origin, ModelNode)
+        and origin.resolve_id.__func__ is _NODE_ID  # type: ignore[attr-defined]
+        and origin.resolve_typename.__func__ is _NODE_TYPENAME  # type: ignore[attr-defined]
+        and resolver is not None
+        and getattr(getattr(resolver, "wrapped_func", None), "__func__", None) is _NODE_ID_FIELD
+        and not getattr(strawberry_field, "extensions", None)
+    )
