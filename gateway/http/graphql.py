@@ -40,6 +40,7 @@ from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
 from gateway.http import uploads
+from gateway.http.fanout import Fanout
 from gateway.http.graphiql import offline_html
 from gateway.http.middleware import request_context
 from gateway.http.responses import (
@@ -126,6 +127,7 @@ class GatewayGraphQL(GraphQL):
             keep_alive=False,
         )
         self.services = services
+        self.fanout = Fanout(schema, services)
         self.ide_html = offline_html() if settings.graphiql_enabled else ""
         self.responses: response_cache.ResponseCache | None = None
         if settings.viewer_cache_seconds > 0 and settings.response_cache_entries > 0:
