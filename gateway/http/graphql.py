@@ -139,6 +139,9 @@ class GatewayGraphQL(GraphQL):
 
     async def on_ws_connect(self, context: Context) -> UnsetType:  # type: ignore[override]
         params = context.connection_params or {}
+        # Read once: kept for the socket's life, the payload (an access token, often a
+        # kilobyte) would cost every idle socket memory and keep a secret around.
+        context.connection_params = None
         raw = params.get("Authorization") or params.get("authorization")
         token = params.get("token") or params.get("accessToken")
         try:
