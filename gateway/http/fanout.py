@@ -203,7 +203,9 @@ class Group:
             ws_shared_subscribers.dec()
         if not self.members:
             self._forget()
-            if self.task is not None and self.task is not asyncio.current_task():
+            # From inside the execution too (its last subscribers refused or too slow):
+            # it then stops at its next await.
+            if self.task is not None:
                 self.task.cancel()
 
     def _forget(self) -> None:
@@ -277,6 +279,7 @@ class Group:
             self._finish({"type": "complete"})
         finally:
             self._forget()
+            self.task = None
             for member in list(self.members):
                 member.detach()
             self.members.clear()
@@ -295,6 +298,7 @@ class Group:
     def _finish(self, message: dict[str, Any]) -> None:
         """The last message of every subscriber (`error` or `complete`)."""
         self._forget()
+        self.task = None  # ending on its own: nothing to cancel when the last one leaves
         rest = _encode(message)[1:]  # `"type":…}` after the spliced id
         for member in list(self.members):
             member.push(f'{{"id":{_encode(member.id)},{rest}', last=True)
