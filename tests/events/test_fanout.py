@@ -36,7 +36,7 @@ from tests.conftest import (
     register,
     running_server,
 )
-from tests.members.test_members import CHANGE_ROLE, join, member_id
+from tests.members.test_members import CHANGE_ROLE, REMOVE, join, member_id
 from tests.processes import process_env, start_server
 
 ACTIVITY = "subscription($types: [String!]) { activity(types: $types) { id type data occurredAt } }"
@@ -310,30 +310,73 @@ async def test_different_variables_do_not_share(
             assert not contacts.has("lead.tested")
 
 
-async def test_demoted_member_is_closed_and_the_shared_execution_goes_on(
-    app: Any, client: httpx.AsyncClient, runtime: Any, owner: Account
+@pytest.mark.parametrize("change", ["demoted", "removed"])
+async def test_a_lapsed_member_is_closed_and_the_shared_execution_goes_on(
+    app: Any, client: httpx.AsyncClient, runtime: Any, owner: Account, change: str
 ) -> None:
     await runtime()
     first, _ = await join(client, owner, "MANAGER")
     second, _ = await join(client, owner, "MANAGER")
     async with running_server(app) as url:
         before = await shared(url)
-        async with Socket.open(url, first.token) as demoted, Socket.open(url, second.token) as kept:
+        async with Socket.open(url, first.token) as lapsed, Socket.open(url, second.token) as kept:
             await until_shared(url, before[0] + 1, before[1] + 2)
             mid = await member_id(client, owner, first.email)
-            body = await gql(
-                client, CHANGE_ROLE, {"i": {"memberId": mid, "role": "SUPPORT"}}, owner.token
-            )
+            if change == "demoted":
+                body = await gql(
+                    client, CHANGE_ROLE, {"i": {"memberId": mid, "role": "SUPPORT"}}, owner.token
+                )
+            else:
+                body = await gql(client, REMOVE, {"i": {"memberId": mid}}, owner.token)
             assert "errors" not in body, body
-            assert await demoted.close_code() == 4403
+            assert await lapsed.close_code() == (4403 if change == "demoted" else 4401)
             await until_shared(url, before[0] + 1, before[1] + 1)
-            contact = await create_contact(client, owner, "After the demotion")
+            contact = await create_contact(client, owner, "After the change")
 
             async def arrived() -> bool:
                 return kept.has("contact.created", id=contact)
 
             await eventually(arrived, "the other manager to get the event")
-            assert not demoted.has("contact.created", id=contact)
+            assert not lapsed.has("contact.created", id=contact)
+            if change == "removed":
+                # Checked before each event: not even its own removal reached it as data.
+                assert not lapsed.has("member.removed")
+
+
+async def test_the_shared_stream_checks_each_subscriber_before_an_event_about_them(
+    app: Any, client: httpx.AsyncClient, runtime: Any, owner: Account
+) -> None:
+    """Removed behind the gateway's back (no change notice, so no socket watcher fires):
+    the shared execution's own check before the removal event (resolvers/events.py,
+    through ctx.audience) ends that subscriber's stream alone, and the other subscriber
+    of the same execution gets the event."""
+    from models.members import Membership
+    from resolvers.events import global_id
+
+    await runtime()
+    first, _ = await join(client, owner, "MANAGER")
+    second, _ = await join(client, owner, "MANAGER")
+    tenant_id = tenant_of(owner)
+    user_id = decode_id(first.user_id, "User")
+    async with running_server(app) as url:
+        before = await shared(url)
+        async with Socket.open(url, first.token) as gone, Socket.open(url, second.token) as kept:
+            await until_shared(url, before[0] + 1, before[1] + 2)
+            await until_subscribed(tenant_id)
+            await Membership.filter(user_id=user_id, tenant_id=tenant_id).delete()
+            await events.emit(tenant_id, "member.removed", {"userId": global_id("User", user_id)})
+
+            async def delivered() -> bool:
+                return kept.has("member.removed") and any(
+                    m.get("type") == "complete" for m in gone.messages
+                )
+
+            await eventually(delivered, "the event for one, the end for the other")
+            assert not gone.has("member.removed")
+            [ended] = [m for m in gone.messages if m.get("type") == "next"]
+            assert ended["payload"]["data"] is None
+            assert ended["payload"]["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+            await until_shared(url, before[0] + 1, before[1] + 1)
 
 
 async def test_expired_token_closes_only_its_socket(
