@@ -69,6 +69,17 @@ outbound_retries = Counter(
     ["provider", "operation"],
     registry=REGISTRY,
 )
+ws_shared_executions = Gauge(
+    "switchboard_ws_shared_executions",
+    "Shared subscription executions running (one per operation, variables, tenant and "
+    "role with subscribers; gateway/http/fanout.py).",
+    registry=REGISTRY,
+)
+ws_shared_subscribers = Gauge(
+    "switchboard_ws_shared_subscribers",
+    "Socket operations served by a shared subscription execution.",
+    registry=REGISTRY,
+)
 breaker_state = Gauge(
     "switchboard_breaker_state",
     "Circuit breaker state per provider (0 closed, 1 half-open, 2 open).",

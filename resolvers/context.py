@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiodataloader import DataLoader
 
-from kit.errors import Forbidden, Unauthenticated
+from kit.errors import Forbidden, GatewayError, Unauthenticated
 from kit.ratelimit import RateLimiter
 from kit.response_cache import ResponseCache
 from kit.roles import allowed
@@ -71,7 +71,22 @@ class Services:
     pending_migrations: list[str] = field(default_factory=list)
 
 
-@dataclass
+class Audience(Protocol):
+    """The subscribers one shared subscription execution serves (gateway/http/fanout.py).
+
+    They all have the execution's tenant and role (`Context.principal` is a principal of
+    that tenant and role and no user); checks that depend on the individual caller (is
+    this user still a member?) are made on `principals()`, and those who fail them are
+    `refuse`d: their subscription ends with `error`, the others' goes on.
+    """
+
+    def principals(self) -> Iterable[Principal]: ...
+
+    def refuse(self, principals: Collection[Principal], error: GatewayError) -> None: ...
+
+
+# Slots: an open WebSocket keeps its Context for the socket's whole life.
+@dataclass(slots=True)
 class Context:
     services: Services
     request_id: str
@@ -81,7 +96,10 @@ class Context:
     request: Any = None  # starlette HTTPConnection, when there is one
     response: Any = None  # strawberry's sub-response (headers, cookies) on HTTP
     connection_params: dict[str, Any] | None = None  # graphql-transport-ws connection_init payload
-    _loaders: dict[str, DataLoader] = field(default_factory=dict)
+    # Set on the context of a shared subscription execution: whom it serves.
+    audience: Audience | None = None
+    # Made on first use: most socket contexts never load anything.
+    _loaders: dict[str, DataLoader] | None = None
 
     @property
     def settings(self) -> Settings:
@@ -108,8 +126,14 @@ class Context:
         batch: Callable[[list[Any]], Awaitable[list[Any]]],
     ) -> DataLoader:
         """One DataLoader per name per request, so lists batch their relations."""
+        if self._loaders is None:
+            self._loaders = {}
         existing = self._loaders.get(name)
         if existing is None:
             existing = DataLoader(batch_load_fn=batch)  # type: ignore[arg-type]
             self._loaders[name] = existing
         return existing
+
+    def known_loader(self, name: str) -> DataLoader | None:
+        """The request's loader `name` if one was made (callers that build it themselves)."""
+        return None if self._loaders is None else self._loaders.get(name)

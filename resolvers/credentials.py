@@ -859,7 +859,7 @@ async def resolve_credential(
 
 
 def _forget(ctx: Context, provider: str) -> None:
-    loader = ctx._loaders.get(_LOADER)
+    loader = ctx.known_loader(_LOADER)
     if loader is not None:
         loader.clear(provider)
     tenant_id = ctx.tenant_id

@@ -180,7 +180,7 @@ async def require_contact(tenant_id: int, contact_id: int | None, field_name: st
 
 
 def users_loader(ctx: Context) -> Any:
-    existing = ctx._loaders.get("crm.users")  # called once per row of a list: no closure
+    existing = ctx.known_loader("crm.users")  # called once per row of a list: no closure
     if existing is not None:
         return existing
     tenant_id = ctx.tenant_id

@@ -28,7 +28,7 @@ import json
 import logging
 import re
 import traceback
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -43,7 +43,7 @@ from kit.security import Principal
 from models.apikeys import ApiKey
 from models.events import OutboxEvent
 from models.members import Membership
-from resolvers.context import Context
+from resolvers.context import Audience, Context
 from resolvers.operations import operation
 
 log = logging.getLogger("switchboard.events")
@@ -494,13 +494,43 @@ ACCESS_RECHECK_SECONDS = 10.0
 
 
 async def _still_allowed(principal: Principal) -> bool:
-    if principal.api_key_id is not None:
-        key = await ApiKey.filter(id=principal.api_key_id, tenant_id=principal.tenant_id).first()
-        return key is not None and key.revoked_at is None and allowed(key.role, "activity:read")
-    member = await Membership.filter(
-        user_id=principal.user_id, tenant_id=principal.tenant_id
-    ).first()
-    return member is not None and allowed(member.role, "activity:read")
+    return not await _lapsed([principal])
+
+
+# Rows read per statement when an audience is checked at once (SQLite's variable limit).
+_CHECK_CHUNK = 500
+
+
+async def _lapsed(principals: Collection[Principal]) -> list[Principal]:
+    """Those of `principals` (one tenant's) that may no longer read the activity stream:
+    their key revoked or capped, their membership gone or without the permission. One
+    statement per kind and chunk, so a shared stream's thousands of subscribers cost a
+    few reads, not one each."""
+    if not principals:
+        return []
+    tenant_id = next(iter(principals)).tenant_id
+    key_ids = sorted({p.api_key_id for p in principals if p.api_key_id is not None})
+    user_ids = sorted(
+        {p.user_id for p in principals if p.api_key_id is None and p.user_id is not None}
+    )
+    keys_ok: set[int] = set()
+    for i in range(0, len(key_ids), _CHECK_CHUNK):
+        rows = await ApiKey.filter(
+            id__in=key_ids[i : i + _CHECK_CHUNK], tenant_id=tenant_id, revoked_at=None
+        ).values_list("id", "role")
+        keys_ok.update(k for k, role in rows if allowed(role, "activity:read"))
+    users_ok: set[int] = set()
+    for i in range(0, len(user_ids), _CHECK_CHUNK):
+        rows = await Membership.filter(
+            user_id__in=user_ids[i : i + _CHECK_CHUNK], tenant_id=tenant_id
+        ).values_list("user_id", "role")
+        users_ok.update(u for u, role in rows if allowed(role, "activity:read"))
+    return [
+        p
+        for p in principals
+        if p.tenant_id != tenant_id
+        or (p.api_key_id not in keys_ok if p.api_key_id is not None else p.user_id not in users_ok)
+    ]
 
 
 def _about(principal: Principal, event: Event) -> bool:
@@ -518,7 +548,10 @@ async def activity(ctx: Context, types: list[str] | None) -> AsyncGenerator[Even
     """The caller's tenant's live events (the `activity` subscription).
 
     Ends with UNAUTHENTICATED once the caller no longer belongs to the tenant (removed,
-    key revoked): nothing is sent after that.
+    key revoked): nothing is sent after that. Nothing here depends on the caller beyond
+    its tenant and role except that check, so the stream may be shared by the tenant's
+    subscribers of one role (`ctx.audience`, gateway/http/fanout.py): the check is then
+    made on each of them (batched), and only those who fail it are ended.
     """
     principal = ctx.require_principal()
     wanted = list(types or [])
@@ -532,6 +565,7 @@ async def activity(ctx: Context, types: list[str] | None) -> AsyncGenerator[Even
             "Invalid event type.",
             details={"types": "each is like `contact.created` or `contact.*`"},
         )
+    audience = ctx.audience
     loop = asyncio.get_running_loop()
     checked_at = loop.time()
     # Unfiltered underneath, so membership events reach the access check; filtered below.
@@ -539,7 +573,13 @@ async def activity(ctx: Context, types: list[str] | None) -> AsyncGenerator[Even
     checked = _too_slow_is_rate_limited(stream)
     try:
         async for event in checked:
-            if _about(principal, event) or loop.time() - checked_at > ACCESS_RECHECK_SECONDS:
+            due = loop.time() - checked_at > ACCESS_RECHECK_SECONDS
+            if audience is not None:
+                if due or event.type.startswith("member."):
+                    await _check_audience(audience, event, everyone=due)
+                    if due:
+                        checked_at = loop.time()
+            elif _about(principal, event) or due:
                 if not await _still_allowed(principal):
                     raise Unauthenticated("You no longer have access to this organization.")
                 checked_at = loop.time()
@@ -549,3 +589,12 @@ async def activity(ctx: Context, types: list[str] | None) -> AsyncGenerator[Even
     finally:
         await checked.aclose()
         await stream.aclose()
+
+
+async def _check_audience(audience: Audience, event: Event, *, everyone: bool) -> None:
+    """A shared stream's access check, before `event` goes out: every subscriber when
+    the periodic check is due, else those the (membership) event is about."""
+    concerned = [p for p in audience.principals() if everyone or _about(p, event)]
+    lapsed = await _lapsed(concerned)
+    if lapsed:
+        audience.refuse(lapsed, Unauthenticated("You no longer have access to this organization."))

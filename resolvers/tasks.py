@@ -62,7 +62,7 @@ def open_tasks_loader(ctx: Context, link: str) -> Any:
     """Open tasks (plain dicts of TASK_COLUMNS) per contact (or per lead) id, soonest due
     first; one query per batch."""
     name = f"crm.open_tasks.{link}"
-    existing = ctx._loaders.get(name)
+    existing = ctx.known_loader(name)
     if existing is not None:
         return existing
     tenant_id = ctx.tenant_id

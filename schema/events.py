@@ -61,7 +61,10 @@ class ActivityEvent:
 
 @strawberry.type
 class Subscription:
+    # Shared: every field below depends on the tenant only; the per-user access check is
+    # made on each subscriber through ctx.audience (resolvers/events.py `activity`).
     @subscription(
+        shared=True,
         operation=events.activity,
         description="Domain events of the current organization as they happen (from every "
         "gateway process), optionally only some types. Never another organization's.",

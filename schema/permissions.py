@@ -94,9 +94,41 @@ def mutation(
     return _decorate(strawberry.mutation, _permission(operation, permission), description, kwargs)
 
 
+# Field metadata marking a subscription whose executions may be shared (below).
+SHARED = "switchboard.shared_execution"
+
+
 def subscription(
-    *, description: str, operation: Any = None, permission: str | None = None, **kwargs: Any
+    *,
+    description: str,
+    operation: Any = None,
+    permission: str | None = None,
+    shared: bool = False,
+    **kwargs: Any,
 ) -> Any:
+    """A root subscription field. `shared=True` lets subscribers with the same operation
+    text, operation name, variables, tenant and role share one execution and one encoded
+    frame per event (gateway/http/fanout.py). Declare it only when everything the field
+    can reach depends on no more than the caller's tenant and role — or, like `activity`,
+    makes its per-caller checks through `ctx.audience` (resolvers/context.py). A field
+    whose output differs per user (its own rows, its own stream, a per-user redaction)
+    must stay unshared."""
+    if shared:
+        kwargs["metadata"] = {**kwargs.get("metadata", {}), SHARED: True}
     return _decorate(
         strawberry.subscription, _permission(operation, permission), description, kwargs
     )
+
+
+def shared_subscriptions(schema: Any) -> frozenset[str]:
+    """Names of the root subscription fields of `schema` (a graphql-core schema) declared
+    `shared=True`."""
+    root = schema.subscription_type
+    if root is None:
+        return frozenset()
+    names = set()
+    for name, field in root.fields.items():
+        definition = (field.extensions or {}).get("strawberry-definition")
+        if definition is not None and (definition.metadata or {}).get(SHARED):
+            names.add(name)
+    return frozenset(names)

@@ -40,6 +40,7 @@ from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
 from gateway.http import uploads
+from gateway.http.fanout import Fanout
 from gateway.http.graphiql import offline_html
 from gateway.http.middleware import request_context
 from gateway.http.responses import (
@@ -126,6 +127,7 @@ class GatewayGraphQL(GraphQL):
             keep_alive=False,
         )
         self.services = services
+        self.fanout = Fanout(schema, services)
         self.ide_html = offline_html() if settings.graphiql_enabled else ""
         self.responses: response_cache.ResponseCache | None = None
         if settings.viewer_cache_seconds > 0 and settings.response_cache_entries > 0:
@@ -137,6 +139,9 @@ class GatewayGraphQL(GraphQL):
 
     async def on_ws_connect(self, context: Context) -> UnsetType:  # type: ignore[override]
         params = context.connection_params or {}
+        # Read once: kept for the socket's life, the payload (an access token, often a
+        # kilobyte) would cost every idle socket memory and keep a secret around.
+        context.connection_params = None
         raw = params.get("Authorization") or params.get("authorization")
         token = params.get("token") or params.get("accessToken")
         try:

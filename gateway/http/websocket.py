@@ -17,6 +17,14 @@ HTTP checks the principal on every request; a socket is authenticated once, at
 - lapses are noticed without polling: the socket watches its member's standing and its
   key (`resolvers.authority.watch`), which every change wakes in this process at once and
   in other processes through the event bus; a timer fires at the token's expiry.
+
+Subscriptions declared shared (`activity`) join a shared execution
+(`gateway/http/fanout.py`) after those same checks instead of running one of their own;
+closing the socket leaves it, and the others sharing it go on.
+
+A socket is held for hours and there may be thousands: what it keeps is made on first
+use (the task set of its watchers' work, its shared operations) and nothing runs per
+socket while it is idle beyond uvicorn's reader and strawberry's message loop.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
@@ -42,6 +50,9 @@ from kit.security import Principal
 from resolvers import authority
 from resolvers.context import Context
 
+if TYPE_CHECKING:
+    from gateway.http.fanout import Fanout, Subscriber
+
 log = logging.getLogger("switchboard.ws")
 
 UNAUTHORIZED = 4401
@@ -55,12 +66,17 @@ class GuardedTransportWS(BaseGraphQLTransportWSHandler[Context, Any]):
         super().__init__(*args, **kwargs)
         self._unwatch: Any = None
         self._expiry: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] | None = None
+        self._shared: dict[str, Subscriber] | None = None
         self._ended = False
 
     @property
     def services(self) -> Any:
         return self.context.services
+
+    @property
+    def _fanout(self) -> Fanout:
+        return self.view.fanout  # type: ignore[attr-defined,no-any-return]  # GatewayGraphQL's
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         await super().handle_connection_init(message)
@@ -104,7 +120,45 @@ class GuardedTransportWS(BaseGraphQLTransportWSHandler[Context, Any]):
                 }
             )
             return
-        await super().handle_subscribe(message)
+        payload = message["payload"]
+        query, name = payload["query"], payload.get("operationName")
+        principal = self.context.principal
+        field = None if principal is None else self._fanout.shared_field(query, name)
+        if field is None:
+            if self._shared and message["id"] in self._shared:
+                await self.websocket.close(
+                    code=4409, reason=f"Subscriber for {message['id']} already exists"
+                )
+                return
+            await super().handle_subscribe(message)
+            return
+        assert principal is not None
+        if message["id"] in self.operations or (self._shared and message["id"] in self._shared):
+            await self.websocket.close(
+                code=4409, reason=f"Subscriber for {message['id']} already exists"
+            )
+            return
+        variables = payload.get("variables")
+        if self._shared is None:
+            self._shared = {}
+        self._shared[message["id"]] = self._fanout.join(
+            self, message["id"], query, variables, name, field, principal
+        )
+
+    async def send_frame(self, frame: str) -> None:
+        """One encoded message (a shared execution's frame)."""
+        await self.websocket.ws.send({"type": "websocket.send", "text": frame})  # type: ignore[attr-defined]
+
+    def forget_shared(self, operation_id: str, subscriber: Subscriber) -> None:
+        if self._shared is not None and self._shared.get(operation_id) is subscriber:
+            del self._shared[operation_id]
+
+    async def cleanup_operation(self, operation_id: str) -> None:
+        subscriber = self._shared.get(operation_id) if self._shared else None
+        if subscriber is not None:
+            subscriber.leave()
+            return
+        await super().cleanup_operation(operation_id)
 
     async def _over_budget(self) -> int | None:
         """Seconds to wait when this operation is over the caller's HTTP budget."""
@@ -150,7 +204,7 @@ class GuardedTransportWS(BaseGraphQLTransportWSHandler[Context, Any]):
         if self._ended:
             return
         self._ended = True
-        for operation_id in list(self.operations):
+        for operation_id in [*self.operations, *(self._shared or ())]:
             await self.cleanup_operation(operation_id)
         with contextlib.suppress(Exception):  # the client may be gone already
             await self.websocket.close(code=code, reason=reason[:120])
@@ -165,6 +219,8 @@ class GuardedTransportWS(BaseGraphQLTransportWSHandler[Context, Any]):
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.ensure_future(work)
+        if self._tasks is None:
+            self._tasks = set()
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -174,7 +230,9 @@ class GuardedTransportWS(BaseGraphQLTransportWSHandler[Context, Any]):
             self._unwatch = None
         if self._expiry is not None:
             self._expiry.cancel()
-        for task in list(self._tasks):
+        for subscriber in list((self._shared or {}).values()):
+            subscriber.leave()
+        for task in list(self._tasks or ()):
             if task is not asyncio.current_task():
                 task.cancel()
         await super().shutdown()
