@@ -62,8 +62,10 @@ def server(argv: list[str], port: int, env: dict[str, str] | None = None) -> Ite
                 log.seek(0)
                 raise SystemExit(f"server exited: {log.read().decode(errors='replace')[-3000:]}")
             try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
+                # Up means answering: the gateway listens before its start-up (migrations,
+                # worker) is done, and a load generator must not measure that.
+                post_json(f"{url}/graphql", {"query": "{ __typename }"})
+                break
             except OSError:
                 if time.monotonic() > deadline:
                     raise SystemExit("server did not start in 60 s") from None

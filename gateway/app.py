@@ -50,6 +50,9 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     graphql = GatewayGraphQL(build_schema(settings), services)
 
     routes: list[BaseRoute] = [
+        # First: the router tries routes in order, and nearly every request is GraphQL.
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql),
         *health.routes(services),
         *metrics_routes.routes(services),
         *webhook_routes.routes(services),
@@ -58,8 +61,6 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         *file_routes.routes(services),
         *sandbox_routes.routes(services),
         *(graphiql.routes() if settings.graphiql_enabled else []),
-        Route("/graphql", graphql, methods=["GET", "POST"]),
-        WebSocketRoute("/graphql", graphql),
     ]
 
     @contextlib.asynccontextmanager

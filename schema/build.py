@@ -44,6 +44,7 @@ from schema import (
     webhooks_out,
 )
 from schema.execution import GatewayExecutionContext
+from schema.extension_runner import LeanExtensionsRunner
 from schema.extensions import Limits, gateway_extension
 from schema.limits import StorableStrings, limits_rule
 from schema.relay import resolve_global_id
@@ -81,6 +82,11 @@ AREAS: list[ModuleType] = [
 
 
 class GatewaySchema(strawberry.Schema):
+    def create_extensions_runner(
+        self, execution_context: Any, extensions: list[Any]
+    ) -> LeanExtensionsRunner:
+        return LeanExtensionsRunner(execution_context=execution_context, extensions=extensions)
+
     def process_errors(self, errors: list[Any], execution_context: Any = None) -> None:
         """Strawberry logs every error with a traceback; expected errors are answers, not
         incidents. Unexpected ones are logged once, with the request id, by GatewayErrors."""

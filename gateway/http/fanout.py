@@ -49,6 +49,7 @@ from graphql import FieldNode, OperationDefinitionNode, OperationType, parse
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.utils.aio import aclosing
 
+from gateway.http.responses import encode_json
 from kit.errors import GatewayError, RateLimited
 from kit.logging import request_id_var
 from kit.metrics import ws_shared_executions, ws_shared_subscribers
@@ -68,11 +69,6 @@ SOCKET_BACKLOG = 256
 _SHAPES = 512
 
 GroupKey = tuple[str, str | None, str, int, Role]
-
-
-def _encode(data: object) -> str:
-    # As the view's encode_json: the same bytes an unshared subscription would send.
-    return json.dumps(data, separators=(",", ":"), default=str)
 
 
 class Fanout:
@@ -291,7 +287,7 @@ class Group:
             payload["errors"] = [e.formatted for e in result.errors]
         if result.extensions:
             payload["extensions"] = result.extensions
-        body = _encode(payload) + "}"
+        body = encode_json(payload) + "}"
         for member in list(self.members):
             member.push(member.prefix + body)
 
@@ -299,9 +295,9 @@ class Group:
         """The last message of every subscriber (`error` or `complete`)."""
         self._forget()
         self.task = None  # ending on its own: nothing to cancel when the last one leaves
-        rest = _encode(message)[1:]  # `"type":…}` after the spliced id
+        rest = encode_json(message)[1:]  # `"type":…}` after the spliced id
         for member in list(self.members):
-            member.push(f'{{"id":{_encode(member.id)},{rest}', last=True)
+            member.push(f'{{"id":{encode_json(member.id)},{rest}', last=True)
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
@@ -319,7 +315,7 @@ class Subscriber:
         self.group: Group | None = group
         self.handler = handler
         self.id = operation_id
-        self.prefix = f'{{"id":{_encode(operation_id)},"type":"next","payload":'
+        self.prefix = f'{{"id":{encode_json(operation_id)},"type":"next","payload":'
         self.backlog: deque[str] | None = None
         self.writer: asyncio.Task[None] | None = None
 
@@ -369,8 +365,10 @@ class Subscriber:
             "path": [self.group.field],
             "extensions": {**error.as_extensions(), "requestId": self.handler.context.request_id},
         }
-        self.push(self.prefix + _encode({"data": None, "errors": [formatted]}) + "}", force=True)
-        self.push(f'{{"id":{_encode(self.id)},"type":"complete"}}', last=True)
+        self.push(
+            self.prefix + encode_json({"data": None, "errors": [formatted]}) + "}", force=True
+        )
+        self.push(f'{{"id":{encode_json(self.id)},"type":"complete"}}', last=True)
 
     def detach(self) -> None:
         """Out of the group and the socket's operations (its id may be used again)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 from kit.errors import GatewayError
 
 GRAPHQL_PREFIX = "/graphql"
@@ -91,3 +93,13 @@ async def send_json(
         raw.append((k.lower().encode(), v.encode()))
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
+
+
+_OPTIONS = orjson.OPT_NON_STR_KEYS
+
+
+def encode_json(data: object) -> str:
+    """A GraphQL answer as JSON, for HTTP responses and socket frames alike: orjson,
+    several times faster than `json.dumps` on a page of nodes; UTF-8 as it is (not
+    `\\u` escapes); anything it cannot encode as its `str`."""
+    return orjson.dumps(data, default=str, option=_OPTIONS).decode()
