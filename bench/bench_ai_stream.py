@@ -570,6 +570,8 @@ def install_trace(path: str) -> None:
             with open(path, "a") as out:
                 out.write(json.dumps({"key": key, **marks.pop(key, {})}) + "\n")
 
+    # The schema reads the operation's permission off the function it is given.
+    traced_stream.permission = stream_chat_completion.permission  # type: ignore[attr-defined]
     ai.stream_chat_completion = traced_stream  # type: ignore[assignment]
 
     # Each function is wrapped where its caller looks it up (the module that imports it).
