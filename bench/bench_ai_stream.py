@@ -327,7 +327,8 @@ def start_profiles(args: argparse.Namespace, pids: dict[str, int]) -> list[Any]:
     spy = str(Path(sys.executable).parent / "py-spy")
     spies = []
     for name in ("gateway", "sandbox"):
-        command = [spy, "record", "--pid", str(pids[name]), "--format", "raw", "--rate", "200"]
+        command = [spy, "record", "--pid", str(pids[name]), "--format", "raw", "--rate", "1000"]
+        command += ["--nonblocking"]
         command += ["--output", str(out / f"{name}.txt")]
         spies.append(
             subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -531,6 +532,7 @@ def install_trace(path: str) -> None:
     import providers.openai as openai_provider
     import resolvers.ai as ai
     from resolvers.ai import plan as planning
+    from resolvers.ai import prompts
     from resolvers.ai import streaming
 
     marks: dict[str, dict[str, float]] = {}
@@ -597,7 +599,7 @@ def install_trace(path: str) -> None:
     after(planning, "reserve", "quota", lambda *a: stream_key.get())
     after(planning, "credential", "credential", lambda *a: stream_key.get())
     after(streaming, "_settle", "settled", lambda *a: stream_key.get())
-    after(streaming, "store_prompt", "stored", lambda *a: stream_key.get())
+    after(prompts, "store_prompt", "stored", lambda *a: stream_key.get())
 
     chat_stream = openai_provider.ChatStream
     enter, chunks = chat_stream.__aenter__, chat_stream._chunks
