@@ -532,8 +532,7 @@ def install_trace(path: str) -> None:
     import providers.openai as openai_provider
     import resolvers.ai as ai
     from resolvers.ai import plan as planning
-    from resolvers.ai import prompts
-    from resolvers.ai import streaming
+    from resolvers.ai import prompts, streaming
 
     marks: dict[str, dict[str, float]] = {}
 
