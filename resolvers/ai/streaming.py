@@ -1,8 +1,10 @@
 """Streamed completions.
 
-The prompt is stored once the vendor accepted the request (its response headers
-arrived), so that in a burst of streams the upstream requests leave first, and a refusal
-stores nothing.
+The prompt's rows are named by the gateway (`prompts.assign_ids`) and stored once the
+first event is out, so that in a burst of streams the upstream requests and the first
+events go before the store's work, and a refusal stores nothing. Reads of those rows in
+this process wait for the write (`PendingPrompts`); a write that fails ends the stream
+with an error, and only the part received is billed.
 
 Streams coalesce: a reader task drains the vendor's SSE chunks into a buffer and the
 subscription yields whatever has accumulated each time the consumer is ready, at most one
@@ -164,13 +166,22 @@ async def _stream(ctx: Context, plan: Plan) -> AsyncGenerator[StreamEvent, None]
             first_token=None, error_code=error.vendor_code,
         )  # fmt: skip
         raise gateway_error(error) from None
-    # Stored once the vendor took the request (its answer's headers are in), while the
-    # first token is on its way: in a burst of streams starting at once, the upstream
-    # requests leave before the store's work, and a refusal leaves nothing to undo.
-    stored = start_storing(ctx, plan)
     pump = _Pump()
-    # A failed write ends the stream at once, whatever the vendor is sending.
-    stored.add_done_callback(lambda done: None if _failed(done) is None else pump.wake.set())
+    stored: asyncio.Task[tuple[Conversation, ChatMessage]] | None = None
+
+    def store() -> asyncio.Task[tuple[Conversation, ChatMessage]]:
+        # Written once the first event is out (or the stream ends without one): the ids
+        # are the gateway's, so nothing waits for the rows, and in a burst of streams
+        # their first events go before the store's work; a refusal leaves nothing to undo.
+        nonlocal stored
+        if stored is None:
+            stored = start_storing(ctx, plan)
+            # A failed write ends the stream at once, whatever the vendor is sending.
+            stored.add_done_callback(
+                lambda done: None if _failed(done) is None else pump.wake.set()
+            )
+        return stored
+
     reader = asyncio.create_task(pump.run(chunks))
     budget = ctx.settings.ai_stream_max_events_per_second
     state = ai_state(ctx.services)
@@ -183,7 +194,7 @@ async def _stream(ctx: Context, plan: Plan) -> AsyncGenerator[StreamEvent, None]
         while True:
             await pump.wake.wait()
             pump.wake.clear()
-            if stored.done() and _failed(stored) is not None:
+            if stored is not None and stored.done() and _failed(stored) is not None:
                 outcome = UsageOutcome.FAILED
                 raise GatewayError(
                     "The conversation could not be stored, so the answer was stopped; "
@@ -203,17 +214,19 @@ async def _stream(ctx: Context, plan: Plan) -> AsyncGenerator[StreamEvent, None]
                 yield StreamEvent(text, index, conversation_id, answer_id)
                 index += 1
                 text = ""
+                store()
             if not pump.done:
                 continue
             if pump.error is not None:
                 outcome = UsageOutcome.FAILED
                 raise gateway_error(pump.error)
-            if not stored.done():
+            written = store()
+            if not written.done():
                 # The whole answer came before its rows were written: they must be, first.
-                await asyncio.wait([stored])
-                if _failed(stored) is not None:
+                await asyncio.wait([written])
+                if _failed(written) is not None:
                     continue  # the failure above
-            conversation, answer = stored.result()
+            conversation, answer = written.result()
             outcome = UsageOutcome.COMPLETE
             usage = await _settle(
                 ctx, plan, pump, received, conversation, answer, outcome, started, first_token
@@ -235,22 +248,23 @@ async def _stream(ctx: Context, plan: Plan) -> AsyncGenerator[StreamEvent, None]
         with contextlib.suppress(BaseException):
             await stream.__aexit__(None, None, None)
         if not settled:
+            written = store()
             with contextlib.suppress(BaseException):
-                await asyncio.shield(asyncio.wait([stored]))
-            if stored.done() and _failed(stored) is None:
-                conversation, answer = stored.result()
+                await asyncio.shield(asyncio.wait([written]))
+            if written.done() and _failed(written) is None:
+                conversation, answer = written.result()
                 await asyncio.shield(
                     _settle(
                         ctx, plan, pump, received, conversation, answer, outcome, started,
                         first_token,
                     )
                 )  # fmt: skip
-            elif stored.done():
+            elif written.done():
                 # Nothing was written (one transaction): only the tokens received are
                 # billed, once, with no conversation; the caller releases the rest of the
                 # reservation if even this bill cannot be written.
                 await asyncio.shield(
-                    _bill_unstored(ctx, plan, pump, started, first_token, _failed(stored))
+                    _bill_unstored(ctx, plan, pump, started, first_token, _failed(written))
                 )
 
 
