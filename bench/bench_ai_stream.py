@@ -15,6 +15,8 @@ driver (the clients).
    and p95 within 10 %), and from its first delta to `complete` against (T-1)/R (the
    steady streaming alone, without the set-up). All start at once unless `--ramp S`
    spreads the starts evenly over S seconds (each duration counts from its own start).
+   Each stream's first delta counts from its subscription; the baseline is the same burst
+   sent first straight to the sandbox with the SDK from this driver (its first chunks).
 
 Both phases print the CPU each process used (sandbox, gateway, this driver: a client
 that is itself saturated would spoil the figures), and phase 2 prints when the upstream
@@ -178,6 +180,38 @@ async def direct_first_chunk(
     return first or 0.0
 
 
+async def direct_burst(sandbox_url: str, count: int, tokens: int, ramp: float) -> list[float]:
+    """Seconds to the first chunk of each of `count` SDK streams started at once (or over
+    `ramp` seconds), each read to its end as the gateway's are."""
+    import openai
+
+    # The SDK's aiohttp transport, as the gateway's client uses (the default httpx one
+    # costs several times its CPU per chunk: that driver would be the bottleneck).
+    client = AsyncOpenAI(
+        api_key="sk-bench-direct", base_url=f"{sandbox_url}/v1", max_retries=0,
+        http_client=openai.DefaultAioHttpClient(),
+    )  # fmt: skip
+
+    async def one(i: int) -> float:
+        if ramp:
+            await asyncio.sleep(ramp * i / count)
+        t0 = time.perf_counter()
+        first = None
+        stream = await client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": f"Direct {i}"}],
+            max_tokens=tokens, stream=True, stream_options={"include_usage": True},
+        )  # fmt: skip
+        async for chunk in stream:
+            if first is None and chunk.choices and chunk.choices[0].delta.content:
+                first = time.perf_counter() - t0
+        return first or 0.0
+
+    try:
+        return list(await asyncio.gather(*(one(i) for i in range(count))))
+    finally:
+        await client.close()
+
+
 async def bench_database(kind: str) -> tuple[str, Any]:
     """A fresh store for the run, and how to drop it."""
     if kind == "sqlite":
@@ -247,6 +281,13 @@ async def main() -> None:
         default=None,
         help="directory: record the gateway and the sandbox with py-spy during the "
         "concurrent phase (collapsed stacks, <dir>/gateway.txt and <dir>/sandbox.txt)",
+    )
+    parser.add_argument(
+        "--no-burst-baseline",
+        dest="burst_baseline",
+        action="store_false",
+        help="skip the direct SDK burst run before the gateway's (its first-chunk figures "
+        "are the baseline of the burst's first delta)",
     )
     parser.add_argument(
         "--trace",
@@ -415,6 +456,17 @@ async def run(
         await http.post(
             control, json={"tokens_per_second": args.rate, "answer_tokens": args.tokens}
         )
+        direct_first: list[float] = []
+        if args.burst_baseline:
+            # The same burst from this driver straight to the sandbox with the SDK: how
+            # soon the first chunk can come at all when N streams start at once here.
+            meter = CpuMeter(pids)
+            direct_first = await direct_burst(sandbox_url, args.streams, args.tokens, args.ramp)
+            print(
+                f"{args.streams} concurrent streams straight from the SDK to the sandbox "
+                f"(baseline): first chunk median {statistics.median(direct_first) * 1000:.0f} "
+                f"ms, p95 {percentile(direct_first, 95) * 1000:.0f} ms; CPU: {meter.report()}"
+            )
         sockets = [Socket(ws_url, token) for _ in range(args.streams)]
         for i in range(0, len(sockets), 50):
             await asyncio.gather(*(s.open() for s in sockets[i : i + 50]))
@@ -473,6 +525,12 @@ async def run(
             f"p95 {percentile(first, 95) * 1000:.0f} ms, max {max(first) * 1000:.0f} ms; "
             f"all {args.streams} done in {wall:.3f} s"
         )
+        if direct_first:
+            print(
+                "  first delta median / the direct burst's first chunk median: "
+                f"{statistics.median(first) / statistics.median(direct_first):.2f}x "
+                f"(+{(statistics.median(first) - statistics.median(direct_first)) * 1000:.0f} ms)"
+            )
         print(
             f"  completion tokens per stream: {min(billed)}-{max(billed)}; subscription events "
             f"per stream: median {statistics.median(r[3] for r in results):g}"
