@@ -62,20 +62,31 @@ async def store_prompt(ctx: Context, plan: Plan) -> tuple[Conversation, ChatMess
     return result
 
 
-def start_storing(ctx: Context, plan: Plan) -> asyncio.Task[tuple[Conversation, ChatMessage]]:
-    """`store_prompt` as a task, which this process's reads of its rows wait for (the
-    plan's ids are assigned already)."""
+def start_storing(
+    ctx: Context, plan: Plan, *, after: asyncio.Event | None = None
+) -> asyncio.Task[tuple[Conversation, ChatMessage]]:
+    """`store_prompt` as a task (once `after` is set), which this process's reads of the
+    rows wait for from now on (the plan's ids are assigned already)."""
     assert plan.conversation_id is not None and plan.answer_id is not None
-    stored = asyncio.create_task(store_prompt(ctx, plan))
+    stored = asyncio.create_task(_store_after(ctx, plan, after))
     ai_state(ctx.services).pending.add(
         stored,
         PendingPrompt(
             plan.principal.key,
             plan.conversation_id,
             frozenset([*plan.message_ids, plan.answer_id]),
+            after,
         ),
     )
     return stored
+
+
+async def _store_after(
+    ctx: Context, plan: Plan, after: asyncio.Event | None
+) -> tuple[Conversation, ChatMessage]:
+    if after is not None:
+        await after.wait()
+    return await store_prompt(ctx, plan)
 
 
 async def _write_prompts(plans: list[Plan]) -> list[tuple[Conversation, ChatMessage]]:

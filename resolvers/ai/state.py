@@ -35,6 +35,7 @@ class PendingPrompt:
     owner: str  # the caller's principal key
     conversation_id: int
     message_ids: frozenset[int]
+    named: asyncio.Event | None = None  # set once an event named the ids (None: at once)
 
 
 class PendingPrompts:
@@ -42,8 +43,10 @@ class PendingPrompts:
 
     A client that receives a conversation's id in the first event and asks for it at
     once must find it: reads in this process wait for the writes that will make what
-    they look for (by conversation, message or owner) before they query. The wait is
-    for this process's writes only; another process sees the rows at their commit."""
+    they look for (by conversation, message or owner) before they query; only for writes
+    whose ids are out already (a stream still waiting for its first token holds no read
+    up). The wait is for this process's writes only; another process sees the rows at
+    their commit, normally milliseconds after the first event."""
 
     def __init__(self) -> None:
         self.writes: dict[asyncio.Future[Any], PendingPrompt] = {}
@@ -66,6 +69,7 @@ class PendingPrompts:
             write
             for write, prompt in self.writes.items()
             if write.get_loop() is loop
+            and (prompt.named is None or prompt.named.is_set())
             and (
                 prompt.owner == owner
                 or prompt.conversation_id in conversations

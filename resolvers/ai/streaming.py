@@ -167,19 +167,18 @@ async def _stream(ctx: Context, plan: Plan) -> AsyncGenerator[StreamEvent, None]
         )  # fmt: skip
         raise gateway_error(error) from None
     pump = _Pump()
-    stored: asyncio.Task[tuple[Conversation, ChatMessage]] | None = None
+    # The rows are written once the first event is out (or the stream ends without one):
+    # their ids are the gateway's, so nothing waits for them, and in a burst of streams
+    # the first events go before the store's work; a refusal leaves nothing to undo. The
+    # write is registered now, before any event names its ids, so that a read of them in
+    # this process waits for it.
+    first_out = asyncio.Event()
+    stored = start_storing(ctx, plan, after=first_out)
+    # A failed write ends the stream at once, whatever the vendor is sending.
+    stored.add_done_callback(lambda done: None if _failed(done) is None else pump.wake.set())
 
     def store() -> asyncio.Task[tuple[Conversation, ChatMessage]]:
-        # Written once the first event is out (or the stream ends without one): the ids
-        # are the gateway's, so nothing waits for the rows, and in a burst of streams
-        # their first events go before the store's work; a refusal leaves nothing to undo.
-        nonlocal stored
-        if stored is None:
-            stored = start_storing(ctx, plan)
-            # A failed write ends the stream at once, whatever the vendor is sending.
-            stored.add_done_callback(
-                lambda done: None if _failed(done) is None else pump.wake.set()
-            )
+        first_out.set()
         return stored
 
     reader = asyncio.create_task(pump.run(chunks))
@@ -194,7 +193,7 @@ async def _stream(ctx: Context, plan: Plan) -> AsyncGenerator[StreamEvent, None]
         while True:
             await pump.wake.wait()
             pump.wake.clear()
-            if stored is not None and stored.done() and _failed(stored) is not None:
+            if stored.done() and _failed(stored) is not None:
                 outcome = UsageOutcome.FAILED
                 raise GatewayError(
                     "The conversation could not be stored, so the answer was stopped; "
