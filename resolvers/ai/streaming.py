@@ -195,10 +195,7 @@ async def _stream(ctx: Context, plan: Plan) -> AsyncGenerator[StreamEvent, None]
             pump.wake.clear()
             if stored.done() and _failed(stored) is not None:
                 outcome = UsageOutcome.FAILED
-                raise GatewayError(
-                    "The conversation could not be stored, so the answer was stopped; "
-                    "only the part received is billed."
-                )
+                raise _not_stored()
             text = ""
             if pump.parts:
                 text = "".join(pump.parts)
@@ -223,8 +220,9 @@ async def _stream(ctx: Context, plan: Plan) -> AsyncGenerator[StreamEvent, None]
             if not written.done():
                 # The whole answer came before its rows were written: they must be, first.
                 await asyncio.wait([written])
-                if _failed(written) is not None:
-                    continue  # the failure above
+            if _failed(written) is not None:
+                outcome = UsageOutcome.FAILED
+                raise _not_stored()
             conversation, answer = written.result()
             outcome = UsageOutcome.COMPLETE
             usage = await _settle(
@@ -265,6 +263,13 @@ async def _stream(ctx: Context, plan: Plan) -> AsyncGenerator[StreamEvent, None]
                 await asyncio.shield(
                     _bill_unstored(ctx, plan, pump, started, first_token, _failed(written))
                 )
+
+
+def _not_stored() -> GatewayError:
+    return GatewayError(
+        "The conversation could not be stored, so the answer was stopped; only the part "
+        "received is billed."
+    )
 
 
 def _failed(stored: asyncio.Task[Any]) -> BaseException | None:
