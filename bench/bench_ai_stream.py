@@ -27,7 +27,8 @@ phase 2 (collapsed stacks). `--trace` has the gateway time-stamp each stream's s
 from upstream, prompt rows stored, first and last event) and prints their spread.
 
     .venv/bin/python bench/bench_ai_stream.py [--streams 300] [--rate 50] [--tokens 500]
-        [--ramp 0] [--coalesce-ms MS] [--database postgres|sqlite] [--profile DIR] [--trace]
+        [--ramp 0] [--coalesce-ms MS] [--database postgres|sqlite] [--processes 1]
+        [--no-burst-baseline] [--profile DIR] [--trace]
 """
 
 from __future__ import annotations
@@ -82,10 +83,19 @@ async def wait_up(url: str) -> None:
     raise RuntimeError(f"{url} did not start")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc), with its children's
+    when asked (the gateway's worker processes, when it runs several)."""
+    total = 0.0
+    stats = Path("/proc").glob("[0-9]*/stat") if children else [Path(f"/proc/{pid}/stat")]
+    for stat in stats:
+        try:
+            values = stat.read_text().rsplit(")", 1)[1].split()  # state, ppid, ...
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or values[1] == str(pid):
+            total += (int(values[11]) + int(values[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 class CpuMeter:
@@ -95,11 +105,14 @@ class CpuMeter:
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
         self.t0 = time.perf_counter()
-        self.start = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        self.start = {name: cpu_seconds(pid, name == "gateway") for name, pid in pids.items()}
 
     def report(self) -> str:
         wall = time.perf_counter() - self.t0
-        used = {name: cpu_seconds(pid) - self.start[name] for name, pid in self.pids.items()}
+        used = {
+            name: cpu_seconds(pid, name == "gateway") - self.start[name]
+            for name, pid in self.pids.items()
+        }
         return ", ".join(f"{name} {used[name]:.2f} s ({used[name] / wall:.0%})" for name in used)
 
 
@@ -283,6 +296,13 @@ async def main() -> None:
         "concurrent phase (collapsed stacks, <dir>/gateway.txt and <dir>/sandbox.txt)",
     )
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="gateway processes (uvicorn workers sharing the port and the store); "
+        "--trace and --profile follow one process only",
+    )
+    parser.add_argument(
         "--no-burst-baseline",
         dest="burst_baseline",
         action="store_false",
@@ -342,8 +362,14 @@ async def main() -> None:
                 else ""
             )
             + "import uvicorn; from gateway.app import create_app; "
-            f"uvicorn.run(create_app(), host='127.0.0.1', port={gateway_port}, "
-            "log_level='warning', ws_per_message_deflate=False, ws_max_queue=100000)",
+            + (
+                f"uvicorn.run(create_app(), host='127.0.0.1', port={gateway_port}, "
+                if args.processes == 1
+                # Several processes on one socket and one store, as deployed at scale.
+                else f"uvicorn.run('gateway.app:create_app', factory=True, "
+                f"workers={args.processes}, host='127.0.0.1', port={gateway_port}, "
+            )
+            + "log_level='warning', ws_per_message_deflate=False, ws_max_queue=100000)",
             env,
         ),
     ]
