@@ -210,13 +210,18 @@ async def direct_burst(sandbox_url: str, count: int, tokens: int, ramp: float) -
             await asyncio.sleep(ramp * i / count)
         t0 = time.perf_counter()
         first = None
-        stream = await client.chat.completions.create(
+        # The SDK's raw stream, its SSE lines read as JSON: no pydantic model per chunk
+        # (as the gateway's provider reads them), which would make this driver's core,
+        # busy with the early streams' chunks, delay the later streams' first ones.
+        async with client.chat.completions.with_streaming_response.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": f"Direct {i}"}],
             max_tokens=tokens, stream=True, stream_options={"include_usage": True},
-        )  # fmt: skip
-        async for chunk in stream:
-            if first is None and chunk.choices and chunk.choices[0].delta.content:
-                first = time.perf_counter() - t0
+        ) as response:  # fmt: skip
+            async for line in response.iter_lines():
+                if first is None and line.startswith("data: {"):
+                    choices = json.loads(line[6:]).get("choices") or [{}]
+                    if choices[0].get("delta", {}).get("content"):
+                        first = time.perf_counter() - t0
         return first or 0.0
 
     try:
