@@ -598,6 +598,7 @@ STAGES = (
     ("quota", "quota checked"),
     ("credential", "credential resolved"),
     ("plan", "plan done"),
+    ("ids", "the rows' ids assigned"),
     ("upstream", "upstream request at the sandbox"),
     ("opened", "upstream response headers"),
     ("upstream_first", "first chunk from upstream"),
@@ -687,6 +688,7 @@ def install_trace(path: str) -> None:
     after(planning, "reserve", "quota", lambda *a: stream_key.get())
     after(planning, "credential", "credential", lambda *a: stream_key.get())
     after(streaming, "_settle", "settled", lambda *a: stream_key.get())
+    after(streaming, "assign_ids", "ids", lambda *a: stream_key.get())
     after(prompts, "store_prompt", "stored", lambda *a: stream_key.get())
 
     chat_stream = openai_provider.ChatStream

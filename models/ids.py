@@ -32,6 +32,8 @@ from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
 BLOCK = 128  # ids per block, at least (a block asked for by many waiters is larger)
+MAX_BLOCK = 4096  # a stock used up fast doubles its blocks up to this
+FAST = 1.0  # seconds: a stock used up sooner than this was too small
 MAX_AGE = 10.0  # seconds a stock is used before it is dropped
 
 _SQLITE_TAKE = "UPDATE sqlite_sequence SET seq = seq + ? WHERE name = ? RETURNING seq"
@@ -70,8 +72,10 @@ class IdBlock:
     `take` answers at once from the stock; when the stock runs short, one refill at a
     time reserves a block big enough for everyone waiting, and a stock running low is
     refilled ahead of need (`prefetch`, or below a quarter of a block), so that a stream
-    seldom waits for the store to name its rows. A stock belongs to the event loop it
-    was made on (`for_loop`)."""
+    seldom waits for the store to name its rows. Blocks double while each is used up
+    within FAST seconds (a burst takes a few refills, not one per BLOCK ids) and shrink
+    back when a stock outlives MAX_AGE. A stock belongs to the event loop it was made
+    on (`for_loop`)."""
 
     def __init__(
         self,
@@ -82,7 +86,7 @@ class IdBlock:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.model = model
-        self.size = size
+        self.base = self.size = size
         self.max_age = max_age
         self.clock = clock
         self.ids: deque[int] = deque()
@@ -125,7 +129,13 @@ class IdBlock:
 
     def _refill(self, count: int) -> asyncio.Task[None]:
         if self.refill is None:
-            self.refill = self.loop.create_task(self._fill(max(count, 2 * self.waiting)))
+            age = self.clock() - self.fetched_at
+            if age < FAST:
+                self.size = min(self.size * 2, MAX_BLOCK)
+            elif age > self.max_age:
+                self.size = self.base
+            wanted = max(count, self.size, 2 * self.waiting)
+            self.refill = self.loop.create_task(self._fill(wanted))
             # A refill nobody waits for (ahead of need) must not log "never retrieved".
             self.refill.add_done_callback(lambda t: t.cancelled() or t.exception())
         return self.refill

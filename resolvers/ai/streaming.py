@@ -145,10 +145,11 @@ async def _stream(ctx: Context, plan: Plan) -> AsyncGenerator[StreamEvent, None]
     coalesce = ctx.settings.ai_stream_coalesce_ms / 1000
     started = time.perf_counter()
     first_token: float | None = None
-    # The rows' ids are the gateway's: the first event names them while they are written.
-    await assign_ids(ctx, plan)
-    conversation_id, answer_id = plan.conversation_id, plan.answer_id
-    assert conversation_id is not None and answer_id is not None
+    # The rows' ids are the gateway's, taken while the request goes out (from the
+    # process's stock, or a block of them from the store if it ran short): the first
+    # event names them while the rows are written.
+    naming = asyncio.ensure_future(assign_ids(ctx, plan))
+    naming.add_done_callback(lambda done: done.cancelled() or done.exception())
     stream: ChatStream = client.stream_chat(
         plan.cred,
         messages=plan.messages,
@@ -166,6 +167,17 @@ async def _stream(ctx: Context, plan: Plan) -> AsyncGenerator[StreamEvent, None]
             first_token=None, error_code=error.vendor_code,
         )  # fmt: skip
         raise gateway_error(error) from None
+    try:
+        await naming
+    except BaseException as error:
+        with contextlib.suppress(BaseException):
+            await stream.__aexit__(None, None, None)
+        if isinstance(error, Exception):
+            await _bill_unstored(ctx, plan, None, started, None, error)
+            raise _not_stored() from None
+        raise
+    conversation_id, answer_id = plan.conversation_id, plan.answer_id
+    assert conversation_id is not None and answer_id is not None
     pump = _Pump()
     # The rows are written once the first event is out (or the stream ends without one):
     # their ids are the gateway's, so nothing waits for them, and in a burst of streams
@@ -282,7 +294,7 @@ def _failed(stored: asyncio.Task[Any]) -> BaseException | None:
 async def _bill_unstored(
     ctx: Context,
     plan: Plan,
-    pump: _Pump,
+    pump: _Pump | None,
     started: float,
     first_token: float | None,
     error: BaseException | None,
@@ -295,7 +307,13 @@ async def _bill_unstored(
     try:
         await bill(
             ctx, plan, conversation_id=None,
-            usage=usage_of(ctx, plan, pump.usage, pump.received, opened=True),
+            usage=usage_of(
+                ctx,
+                plan,
+                None if pump is None else pump.usage,
+                0 if pump is None else pump.received,
+                opened=True,
+            ),
             outcome=UsageOutcome.FAILED, latency=time.perf_counter() - started,
             first_token=first_token, error_code="store_failed",
         )  # fmt: skip
