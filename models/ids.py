@@ -39,18 +39,22 @@ MAX_AGE = 10.0  # seconds a stock is used before it is dropped
 _SQLITE_TAKE = "UPDATE sqlite_sequence SET seq = seq + ? WHERE name = ? RETURNING seq"
 
 
-async def reserve_ids(model: type[Model], count: int) -> list[int]:
-    """`count` fresh ids of `model`'s table from its own counter, increasing."""
+async def reserve_ids(model: type[Model], count: int | Callable[[], int]) -> list[int]:
+    """Fresh ids of `model`'s table from its own counter, increasing: `count` of them, or
+    as many as `count()` says once the store is ready to hand them out (on SQLite, when
+    the connection is ours: demand that arrived meanwhile is served by the same block)."""
     table = model._meta.db_table
     pk = model._meta.db_pk_column
     conn = connections.get(model._meta.default_connection or "default")
     if conn.capabilities.dialect == "postgres":
+        count = count() if callable(count) else count
         rows = await conn.execute_query_dict(
             "SELECT nextval(pg_get_serial_sequence($1, $2)) AS id FROM generate_series(1, $3)",
             [table, pk, count],
         )
         return sorted(int(row["id"]) for row in rows)
     async with in_transaction() as tx:
+        count = count() if callable(count) else count
         rows = await tx.execute_query_dict(_SQLITE_TAKE, [count, table])
         if not rows:
             # The table's counter starts with its first AUTOINCREMENT insert; start it at
@@ -91,7 +95,8 @@ class IdBlock:
         self.clock = clock
         self.ids: deque[int] = deque()
         self.fetched_at = 0.0
-        self.waiting = 0
+        self.waiting = 0  # ids that callers of `take` wait for
+        self.promised = 0  # ids that `prefetch` said will be taken soon
         self.refill: asyncio.Task[None] | None = None
         self.loop = asyncio.get_running_loop()
 
@@ -107,6 +112,7 @@ class IdBlock:
         if len(self.ids) < count:
             return None
         taken = [self.ids.popleft() for _ in range(count)]
+        self.promised = max(0, self.promised - count)
         if len(self.ids) < self.size // 4:
             self._refill(self.size)
         return taken
@@ -122,10 +128,13 @@ class IdBlock:
         return taken
 
     def prefetch(self, count: int) -> None:
-        """Start a refill now if the stock cannot give `count` ids (without waiting)."""
+        """`count` ids will be taken soon: start a refill now if the stock (with what was
+        promised before) cannot give them; a refill still waiting for the store takes
+        them into account."""
         self._fresh(0)
-        if len(self.ids) < count:
-            self._refill(self.size + count)
+        self.promised += count
+        if len(self.ids) < self.promised:
+            self._refill(self.size)
 
     def _refill(self, count: int) -> asyncio.Task[None]:
         if self.refill is None:
@@ -134,18 +143,23 @@ class IdBlock:
                 self.size = min(self.size * 2, MAX_BLOCK)
             elif age > self.max_age:
                 self.size = self.base
-            wanted = max(count, self.size, 2 * self.waiting)
-            self.refill = self.loop.create_task(self._fill(wanted))
+            self.refill = self.loop.create_task(self._fill(count))
             # A refill nobody waits for (ahead of need) must not log "never retrieved".
             self.refill.add_done_callback(lambda t: t.cancelled() or t.exception())
         return self.refill
 
     async def _fill(self, count: int) -> None:
+        def wanted() -> int:
+            # Evaluated when the store is ready: everything promised or waited for by then.
+            short = self.promised + self.waiting - len(self.ids)
+            return max(count, self.size, short + self.size // 2)
+
         try:
-            fresh = await reserve_ids(self.model, count)
+            fresh = await reserve_ids(self.model, wanted)
             self._fresh(0)
             self.ids.extend(fresh)  # above every id in stock: one counter, one refill at a time
             self.fetched_at = self.clock()
+            self.promised = 0  # in stock now; a promise never kept is not carried on
         finally:
             self.refill = None
 
