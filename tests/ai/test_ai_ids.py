@@ -298,3 +298,42 @@ async def test_a_stale_stock_is_dropped_and_ids_stay_above_a_floor(store):
     now[0] = 6  # this stock is now older than max_age: dropped, not used
     [fresh] = await block.take(1)
     assert fresh > later > above
+
+
+async def test_rows_that_cannot_be_named_end_the_stream_before_any_delta(store, server, http):
+    """The store refuses to hand out ids (the sequence is at its maximum): the stream
+    ends with the error, the prompt's estimate is billed once, the quota is released."""
+    if store.kind != "postgres":
+        pytest.skip("a sequence's maximum is PostgreSQL's")
+    owner = await register(http)
+    tenant_id = decode_id(owner.org_id, "Organization")
+    conn = Tortoise.get_connection("default")
+    # This app's stock is empty yet: its first stream asks the sequence, now at its end.
+    rows = await conn.execute_query_dict(
+        "SELECT nextval('ai_conversations_id_seq') AS id FROM generate_series(1, 2)"
+    )
+    top = max(int(r["id"]) for r in rows)
+    await conn.execute_script(f"ALTER SEQUENCE ai_conversations_id_seq MAXVALUE {top}")
+    try:
+        async with Subscription(server, owner.token, {"input": {"messages": prompt()}}) as sub:
+            messages = await sub.all()
+    finally:
+        await conn.execute_script("ALTER SEQUENCE ai_conversations_id_seq NO MAXVALUE")
+    assert not chunks(messages)
+    errors = [m for m in messages if m["type"] == "next" and m["payload"].get("errors")]
+    assert [e["payload"]["errors"][0]["extensions"]["code"] for e in errors] == [
+        "INTERNAL_SERVER_ERROR"
+    ]
+    assert messages[-1]["type"] == "complete"
+
+    async def settled():
+        ledger, used, reserved, rows = await quota_books(tenant_id)
+        return (reserved, rows) == (0, 0) and ledger and (ledger, used)
+
+    ledger, used = await eventually(settled, "the reservation to be settled")
+    bills = await AiUsage.filter(tenant_id=tenant_id)
+    assert [(b.outcome, b.error_code, b.conversation_id, b.estimated) for b in bills] == [
+        ("FAILED", "store_failed", None, True)
+    ]
+    assert ledger == used == bills[0].total_tokens
+    assert not await Conversation.filter(tenant_id=tenant_id).exists()
