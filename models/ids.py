@@ -152,7 +152,8 @@ class IdBlock:
         def wanted() -> int:
             # Evaluated when the store is ready: everything promised or waited for by then.
             short = self.promised + self.waiting - len(self.ids)
-            return max(count, self.size, short + self.size // 2)
+            # Capped: plans refused after their prefetch (quota) never take their ids.
+            return min(max(count, self.size, short + self.size // 2), 4 * MAX_BLOCK)
 
         try:
             fresh = await reserve_ids(self.model, wanted)
