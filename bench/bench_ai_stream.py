@@ -15,6 +15,8 @@ driver (the clients).
    and p95 within 10 %), and from its first delta to `complete` against (T-1)/R (the
    steady streaming alone, without the set-up). All start at once unless `--ramp S`
    spreads the starts evenly over S seconds (each duration counts from its own start).
+   Each stream's first delta counts from its subscription; the baseline is the same burst
+   sent first straight to the sandbox with the SDK from this driver (its first chunks).
 
 Both phases print the CPU each process used (sandbox, gateway, this driver: a client
 that is itself saturated would spoil the figures), and phase 2 prints when the upstream
@@ -25,7 +27,8 @@ phase 2 (collapsed stacks). `--trace` has the gateway time-stamp each stream's s
 from upstream, prompt rows stored, first and last event) and prints their spread.
 
     .venv/bin/python bench/bench_ai_stream.py [--streams 300] [--rate 50] [--tokens 500]
-        [--ramp 0] [--coalesce-ms MS] [--database postgres|sqlite] [--profile DIR] [--trace]
+        [--ramp 0] [--coalesce-ms MS] [--database postgres|sqlite] [--processes 1]
+        [--no-burst-baseline] [--profile DIR] [--trace]
 """
 
 from __future__ import annotations
@@ -80,10 +83,19 @@ async def wait_up(url: str) -> None:
     raise RuntimeError(f"{url} did not start")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc), with its children's
+    when asked (the gateway's worker processes, when it runs several)."""
+    total = 0.0
+    stats = Path("/proc").glob("[0-9]*/stat") if children else [Path(f"/proc/{pid}/stat")]
+    for stat in stats:
+        try:
+            values = stat.read_text().rsplit(")", 1)[1].split()  # state, ppid, ...
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or values[1] == str(pid):
+            total += (int(values[11]) + int(values[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 class CpuMeter:
@@ -93,11 +105,14 @@ class CpuMeter:
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
         self.t0 = time.perf_counter()
-        self.start = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        self.start = {name: cpu_seconds(pid, name == "gateway") for name, pid in pids.items()}
 
     def report(self) -> str:
         wall = time.perf_counter() - self.t0
-        used = {name: cpu_seconds(pid) - self.start[name] for name, pid in self.pids.items()}
+        used = {
+            name: cpu_seconds(pid, name == "gateway") - self.start[name]
+            for name, pid in self.pids.items()
+        }
         return ", ".join(f"{name} {used[name]:.2f} s ({used[name] / wall:.0%})" for name in used)
 
 
@@ -178,6 +193,43 @@ async def direct_first_chunk(
     return first or 0.0
 
 
+async def direct_burst(sandbox_url: str, count: int, tokens: int, ramp: float) -> list[float]:
+    """Seconds to the first chunk of each of `count` SDK streams started at once (or over
+    `ramp` seconds), each read to its end as the gateway's are."""
+    import openai
+
+    # The SDK's aiohttp transport, as the gateway's client uses (the default httpx one
+    # costs several times its CPU per chunk: that driver would be the bottleneck).
+    client = AsyncOpenAI(
+        api_key="sk-bench-direct", base_url=f"{sandbox_url}/v1", max_retries=0,
+        http_client=openai.DefaultAioHttpClient(),
+    )  # fmt: skip
+
+    async def one(i: int) -> float:
+        if ramp:
+            await asyncio.sleep(ramp * i / count)
+        t0 = time.perf_counter()
+        first = None
+        # The SDK's raw stream, its SSE lines read as JSON: no pydantic model per chunk
+        # (as the gateway's provider reads them), which would make this driver's core,
+        # busy with the early streams' chunks, delay the later streams' first ones.
+        async with client.chat.completions.with_streaming_response.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": f"Direct {i}"}],
+            max_tokens=tokens, stream=True, stream_options={"include_usage": True},
+        ) as response:  # fmt: skip
+            async for line in response.iter_lines():
+                if first is None and line.startswith("data: {"):
+                    choices = json.loads(line[6:]).get("choices") or [{}]
+                    if choices[0].get("delta", {}).get("content"):
+                        first = time.perf_counter() - t0
+        return first or 0.0
+
+    try:
+        return list(await asyncio.gather(*(one(i) for i in range(count))))
+    finally:
+        await client.close()
+
+
 async def bench_database(kind: str) -> tuple[str, Any]:
     """A fresh store for the run, and how to drop it."""
     if kind == "sqlite":
@@ -249,6 +301,20 @@ async def main() -> None:
         "concurrent phase (collapsed stacks, <dir>/gateway.txt and <dir>/sandbox.txt)",
     )
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="gateway processes (uvicorn workers sharing the port and the store); "
+        "--trace and --profile follow one process only",
+    )
+    parser.add_argument(
+        "--no-burst-baseline",
+        dest="burst_baseline",
+        action="store_false",
+        help="skip the direct SDK burst run before the gateway's (its first-chunk figures "
+        "are the baseline of the burst's first delta)",
+    )
+    parser.add_argument(
         "--trace",
         action="store_true",
         help="time-stamp each stream's stages inside the gateway and print their spread",
@@ -301,8 +367,14 @@ async def main() -> None:
                 else ""
             )
             + "import uvicorn; from gateway.app import create_app; "
-            f"uvicorn.run(create_app(), host='127.0.0.1', port={gateway_port}, "
-            "log_level='warning', ws_per_message_deflate=False, ws_max_queue=100000)",
+            + (
+                f"uvicorn.run(create_app(), host='127.0.0.1', port={gateway_port}, "
+                if args.processes == 1
+                # Several processes on one socket and one store, as deployed at scale.
+                else f"uvicorn.run('gateway.app:create_app', factory=True, "
+                f"workers={args.processes}, host='127.0.0.1', port={gateway_port}, "
+            )
+            + "log_level='warning', ws_per_message_deflate=False, ws_max_queue=100000)",
             env,
         ),
     ]
@@ -327,7 +399,8 @@ def start_profiles(args: argparse.Namespace, pids: dict[str, int]) -> list[Any]:
     spy = str(Path(sys.executable).parent / "py-spy")
     spies = []
     for name in ("gateway", "sandbox"):
-        command = [spy, "record", "--pid", str(pids[name]), "--format", "raw", "--rate", "200"]
+        command = [spy, "record", "--pid", str(pids[name]), "--format", "raw", "--rate", "1000"]
+        command += ["--nonblocking"]
         command += ["--output", str(out / f"{name}.txt")]
         spies.append(
             subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -414,6 +487,17 @@ async def run(
         await http.post(
             control, json={"tokens_per_second": args.rate, "answer_tokens": args.tokens}
         )
+        direct_first: list[float] = []
+        if args.burst_baseline:
+            # The same burst from this driver straight to the sandbox with the SDK: how
+            # soon the first chunk can come at all when N streams start at once here.
+            meter = CpuMeter(pids)
+            direct_first = await direct_burst(sandbox_url, args.streams, args.tokens, args.ramp)
+            print(
+                f"{args.streams} concurrent streams straight from the SDK to the sandbox "
+                f"(baseline): first chunk median {statistics.median(direct_first) * 1000:.0f} "
+                f"ms, p95 {percentile(direct_first, 95) * 1000:.0f} ms; CPU: {meter.report()}"
+            )
         sockets = [Socket(ws_url, token) for _ in range(args.streams)]
         for i in range(0, len(sockets), 50):
             await asyncio.gather(*(s.open() for s in sockets[i : i + 50]))
@@ -472,6 +556,12 @@ async def run(
             f"p95 {percentile(first, 95) * 1000:.0f} ms, max {max(first) * 1000:.0f} ms; "
             f"all {args.streams} done in {wall:.3f} s"
         )
+        if direct_first:
+            print(
+                "  first delta median / the direct burst's first chunk median: "
+                f"{statistics.median(first) / statistics.median(direct_first):.2f}x "
+                f"(+{(statistics.median(first) - statistics.median(direct_first)) * 1000:.0f} ms)"
+            )
         print(
             f"  completion tokens per stream: {min(billed)}-{max(billed)}; subscription events "
             f"per stream: median {statistics.median(r[3] for r in results):g}"
@@ -508,6 +598,7 @@ STAGES = (
     ("quota", "quota checked"),
     ("credential", "credential resolved"),
     ("plan", "plan done"),
+    ("ids", "the rows' ids assigned"),
     ("upstream", "upstream request at the sandbox"),
     ("opened", "upstream response headers"),
     ("upstream_first", "first chunk from upstream"),
@@ -531,7 +622,7 @@ def install_trace(path: str) -> None:
     import providers.openai as openai_provider
     import resolvers.ai as ai
     from resolvers.ai import plan as planning
-    from resolvers.ai import streaming
+    from resolvers.ai import prompts, streaming
 
     marks: dict[str, dict[str, float]] = {}
 
@@ -570,6 +661,8 @@ def install_trace(path: str) -> None:
             with open(path, "a") as out:
                 out.write(json.dumps({"key": key, **marks.pop(key, {})}) + "\n")
 
+    # The schema reads the operation's permission off the function it is given.
+    traced_stream.permission = stream_chat_completion.permission  # type: ignore[attr-defined]
     ai.stream_chat_completion = traced_stream  # type: ignore[assignment]
 
     # Each function is wrapped where its caller looks it up (the module that imports it).
@@ -595,7 +688,8 @@ def install_trace(path: str) -> None:
     after(planning, "reserve", "quota", lambda *a: stream_key.get())
     after(planning, "credential", "credential", lambda *a: stream_key.get())
     after(streaming, "_settle", "settled", lambda *a: stream_key.get())
-    after(streaming, "store_prompt", "stored", lambda *a: stream_key.get())
+    after(streaming, "assign_ids", "ids", lambda *a: stream_key.get())
+    after(prompts, "store_prompt", "stored", lambda *a: stream_key.get())
 
     chat_stream = openai_provider.ChatStream
     enter, chunks = chat_stream.__aenter__, chat_stream._chunks

@@ -16,7 +16,7 @@ Each hold is recorded in an `ai_reservations` row with an expiry. Completions of
 tenant starting at the same moment (the caller's group commit) hold their sum with one
 statement and share one row, each owning its part; when the sum does not fit, they try
 one by one. On PostgreSQL the hold and its row are one statement (a data-modifying CTE),
-so a lone completion pays one round trip.
+so a lone completion, or one tenant's burst whose sum fits, pays one round trip.
 
 The bill settles a completion's part in the bill's own transaction (`settle`): the part
 is taken off its row (the row is deleted once empty), released from `reserved`, and the
@@ -156,15 +156,22 @@ async def _reserve_group(conn: BaseDBAsyncClient, wants: list[Want]) -> list[Res
 async def reserve_batch(wants: list[Want]) -> list[Reservation | None]:
     """Reservations for completions starting at the same moment (the caller's group
     commit), tenant by tenant in one lock order for every writer, all or none (one
-    transaction, except a lone one on PostgreSQL: one statement). None where it does not
-    fit, or where the month's row does not exist yet: `reserve_again` decides those."""
+    transaction, except one tenant's sum that fits on PostgreSQL: one statement). None
+    where it does not fit, or where the month's row does not exist yet: `reserve_again`
+    decides those."""
     groups: dict[tuple[int, int, int], list[int]] = {}
     for i, want in enumerate(wants):
         groups.setdefault((want.tenant_id, want.month, want.default_quota), []).append(i)
     results: list[Reservation | None] = [None] * len(wants)
     conn = connections.get("default")
-    if len(wants) == 1 and _postgres(conn):
-        return await _reserve_group(conn, wants)
+    if len(groups) == 1 and _postgres(conn):
+        # One tenant (a lone completion, or a burst of one tenant's streams): its sum is
+        # one statement, atomic alone, so no transaction round trips when it fits.
+        row_id = await _hold(conn, wants[0], sum(w.tokens for w in wants))
+        if row_id is not None:
+            return [Reservation(row_id, w.tenant_id, w.month, w.tokens) for w in wants]
+        if len(wants) == 1:
+            return results
     async with in_transaction() as conn:
         for _, indexes in sorted(groups.items()):
             held = await _reserve_group(conn, [wants[i] for i in indexes])

@@ -12,7 +12,7 @@ from providers.openai import Completion
 from resolvers.ai.ledger import bill, usage_of
 from resolvers.ai.plan import make_plan
 from resolvers.ai.prices import estimate_tokens
-from resolvers.ai.prompts import store_prompt, undo
+from resolvers.ai.prompts import assign_ids, start_storing, undo
 from resolvers.ai.quota import release_unbilled
 from resolvers.ai.types import ChatRequest, CompletionResult, Plan
 from resolvers.ai.vendor import gateway_error, provider
@@ -39,7 +39,8 @@ async def complete(ctx: Context, plan: Plan) -> CompletionResult:
 async def _complete_reserved(ctx: Context, plan: Plan) -> CompletionResult:
     client = provider(ctx.services)
     started = time.perf_counter()
-    stored = asyncio.create_task(store_prompt(ctx, plan))
+    await assign_ids(ctx, plan)
+    stored = start_storing(ctx, plan)
     try:
         result: Completion = await client.chat(
             plan.cred,

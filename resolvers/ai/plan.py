@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from kit.security import Principal
 from resolvers.ai.conversations import history_of, own_conversation
+from resolvers.ai.prompts import prefetch_ids
 from resolvers.ai.quota import reserve
 from resolvers.ai.types import ChatRequest, Plan
 from resolvers.ai.validation import clean_request
@@ -20,9 +21,10 @@ async def make_plan(
     messages, model = clean_request(ctx, request)
     conversation = None
     history: list[dict[str, str]] = []
+    newest = 0
     if request.conversation_id is not None:
-        conversation = await own_conversation(principal, request.conversation_id)
-        history = await history_of(principal, conversation)
+        conversation = await own_conversation(ctx, principal, request.conversation_id)
+        history, newest = await history_of(principal, conversation)
     grounding: list[dict[str, str]] = []
     citations: list[object] = []
     if request.knowledge:
@@ -49,7 +51,10 @@ async def make_plan(
         conversation=conversation,
         title=title,
         citations=citations,
+        newest_message_id=newest,
     )
+    # The rows' ids, if the process's stock runs short, fetched during the reservation.
+    prefetch_ids(ctx, plan)
     # Last: from here on the caller must settle it (a bill, or `release_unbilled`).
     plan.reservation = await reserve(ctx, plan)
     return plan

@@ -1,8 +1,10 @@
 """Streamed completions.
 
-The prompt is stored once the vendor accepted the request (its response headers
-arrived), so that in a burst of streams the upstream requests leave first, and a refusal
-stores nothing.
+The prompt's rows are named by the gateway (`prompts.assign_ids`) and stored once the
+first event is out, so that in a burst of streams the upstream requests and the first
+events go before the store's work, and a refusal stores nothing. Reads of those rows in
+this process wait for the write (`PendingPrompts`); a write that fails ends the stream
+with an error, and only the part received is billed.
 
 Streams coalesce: a reader task drains the vendor's SSE chunks into a buffer and the
 subscription yields whatever has accumulated each time the consumer is ready, at most one
@@ -23,13 +25,15 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
 
+from kit.errors import GatewayError
 from models.ai import ChatMessage, Conversation, MessageStatus, UsageOutcome
 from providers.errors import ProviderError
 from providers.openai import ChatStream, StreamChunk
 from resolvers.ai.ledger import bill, usage_of
 from resolvers.ai.plan import make_plan
-from resolvers.ai.prompts import store_prompt
+from resolvers.ai.prompts import assign_ids, start_storing
 from resolvers.ai.quota import release_unbilled
 from resolvers.ai.state import ai_state
 from resolvers.ai.types import ChatRequest, Plan, StreamEvent, Usage
@@ -141,6 +145,11 @@ async def _stream(ctx: Context, plan: Plan) -> AsyncGenerator[StreamEvent, None]
     coalesce = ctx.settings.ai_stream_coalesce_ms / 1000
     started = time.perf_counter()
     first_token: float | None = None
+    # The rows' ids are the gateway's, taken while the request goes out (from the
+    # process's stock, or a block of them from the store if it ran short): the first
+    # event names them while the rows are written.
+    naming = asyncio.ensure_future(assign_ids(ctx, plan))
+    naming.add_done_callback(lambda done: done.cancelled() or done.exception())
     stream: ChatStream = client.stream_chat(
         plan.cred,
         messages=plan.messages,
@@ -158,11 +167,32 @@ async def _stream(ctx: Context, plan: Plan) -> AsyncGenerator[StreamEvent, None]
             first_token=None, error_code=error.vendor_code,
         )  # fmt: skip
         raise gateway_error(error) from None
-    # Stored once the vendor took the request (its answer's headers are in), while the
-    # first token is on its way: in a burst of streams starting at once, the upstream
-    # requests leave before the store's work, and a refusal leaves nothing to undo.
-    stored = asyncio.create_task(store_prompt(ctx, plan))
+    try:
+        await naming
+    except BaseException as error:
+        with contextlib.suppress(BaseException):
+            await stream.__aexit__(None, None, None)
+        if isinstance(error, Exception):
+            await _bill_unstored(ctx, plan, None, started, None, error)
+            raise _not_stored() from None
+        raise
+    conversation_id, answer_id = plan.conversation_id, plan.answer_id
+    assert conversation_id is not None and answer_id is not None
     pump = _Pump()
+    # The rows are written once the first event is out (or the stream ends without one):
+    # their ids are the gateway's, so nothing waits for them, and in a burst of streams
+    # the first events go before the store's work; a refusal leaves nothing to undo. The
+    # write is registered now, before any event names its ids, so that a read of them in
+    # this process waits for it.
+    first_out = asyncio.Event()
+    stored = start_storing(ctx, plan, after=first_out)
+    # A failed write ends the stream at once, whatever the vendor is sending.
+    stored.add_done_callback(lambda done: None if _failed(done) is None else pump.wake.set())
+
+    def store() -> asyncio.Task[tuple[Conversation, ChatMessage]]:
+        first_out.set()
+        return stored
+
     reader = asyncio.create_task(pump.run(chunks))
     budget = ctx.settings.ai_stream_max_events_per_second
     state = ai_state(ctx.services)
@@ -170,14 +200,14 @@ async def _stream(ctx: Context, plan: Plan) -> AsyncGenerator[StreamEvent, None]
     received: list[str] = []
     outcome = UsageOutcome.INTERRUPTED
     settled = False
-    conversation: Conversation | None = None
-    answer: ChatMessage | None = None
     try:
-        conversation, answer = await stored
         index = 0
         while True:
             await pump.wake.wait()
             pump.wake.clear()
+            if stored.done() and _failed(stored) is not None:
+                outcome = UsageOutcome.FAILED
+                raise _not_stored()
             text = ""
             if pump.parts:
                 text = "".join(pump.parts)
@@ -189,14 +219,23 @@ async def _stream(ctx: Context, plan: Plan) -> AsyncGenerator[StreamEvent, None]
                 # Text arriving within the window waits for the next event (not the end).
                 window = max(coalesce, state.live_streams / budget) if budget else coalesce
                 pump.next_at = pump.loop.time() + window
-                yield StreamEvent(text, index, conversation.id, answer.id)
+                yield StreamEvent(text, index, conversation_id, answer_id)
                 index += 1
                 text = ""
+                store()
             if not pump.done:
                 continue
             if pump.error is not None:
                 outcome = UsageOutcome.FAILED
                 raise gateway_error(pump.error)
+            written = store()
+            if not written.done():
+                # The whole answer came before its rows were written: they must be, first.
+                await asyncio.wait([written])
+            if _failed(written) is not None:
+                outcome = UsageOutcome.FAILED
+                raise _not_stored()
+            conversation, answer = written.result()
             outcome = UsageOutcome.COMPLETE
             usage = await _settle(
                 ctx, plan, pump, received, conversation, answer, outcome, started, first_token
@@ -204,7 +243,7 @@ async def _stream(ctx: Context, plan: Plan) -> AsyncGenerator[StreamEvent, None]
             settled = True
             # The last event: any text still buffered, the finish reason and the bill.
             yield StreamEvent(
-                text, index, conversation.id, answer.id, finish_reason=pump.finish, usage=usage,
+                text, index, conversation_id, answer_id, finish_reason=pump.finish, usage=usage,
                 citations=plan.citations if plan.citations else None,
             )  # fmt: skip
             return
@@ -218,16 +257,68 @@ async def _stream(ctx: Context, plan: Plan) -> AsyncGenerator[StreamEvent, None]
         with contextlib.suppress(BaseException):
             await stream.__aexit__(None, None, None)
         if not settled:
-            if answer is None:
-                with contextlib.suppress(BaseException):
-                    conversation, answer = await asyncio.shield(stored)
-            if conversation is not None and answer is not None:
+            written = store()
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(asyncio.wait([written]))
+            if written.done() and _failed(written) is None:
+                conversation, answer = written.result()
                 await asyncio.shield(
                     _settle(
                         ctx, plan, pump, received, conversation, answer, outcome, started,
                         first_token,
                     )
                 )  # fmt: skip
+            elif written.done():
+                # Nothing was written (one transaction): only the tokens received are
+                # billed, once, with no conversation; the caller releases the rest of the
+                # reservation if even this bill cannot be written.
+                await asyncio.shield(
+                    _bill_unstored(ctx, plan, pump, started, first_token, _failed(written))
+                )
+
+
+def _not_stored() -> GatewayError:
+    return GatewayError(
+        "The conversation could not be stored, so the answer was stopped; only the part "
+        "received is billed."
+    )
+
+
+def _failed(stored: asyncio.Task[Any]) -> BaseException | None:
+    """The error of a finished prompt write (a cancelled one failed too)."""
+    if stored.cancelled():
+        return asyncio.CancelledError()
+    return stored.exception()
+
+
+async def _bill_unstored(
+    ctx: Context,
+    plan: Plan,
+    pump: _Pump | None,
+    started: float,
+    first_token: float | None,
+    error: BaseException | None,
+) -> None:
+    log.error(
+        "the prompt of a stream could not be stored; the stream was stopped",
+        exc_info=error,
+        extra={"tenant": plan.principal.tenant_id},
+    )
+    try:
+        await bill(
+            ctx, plan, conversation_id=None,
+            usage=usage_of(
+                ctx,
+                plan,
+                None if pump is None else pump.usage,
+                0 if pump is None else pump.received,
+                opened=True,
+            ),
+            outcome=UsageOutcome.FAILED, latency=time.perf_counter() - started,
+            first_token=first_token, error_code="store_failed",
+        )  # fmt: skip
+    except Exception:
+        log.exception("could not bill a stream", extra={"tenant": plan.principal.tenant_id})
 
 
 async def _settle(

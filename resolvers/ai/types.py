@@ -110,6 +110,11 @@ class Plan:
     operation: str
     conversation: Conversation | None  # existing conversation, or None to create one
     title: str = ""
+    # The rows' ids, given by the gateway before they are written (`prompts.assign_ids`).
+    conversation_id: int | None = None
+    message_ids: list[int] = field(default_factory=list)  # the caller's new messages
+    answer_id: int | None = None
+    newest_message_id: int = 0  # of the existing conversation: new ids sort after it
     created: list[Any] = field(default_factory=list)  # rows to undo if the vendor refuses
     reservation: quotas.Reservation | None = None  # held in the quota until billed
     citations: list[Any] = field(default_factory=list)  # knowledge hits given to the model
