@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 from graphql import (
@@ -35,6 +36,7 @@ from graphql.execution.collect_fields import FieldDetailsList, GroupedFieldSet
 from graphql.pyutils import Path
 from strawberry import relay
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.types.field import StrawberryField
 
 from schema.relay import ModelNode
 
@@ -175,7 +177,16 @@ def _reader(
 ) -> Callable[[Any], Any] | None:
     resolve = field.resolve
     if resolve is not None and getattr(resolve, "_is_default", False):
-        # strawberry's basic field: the resolver ignores its info and arguments
+        # strawberry's basic field: the resolver ignores its info and arguments, and a
+        # plain StrawberryField with the default resolver reads one attribute.
+        definition = field.extensions.get("strawberry-definition")
+        if (
+            type(definition) is StrawberryField
+            and definition.base_resolver is None
+            and definition.default_resolver is getattr
+            and definition.python_name
+        ):
+            return attrgetter(definition.python_name)
         return lambda source: resolve(source, None)
     if field_name == "id" and _is_model_node_id(parent_type, field):
         prefix = f"{parent_type.name}:"
