@@ -40,11 +40,15 @@ from strawberry.types.field import StrawberryField
 
 from schema.relay import ModelNode
 
-# (response name, attribute reader, serializer, non-null) for an inlined leaf; or
-# (response name, field group) for a field graphql-core executes.
-Leaf = tuple[str, Callable[[Any], Any], Callable[[Any], Any], bool]
-Other = tuple[str, FieldDetailsList]
-Plan = tuple[Leaf | Other, ...]
+# How one field of a selection set is executed:
+# (LEAF, response name, attribute reader, serializer, non-null): completed inline;
+# (OBJECT, response name, attribute reader, object type, its type check, field type):
+#     the attribute's sub-selection executed directly, without the field's resolve-info
+#     and completion chain;
+# (FIELD, response name, field group): graphql-core's execute_field.
+LEAF, OBJECT, FIELD = 0, 1, 2
+Step = tuple[Any, ...]
+Plan = tuple[Step, ...]
 
 _NODE_ID = relay.Node.resolve_id.__func__  # type: ignore[attr-defined]
 _NODE_TYPENAME = relay.Node.resolve_typename.__func__  # type: ignore[attr-defined]
@@ -54,11 +58,11 @@ _NODE_ID_FIELD = relay.Node.__dict__["_id"].__func__  # the `id` field's resolve
 _SLOW = object()
 
 
-def _inline(step: Leaf, source: Any) -> Any:
+def _inline(step: Step, source: Any) -> Any:
     """The leaf's completed value, or _SLOW when graphql-core must complete it (a null
     where none is allowed, a value the scalar refuses, an attribute that raised): its
     `execute_field` then reports it exactly as it would have."""
-    _, read, serialize, non_null = step
+    _, _, read, serialize, non_null = step
     try:
         value = read(source)
         if value is None:
@@ -98,19 +102,23 @@ class GatewayExecutionContext(StrawberryGraphQLCoreExecutionContext):
         is_awaitable = self.is_awaitable
         try:
             for step in plan:
-                name = step[0]
-                if len(step) == 4:
-                    value = _inline(step, source_value)  # type: ignore[arg-type]
+                kind, name = step[0], step[1]
+                if kind == LEAF:
+                    value = _inline(step, source_value)
                     if value is not _SLOW:
                         results[name] = value
                         continue
-                    details = grouped_field_set[name]
-                else:
-                    details = step[1]  # type: ignore[misc]
+                elif kind == OBJECT:
+                    value = self._object(step, source_value, path, parent_type, position_context)
+                    if value is not _SLOW:
+                        results[name] = value
+                        if is_awaitable(value):
+                            awaitable_fields.append(name)
+                        continue
                 result = self.execute_field(
                     parent_type,
                     source_value,
-                    details,
+                    grouped_field_set[name],
                     Path(path, name, parent_type.name),
                     position_context,
                 )
@@ -125,6 +133,48 @@ class GatewayExecutionContext(StrawberryGraphQLCoreExecutionContext):
         if not awaitable_fields:
             return results
         return self._gathered(results, awaitable_fields)
+
+    def _object(
+        self,
+        step: Step,
+        source: Any,
+        path: Path | None,
+        parent_type: GraphQLObjectType,
+        position_context: Any,
+    ) -> Any:
+        """An object field read from an attribute, its selection executed as graphql-core's
+        `complete_object_value` would; _SLOW for anything but the plain case (a null, a
+        value of another type, deferred fragments), which `execute_field` then handles."""
+        _, name, read, object_type, is_type_of, return_type, details = step
+        try:
+            value = read(source)
+        except Exception:
+            return _SLOW
+        if value is None or (is_type_of is not None and is_type_of(value, None) is not True):
+            return _SLOW
+        grouped, defers, _ = self.collect_subfields(object_type, details)
+        if defers:
+            return _SLOW
+        field_path = Path(path, name, parent_type.name)
+        try:
+            completed = self.execute_collected_subfields(
+                object_type, value, field_path, grouped, defers, position_context
+            )
+        except Exception as raw_error:
+            self.handle_field_error(raw_error, return_type, details, field_path)
+            return None
+        if self.is_awaitable(completed):
+            return self._completed(completed, return_type, details, field_path)
+        return completed
+
+    async def _completed(
+        self, completed: Any, return_type: Any, details: FieldDetailsList, path: Path
+    ) -> Any:
+        try:
+            return await completed
+        except Exception as raw_error:
+            self.handle_field_error(raw_error, return_type, details, path)
+            return None
 
     async def _gathered(self, results: dict[str, Any], fields: list[str]) -> dict[str, Any]:
         from graphql.pyutils import gather_with_cancel
@@ -142,34 +192,68 @@ class GatewayExecutionContext(StrawberryGraphQLCoreExecutionContext):
         manager = self.middleware_manager
         if manager is not None and manager._middleware_resolvers is not None:
             return None
-        steps: list[Leaf | Other] = []
+        steps: list[Step] = []
         inlined = False
         for name, details in fields.items():
-            leaf = _leaf(parent_type, details)
-            if leaf is None:
-                steps.append((name, details))
+            step = _leaf(parent_type, name, details) or _object_step(parent_type, name, details)
+            if step is None:
+                steps.append((FIELD, name))
             else:
-                steps.append((name, *leaf))
+                steps.append(step)
                 inlined = True
         return tuple(steps) if inlined else None
 
 
-def _leaf(
-    parent_type: GraphQLObjectType, details: FieldDetailsList
-) -> tuple[Callable[[Any], Any], Callable[[Any], Any], bool] | None:
+def _field(parent_type: GraphQLObjectType, details: FieldDetailsList) -> GraphQLField | None:
+    """The field, when it takes no argument (the only kind inlined)."""
     node = details[0].node
     field = parent_type.fields.get(node.name.value)
     if field is None or field.args or node.arguments:
+        return None
+    return field
+
+
+def _leaf(parent_type: GraphQLObjectType, name: str, details: FieldDetailsList) -> Step | None:
+    field = _field(parent_type, details)
+    if field is None:
         return None
     return_type = field.type
     non_null = isinstance(return_type, GraphQLNonNull)
     leaf_type = return_type.of_type if non_null else return_type
     if not isinstance(leaf_type, GraphQLScalarType | GraphQLEnumType):
         return None
-    read = _reader(parent_type, node.name.value, field)
+    read = _reader(parent_type, details[0].node.name.value, field)
     if read is None:
         return None
-    return read, leaf_type.serialize, non_null
+    return (LEAF, name, read, leaf_type.serialize, non_null)
+
+
+def _object_step(
+    parent_type: GraphQLObjectType, name: str, details: FieldDetailsList
+) -> Step | None:
+    field = _field(parent_type, details)
+    if field is None:
+        return None
+    return_type: Any = field.type
+    object_type = return_type.of_type if isinstance(return_type, GraphQLNonNull) else return_type
+    if not isinstance(object_type, GraphQLObjectType):
+        return None
+    is_type_of = object_type.is_type_of
+    if is_type_of is not None and not _ignores_info(is_type_of):
+        return None
+    resolve = field.resolve
+    if resolve is None or not getattr(resolve, "_is_default", False):
+        return None
+    read = _reader(parent_type, details[0].node.name.value, field)
+    if read is None:
+        return None
+    return (OBJECT, name, read, object_type, is_type_of, return_type, details)
+
+
+def _ignores_info(is_type_of: Callable[..., Any]) -> bool:
+    """strawberry's own type check reads only the object (`_info` is unused), so it can
+    be asked without a resolve-info."""
+    return is_type_of.__qualname__.endswith("_get_is_type_of.<locals>.is_type_of")
 
 
 def _reader(

@@ -58,6 +58,14 @@ class Holder:
     maybe: Item | None
 
 
+@strawberry.type
+class Box:
+    """Objects read from attributes: the inlined object path."""
+
+    strict: Holder
+    loose: Holder | None
+
+
 def items() -> list[Item]:
     when = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
     rows = [
@@ -87,6 +95,26 @@ class Query:
         return [Holder(item=good[0], maybe=None), Holder(item=good[1], maybe=good[0])]
 
     @strawberry.field
+    def boxes(self) -> list[Box | None]:
+        good, broken = items()[:2], items()[2]
+        fine = Holder(item=good[0], maybe=good[1])
+        bad_item = Holder(item=broken, maybe=None)  # a null inside a non-null object
+        bad_maybe = Holder(item=good[0], maybe=broken)  # ... inside a nullable one
+        wrong = Holder(item=good[0], maybe=fine)  # type: ignore[arg-type]  # not an Item
+        return [
+            Box(strict=fine, loose=None),
+            Box(strict=fine, loose=bad_item),
+            Box(strict=bad_item, loose=fine),
+            Box(strict=bad_maybe, loose=wrong),
+            None,
+        ]
+
+    @strawberry.field
+    async def later(self) -> list[Box]:
+        good = items()[:2]
+        return [Box(strict=Holder(item=good[0], maybe=None), loose=None)]
+
+    @strawberry.field
     def custom(self) -> Custom:
         return Custom(id=7)
 
@@ -99,6 +127,9 @@ class Query:
         )  # fmt: skip
 
 
+BOXES = (
+    "{ boxes { strict { item { name } maybe { name } } loose { item { name } maybe { name } } } }"  # noqa: E501
+)
 DOCUMENTS = [
     "{ good { id name note count when mood } }",
     "{ good { id ...F } } fragment F on Item { name shout alias: count }",
@@ -106,6 +137,10 @@ DOCUMENTS = [
     "{ items { __typename id note } }",
     "{ holders { item { id name } maybe { id mood } } }",
     "{ custom { id } }",
+    "{ boxes { strict { item { id name } maybe { id name } } loose { item { name } } } }",
+    "{ boxes { loose { maybe { id count } } } }",
+    BOXES,
+    "{ later { strict { item { id shout } } } }",
     "{ duck { id name } }",
     "{ good { name @skip(if: true) count @include(if: false) id } }",
 ]
@@ -139,5 +174,12 @@ async def test_the_cases_above_do_reach_the_error_paths() -> None:
     assert [e.path for e in result.errors or []] == [["items", 2, "name"], ["items", 3, "count"]]
     assert result.data["items"][0] == {"id": "SXRlbTox", "name": "a", "count": 1}
     assert result.data["items"][2] is None and result.data["items"][3] is None
+    boxes = await schema(GatewayExecutionContext).execute(BOXES)
+    assert [e.path for e in boxes.errors or []] == [
+        ["boxes", 1, "loose", "item", "name"],
+        ["boxes", 2, "strict", "item", "name"],
+        ["boxes", 3, "strict", "maybe", "name"],
+        ["boxes", 3, "loose", "maybe"],
+    ]
     custom = await schema(GatewayExecutionContext).execute("{ custom { id } }")
     assert custom.data == {"custom": {"id": relay.to_base64("Custom", "custom-7")}}
