@@ -128,7 +128,7 @@ class Query:
 
 
 BOXES = (
-    "{ boxes { strict { item { name } maybe { name } } loose { item { name } maybe { name } } } }"  # noqa: E501
+    "{ boxes { strict { item { name } maybe { name } } loose { item { name } maybe { name } } } }"
 )
 DOCUMENTS = [
     "{ good { id name note count when mood } }",
