@@ -217,7 +217,7 @@ def _leaf(parent_type: GraphQLObjectType, name: str, details: FieldDetailsList) 
     field = _field(parent_type, details)
     if field is None:
         return None
-    return_type = field.type
+    return_type: Any = field.type
     non_null = isinstance(return_type, GraphQLNonNull)
     leaf_type = return_type.of_type if non_null else return_type
     if not isinstance(leaf_type, GraphQLScalarType | GraphQLEnumType):
