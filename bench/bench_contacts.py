@@ -4,7 +4,8 @@ Two queries: the flat page `contacts(first: 100) { edges { node { id name email 
 and the nested one that also resolves each contact's `owner` and `openTasks` (DataLoaders).
 The baseline (bench/bare_app.py) is a bare Strawberry app serving the same shape from
 memory with plain synchronous resolvers and its parser and validation caches on: the
-fastest natural version of the same page.
+fastest natural version of the same page. Over HTTP a second baseline, the same app with
+orjson as its JSON encoder (as the gateway has), separates what the encoder buys.
 
 1. In-process: the gateway schema executed with a real Context over the real store
    (its DataLoaders, permissions and extensions) vs the bare schema, alternating.
@@ -163,9 +164,9 @@ def check(name: str, data: Any) -> None:
         assert all(len(e["node"]["openTasks"]) == TASKS_PER_CONTACT for e in edges)
 
 
-def ratio_line(label: str, gateway: float, bare: float) -> str:
+def ratio_line(label: str, gateway: float, bare: float, baseline: str = "bare") -> str:
     return (
-        f"  {label:<8} gateway {gateway:8.1f} req/s   bare {bare:8.1f} req/s   "
+        f"  {label:<8} gateway {gateway:8.1f} req/s   {baseline} {bare:8.1f} req/s   "
         f"ratio {gateway / bare:5.2f}x  (target >= 0.80x)"
     )
 
@@ -214,14 +215,15 @@ def over_http(settings: Settings, principal: Principal, seconds: float, rounds: 
         "--port",
         str(port_g),
     ]
-    bare_argv = _http.uvicorn_argv("bare_app:app", port_b)
-    results: dict[str, dict[str, list[float]]] = {n: {"gateway": [], "bare": []} for n in QUERIES}
+    sides = {
+        "bare": (_http.uvicorn_argv("bare_app:app", port_b), port_b, {}, None),
+        "bare+orjson": (_http.uvicorn_argv("bare_app:orjson_app", port_b), port_b, {}, None),
+        "gateway": (gateway_argv, port_g, auth, env),
+    }
+    results: dict[str, dict[str, list[float]]] = {n: {s: [] for s in sides} for n in QUERIES}
     for _ in range(rounds):
-        for side, argv, port, headers in (
-            ("bare", bare_argv, port_b, {}),
-            ("gateway", gateway_argv, port_g, auth),
-        ):
-            with _http.server(argv, port, env if side == "gateway" else None) as url:
+        for side, (argv, port, headers, side_env) in sides.items():
+            with _http.server(argv, port, side_env) as url:
                 for name, query in QUERIES.items():
                     body = {"query": query, "variables": VARIABLES}
                     answer = _http.post_json(f"{url}/graphql", body, headers)
@@ -231,9 +233,11 @@ def over_http(settings: Settings, principal: Principal, seconds: float, rounds: 
                     _http.wrk(f"{url}/graphql", body, headers, seconds=1)  # warm up
                     figure = _http.wrk(f"{url}/graphql", body, headers, seconds=seconds)
                     results[name][side].append(figure["rps"])
-    for name, sides in results.items():
-        gateway, bare = statistics.median(sides["gateway"]), statistics.median(sides["bare"])
-        print(ratio_line(name, gateway, bare) + f"   (medians of {rounds} rounds)")
+    for name, by_side in results.items():
+        gateway = statistics.median(by_side["gateway"])
+        for baseline in ("bare", "bare+orjson"):
+            bare = statistics.median(by_side[baseline])
+            print(ratio_line(name, gateway, bare, baseline) + f"   (medians of {rounds} rounds)")
 
 
 async def seeded(url: str) -> tuple[Settings, Principal]:
