@@ -6,6 +6,7 @@ import contextvars
 import logging
 import re
 import sys
+import time
 from typing import Any
 
 from pythonjsonlogger.orjson import OrjsonFormatter
@@ -114,12 +115,39 @@ class ScrubbingJsonFormatter(OrjsonFormatter):
     """python-json-logger's formatter (its orjson encoder), scrubbing every value before
     JSON encoding (so quoted secrets are seen unescaped), then the encoded line once more."""
 
+    _scrubbing = False  # set while a line with a possible secret is encoded again
+    _second: int | None = None
+    _second_text = ""
+
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
         data = super().process_log_record(log_data)
+        if not self._scrubbing:
+            return data
         return {k: v if k in _PLAIN_FIELDS else _scrub_value(v) for k, v in data.items()}
 
     def format(self, record: logging.LogRecord) -> str:
-        return scrub(super().format(record))
+        # Nearly every line holds none of the words a secret needs, and JSON escaping
+        # never splits one of them: a line without any is the line as scrubbed. Only
+        # the others are encoded again with every value scrubbed, then scrubbed whole.
+        line = super().format(record)
+        if not _may_hold_secret(line):
+            return line
+        self._scrubbing = True
+        try:
+            return scrub(super().format(record))
+        finally:
+            self._scrubbing = False
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        # The default format's date and time change once a second; strftime per line
+        # was a tenth of the formatting.
+        second = int(record.created)
+        if second != self._second:
+            self._second_text = time.strftime(self.default_time_format, self.converter(second))
+            self._second = second
+        return f"{self._second_text},{int(record.msecs):03d}"  # the default msec format
 
 
 class ScrubbingTextFormatter(logging.Formatter):
