@@ -174,3 +174,15 @@ def test_scrubbing_twice_changes_nothing_more(line: str) -> None:
 def test_a_value_that_only_starts_like_the_marker_is_still_cut() -> None:
     scrubbed = scrub("token=[REDACTEDbutreallyasecret]")
     assert "butreallyasecret" not in scrubbed and scrubbed.startswith("token=[REDACTED]")
+
+
+def test_the_time_of_a_line_is_the_standard_formatters() -> None:
+    """The formatter keeps strftime's text per second; the text is the stdlib's own."""
+    from kit.logging import ScrubbingJsonFormatter
+
+    formatter = ScrubbingJsonFormatter("{asctime}{message}", style="{")
+    standard = logging.Formatter()
+    for created in (1_800_000_000.0, 1_800_000_000.999, 1_800_000_001.5, 1_700_000_000.25):
+        record = logging.LogRecord("t", logging.INFO, "p", 1, "m", None, None)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        assert formatter.formatTime(record) == standard.formatTime(record)
