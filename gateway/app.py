@@ -49,9 +49,10 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     services = build_services(settings)
     graphql = GatewayGraphQL(build_schema(settings), services)
 
+    graphql_route = Route("/graphql", graphql, methods=["GET", "POST"])
     routes: list[BaseRoute] = [
         # First: the router tries routes in order, and nearly every request is GraphQL.
-        Route("/graphql", graphql, methods=["GET", "POST"]),
+        graphql_route,
         WebSocketRoute("/graphql", graphql),
         *health.routes(services),
         *metrics_routes.routes(services),
@@ -97,7 +98,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(GatewayMiddleware, services=services)],
+        middleware=[Middleware(GatewayMiddleware, services=services, direct=graphql_route)],
     )
     app.state.services = services
     return app

@@ -18,6 +18,8 @@ import time
 import uuid
 from typing import Any
 
+from starlette.routing import Route
+
 from gateway.http.metrics import loggable_path, observe_request
 from gateway.http.responses import (
     GRAPHQL_PREFIX,
@@ -84,8 +86,12 @@ def _carries_files(scope: dict[str, Any], path: str) -> bool:
 
 
 class GatewayMiddleware:
-    def __init__(self, app: Any, services: Services) -> None:
+    def __init__(self, app: Any, services: Services, direct: Route | None = None) -> None:
         self.app = app
+        # The route nearly every request takes, entered without the router's scan and
+        # exception layer (its endpoint answers its own errors); the router still serves
+        # it for a method the route does not take (its 405).
+        self.direct = direct
         self.services = services
         self.settings = services.settings
         self.trusted = set(self.settings.trusted_proxies)
@@ -199,7 +205,18 @@ class GatewayMiddleware:
                         extra_headers.update(decision.headers())
                         if not decision.allowed:
                             raise RateLimited(decision.retry_after, "Rate limit exceeded.")
-            await self.app(scope, receive, send_with_headers)
+            direct = self.direct
+            if (
+                direct is not None
+                and path == direct.path
+                and scope["method"] in (direct.methods or ())
+            ):
+                scope["route"] = direct
+                scope["endpoint"] = direct.endpoint
+                scope["path_params"] = {}
+                await direct.app(scope, receive, send_with_headers)  # type: ignore[arg-type]
+            else:
+                await self.app(scope, receive, send_with_headers)
         except GatewayError as exc:
             if response_started[0]:
                 raise
