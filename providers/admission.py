@@ -107,6 +107,19 @@ def _limiter_down(provider: str, exc: Exception) -> None:
         )
 
 
+class Slots(asyncio.Semaphore):
+    """The provider's calls in flight: an asyncio semaphore that can also be taken
+    without a coroutine when one is free and nobody queues (the common case)."""
+
+    def try_acquire(self) -> bool:
+        # Stricter than acquire()'s own check (a cancelled waiter counts as a queue):
+        # when this says no, the caller queues through acquire(), which sorts it out.
+        if self._value > 0 and not self._waiters:
+            self._value -= 1
+            return True
+        return False
+
+
 class Gate:
     """The admission path and the books of one provider (see the module docstring)."""
 
@@ -125,13 +138,12 @@ class Gate:
         self.limiter = limiter
         self.hooks = hooks
         self.stats = stats
-        self.slots = asyncio.Semaphore(config.concurrency)  # the provider's calls in flight
+        self.slots = Slots(config.concurrency)  # the provider's calls in flight
         self._window: SlidingWindowCounterRateLimiter | MovingWindowRateLimiter | None = None
         self._leases: dict[str, list[Any]] = {}  # credential -> [units left, valid until]
         self._lease_locks: dict[str, asyncio.Lock] = {}
         self._cred_names: dict[str, str] = {}
-        self._metric_children: dict[tuple[str, str], Any] = {}
-        self._latency_children: dict[str, Any] = {}
+        self._tallies: dict[tuple[str, str], metrics.OutboundTally] = {}
         self._gauge = metrics.breaker_state.labels(self.name)
         self._gauge.set(0)
 
@@ -143,6 +155,18 @@ class Gate:
         return name
 
     # Rate budget ------------------------------------------------------------------
+
+    def budget_now(self, fp: str | None) -> bool:
+        """One unit of the outbound budget when it can be had without waiting or asking
+        the store: no limit configured, or a unit left in the credential's lease.
+        False: `take_budget` must be awaited."""
+        if not self.config.rate_limit or self.limiter is None:
+            return True
+        lease = self._leases.get(fp or "-")
+        if lease is not None and lease[0] > 0 and time.monotonic() < lease[1]:
+            lease[0] -= 1
+            return True
+        return False
 
     async def take_budget(self, operation: str, fp: str | None) -> None:
         """One unit of the provider's outbound budget for this credential.
@@ -209,6 +233,15 @@ class Gate:
             await asyncio.sleep(wait)
 
     # Breakers ---------------------------------------------------------------------
+
+    def clear(self, cred_name: str | None, shared: bool) -> bool:
+        """Every breaker the call asks is known closed with no failure on record, so
+        admitting it and recording its success would change nothing (see
+        `BreakerStore.clear`)."""
+        breakers = self.breakers
+        return (cred_name is None or breakers.clear(cred_name)) and (
+            not shared or breakers.clear(self.name)
+        )
 
     async def admit(self, operation: str, cred_name: str | None, shared: bool) -> Ticket:
         """Ask the credential's breaker, then the provider's (`shared` calls only).
@@ -314,18 +347,10 @@ class Gate:
 
     def count(self, operation: str, outcome: str, elapsed: float) -> None:
         key = (operation, outcome)
-        child = self._metric_children.get(key)
-        if child is None:
-            child = self._metric_children[key] = metrics.outbound_calls.labels(
-                self.name, operation, outcome
-            )
-        child.inc()
-        hist = self._latency_children.get(operation)
-        if hist is None:
-            hist = self._latency_children[operation] = metrics.outbound_latency.labels(
-                self.name, operation
-            )
-        hist.observe(elapsed)
+        tally = self._tallies.get(key)
+        if tally is None:
+            tally = self._tallies[key] = metrics.outbound_calls.tally(self.name, operation, outcome)
+        tally.observe(elapsed)
 
     def retried(self, operation: str) -> None:
         metrics.outbound_retries.labels(self.name, operation).inc()

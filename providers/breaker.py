@@ -13,9 +13,12 @@ breakers vanish): fields `state` (open | half_open; absent means closed),
 transition is one small Lua script, so processes never race on read-modify-write
 and clocks come from one place. Closed breakers cost nothing in Redis.
 
-Hot path: a closed answer is cached in-process for `cache_ttl` seconds (default
-0.5), so a busy process asks Redis a few times a second, not once per call. A
-failure seen locally always goes to Redis at once. The price is that another
+Hot path: `clear(name)` answers without I/O or a coroutine whether a breaker is known
+closed with no failure on record — then asking it would admit and a success would
+change nothing, so the layer skips both (`providers.admission.Gate.clear`). In memory
+that is one dict lookup. In Redis, a closed answer is cached in-process for `cache_ttl`
+seconds (default 0.5), so a busy process asks Redis a few times a second, not once per
+call. A failure seen locally always goes to Redis at once. The price is that another
 process learns an open breaker up to `cache_ttl` late — a handful of extra calls
 against a failing vendor, which the breaker exists to bound, not to forbid.
 
@@ -72,6 +75,10 @@ class BreakerPolicy:
 class BreakerStore(Protocol):
     backend: str
 
+    def clear(self, name: str) -> bool:
+        """Known, without I/O, to be closed with no failure on record (False: ask)."""
+        ...
+
     async def admit(self, name: str, policy: BreakerPolicy) -> Admission: ...
 
     async def success(self, name: str, policy: BreakerPolicy, probe: bool) -> BreakerState: ...
@@ -102,6 +109,10 @@ class MemoryBreakerStore:
         self._breakers: dict[str, _Local] = {}
         # Injected by tests, so a cooldown passes without waiting for it.
         self.clock = clock
+
+    def clear(self, name: str) -> bool:
+        # A breaker is kept only while it has failures on record or is open.
+        return name not in self._breakers
 
     async def admit(self, name: str, policy: BreakerPolicy) -> Admission:
         b = self._breakers.get(name)
@@ -215,6 +226,12 @@ class RedisBreakerStore:
 
     def _key(self, name: str) -> str:
         return self._prefix + name
+
+    def clear(self, name: str) -> bool:
+        # Trusted closed (cached) and no failure of ours on record since Redis said so.
+        return self._closed_until.get(name, 0.0) > time.monotonic() and not (
+            self._known_failures.get(name)
+        )
 
     async def admit(self, name: str, policy: BreakerPolicy) -> Admission:
         now = time.monotonic()

@@ -42,6 +42,7 @@ from providers.errors import CircuitOpen, ProviderError
 from providers.retry import retry_safe
 
 T = TypeVar("T")
+_CLEAR: Ticket = (False, False)  # admitted without a probe slot of either breaker
 # What a failed try raised -> the provider's error, or None when it is the caller's own.
 Classifier = Callable[[BaseException, str], ProviderError | None]
 
@@ -134,14 +135,16 @@ class Call:
             self.attempts += 1
             if self.attempts > 1:
                 gate.retried(self.operation)
-            try:
-                ticket = await self._admit()
-            except ProviderError as refused:
-                if isinstance(refused, CircuitOpen) or not self.retry_refusals:
-                    await self._report(refused)
-                    raise
-                await self._wait_or_raise(refused)
-                continue
+            ticket = self._admit_now()
+            if ticket is None:
+                try:
+                    ticket = await self._admit()
+                except ProviderError as refused:
+                    if isinstance(refused, CircuitOpen) or not self.retry_refusals:
+                        await self._report(refused)
+                        raise
+                    await self._wait_or_raise(refused)
+                    continue
             try:
                 result = await fn()
             except BaseException as exc:
@@ -167,8 +170,24 @@ class Call:
     async def run(self, fn: Callable[[], Awaitable[T]]) -> T:
         """`attempt(fn)`, then the call is finished: the answer was read in full."""
         result = await self.attempt(fn)
-        await self.finish()
+        if not self.finish_now():
+            await self.finish()
         return result
+
+    def finish_now(self) -> bool:
+        """`finish()` without a coroutine when it has nothing to tell the breakers (no
+        probe slot held, every breaker clear): only the books are kept. False: await
+        `finish()`."""
+        ticket = self._ticket
+        if ticket is None or ticket[0] or ticket[1] or self._finished:
+            return False
+        if not self.gate.clear(self.cred_name, self.shared):
+            return False
+        self._ticket = None
+        self._release_slot()
+        self._finished = True
+        self.gate.succeeded(self.operation, time.perf_counter() - self.started)
+        return True
 
     async def finish(self) -> None:
         """The vendor answered well (or the consumer left): record the success."""
@@ -212,6 +231,22 @@ class Call:
         await asyncio.shield(self.finish())
 
     # Internals --------------------------------------------------------------------
+
+    def _admit_now(self) -> Ticket | None:
+        """The common case of `_admit` without a coroutine: the breakers clear (nothing
+        to ask them), a free slot of the provider's own, a unit of the budget at hand.
+        None: take the awaited path (which also checks everything again)."""
+        gate = self.gate
+        if self._slot is not None or not gate.clear(self.cred_name, self.shared):
+            return None
+        slots = gate.slots
+        if not slots.try_acquire():
+            return None
+        if not gate.budget_now(self.fingerprint):
+            slots.release()
+            return None
+        self._held = slots
+        return _CLEAR
 
     async def _admit(self) -> Ticket:
         """Rate budget, breakers and a concurrency slot for one try (in that order)."""
