@@ -143,9 +143,21 @@ class Gate:
         self._leases: dict[str, list[Any]] = {}  # credential -> [units left, valid until]
         self._lease_locks: dict[str, asyncio.Lock] = {}
         self._cred_names: dict[str, str] = {}
+        self._identities: dict[str, tuple[str, str]] = {}
         self._tallies: dict[tuple[str, str], metrics.OutboundTally] = {}
         self._gauge = metrics.breaker_state.labels(self.name)
         self._gauge.set(0)
+
+    def identify(self, credential: str) -> tuple[str, str]:
+        """(fingerprint, breaker name) of a credential, remembered per gate (one dict
+        lookup on the hot path instead of a hash)."""
+        known = self._identities.get(credential)
+        if known is None:
+            if len(self._identities) >= 4096:
+                self._identities.clear()
+            fp = cached_fingerprint(credential)
+            known = self._identities[credential] = (fp, self.credential_name(fp))
+        return known
 
     def credential_name(self, fp: str) -> str:
         """The breaker name of one credential (by fingerprint)."""

@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Self, TypeVar
 
 from kit.ssrf import refusal_in
-from providers.admission import Gate, Ticket, cached_fingerprint
+from providers.admission import Gate, Ticket
 from providers.errors import CircuitOpen, ProviderError
 from providers.retry import retry_safe
 
@@ -99,9 +99,10 @@ class Call:
         self.operation = operation
         self.idempotent = idempotent
         self.retry_refusals = retry_refusals
-        fp = cached_fingerprint(credential) if credential else None
-        self.fingerprint = fp
-        self.cred_name = gate.credential_name(fp) if fp is not None else None
+        if credential:
+            self.fingerprint, self.cred_name = gate.identify(credential)
+        else:
+            self.fingerprint = self.cred_name = None
         # A tenant's or user's own credential never asks nor feeds the provider's breaker.
         self.shared = not (own_credential and credential)
         self.attempts = 0
@@ -148,24 +149,51 @@ class Call:
             try:
                 result = await fn()
             except BaseException as exc:
-                self._release_slot()
                 if not isinstance(exc, Exception):
+                    self._release_slot()
                     raise  # cancelled: the vendor's answer is unknown, nothing recorded
-                unsafe = refusal_in(exc)
-                error = None if unsafe is not None else self.classify(exc)
-                if error is None:
-                    # The outbound guard refused the address, or the caller's own bug:
-                    # nobody was called, so no breaker learns anything.
-                    await gate.release(ticket, self.cred_name)
-                    self._finished = True
-                    if unsafe is not None:
-                        raise unsafe from None
-                    raise
-                await gate.record(ticket, self.cred_name, self.shared, error)
-                await self._wait_or_raise(error)
+                await self.failed_try(ticket, exc)
                 continue
             self._ticket = ticket
             return result
+
+    def first_try_now(self) -> Ticket | None:
+        """Admit the call's first try at once, when that needs no waiting and no
+        breaker to ask (see `_admit_now`): the caller makes the try itself, then hands
+        a failure to `failed_try` and goes on with `attempt()`, or a success to
+        `tried_well`. None: use `attempt()`."""
+        if self.attempts or self._finished:
+            return None
+        ticket = self._admit_now()
+        if ticket is not None:
+            self.attempts = 1
+        return ticket
+
+    def tried_well(self, ticket: Ticket) -> None:
+        """The try admitted with `ticket` succeeded (as `attempt()` returning)."""
+        self._ticket = ticket
+
+    def abandon_try(self) -> None:
+        """The try was cancelled: the slot goes back, nothing is recorded."""
+        self._release_slot()
+
+    async def failed_try(self, ticket: Ticket, exc: Exception) -> None:
+        """A try raised `exc`: recorded, then this returns after the wait before the
+        next try, or raises the call's error (or `exc` itself, when it is the caller's
+        own or the outbound guard's refusal)."""
+        self._release_slot()
+        unsafe = refusal_in(exc)
+        error = None if unsafe is not None else self.classify(exc)
+        if error is None:
+            # The outbound guard refused the address, or the caller's own bug:
+            # nobody was called, so no breaker learns anything.
+            await self.gate.release(ticket, self.cred_name)
+            self._finished = True
+            if unsafe is not None:
+                raise unsafe from None
+            raise exc
+        await self.gate.record(ticket, self.cred_name, self.shared, error)
+        await self._wait_or_raise(error)
 
     async def run(self, fn: Callable[[], Awaitable[T]]) -> T:
         """`attempt(fn)`, then the call is finished: the answer was read in full."""

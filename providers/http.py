@@ -48,6 +48,7 @@ import asyncio
 import json as jsonlib
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 import aiohttp
@@ -289,59 +290,128 @@ class ProviderHTTP:
             own_credential=own_credential,
             retry_refusals=True,
         )
-        budget = self.config.retry.budget
 
-        async def send() -> ProviderResponse:
-            timeout = client_timeout
-            if call.attempts > 1:
-                # Never let a retry run past the call's total budget.
-                left = budget - call.elapsed()
-                if timeout.total is None or left < timeout.total:
-                    timeout = aiohttp.ClientTimeout(
-                        total=max(0.05, left),
-                        connect=timeout.connect,
-                        sock_connect=timeout.sock_connect,
-                        sock_read=timeout.sock_read,
-                    )
+        # The common case — breakers clear, a free slot, budget at hand — makes its first
+        # try right here: every coroutine frame between the caller and aiohttp is paid
+        # again at each of the request's suspensions. The same try as `_send` makes.
+        ticket = call.first_try_now()
+        # The retry loop's try. A partial, not a closure: a closure would turn every
+        # local above into a cell, read slower all along the hot path.
+        send = partial(
+            self._send, call, method, url, headers, json, data, params, client_timeout,
+            parse_error, guard_url,
+        )  # fmt: skip
+        if ticket is None:
+            response = await call.attempt(send)
+        else:
             session = self.guarded_session() if guard_url else self.session()
             try:
-                async with session.request(
-                    method,
-                    url,
-                    headers=headers,
-                    json=json,
-                    data=data,
-                    params=params,
-                    timeout=timeout,
-                    allow_redirects=False,
-                ) as resp:
+                if json is None and data is None and params is None:  # fewer kwargs to pack
+                    sending = session.request(
+                        method, url, headers=headers, timeout=client_timeout,
+                        allow_redirects=False,
+                    )  # fmt: skip
+                else:
+                    sending = session.request(
+                        method, url, headers=headers, json=json, data=data, params=params,
+                        timeout=client_timeout, allow_redirects=False,
+                    )  # fmt: skip
+                async with sending as resp:
                     body = await resp.read()
                     status = resp.status
                     resp_headers = resp.headers
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                code, message = _transport_failure(exc)
-                raise ProviderError(
-                    self.name, operation, vendor_code=code, message=message, retryable=True
-                ) from None
-            if status < 400:
-                return ProviderResponse(status, resp_headers, body)
-            vendor_code, message = parse_error(status, resp_headers, body)
-            retryable = status in RETRYABLE_STATUSES
-            raise ProviderError(
-                self.name,
-                operation,
-                status=status,
-                vendor_code=vendor_code,
-                message=(message or f"HTTP {status}")[:MAX_MESSAGE],
-                retryable=retryable,
-                retry_after=parse_retry_after(resp_headers, status) if retryable else None,
-            )
-
-        # `call.run(send)`, one coroutine frame fewer on the hot path.
-        response = await call.attempt(send)
+            except BaseException as exc:
+                if not isinstance(exc, Exception):
+                    call.abandon_try()
+                    raise
+                await call.failed_try(ticket, self._transport_error(exc, operation))
+                response = await call.attempt(send)
+            else:
+                if status < 400:
+                    call.tried_well(ticket)
+                    response = ProviderResponse(status, resp_headers, body)
+                else:
+                    error = self._status_error(status, resp_headers, body, operation, parse_error)
+                    await call.failed_try(ticket, error)
+                    response = await call.attempt(send)
         if not call.finish_now():
             await call.finish()
         return response
+
+    async def _send(
+        self,
+        call: Call,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        json: Any,
+        data: bytes | str | None,
+        params: Mapping[str, str] | None,
+        client_timeout: aiohttp.ClientTimeout,
+        parse_error: ErrorParser,
+        guard_url: bool,
+    ) -> ProviderResponse:
+        """One try of `request()`: a 2xx/3xx answer, or a ProviderError."""
+        timeout = client_timeout
+        if call.attempts > 1:
+            # Never let a retry run past the call's total budget.
+            left = self.config.retry.budget - call.elapsed()
+            if timeout.total is None or left < timeout.total:
+                timeout = aiohttp.ClientTimeout(
+                    total=max(0.05, left),
+                    connect=timeout.connect,
+                    sock_connect=timeout.sock_connect,
+                    sock_read=timeout.sock_read,
+                )
+        session = self.guarded_session() if guard_url else self.session()
+        try:
+            async with session.request(
+                method, url, headers=headers, json=json, data=data, params=params,
+                timeout=timeout, allow_redirects=False,
+            ) as resp:  # fmt: skip
+                body = await resp.read()
+                status = resp.status
+                resp_headers = resp.headers
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._transport_error(exc, call.operation) from None
+        if status < 400:
+            return ProviderResponse(status, resp_headers, body)
+        raise self._status_error(status, resp_headers, body, call.operation, parse_error)
+
+    def _transport_error(self, exc: Exception, operation: str) -> Exception:
+        """What a try that raised `exc` below HTTP failed with: a retryable ProviderError
+        (anything else, e.g. the caller's own bug, stays as it is)."""
+        if not isinstance(exc, (aiohttp.ClientError, TimeoutError)):
+            return exc
+        code, message = _transport_failure(exc)
+        error = ProviderError(
+            self.name, operation, vendor_code=code, message=message, retryable=True
+        )
+        # As `raise ... from None` would leave it: the cause hidden, the context kept
+        # (the outbound guard's refusal is found there, see kit.ssrf.refusal_in).
+        error.__context__ = exc
+        error.__suppress_context__ = True
+        return error
+
+    def _status_error(
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        body: bytes,
+        operation: str,
+        parse_error: ErrorParser,
+    ) -> ProviderError:
+        vendor_code, message = parse_error(status, headers, body)
+        retryable = status in RETRYABLE_STATUSES
+        return ProviderError(
+            self.name,
+            operation,
+            status=status,
+            vendor_code=vendor_code,
+            message=(message or f"HTTP {status}")[:MAX_MESSAGE],
+            retryable=retryable,
+            retry_after=parse_retry_after(headers, status) if retryable else None,
+        )
 
     def guard(
         self,
