@@ -99,10 +99,10 @@ class Call:
         self.operation = operation
         self.idempotent = idempotent
         self.retry_refusals = retry_refusals
+        self.fingerprint: str | None = None
+        self.cred_name: str | None = None
         if credential:
             self.fingerprint, self.cred_name = gate.identify(credential)
-        else:
-            self.fingerprint = self.cred_name = None
         # A tenant's or user's own credential never asks nor feeds the provider's breaker.
         self.shared = not (own_credential and credential)
         self.attempts = 0
