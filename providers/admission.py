@@ -145,6 +145,7 @@ class Gate:
         self._cred_names: dict[str, str] = {}
         self._identities: dict[str, tuple[str, str]] = {}
         self._tallies: dict[tuple[str, str], metrics.OutboundTally] = {}
+        self._success_tallies: dict[str, metrics.OutboundTally] = {}
         self._gauge = metrics.breaker_state.labels(self.name)
         self._gauge.set(0)
 
@@ -250,10 +251,8 @@ class Gate:
         """Every breaker the call asks is known closed with no failure on record, so
         admitting it and recording its success would change nothing (see
         `BreakerStore.clear`)."""
-        breakers = self.breakers
-        return (cred_name is None or breakers.clear(cred_name)) and (
-            not shared or breakers.clear(self.name)
-        )
+        clear = self.breakers.clear
+        return (cred_name is None or clear(cred_name)) and (not shared or clear(self.name))
 
     async def admit(self, operation: str, cred_name: str | None, shared: bool) -> Ticket:
         """Ask the credential's breaker, then the provider's (`shared` calls only).
@@ -357,6 +356,14 @@ class Gate:
 
     # Books ------------------------------------------------------------------------
 
+    def count_success(self, operation: str, elapsed: float) -> None:
+        tally = self._success_tallies.get(operation)  # keyed by the name alone: no tuple
+        if tally is None:
+            tally = self._success_tallies[operation] = metrics.outbound_calls.tally(
+                self.name, operation, "success"
+            )
+        tally.observe(elapsed)
+
     def count(self, operation: str, outcome: str, elapsed: float) -> None:
         key = (operation, outcome)
         tally = self._tallies.get(key)
@@ -368,7 +375,7 @@ class Gate:
         metrics.outbound_retries.labels(self.name, operation).inc()
 
     def succeeded(self, operation: str, elapsed: float) -> None:
-        self.count(operation, "success", elapsed)
+        self.count_success(operation, elapsed)
         stats = self.stats
         stats.calls += 1
         stats.last_latency = elapsed

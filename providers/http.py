@@ -293,17 +293,11 @@ class ProviderHTTP:
 
         # The common case — breakers clear, a free slot, budget at hand — makes its first
         # try right here: every coroutine frame between the caller and aiohttp is paid
-        # again at each of the request's suspensions. The same try as `_send` makes.
+        # again at each of the request's suspensions. The same try as `_send` makes; a
+        # failed one is recorded (`failed_try` waits or raises) and the loop goes on.
         ticket = call.first_try_now()
-        # The retry loop's try. A partial, not a closure: a closure would turn every
-        # local above into a cell, read slower all along the hot path.
-        send = partial(
-            self._send, call, method, url, headers, json, data, params, client_timeout,
-            parse_error, guard_url,
-        )  # fmt: skip
-        if ticket is None:
-            response = await call.attempt(send)
-        else:
+        response = None
+        if ticket is not None:
             session = self.guarded_session() if guard_url else self.session()
             try:
                 if json is None and data is None and params is None:  # fewer kwargs to pack
@@ -325,7 +319,6 @@ class ProviderHTTP:
                     call.abandon_try()
                     raise
                 await call.failed_try(ticket, self._transport_error(exc, operation))
-                response = await call.attempt(send)
             else:
                 if status < 400:
                     call.tried_well(ticket)
@@ -333,7 +326,16 @@ class ProviderHTTP:
                 else:
                     error = self._status_error(status, resp_headers, body, operation, parse_error)
                     await call.failed_try(ticket, error)
-                    response = await call.attempt(send)
+        if response is None:
+            # The retry loop (or the first try, when it had to wait or ask a breaker).
+            # Its try is a method bound with partial, not a closure: a closure would turn
+            # every local above into a cell, read slower all along the hot path.
+            response = await call.attempt(
+                partial(
+                    self._send, call, method, url, headers, json, data, params,
+                    client_timeout, parse_error, guard_url,
+                )
+            )  # fmt: skip
         if not call.finish_now():
             await call.finish()
         return response
