@@ -111,6 +111,12 @@ class Slots(asyncio.Semaphore):
     """The provider's calls in flight: an asyncio semaphore that can also be taken
     without a coroutine when one is free and nobody queues (the common case)."""
 
+    def release(self) -> None:
+        if self._waiters:
+            super().release()  # hands the slot to the next in the queue
+        else:
+            self._value += 1
+
     def try_acquire(self) -> bool:
         # Stricter than acquire()'s own check (a cancelled waiter counts as a queue):
         # when this says no, the caller queues through acquire(), which sorts it out.
@@ -251,7 +257,10 @@ class Gate:
         """Every breaker the call asks is known closed with no failure on record, so
         admitting it and recording its success would change nothing (see
         `BreakerStore.clear`)."""
-        clear = self.breakers.clear
+        breakers = self.breakers
+        if breakers.all_clear:
+            return True
+        clear = breakers.clear
         return (cred_name is None or clear(cred_name)) and (not shared or clear(self.name))
 
     async def admit(self, operation: str, cred_name: str | None, shared: bool) -> Ticket:
@@ -356,14 +365,6 @@ class Gate:
 
     # Books ------------------------------------------------------------------------
 
-    def count_success(self, operation: str, elapsed: float) -> None:
-        tally = self._success_tallies.get(operation)  # keyed by the name alone: no tuple
-        if tally is None:
-            tally = self._success_tallies[operation] = metrics.outbound_calls.tally(
-                self.name, operation, "success"
-            )
-        tally.observe(elapsed)
-
     def count(self, operation: str, outcome: str, elapsed: float) -> None:
         key = (operation, outcome)
         tally = self._tallies.get(key)
@@ -375,7 +376,12 @@ class Gate:
         metrics.outbound_retries.labels(self.name, operation).inc()
 
     def succeeded(self, operation: str, elapsed: float) -> None:
-        self.count_success(operation, elapsed)
+        tally = self._success_tallies.get(operation)  # keyed by the name alone: no tuple
+        if tally is None:
+            tally = self._success_tallies[operation] = metrics.outbound_calls.tally(
+                self.name, operation, "success"
+            )
+        tally.observe(elapsed)
         stats = self.stats
         stats.calls += 1
         stats.last_latency = elapsed

@@ -74,6 +74,9 @@ class BreakerPolicy:
 
 class BreakerStore(Protocol):
     backend: str
+    # True while no breaker of this store has anything on record, so `clear(name)` is
+    # True for every name: one attribute read on the hot path. False: ask `clear`.
+    all_clear: bool
 
     def clear(self, name: str) -> bool:
         """Known, without I/O, to be closed with no failure on record (False: ask)."""
@@ -107,6 +110,7 @@ class MemoryBreakerStore:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._breakers: dict[str, _Local] = {}
+        self.all_clear = True  # kept equal to `not self._breakers`
         # Injected by tests, so a cooldown passes without waiting for it.
         self.clock = clock
 
@@ -132,10 +136,12 @@ class MemoryBreakerStore:
         if b.state is BreakerState.OPEN and not probe:
             return b.state  # a slow call from before the opening proves nothing
         del self._breakers[name]
+        self.all_clear = not self._breakers
         return BreakerState.CLOSED
 
     async def failure(self, name: str, policy: BreakerPolicy, probe: bool) -> BreakerState:
         b = self._breakers.setdefault(name, _Local())
+        self.all_clear = False
         b.failures += 1
         if (
             probe
@@ -209,6 +215,7 @@ class RedisBreakerStore:
     """Breakers shared by every process that uses the same Redis and prefix."""
 
     backend = "redis"
+    all_clear = False  # closed answers expire: each name is asked (`clear`)
 
     def __init__(self, redis_url: str, *, prefix: str = "switchboard") -> None:
         import redis.asyncio as aioredis

@@ -209,12 +209,15 @@ class Call:
         ticket = self._ticket
         if ticket is None or ticket[0] or ticket[1] or self._finished:
             return False
-        if not self.gate.clear(self.cred_name, self.shared):
+        gate = self.gate
+        if not (gate.breakers.all_clear or gate.clear(self.cred_name, self.shared)):
             return False
         self._ticket = None
-        self._release_slot()
+        held, self._held = self._held, None
+        if held is not None:
+            held.release()
         self._finished = True
-        self.gate.succeeded(self.operation, time.perf_counter() - self.started)
+        gate.succeeded(self.operation, time.perf_counter() - self.started)
         return True
 
     async def finish(self) -> None:
@@ -265,7 +268,9 @@ class Call:
         to ask them), a free slot of the provider's own, a unit of the budget at hand.
         None: take the awaited path (which also checks everything again)."""
         gate = self.gate
-        if self._slot is not None or not gate.clear(self.cred_name, self.shared):
+        if self._slot is not None or not (
+            gate.breakers.all_clear or gate.clear(self.cred_name, self.shared)
+        ):
             return None
         slots = gate.slots
         if not slots.try_acquire():
