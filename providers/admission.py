@@ -253,6 +253,30 @@ class Gate:
 
     # Breakers ---------------------------------------------------------------------
 
+    def take_now(self, fp: str | None, cred_name: str | None, shared: bool) -> bool:
+        """Admit a try at once when nothing needs waiting for or asking: the breakers
+        clear, one of the provider's slots free (taken: the caller gives it back), a
+        unit of the budget at hand. False: admit it the awaited way (`providers.call`)."""
+        if not (self.breakers.all_clear or self.clear(cred_name, shared)):
+            return False
+        slots = self.slots
+        if not slots.try_acquire():
+            return False
+        if not self.budget_now(fp):
+            slots.release()
+            return False
+        return True
+
+    def done_now(self, operation: str, elapsed: float, cred_name: str | None, shared: bool) -> bool:
+        """A try admitted by `take_now` was answered well: when the breakers have nothing
+        to hear (still clear), its slot goes back and the books are kept. False: the
+        success must be recorded the awaited way (`Call.finish`)."""
+        if not (self.breakers.all_clear or self.clear(cred_name, shared)):
+            return False
+        self.slots.release()
+        self.succeeded(operation, elapsed)
+        return True
+
     def clear(self, cred_name: str | None, shared: bool) -> bool:
         """Every breaker the call asks is known closed with no failure on record, so
         admitting it and recording its success would change nothing (see

@@ -42,7 +42,7 @@ from providers.errors import CircuitOpen, ProviderError
 from providers.retry import retry_safe
 
 T = TypeVar("T")
-_CLEAR: Ticket = (False, False)  # admitted without a probe slot of either breaker
+CLEAR: Ticket = (False, False)  # admitted without a probe slot of either breaker
 # What a failed try raised -> the provider's error, or None when it is the caller's own.
 Classifier = Callable[[BaseException, str], ProviderError | None]
 
@@ -157,17 +157,13 @@ class Call:
             self._ticket = ticket
             return result
 
-    def first_try_now(self) -> Ticket | None:
-        """Admit the call's first try at once, when that needs no waiting and no
-        breaker to ask (see `_admit_now`): the caller makes the try itself, then hands
-        a failure to `failed_try` and goes on with `attempt()`, or a success to
-        `tried_well`. None: use `attempt()`."""
-        if self.attempts or self._finished:
-            return None
-        ticket = self._admit_now()
-        if ticket is not None:
-            self.attempts = 1
-        return ticket
+    def took_first_try(self, started: float) -> None:
+        """The caller made the first try itself, admitted by `Gate.take_now` (so it holds
+        one of the provider's slots and no probe slot) at `started`: this call goes on
+        from there — `failed_try` then `attempt()`, or `tried_well` then `finish()`."""
+        self.attempts = 1
+        self.started = started
+        self._held = self.gate.slots
 
     def tried_well(self, ticket: Ticket) -> None:
         """The try admitted with `ticket` succeeded (as `attempt()` returning)."""
@@ -264,22 +260,16 @@ class Call:
     # Internals --------------------------------------------------------------------
 
     def _admit_now(self) -> Ticket | None:
-        """The common case of `_admit` without a coroutine: the breakers clear (nothing
-        to ask them), a free slot of the provider's own, a unit of the budget at hand.
-        None: take the awaited path (which also checks everything again)."""
+        """The common case of `_admit` without a coroutine (`Gate.take_now`), for calls
+        queueing on the provider's own slots. None: take the awaited path (which checks
+        everything again)."""
         gate = self.gate
-        if self._slot is not None or not (
-            gate.breakers.all_clear or gate.clear(self.cred_name, self.shared)
+        if self._slot is not None or not gate.take_now(
+            self.fingerprint, self.cred_name, self.shared
         ):
             return None
-        slots = gate.slots
-        if not slots.try_acquire():
-            return None
-        if not gate.budget_now(self.fingerprint):
-            slots.release()
-            return None
-        self._held = slots
-        return _CLEAR
+        self._held = gate.slots
+        return CLEAR
 
     async def _admit(self) -> Ticket:
         """Rate budget, breakers and a concurrency slot for one try (in that order)."""

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import json as jsonlib
+import time
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -64,7 +65,7 @@ from providers.admission import (
     fingerprint,
 )
 from providers.breaker import BreakerPolicy, BreakerState, BreakerStore, MemoryBreakerStore
-from providers.call import Call, Classifier
+from providers.call import CLEAR, Call, Classifier
 from providers.errors import ProviderError
 from providers.retry import IDEMPOTENT_METHODS, RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
 
@@ -279,25 +280,21 @@ class ProviderHTTP:
         if idempotency_key:
             headers = {**(headers or {}), self.config.idempotency_header: idempotency_key}
         client_timeout = timeouts.client_timeout() if timeouts else self._client_timeout
-        call = Call(
-            self.gate,
-            operation,
-            credential=credential,
-            idempotent=method in IDEMPOTENT_METHODS or bool(idempotency_key),
-            classify=_own_errors,
-            queue_timeout=client_timeout.total,
-            labels=labels,
-            own_credential=own_credential,
-            retry_refusals=True,
-        )
-
-        # The common case — breakers clear, a free slot, budget at hand — makes its first
-        # try right here: every coroutine frame between the caller and aiohttp is paid
-        # again at each of the request's suspensions. The same try as `_send` makes; a
-        # failed one is recorded (`failed_try` waits or raises) and the loop goes on.
-        ticket = call.first_try_now()
+        gate = self.gate
+        fp = cred_name = None
+        if credential:
+            fp, cred_name = gate.identify(credential)
+        shared = not (own_credential and credential)
+        started = time.perf_counter()
         response = None
-        if ticket is not None:
+        failure: Exception | None = None
+        # The common case — breakers clear, a free slot, budget at hand — makes its first
+        # try right here, and builds the call's `Call` only when that try needs more than
+        # its books kept: every coroutine frame between the caller and aiohttp is paid
+        # again at each of the request's suspensions, and the object itself was the
+        # biggest single cost left on this path. The same try as `_send` makes.
+        tried = gate.take_now(fp, cred_name, shared)
+        if tried:
             session = self.guarded_session() if guard_url else self.session()
             try:
                 if json is None and data is None and params is None:  # fewer kwargs to pack
@@ -316,16 +313,33 @@ class ProviderHTTP:
                     resp_headers = resp.headers
             except BaseException as exc:
                 if not isinstance(exc, Exception):
-                    call.abandon_try()
+                    gate.slots.release()  # cancelled: nothing recorded
                     raise
-                await call.failed_try(ticket, self._transport_error(exc, operation))
+                failure = self._transport_error(exc, operation)
             else:
-                if status < 400:
-                    call.tried_well(ticket)
-                    response = ProviderResponse(status, resp_headers, body)
+                if status >= 400:
+                    failure = self._status_error(status, resp_headers, body, operation, parse_error)
                 else:
-                    error = self._status_error(status, resp_headers, body, operation, parse_error)
-                    await call.failed_try(ticket, error)
+                    response = ProviderResponse(status, resp_headers, body)
+                    if gate.done_now(operation, time.perf_counter() - started, cred_name, shared):
+                        return response
+        call = Call(
+            gate,
+            operation,
+            credential=credential,
+            idempotent=method in IDEMPOTENT_METHODS or bool(idempotency_key),
+            classify=_own_errors,
+            queue_timeout=client_timeout.total,
+            labels=labels,
+            own_credential=own_credential,
+            retry_refusals=True,
+        )
+        if tried:
+            call.took_first_try(started)
+            if failure is not None:
+                await call.failed_try(CLEAR, failure)  # recorded: waits, or raises
+            else:
+                call.tried_well(CLEAR)  # a breaker has something to hear: finish()
         if response is None:
             # The retry loop (or the first try, when it had to wait or ask a breaker).
             # Its try is a method bound with partial, not a closure: a closure would turn
