@@ -142,6 +142,7 @@ class Gate:
         self.name = config.name
         self.breakers = breakers
         self.limiter = limiter
+        self._limited = bool(config.rate_limit) and limiter is not None  # both fixed
         self.hooks = hooks
         self.stats = stats
         self.slots = Slots(config.concurrency)  # the provider's calls in flight
@@ -179,7 +180,7 @@ class Gate:
         """One unit of the outbound budget when it can be had without waiting or asking
         the store: no limit configured, or a unit left in the credential's lease.
         False: `take_budget` must be awaited."""
-        if not self.config.rate_limit or self.limiter is None:
+        if not self._limited:
             return True
         lease = self._leases.get(fp or "-")
         if lease is not None and lease[0] > 0 and time.monotonic() < lease[1]:
