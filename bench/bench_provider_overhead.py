@@ -19,13 +19,15 @@ ratios, then the median and the spread:
 - the headline, "layer / bare": bare CPU per call / layer CPU per call, client side
   (`time.process_time`): the layer's cost relative to the bare call, which is what
   the issue means. It is the throughput ratio whenever the client's core is the
-  limit — as it is when core 0 is free: the sandbox then answers ~17,000 calls/s and
-  the bare client spends ~96 % of its core asking — and what the layer costs a
-  gateway process per call. It is steady on a shared machine;
+  limit — as it is when core 0 is free: the sandbox then answers faster than one core
+  of client asks — and what the layer costs a gateway process per call. It is steady
+  on a shared machine;
 - calls per second, layer / bare: a stopwatch's view. When another process takes
-  part of core 0, the sandbox's core becomes the limit for both sides (7,000-8,000
-  calls/s, the client half idle) and this ratio says nothing of the layer; when it
-  lands on core 1 for part of one side's round, it skews that round's ratio.
+  part of core 0, the sandbox's core becomes the limit for both sides (the client
+  partly idle) and this ratio says nothing of the layer; when one lands on core 1 for
+  part of one side's round, it skews that round's ratio.
+
+Targets and last figures: bench/README.md.
 
     .venv/bin/python bench/bench_provider_overhead.py [--calls 10000] [--concurrency 32]
         [--rounds 5] [--redis redis://127.0.0.1:6379/0] [--uvloop]
