@@ -1,7 +1,9 @@
 """One logical call to a provider: the one retry loop, for plain HTTP and SDK calls alike.
 
 `ProviderHTTP.request()` (aiohttp) and `ProviderHTTP.guard()` (around a vendor SDK's
-call) both build a `Call` and hand it the attempt to make:
+call) both build a `Call` and hand it the attempt to make (`request()` makes a first try
+that `Gate.take_now` admitted itself, and builds the `Call` only when that try needs more
+than its books kept: `took_first_try`, then `failed_try` or `tried_well`):
 
     call = http.guard("chat.completions", credential=key, idempotent=False,
                       classify=to_provider_error)
@@ -168,10 +170,6 @@ class Call:
     def tried_well(self, ticket: Ticket) -> None:
         """The try admitted with `ticket` succeeded (as `attempt()` returning)."""
         self._ticket = ticket
-
-    def abandon_try(self) -> None:
-        """The try was cancelled: the slot goes back, nothing is recorded."""
-        self._release_slot()
 
     async def failed_try(self, ticket: Ticket, exc: Exception) -> None:
         """A try raised `exc`: recorded, then this returns after the wait before the

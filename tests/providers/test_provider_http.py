@@ -25,7 +25,7 @@ from providers.resend import ResendClient
 from providers.retry import RetryPolicy, parse_retry_after
 from providers.sandbox.resend import ResendSandbox
 from resolvers.upstream import to_gateway_error
-from tests.conftest import running_server
+from tests.conftest import eventually, running_server
 
 KEY = "re_test_key_0001"
 EMAIL = {"sender": "Acme <hello@acme.test>", "to": "ada@example.com", "subject": "Hi", "text": "x"}
@@ -371,6 +371,29 @@ async def test_a_slot_is_taken_at_once_only_when_free_and_nobody_queues() -> Non
     assert await queued
     slots.release()
     assert slots.try_acquire()
+
+
+async def test_a_cancelled_call_gives_its_slot_back_and_records_nothing(rig: Rig) -> None:
+    # One slot: were the cancelled call's slot kept, the next call would queue for it
+    # and fail with `local_concurrency` instead of reaching the vendor.
+    http = layer(concurrency=1, timeouts=Timeouts(connect=1, read=5, total=1))
+    client = resend(http, rig)
+    try:
+        sent = await client.send_email(**EMAIL, idempotency_key="cancel-1")
+        await rig.fault(latency_ms=3000, count=1)
+        stalled = asyncio.ensure_future(client.get_email(sent.id))
+
+        async def stalling() -> bool:
+            return (await rig.control.get("/_sandbox/stats")).json()["in_flight"] == 1
+
+        await eventually(stalling, "the sandbox holds the call")
+        stalled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await stalled
+        assert (await client.get_email(sent.id)).id == sent.id
+    finally:
+        await http.aclose()
+    assert http.stats.calls == 2 and http.stats.failures == 0
 
 
 # Metrics -------------------------------------------------------------------------------
