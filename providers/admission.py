@@ -21,6 +21,13 @@ credential only; other answers say the vendor is up), `release` hands unused pro
 back when nobody was called, and `succeeded` / `failed` / `retried` keep the metrics, the
 health statistics and call the `on_failure` hooks. Keeping all of it here is what makes
 the HTTP and the SDK paths one path.
+
+The common case skips the awaited steps: `take_now` admits a try synchronously when every
+breaker the call asks is clear (nothing on record: nothing to ask, nothing to tell —
+`BreakerStore.clear`), one of the provider's slots is free and a unit of the budget is
+at hand in the credential's lease; `done_now` closes a try so admitted that was answered
+well while the breakers are still clear. Anything else takes the steps above. This is
+what `bench_provider_overhead.py` measures.
 """
 
 from __future__ import annotations
@@ -107,6 +114,25 @@ def _limiter_down(provider: str, exc: Exception) -> None:
         )
 
 
+class Slots(asyncio.Semaphore):
+    """The provider's calls in flight: an asyncio semaphore that can also be taken
+    without a coroutine when one is free and nobody queues (the common case)."""
+
+    def release(self) -> None:
+        if self._waiters:
+            super().release()  # hands the slot to the next in the queue
+        else:
+            self._value += 1
+
+    def try_acquire(self) -> bool:
+        # Stricter than acquire()'s own check (a cancelled waiter counts as a queue):
+        # when this says no, the caller queues through acquire(), which sorts it out.
+        if self._value > 0 and not self._waiters:
+            self._value -= 1
+            return True
+        return False
+
+
 class Gate:
     """The admission path and the books of one provider (see the module docstring)."""
 
@@ -123,17 +149,30 @@ class Gate:
         self.name = config.name
         self.breakers = breakers
         self.limiter = limiter
+        self._limited = bool(config.rate_limit) and limiter is not None  # both fixed
         self.hooks = hooks
         self.stats = stats
-        self.slots = asyncio.Semaphore(config.concurrency)  # the provider's calls in flight
+        self.slots = Slots(config.concurrency)  # the provider's calls in flight
         self._window: SlidingWindowCounterRateLimiter | MovingWindowRateLimiter | None = None
         self._leases: dict[str, list[Any]] = {}  # credential -> [units left, valid until]
         self._lease_locks: dict[str, asyncio.Lock] = {}
         self._cred_names: dict[str, str] = {}
-        self._metric_children: dict[tuple[str, str], Any] = {}
-        self._latency_children: dict[str, Any] = {}
+        self._identities: dict[str, tuple[str, str]] = {}
+        self._tallies: dict[tuple[str, str], metrics.OutboundTally] = {}
+        self._success_tallies: dict[str, metrics.OutboundTally] = {}
         self._gauge = metrics.breaker_state.labels(self.name)
         self._gauge.set(0)
+
+    def identify(self, credential: str) -> tuple[str, str]:
+        """(fingerprint, breaker name) of a credential, remembered per gate (one dict
+        lookup on the hot path instead of a hash)."""
+        known = self._identities.get(credential)
+        if known is None:
+            if len(self._identities) >= 4096:
+                self._identities.clear()
+            fp = cached_fingerprint(credential)
+            known = self._identities[credential] = (fp, self.credential_name(fp))
+        return known
 
     def credential_name(self, fp: str) -> str:
         """The breaker name of one credential (by fingerprint)."""
@@ -143,6 +182,18 @@ class Gate:
         return name
 
     # Rate budget ------------------------------------------------------------------
+
+    def budget_now(self, fp: str | None) -> bool:
+        """One unit of the outbound budget when it can be had without waiting or asking
+        the store: no limit configured, or a unit left in the credential's lease.
+        False: `take_budget` must be awaited."""
+        if not self._limited:
+            return True
+        lease = self._leases.get(fp or "-")
+        if lease is not None and lease[0] > 0 and time.monotonic() < lease[1]:
+            lease[0] -= 1
+            return True
+        return False
 
     async def take_budget(self, operation: str, fp: str | None) -> None:
         """One unit of the provider's outbound budget for this credential.
@@ -209,6 +260,40 @@ class Gate:
             await asyncio.sleep(wait)
 
     # Breakers ---------------------------------------------------------------------
+
+    def take_now(self, fp: str | None, cred_name: str | None, shared: bool) -> bool:
+        """Admit a try at once when nothing needs waiting for or asking: the breakers
+        clear, one of the provider's slots free (taken: the caller gives it back), a
+        unit of the budget at hand. False: admit it the awaited way (`providers.call`)."""
+        if not (self.breakers.all_clear or self.clear(cred_name, shared)):
+            return False
+        slots = self.slots
+        if not slots.try_acquire():
+            return False
+        if not self.budget_now(fp):
+            slots.release()
+            return False
+        return True
+
+    def done_now(self, operation: str, elapsed: float, cred_name: str | None, shared: bool) -> bool:
+        """A try admitted by `take_now` was answered well: when the breakers have nothing
+        to hear (still clear), its slot goes back and the books are kept. False: the
+        success must be recorded the awaited way (`Call.finish`)."""
+        if not (self.breakers.all_clear or self.clear(cred_name, shared)):
+            return False
+        self.slots.release()
+        self.succeeded(operation, elapsed)
+        return True
+
+    def clear(self, cred_name: str | None, shared: bool) -> bool:
+        """Every breaker the call asks is known closed with no failure on record, so
+        admitting it and recording its success would change nothing (see
+        `BreakerStore.clear`)."""
+        breakers = self.breakers
+        if breakers.all_clear:
+            return True
+        clear = breakers.clear
+        return (cred_name is None or clear(cred_name)) and (not shared or clear(self.name))
 
     async def admit(self, operation: str, cred_name: str | None, shared: bool) -> Ticket:
         """Ask the credential's breaker, then the provider's (`shared` calls only).
@@ -314,24 +399,21 @@ class Gate:
 
     def count(self, operation: str, outcome: str, elapsed: float) -> None:
         key = (operation, outcome)
-        child = self._metric_children.get(key)
-        if child is None:
-            child = self._metric_children[key] = metrics.outbound_calls.labels(
-                self.name, operation, outcome
-            )
-        child.inc()
-        hist = self._latency_children.get(operation)
-        if hist is None:
-            hist = self._latency_children[operation] = metrics.outbound_latency.labels(
-                self.name, operation
-            )
-        hist.observe(elapsed)
+        tally = self._tallies.get(key)
+        if tally is None:
+            tally = self._tallies[key] = metrics.outbound_calls.tally(self.name, operation, outcome)
+        tally.observe(elapsed)
 
     def retried(self, operation: str) -> None:
         metrics.outbound_retries.labels(self.name, operation).inc()
 
     def succeeded(self, operation: str, elapsed: float) -> None:
-        self.count(operation, "success", elapsed)
+        tally = self._success_tallies.get(operation)  # keyed by the name alone: no tuple
+        if tally is None:
+            tally = self._success_tallies[operation] = metrics.outbound_calls.tally(
+                self.name, operation, "success"
+            )
+        tally.observe(elapsed)
         stats = self.stats
         stats.calls += 1
         stats.last_latency = elapsed

@@ -13,9 +13,12 @@ breakers vanish): fields `state` (open | half_open; absent means closed),
 transition is one small Lua script, so processes never race on read-modify-write
 and clocks come from one place. Closed breakers cost nothing in Redis.
 
-Hot path: a closed answer is cached in-process for `cache_ttl` seconds (default
-0.5), so a busy process asks Redis a few times a second, not once per call. A
-failure seen locally always goes to Redis at once. The price is that another
+Hot path: `clear(name)` answers without I/O or a coroutine whether a breaker is known
+closed with no failure on record — then asking it would admit and a success would
+change nothing, so the layer skips both (`providers.admission.Gate.clear`). In memory
+that is one dict lookup. In Redis, a closed answer is cached in-process for `cache_ttl`
+seconds (default 0.5), so a busy process asks Redis a few times a second, not once per
+call. A failure seen locally always goes to Redis at once. The price is that another
 process learns an open breaker up to `cache_ttl` late — a handful of extra calls
 against a failing vendor, which the breaker exists to bound, not to forbid.
 
@@ -71,6 +74,13 @@ class BreakerPolicy:
 
 class BreakerStore(Protocol):
     backend: str
+    # True while no breaker of this store has anything on record, so `clear(name)` is
+    # True for every name: one attribute read on the hot path. False: ask `clear`.
+    all_clear: bool
+
+    def clear(self, name: str) -> bool:
+        """Known, without I/O, to be closed with no failure on record (False: ask)."""
+        ...
 
     async def admit(self, name: str, policy: BreakerPolicy) -> Admission: ...
 
@@ -100,8 +110,13 @@ class MemoryBreakerStore:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._breakers: dict[str, _Local] = {}
+        self.all_clear = True  # kept equal to `not self._breakers`
         # Injected by tests, so a cooldown passes without waiting for it.
         self.clock = clock
+
+    def clear(self, name: str) -> bool:
+        # A breaker is kept only while it has failures on record or is open.
+        return name not in self._breakers
 
     async def admit(self, name: str, policy: BreakerPolicy) -> Admission:
         b = self._breakers.get(name)
@@ -121,10 +136,12 @@ class MemoryBreakerStore:
         if b.state is BreakerState.OPEN and not probe:
             return b.state  # a slow call from before the opening proves nothing
         del self._breakers[name]
+        self.all_clear = not self._breakers
         return BreakerState.CLOSED
 
     async def failure(self, name: str, policy: BreakerPolicy, probe: bool) -> BreakerState:
         b = self._breakers.setdefault(name, _Local())
+        self.all_clear = False
         b.failures += 1
         if (
             probe
@@ -198,6 +215,7 @@ class RedisBreakerStore:
     """Breakers shared by every process that uses the same Redis and prefix."""
 
     backend = "redis"
+    all_clear = False  # closed answers expire: each name is asked (`clear`)
 
     def __init__(self, redis_url: str, *, prefix: str = "switchboard") -> None:
         import redis.asyncio as aioredis
@@ -215,6 +233,12 @@ class RedisBreakerStore:
 
     def _key(self, name: str) -> str:
         return self._prefix + name
+
+    def clear(self, name: str) -> bool:
+        # Trusted closed (cached) and no failure of ours on record since Redis said so.
+        return self._closed_until.get(name, 0.0) > time.monotonic() and not (
+            self._known_failures.get(name)
+        )
 
     async def admit(self, name: str, policy: BreakerPolicy) -> Admission:
         now = time.monotonic()

@@ -1,7 +1,9 @@
 """One logical call to a provider: the one retry loop, for plain HTTP and SDK calls alike.
 
 `ProviderHTTP.request()` (aiohttp) and `ProviderHTTP.guard()` (around a vendor SDK's
-call) both build a `Call` and hand it the attempt to make:
+call) both build a `Call` and hand it the attempt to make (`request()` makes a first try
+that `Gate.take_now` admitted itself, and builds the `Call` only when that try needs more
+than its books kept: `took_first_try`, then `failed_try` or `tried_well`):
 
     call = http.guard("chat.completions", credential=key, idempotent=False,
                       classify=to_provider_error)
@@ -37,11 +39,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Self, TypeVar
 
 from kit.ssrf import refusal_in
-from providers.admission import Gate, Ticket, cached_fingerprint
+from providers.admission import Gate, Ticket
 from providers.errors import CircuitOpen, ProviderError
 from providers.retry import retry_safe
 
 T = TypeVar("T")
+CLEAR: Ticket = (False, False)  # admitted without a probe slot of either breaker
 # What a failed try raised -> the provider's error, or None when it is the caller's own.
 Classifier = Callable[[BaseException, str], ProviderError | None]
 
@@ -98,9 +101,10 @@ class Call:
         self.operation = operation
         self.idempotent = idempotent
         self.retry_refusals = retry_refusals
-        fp = cached_fingerprint(credential) if credential else None
-        self.fingerprint = fp
-        self.cred_name = gate.credential_name(fp) if fp is not None else None
+        self.fingerprint: str | None = None
+        self.cred_name: str | None = None
+        if credential:
+            self.fingerprint, self.cred_name = gate.identify(credential)
         # A tenant's or user's own credential never asks nor feeds the provider's breaker.
         self.shared = not (own_credential and credential)
         self.attempts = 0
@@ -134,41 +138,81 @@ class Call:
             self.attempts += 1
             if self.attempts > 1:
                 gate.retried(self.operation)
-            try:
-                ticket = await self._admit()
-            except ProviderError as refused:
-                if isinstance(refused, CircuitOpen) or not self.retry_refusals:
-                    await self._report(refused)
-                    raise
-                await self._wait_or_raise(refused)
-                continue
+            ticket = self._admit_now()
+            if ticket is None:
+                try:
+                    ticket = await self._admit()
+                except ProviderError as refused:
+                    if isinstance(refused, CircuitOpen) or not self.retry_refusals:
+                        await self._report(refused)
+                        raise
+                    await self._wait_or_raise(refused)
+                    continue
             try:
                 result = await fn()
             except BaseException as exc:
-                self._release_slot()
                 if not isinstance(exc, Exception):
+                    self._release_slot()
                     raise  # cancelled: the vendor's answer is unknown, nothing recorded
-                unsafe = refusal_in(exc)
-                error = None if unsafe is not None else self.classify(exc)
-                if error is None:
-                    # The outbound guard refused the address, or the caller's own bug:
-                    # nobody was called, so no breaker learns anything.
-                    await gate.release(ticket, self.cred_name)
-                    self._finished = True
-                    if unsafe is not None:
-                        raise unsafe from None
-                    raise
-                await gate.record(ticket, self.cred_name, self.shared, error)
-                await self._wait_or_raise(error)
+                await self.failed_try(ticket, exc)
                 continue
             self._ticket = ticket
             return result
 
+    def took_first_try(self, started: float) -> None:
+        """The caller made the first try itself, admitted by `Gate.take_now` (so it holds
+        one of the provider's slots and no probe slot) at `started`: this call goes on
+        from there — `failed_try` then `attempt()`, or `tried_well` then `finish()`."""
+        self.attempts = 1
+        self.started = started
+        self._held = self.gate.slots
+
+    def tried_well(self, ticket: Ticket) -> None:
+        """The try admitted with `ticket` succeeded (as `attempt()` returning)."""
+        self._ticket = ticket
+
+    async def failed_try(self, ticket: Ticket, exc: Exception) -> None:
+        """A try raised `exc`: recorded, then this returns after the wait before the
+        next try, or raises the call's error (or `exc` itself, when it is the caller's
+        own or the outbound guard's refusal)."""
+        self._release_slot()
+        unsafe = refusal_in(exc)
+        error = None if unsafe is not None else self.classify(exc)
+        if error is None:
+            # The outbound guard refused the address, or the caller's own bug:
+            # nobody was called, so no breaker learns anything.
+            await self.gate.release(ticket, self.cred_name)
+            self._finished = True
+            if unsafe is not None:
+                raise unsafe from None
+            raise exc
+        await self.gate.record(ticket, self.cred_name, self.shared, error)
+        await self._wait_or_raise(error)
+
     async def run(self, fn: Callable[[], Awaitable[T]]) -> T:
         """`attempt(fn)`, then the call is finished: the answer was read in full."""
         result = await self.attempt(fn)
-        await self.finish()
+        if not self.finish_now():
+            await self.finish()
         return result
+
+    def finish_now(self) -> bool:
+        """`finish()` without a coroutine when it has nothing to tell the breakers (no
+        probe slot held, every breaker clear): only the books are kept. False: await
+        `finish()`."""
+        ticket = self._ticket
+        if ticket is None or ticket[0] or ticket[1] or self._finished:
+            return False
+        gate = self.gate
+        if not (gate.breakers.all_clear or gate.clear(self.cred_name, self.shared)):
+            return False
+        self._ticket = None
+        held, self._held = self._held, None
+        if held is not None:
+            held.release()
+        self._finished = True
+        gate.succeeded(self.operation, time.perf_counter() - self.started)
+        return True
 
     async def finish(self) -> None:
         """The vendor answered well (or the consumer left): record the success."""
@@ -212,6 +256,18 @@ class Call:
         await asyncio.shield(self.finish())
 
     # Internals --------------------------------------------------------------------
+
+    def _admit_now(self) -> Ticket | None:
+        """The common case of `_admit` without a coroutine (`Gate.take_now`), for calls
+        queueing on the provider's own slots. None: take the awaited path (which checks
+        everything again)."""
+        gate = self.gate
+        if self._slot is not None or not gate.take_now(
+            self.fingerprint, self.cred_name, self.shared
+        ):
+            return None
+        self._held = gate.slots
+        return CLEAR
 
     async def _admit(self) -> Ticket:
         """Rate budget, breakers and a concurrency slot for one try (in that order)."""

@@ -46,8 +46,10 @@ from __future__ import annotations
 
 import asyncio
 import json as jsonlib
+import time
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 import aiohttp
@@ -63,7 +65,7 @@ from providers.admission import (
     fingerprint,
 )
 from providers.breaker import BreakerPolicy, BreakerState, BreakerStore, MemoryBreakerStore
-from providers.call import Call, Classifier
+from providers.call import CLEAR, Call, Classifier
 from providers.errors import ProviderError
 from providers.retry import IDEMPOTENT_METHODS, RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
 
@@ -278,8 +280,51 @@ class ProviderHTTP:
         if idempotency_key:
             headers = {**(headers or {}), self.config.idempotency_header: idempotency_key}
         client_timeout = timeouts.client_timeout() if timeouts else self._client_timeout
+        gate = self.gate
+        fp = cred_name = None
+        if credential:
+            fp, cred_name = gate.identify(credential)
+        shared = not (own_credential and credential)
+        started = time.perf_counter()
+        response = None
+        failure: Exception | None = None
+        # The common case — breakers clear, a free slot, budget at hand — makes its first
+        # try right here, and builds the call's `Call` only when that try needs more than
+        # its books kept: every coroutine frame between the caller and aiohttp is paid
+        # again at each of the request's suspensions, and the object itself was the
+        # biggest single cost left on this path. The same try as `_send` makes.
+        tried = gate.take_now(fp, cred_name, shared)
+        if tried:
+            session = self.guarded_session() if guard_url else self.session()
+            try:
+                if json is None and data is None and params is None:  # fewer kwargs to pack
+                    sending = session.request(
+                        method, url, headers=headers, timeout=client_timeout,
+                        allow_redirects=False,
+                    )  # fmt: skip
+                else:
+                    sending = session.request(
+                        method, url, headers=headers, json=json, data=data, params=params,
+                        timeout=client_timeout, allow_redirects=False,
+                    )  # fmt: skip
+                async with sending as resp:
+                    body = await resp.read()
+                    status = resp.status
+                    resp_headers = resp.headers
+            except BaseException as exc:
+                if not isinstance(exc, Exception):
+                    gate.slots.release()  # cancelled: nothing recorded
+                    raise
+                failure = self._transport_error(exc, operation)
+            else:
+                if status >= 400:
+                    failure = self._status_error(status, resp_headers, body, operation, parse_error)
+                else:
+                    response = ProviderResponse(status, resp_headers, body)
+                    if gate.done_now(operation, time.perf_counter() - started, cred_name, shared):
+                        return response
         call = Call(
-            self.gate,
+            gate,
             operation,
             credential=credential,
             idempotent=method in IDEMPOTENT_METHODS or bool(idempotency_key),
@@ -289,55 +334,100 @@ class ProviderHTTP:
             own_credential=own_credential,
             retry_refusals=True,
         )
-        budget = self.config.retry.budget
+        if tried:
+            call.took_first_try(started)
+            if failure is not None:
+                await call.failed_try(CLEAR, failure)  # recorded: waits, or raises
+            else:
+                call.tried_well(CLEAR)  # a breaker has something to hear: finish()
+        if response is None:
+            # The retry loop (or the first try, when it had to wait or ask a breaker).
+            # Its try is a method bound with partial, not a closure: a closure would turn
+            # every local above into a cell, read slower all along the hot path.
+            response = await call.attempt(
+                partial(
+                    self._send, call, method, url, headers, json, data, params,
+                    client_timeout, parse_error, guard_url,
+                )
+            )  # fmt: skip
+        if not call.finish_now():
+            await call.finish()
+        return response
 
-        async def send() -> ProviderResponse:
-            timeout = client_timeout
-            if call.attempts > 1:
-                # Never let a retry run past the call's total budget.
-                left = budget - call.elapsed()
-                if timeout.total is None or left < timeout.total:
-                    timeout = aiohttp.ClientTimeout(
-                        total=max(0.05, left),
-                        connect=timeout.connect,
-                        sock_connect=timeout.sock_connect,
-                        sock_read=timeout.sock_read,
-                    )
-            session = self.guarded_session() if guard_url else self.session()
-            try:
-                async with session.request(
-                    method,
-                    url,
-                    headers=headers,
-                    json=json,
-                    data=data,
-                    params=params,
-                    timeout=timeout,
-                    allow_redirects=False,
-                ) as resp:
-                    body = await resp.read()
-                    status = resp.status
-                    resp_headers = resp.headers
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                code, message = _transport_failure(exc)
-                raise ProviderError(
-                    self.name, operation, vendor_code=code, message=message, retryable=True
-                ) from None
-            if status < 400:
-                return ProviderResponse(status, resp_headers, body)
-            vendor_code, message = parse_error(status, resp_headers, body)
-            retryable = status in RETRYABLE_STATUSES
-            raise ProviderError(
-                self.name,
-                operation,
-                status=status,
-                vendor_code=vendor_code,
-                message=(message or f"HTTP {status}")[:MAX_MESSAGE],
-                retryable=retryable,
-                retry_after=parse_retry_after(resp_headers, status) if retryable else None,
-            )
+    async def _send(
+        self,
+        call: Call,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        json: Any,
+        data: bytes | str | None,
+        params: Mapping[str, str] | None,
+        client_timeout: aiohttp.ClientTimeout,
+        parse_error: ErrorParser,
+        guard_url: bool,
+    ) -> ProviderResponse:
+        """One try of `request()`: a 2xx/3xx answer, or a ProviderError."""
+        timeout = client_timeout
+        if call.attempts > 1:
+            # Never let a retry run past the call's total budget.
+            left = self.config.retry.budget - call.elapsed()
+            if timeout.total is None or left < timeout.total:
+                timeout = aiohttp.ClientTimeout(
+                    total=max(0.05, left),
+                    connect=timeout.connect,
+                    sock_connect=timeout.sock_connect,
+                    sock_read=timeout.sock_read,
+                )
+        session = self.guarded_session() if guard_url else self.session()
+        try:
+            async with session.request(
+                method, url, headers=headers, json=json, data=data, params=params,
+                timeout=timeout, allow_redirects=False,
+            ) as resp:  # fmt: skip
+                body = await resp.read()
+                status = resp.status
+                resp_headers = resp.headers
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._transport_error(exc, call.operation) from None
+        if status < 400:
+            return ProviderResponse(status, resp_headers, body)
+        raise self._status_error(status, resp_headers, body, call.operation, parse_error)
 
-        return await call.run(send)
+    def _transport_error(self, exc: Exception, operation: str) -> Exception:
+        """What a try that raised `exc` below HTTP failed with: a retryable ProviderError
+        (anything else, e.g. the caller's own bug, stays as it is)."""
+        if not isinstance(exc, (aiohttp.ClientError, TimeoutError)):
+            return exc
+        code, message = _transport_failure(exc)
+        error = ProviderError(
+            self.name, operation, vendor_code=code, message=message, retryable=True
+        )
+        # As `raise ... from None` would leave it: the cause hidden, the context kept
+        # (the outbound guard's refusal is found there, see kit.ssrf.refusal_in).
+        error.__context__ = exc
+        error.__suppress_context__ = True
+        return error
+
+    def _status_error(
+        self,
+        status: int,
+        headers: Mapping[str, str],
+        body: bytes,
+        operation: str,
+        parse_error: ErrorParser,
+    ) -> ProviderError:
+        vendor_code, message = parse_error(status, headers, body)
+        retryable = status in RETRYABLE_STATUSES
+        return ProviderError(
+            self.name,
+            operation,
+            status=status,
+            vendor_code=vendor_code,
+            message=(message or f"HTTP {status}")[:MAX_MESSAGE],
+            retryable=retryable,
+            retry_after=parse_retry_after(headers, status) if retryable else None,
+        )
 
     def guard(
         self,

@@ -191,6 +191,35 @@ async def test_repeated_503s_open_the_breaker_then_a_probe_closes_it(rig: Rig) -
         await http.aclose()
 
 
+async def test_a_success_between_failures_resets_the_count_through_the_layer(
+    store: BreakerStore, rig: Rig
+) -> None:
+    # The layer skips a breaker with nothing on record (BreakerStore.clear); one with
+    # failures on record still hears of the success that resets them, so only
+    # `threshold` consecutive failures open it.
+    policy = BreakerPolicy(threshold=3, cooldown=30, probe_timeout=5, cache_ttl=0.5)
+    http = make_http(store, policy)
+    client = ResendClient(http, KEY, base_url=rig.url)
+    try:
+        sent = await client.send_email(**EMAIL, idempotency_key=None)
+        for _ in range(3):
+            await rig.fault(status=503, count=2)
+            for _ in range(2):
+                with pytest.raises(ProviderError):
+                    await client.get_email(sent.id)
+            assert (await client.get_email(sent.id)).id == sent.id
+        assert await http.breaker_state() == (BreakerState.CLOSED, 0)
+        await rig.fault(status=503, count=3)
+        for _ in range(3):
+            with pytest.raises(ProviderError):
+                await client.get_email(sent.id)
+        assert (await http.breaker_state())[0] is BreakerState.OPEN
+        with pytest.raises(CircuitOpen):
+            await client.get_email(sent.id)
+    finally:
+        await http.aclose()
+
+
 async def test_caller_errors_do_not_open_the_breaker(rig: Rig) -> None:
     http = make_http(MemoryBreakerStore(clock=CLOCK))
     client = ResendClient(http, KEY, base_url=rig.url)

@@ -11,9 +11,12 @@ from email.utils import formatdate
 
 import httpx
 import pytest
+from prometheus_client.utils import floatToGoString
 
+from kit import metrics
 from kit.errors import BadUserInput, UpstreamUnavailable
 from kit.ratelimit import RateLimiter
+from providers.admission import Slots
 from providers.breaker import BreakerPolicy
 from providers.errors import FailureEvent, ProviderError, RateLimitedLocally
 from providers.http import ProviderConfig, ProviderHTTP, Timeouts
@@ -22,7 +25,7 @@ from providers.resend import ResendClient
 from providers.retry import RetryPolicy, parse_retry_after
 from providers.sandbox.resend import ResendSandbox
 from resolvers.upstream import to_gateway_error
-from tests.conftest import running_server
+from tests.conftest import eventually, running_server
 
 KEY = "re_test_key_0001"
 EMAIL = {"sender": "Acme <hello@acme.test>", "to": "ada@example.com", "subject": "Hi", "text": "x"}
@@ -327,6 +330,114 @@ async def test_outbound_rate_limit_is_shared_through_redis(rig: Rig, redis_url: 
         await one.aclose()
         await two.aclose()
     assert len(await rig.recorded()) == 2
+
+
+async def test_leased_budget_still_refuses_over_the_limit(rig: Rig) -> None:
+    # 200/day is drawn in leases of 2 units, spent without asking the store; the 201st
+    # call of the day is refused all the same, and reaches no vendor. (A day, not a
+    # minute: the sliding-window counter lets a few more through just after its window's
+    # edge, by design, and a slow run could cross a minute's.)
+    http = layer(rate_limit="200/day", rate_limit_max_wait=0.2)
+    client = resend(http, rig, key=f"re_{uuid.uuid4().hex}")
+    sent = await client.send_email(**EMAIL, idempotency_key="l-0")
+    try:
+        for _ in range(199):
+            await client.get_email(sent.id)
+        with pytest.raises(RateLimitedLocally):
+            await client.get_email(sent.id)
+    finally:
+        await http.aclose()
+    assert len(await rig.recorded()) == 200
+
+
+# Concurrency slots ---------------------------------------------------------------------
+
+
+async def test_a_slot_is_taken_at_once_only_when_free_and_nobody_queues() -> None:
+    slots = Slots(1)
+    assert slots.try_acquire()
+    assert not slots.try_acquire()  # full
+    started = asyncio.Event()
+
+    async def queue() -> bool:
+        started.set()
+        return await slots.acquire()  # suspends in the queue before `started` is seen
+
+    queued = asyncio.ensure_future(queue())
+    await started.wait()
+    assert not slots.try_acquire() and not queued.done()
+    slots.release()  # the freed slot is the queued caller's, not the next comer's
+    assert not slots.try_acquire()
+    assert await queued
+    slots.release()
+    assert slots.try_acquire()
+
+
+async def test_a_cancelled_call_gives_its_slot_back_and_records_nothing(rig: Rig) -> None:
+    # One slot: were the cancelled call's slot kept, the next call would queue for it
+    # and fail with `local_concurrency` instead of reaching the vendor.
+    http = layer(concurrency=1, timeouts=Timeouts(connect=1, read=5, total=1))
+    client = resend(http, rig)
+    try:
+        sent = await client.send_email(**EMAIL, idempotency_key="cancel-1")
+        await rig.fault(latency_ms=3000, count=1)
+        stalled = asyncio.ensure_future(client.get_email(sent.id))
+
+        async def stalling() -> bool:
+            return (await rig.control.get("/_sandbox/stats")).json()["in_flight"] == 1
+
+        await eventually(stalling, "the sandbox holds the call")
+        stalled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await stalled
+        assert (await client.get_email(sent.id)).id == sent.id
+    finally:
+        await http.aclose()
+    assert http.stats.calls == 2 and http.stats.failures == 0
+
+
+# Metrics -------------------------------------------------------------------------------
+
+
+def sample(name: str, **labels: str) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_metrics_count_each_call_by_provider_operation_and_outcome(rig: Rig) -> None:
+    # Each layer keeps its books' handles; two layers of one provider add to the same
+    # series, another provider or operation to its own.
+    read, other = f"read_{uuid.uuid4().hex[:8]}", f"other_{uuid.uuid4().hex[:8]}"
+    one, two = layer(), layer()
+    mirror = ProviderHTTP(ProviderConfig(name="resend_mirror", retry=FAST_RETRY))
+    try:
+        sent = await resend(one, rig).send_email(**EMAIL, idempotency_key="m-1")
+        for http in (one, one, two):
+            await resend(http, rig).get_email(sent.id, operation=read)
+        with pytest.raises(ProviderError):
+            await resend(one, rig).get_email("no-such-email", operation=read)  # 404
+        await resend(two, rig).get_email(sent.id, operation=other)
+        await resend(mirror, rig).get_email(sent.id, operation=read)
+    finally:
+        for http in (one, two, mirror):
+            await http.aclose()
+    calls = "switchboard_outbound_calls_total"
+    assert sample(calls, provider="resend", operation=read, outcome="success") == 3
+    assert sample(calls, provider="resend", operation=read, outcome="failure") == 1
+    assert sample(calls, provider="resend", operation=other, outcome="success") == 1
+    assert sample(calls, provider="resend_mirror", operation=read, outcome="success") == 1
+    seconds = "switchboard_outbound_call_seconds"
+    assert sample(f"{seconds}_count", provider="resend", operation=read) == 4
+    assert sample(f"{seconds}_bucket", provider="resend", operation=read, le="+Inf") == 4
+    assert 0 < sample(f"{seconds}_sum", provider="resend", operation=read) < 4 * 30
+    assert sample(f"{seconds}_count", provider="resend", operation=other) == 1
+    # Cumulative buckets, as prometheus_client's Histogram exposes them.
+    bounds = [*metrics.LATENCY_BUCKETS, float("inf")]
+    counts = [
+        sample(f"{seconds}_bucket", provider="resend", operation=read, le=floatToGoString(b))
+        for b in bounds
+    ]
+    assert counts == sorted(counts) and counts[-1] == 4
+    assert sample(f"{seconds}_created", provider="resend", operation=read) > 0
 
 
 # Registry, hooks, health ---------------------------------------------------------------
