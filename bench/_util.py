@@ -180,21 +180,43 @@ async def register_owner(app: Any, email: str = "bench-owner@example.com") -> st
 PG_ADMIN = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
 
 
-@contextlib.asynccontextmanager
-async def scratch_database(kind: str) -> AsyncIterator[str]:
-    """A store URL to fill and drop: a temporary SQLite file, or a new PostgreSQL database
-    on $BENCH_POSTGRES_URL's server (dropped afterwards)."""
+async def create_scratch_database(
+    kind: str, admin: str | None = None
+) -> tuple[str, Callable[[], Awaitable[None]]]:
+    """A store URL to fill, and the coroutine function that drops it: a temporary SQLite
+    file, or a new PostgreSQL database on `admin`'s server ($BENCH_POSTGRES_URL's)."""
     if kind == "sqlite":
-        yield temp_sqlite_url()
-        return
+
+        async def nothing() -> None:
+            return None
+
+        return temp_sqlite_url(), nothing
     import asyncpg
 
+    admin_url = admin or PG_ADMIN
+    admin_dsn = admin_url.replace("postgres://", "postgresql://", 1)
     name = f"sb_bench_{uuid.uuid4().hex[:8]}"
-    admin_dsn = PG_ADMIN.replace("postgres://", "postgresql://", 1)
-    admin = await asyncpg.connect(admin_dsn)
+    conn = await asyncpg.connect(admin_dsn)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+        await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await conn.close()
+
+    async def drop() -> None:
+        c = await asyncpg.connect(admin_dsn)
+        try:
+            await c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await c.close()
+
+    return admin_url.rsplit("/", 1)[0] + "/" + name, drop
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(kind: str) -> AsyncIterator[str]:
+    """`create_scratch_database` as a context: the store is dropped afterwards."""
+    url, drop = await create_scratch_database(kind)
+    try:
+        yield url
+    finally:
+        await drop()

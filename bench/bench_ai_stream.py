@@ -56,6 +56,8 @@ import httpx  # noqa: E402
 import websockets  # noqa: E402
 from openai import AsyncOpenAI  # noqa: E402
 
+from bench._util import create_scratch_database  # noqa: E402
+
 STREAM = """subscription($input: CreateChatCompletionInput!) {
   chatCompletion(input: $input) { delta index finishReason usage { completionTokens } } }"""
 
@@ -232,29 +234,12 @@ async def direct_burst(sandbox_url: str, count: int, tokens: int, ramp: float) -
 
 async def bench_database(kind: str) -> tuple[str, Any]:
     """A fresh store for the run, and how to drop it."""
-    if kind == "sqlite":
-        path = Path(tempfile.mkdtemp()) / "bench.sqlite3"
-
-        async def nothing() -> None:
-            return None
-
-        return f"sqlite://{path}", nothing
-    import asyncpg
-
     admin = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
-    name = f"sb_bench_{os.getpid()}"
-    conn = await asyncpg.connect(admin.replace("postgres://", "postgresql://", 1))
-    await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-
-    async def drop() -> None:
-        c = await asyncpg.connect(admin.replace("postgres://", "postgresql://", 1))
-        await c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await c.close()
-
+    url, drop = await create_scratch_database(kind, admin)
+    if kind == "sqlite":
+        return url, drop
     # A pool sized for hundreds of concurrent streams (Tortoise defaults to 5 connections).
-    return f"{admin.rsplit('/', 1)[0]}/{name}?minsize=10&maxsize=60", drop
+    return f"{url}?minsize=10&maxsize=60", drop
 
 
 async def main() -> None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import functools
 import json
 import os
 import resource
@@ -39,9 +40,9 @@ import statistics
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench._util import percentile  # noqa: E402
+from bench._util import PG_ADMIN, create_scratch_database, percentile  # noqa: E402
 
-PG_ADMIN = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
 PROTOCOL = "graphql-transport-ws"
 ACTIVITY = (
     "subscription Activity($types: [String!]) "
@@ -371,26 +371,8 @@ async def gql(
 async def scratch_database(postgres: bool) -> tuple[str, Any]:
     explicit = os.environ.get("BENCH_DATABASE_URL", "")
     if not postgres and not explicit.startswith("postgres"):
-        path = Path(tempfile.mkdtemp(prefix="switchboard-fanout-")) / "bench.sqlite3"
-
-        async def nothing() -> None:
-            return None
-
-        return f"sqlite://{path}", nothing
-    import asyncpg
-
-    admin = explicit or PG_ADMIN
-    name = f"sb_fanout_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(admin.replace("postgres://", "postgresql://", 1))
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-
-    async def drop() -> None:
-        c = await asyncpg.connect(admin.replace("postgres://", "postgresql://", 1))
-        await c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await c.close()
-
-    return f"{admin.rsplit('/', 1)[0]}/{name}", drop
+        return await create_scratch_database("sqlite")
+    return await create_scratch_database("postgres", explicit or PG_ADMIN)
 
 
 async def create_schema(database_url: str) -> None:
@@ -448,6 +430,32 @@ async def deliver(clients: list[Client], trigger: Any, label: str) -> dict[str, 
     return figures(current.times, t0)
 
 
+async def measure(
+    pid: int,
+    port: int,
+    plan: list[Any],
+    clients: list[Client],
+    trigger: Callable[[int], Awaitable[None]],
+    rounds: int,
+    label: str,
+) -> dict[str, Any]:
+    """Open the planned sockets (into `clients`, which the caller closes), then time
+    `rounds` deliveries after a warm-up one; the server's RSS per idle socket."""
+    n = len(plan)
+    await settled(pid)
+    before = rss_kib(pid)
+    clients.extend(await open_clients(port, plan))
+    await settled(pid)
+    after = rss_kib(pid)
+    results = []
+    for r in range(rounds + 1):
+        got = await deliver(clients, functools.partial(trigger, r), label)
+        if r:
+            results.append(got)
+        await settled(pid)
+    return {"rounds": results, "kib_per_socket": (after - before) / n, "rss": (before, after)}
+
+
 async def run_gateway(n: int, rounds: int, postgres: bool, session: Any) -> dict[str, Any]:
     database_url, drop = await scratch_database(postgres)
     await create_schema(database_url)
@@ -494,22 +502,13 @@ async def run_gateway(n: int, rounds: int, postgres: bool, session: Any) -> dict
             )
             principals[f"a_{role.lower().replace('_', '')}"] = data["createApiKey"]["secret"]
         owner = principals["a_owner"]
-        await settled(server.pid)
-        before = rss_kib(server.pid)
-        clients = await open_clients(port, plan_for(n, principals))
-        await settled(server.pid)
-        after = rss_kib(server.pid)
-        results = []
-        for r in range(rounds + 1):
 
-            async def create(r: int = r) -> None:
-                await gql(session, url, CREATE_CONTACT, {"i": {"name": f"Bench {r}"}}, owner)
+        async def create(r: int) -> None:
+            await gql(session, url, CREATE_CONTACT, {"i": {"name": f"Bench {r}"}}, owner)
 
-            got = await deliver(clients, create, f"gateway N={n}")
-            if r:
-                results.append(got)
-            await settled(server.pid)
-        return {"rounds": results, "kib_per_socket": (after - before) / n, "rss": (before, after)}
+        return await measure(
+            server.pid, port, plan_for(n, principals), clients, create, rounds, f"gateway N={n}"
+        )
     finally:
         for c in clients:
             c.close()
@@ -529,24 +528,13 @@ async def run_bare(n: int, rounds: int, session: Any) -> dict[str, Any]:
     clients: list[Client] = []
     try:
         await wait_up(session, url + "/")
-        await settled(server.pid)
-        before = rss_kib(server.pid)
         plan = [({"Authorization": "Bearer x"}, {"types": None}, True) for _ in range(n)]
-        clients = await open_clients(port, plan)
-        await settled(server.pid)
-        after = rss_kib(server.pid)
-        results = []
-        for r in range(rounds + 1):
 
-            async def poke() -> None:
-                async with session.post(url + "/poke") as answer:
-                    await answer.read()
+        async def poke(r: int) -> None:
+            async with session.post(url + "/poke") as answer:
+                await answer.read()
 
-            got = await deliver(clients, poke, f"bare N={n}")
-            if r:
-                results.append(got)
-            await settled(server.pid)
-        return {"rounds": results, "kib_per_socket": (after - before) / n, "rss": (before, after)}
+        return await measure(server.pid, port, plan, clients, poke, rounds, f"bare N={n}")
     finally:
         for c in clients:
             c.close()

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SWITCHBOARD = str(Path(sys.executable).parent / "switchboard")
@@ -110,3 +113,45 @@ async def start_server(env: dict[str, str], log: Path, port: int) -> Proc:
                 proc.kill()
                 raise AssertionError(f"server did not come up:\n{proc.output()}")
             await asyncio.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def two_gateways(
+    store: Any, redis_url: str, tmp_path: Path, key_prefix: str
+) -> AsyncIterator[tuple[str, str]]:
+    """Two `switchboard serve` processes on one PostgreSQL store and one Redis bus (the
+    test skips on SQLite, a file two processes do not share); their base URLs. Both must
+    stop cleanly, with no traceback in either's output."""
+    from tests.conftest import free_port
+
+    if store.kind != "postgres":
+        pytest.skip("several gateway processes share PostgreSQL, not a SQLite file")
+    env = process_env(
+        store.url, redis_url=redis_url, redis_key_prefix=key_prefix, run_worker="false"
+    )
+    ports = [free_port(), free_port()]
+    servers = [await start_server(env, tmp_path / f"s{i}.log", p) for i, p in enumerate(ports)]
+    try:
+        yield f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}"
+    finally:
+        codes = [await s.stop() for s in servers]
+    # uvicorn re-raises the SIGTERM it handled once its graceful shutdown is done.
+    assert set(codes) <= {0, -15}, codes
+    assert not any("Traceback" in s.output() for s in servers), [s.output() for s in servers]
+
+
+async def redis_subscribed(redis_url: str, channel: str, what: str) -> None:
+    """Wait until some process listens on `channel` of the Redis bus."""
+    import redis.asyncio as aioredis
+
+    from tests.conftest import eventually
+
+    r = aioredis.from_url(redis_url)
+    try:
+
+        async def subscribed() -> bool:
+            return int((await r.pubsub_numsub(channel))[0][1]) > 0
+
+        await eventually(subscribed, what)
+    finally:
+        await r.aclose()

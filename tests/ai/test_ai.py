@@ -69,18 +69,6 @@ async def gateway(store: Any, **overrides: Any) -> AsyncIterator[str]:
         yield url
 
 
-@pytest.fixture
-async def server(store) -> AsyncIterator[str]:
-    async with gateway(store) as url:
-        yield url
-
-
-@pytest.fixture
-async def http(server) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server, timeout=30) as client:
-        yield client
-
-
 def prompt(text: str | None = None) -> list[dict[str, str]]:
     return [{"role": "USER", "content": text or f"Tell me about {uuid.uuid4().hex}"}]
 

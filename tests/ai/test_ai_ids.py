@@ -35,18 +35,6 @@ from tests.conftest import error_codes, eventually, gql, register
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-async def server(store) -> AsyncIterator[str]:
-    async with gateway(store) as url:
-        yield url
-
-
-@pytest.fixture
-async def http(server) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server, timeout=30) as client:
-        yield client
-
-
 MESSAGE = """query($id: ID!) { node(id: $id) { ... on ChatMessage { id role content status } } }"""
 
 

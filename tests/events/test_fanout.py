@@ -31,13 +31,12 @@ from tests.conftest import (
     Account,
     Store,
     eventually,
-    free_port,
     gql,
     register,
     running_server,
 )
 from tests.members.test_members import CHANGE_ROLE, REMOVE, join, member_id
-from tests.processes import process_env, start_server
+from tests.processes import redis_subscribed, two_gateways
 
 ACTIVITY = "subscription($types: [String!]) { activity(types: $types) { id type data occurredAt } }"
 # The same selection through a root fragment: not shared (fanout.py leaves fragments at
@@ -466,15 +465,7 @@ async def test_shared_across_gateway_processes_over_redis(
 ) -> None:
     """An event committed through one gateway process reaches the shared subscribers of
     its tenant on another (Redis bus), and not the other tenant's."""
-    if store.kind != "postgres":
-        pytest.skip("several gateway processes share PostgreSQL, not a SQLite file")
-    env = process_env(
-        store.url, redis_url=redis_url, redis_key_prefix=f"sbtest-{RUN_ID}", run_worker="false"
-    )
-    ports = [free_port(), free_port()]
-    servers = [await start_server(env, tmp_path / f"s{i}.log", p) for i, p in enumerate(ports)]
-    one, two = (f"http://127.0.0.1:{p}" for p in ports)
-    try:
+    async with two_gateways(store, redis_url, tmp_path, f"sbtest-{RUN_ID}") as (one, two):
         async with httpx.AsyncClient(base_url=two) as on_two:
             a, b = await register(on_two, "A"), await register(on_two, "B")
             async with (
@@ -483,16 +474,8 @@ async def test_shared_across_gateway_processes_over_redis(
                 Socket.open(one, b.token) as b1,
             ):
                 await until_shared(one, 2, 3)
-                import redis.asyncio as aioredis
-
-                r = aioredis.from_url(redis_url)
                 channel = f"sbtest-{RUN_ID}:{events.channel_for(tenant_of(a))}"
-
-                async def subscribed() -> bool:
-                    return int((await r.pubsub_numsub(channel))[0][1]) > 0
-
-                await eventually(subscribed, "server one to subscribe on Redis")
-                await r.aclose()
+                await redis_subscribed(redis_url, channel, "server one to subscribe on Redis")
                 contact = await create_contact(on_two, a, "Across processes")
 
                 async def arrived() -> bool:
@@ -502,7 +485,3 @@ async def test_shared_across_gateway_processes_over_redis(
 
                 await eventually(arrived, "both of A's sockets to get the event")
                 assert not b1.has("contact.created", id=contact)
-    finally:
-        codes = [await s.stop() for s in servers]
-    assert set(codes) <= {0, -15}, codes
-    assert not any("Traceback" in s.output() for s in servers), [s.output() for s in servers]
