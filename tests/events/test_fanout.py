@@ -183,6 +183,19 @@ async def create_contact(client: httpx.AsyncClient, account: Account, name: str)
     return contact_id
 
 
+async def contact_reaches(
+    client: httpx.AsyncClient, account: Account, name: str, *sockets: Any, what: str
+) -> str:
+    """Create a contact and wait until every one of `sockets` has its event; its id."""
+    contact = await create_contact(client, account, name)
+
+    async def arrived() -> bool:
+        return all(s.has("contact.created", id=contact) for s in sockets)
+
+    await eventually(arrived, what)
+    return contact
+
+
 async def api_key(client: httpx.AsyncClient, owner: Account, role: str) -> str:
     body = await gql(client, CREATE_KEY, {"i": {"name": role, "role": role}}, token=owner.token)
     assert "errors" not in body, body
@@ -260,12 +273,10 @@ async def test_a_leaving_subscriber_does_not_end_the_others(
                 # One closed its socket; another completes its operation.
                 await completes.ws.send(json.dumps({"id": completes.id, "type": "complete"}))
                 await until_shared(url, before[0] + 1, before[1] + 1)
-                contact = await create_contact(client, owner, "After they left")
-
-                async def arrived() -> bool:
-                    return stays.has("contact.created", id=contact)
-
-                await eventually(arrived, "the remaining subscriber to get the event")
+                contact = await contact_reaches(
+                    client, owner, "After they left", stays,
+                    what="the remaining subscriber to get the event",
+                )  # fmt: skip
                 assert not completes.has("contact.created", id=contact)
         # The last one gone: the shared execution and its bus subscription end.
         await until_shared(url, before[0], before[1])
@@ -290,15 +301,10 @@ async def test_different_variables_do_not_share(
             Socket.open(url, owner.token, ["contact.*"]) as contacts_too,
         ):
             await until_shared(url, before[0] + 3, before[1] + 4)
-            contact = await create_contact(client, owner, "Filtered")
-
-            async def arrived() -> bool:
-                return all(
-                    s.has("contact.created", id=contact)
-                    for s in (everything, contacts, contacts_too)
-                )
-
-            await eventually(arrived, "the contact event")
+            await contact_reaches(
+                client, owner, "Filtered", everything, contacts, contacts_too,
+                what="the contact event",
+            )  # fmt: skip
             marker = await events.emit(tenant_of(owner), "lead.tested", {"n": 1})
 
             async def lead_arrived() -> bool:
@@ -330,12 +336,9 @@ async def test_a_lapsed_member_is_closed_and_the_shared_execution_goes_on(
             assert "errors" not in body, body
             assert await lapsed.close_code() == (4403 if change == "demoted" else 4401)
             await until_shared(url, before[0] + 1, before[1] + 1)
-            contact = await create_contact(client, owner, "After the change")
-
-            async def arrived() -> bool:
-                return kept.has("contact.created", id=contact)
-
-            await eventually(arrived, "the other manager to get the event")
+            contact = await contact_reaches(
+                client, owner, "After the change", kept, what="the other manager to get the event"
+            )
             assert not lapsed.has("contact.created", id=contact)
             if change == "removed":
                 # Checked before each event: not even its own removal reached it as data.
@@ -392,12 +395,13 @@ async def test_expired_token_closes_only_its_socket(
             await until_shared(url, before[0] + 1, before[1] + 2)
             assert await expiring.close_code() == 4401
             await until_shared(url, before[0] + 1, before[1] + 1)
-            contact = await create_contact(client, owner, "After the expiry")
-
-            async def arrived() -> bool:
-                return kept.has("contact.created", id=contact)
-
-            await eventually(arrived, "the remaining socket to get the event")
+            contact = await contact_reaches(
+                client,
+                owner,
+                "After the expiry",
+                kept,
+                what="the remaining socket to get the event",
+            )
 
 
 def _small_buffer_socket(url: str) -> socket.socket:
@@ -476,12 +480,8 @@ async def test_shared_across_gateway_processes_over_redis(
                 await until_shared(one, 2, 3)
                 channel = f"sbtest-{RUN_ID}:{events.channel_for(tenant_of(a))}"
                 await redis_subscribed(redis_url, channel, "server one to subscribe on Redis")
-                contact = await create_contact(on_two, a, "Across processes")
-
-                async def arrived() -> bool:
-                    return a1.has("contact.created", id=contact) and a2.has(
-                        "contact.created", id=contact
-                    )
-
-                await eventually(arrived, "both of A's sockets to get the event")
+                contact = await contact_reaches(
+                    on_two, a, "Across processes", a1, a2,
+                    what="both of A's sockets to get the event",
+                )  # fmt: skip
                 assert not b1.has("contact.created", id=contact)
