@@ -395,7 +395,7 @@ async def test_expired_token_closes_only_its_socket(
             await until_shared(url, before[0] + 1, before[1] + 2)
             assert await expiring.close_code() == 4401
             await until_shared(url, before[0] + 1, before[1] + 1)
-            contact = await contact_reaches(
+            await contact_reaches(
                 client,
                 owner,
                 "After the expiry",
