@@ -1,4 +1,4 @@
-"""The executor: graphql-core's, with plain leaves completed inline.
+"""The executor: graphql-core's, with plain leaves and attribute-read objects inlined.
 
 graphql-core executes every field the same way: a path object, a resolve-info object, the
 resolve function, then `complete_value` through the type's wrappers to the scalar's
@@ -14,7 +14,9 @@ nulls come out exactly as they would without the plan.
 A node's `id` of a `ModelNode` type that keeps strawberry's `resolve_id` and
 `resolve_typename` is inlined too: it is `base64("<Type>:<row id>")`, what
 strawberry's resolver computes through an `Info` object, an argument parse and a
-`GlobalID`.
+`GlobalID`. So is an object field read from an attribute (an edge's `node`): its
+selection runs directly, with graphql-core's own error handling and strawberry's type
+check, without the field's resolve-info and completion chain.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from graphql import (
     Undefined,
 )
 from graphql.execution.collect_fields import FieldDetailsList, GroupedFieldSet
-from graphql.pyutils import Path
+from graphql.pyutils import Path, gather_with_cancel
 from strawberry import relay
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types.field import StrawberryField
@@ -177,8 +179,6 @@ class GatewayExecutionContext(StrawberryGraphQLCoreExecutionContext):
             return None
 
     async def _gathered(self, results: dict[str, Any], fields: list[str]) -> dict[str, Any]:
-        from graphql.pyutils import gather_with_cancel
-
         if len(fields) == 1:
             results[fields[0]] = await results[fields[0]]
         else:

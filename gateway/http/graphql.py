@@ -206,21 +206,6 @@ class GatewayGraphQL(GraphQL):
             raise HTTPException(400, "The request body must be a JSON object.")
         return parsed
 
-    async def parse_http_body(self, request: Any) -> Any:  # type: ignore[override]
-        """A JSON POST of one operation (nearly every request) read directly; the rest
-        (GET, batches, multipart) as strawberry reads it. Strawberry's content-type parse
-        goes through the email package, a tenth of a small request's cost."""
-        media = (request.content_type or "").split(";", 1)[0].strip().lower()
-        if (
-            request.method == "POST"
-            and media == "application/json"
-            and self._get_stream_transport_from_headers(request.headers) is None
-        ):
-            data = self.parse_json(await request.get_body())
-            if isinstance(data, dict):
-                return _single_request(data)
-        return await super().parse_http_body(request)
-
     async def execute_single(
         self,
         request: Any,
@@ -337,8 +322,9 @@ class GatewayGraphQL(GraphQL):
     async def _run_json_post(self, request: Request) -> Response:
         """strawberry's `run` for the request nearly every client sends (a JSON POST of
         one operation, no streaming), without the steps that cannot apply to it (socket
-        and IDE checks, root value, request adapter, the GET and multipart readers): each
-        is small, together they were a tenth of a cheap request. Anything else is `run`."""
+        and IDE checks, root value, request adapter, the GET and multipart readers, the
+        content-type parse through the email package): together they were a tenth of a
+        cheap request. Anything else (GET, batches, multipart, streaming) is `run`."""
         media = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
         if (
             request.method != "POST"
